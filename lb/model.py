@@ -1,0 +1,134 @@
+"""Backends, pools and their states: the values every layer agrees on.
+
+Theory of operation
+-------------------
+A backend has two independent states and one timer:
+
+* **admin** (``ready``, ``drain``, ``maint``) is what an operator, the config or the scaler
+  asked for. Only ``ready`` backends receive new connections or requests.
+* **health** (``checking``, ``up``, ``down``) is what the health checker observed. A backend
+  added at runtime starts in ``checking`` and only becomes eligible after its first passing
+  check. A pool without health checks treats every backend as ``up``.
+* **ejected_until** is a monotonic deadline set by passive outlier detection; while the clock
+  is before it the backend is not eligible.
+
+The supervisor owns these values and is the only writer. Workers receive copies over the bus
+and keep ``active`` (connections or in-flight requests in *this* worker) themselves.
+
+This module does no I/O. It must never import asyncio or touch a socket.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class AdminState(enum.StrEnum):
+    READY = "ready"
+    DRAIN = "drain"
+    MAINT = "maint"
+
+
+class HealthState(enum.StrEnum):
+    CHECKING = "checking"
+    UP = "up"
+    DOWN = "down"
+
+
+class IllegalTransition(ValueError):
+    """Raised when a state change is not in the transition table."""
+
+
+# Health moves only along these edges. ``checking`` is the entry state: a backend leaves it on
+# its first check result and never returns to it.
+HEALTH_TRANSITIONS: dict[HealthState, frozenset[HealthState]] = {
+    HealthState.CHECKING: frozenset({HealthState.UP, HealthState.DOWN}),
+    HealthState.UP: frozenset({HealthState.DOWN}),
+    HealthState.DOWN: frozenset({HealthState.UP}),
+}
+
+# Every admin state may move to every other: operators must always be able to undo a drain.
+ADMIN_TRANSITIONS: dict[AdminState, frozenset[AdminState]] = {
+    s: frozenset(AdminState) - {s} for s in AdminState
+}
+
+
+def check_health_transition(old: HealthState, new: HealthState) -> None:
+    if new not in HEALTH_TRANSITIONS[old]:
+        raise IllegalTransition(f"health {old} -> {new} is not allowed")
+
+
+def check_admin_transition(old: AdminState, new: AdminState) -> None:
+    if new not in ADMIN_TRANSITIONS[old]:
+        raise IllegalTransition(f"admin {old} -> {new} is not allowed")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6). Raises ValueError with a readable reason."""
+    host, sep, port_s = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{address!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"{address!r} has no valid port (1-65535)")
+    return host, int(port_s)
+
+
+class Backend:
+    """One upstream server as the data plane sees it.
+
+    ``weight`` is configured, ``effective_weight`` is what strategies use (slow start scales it
+    down while a backend ramps up). ``active`` counts connections (L4) or in-flight requests
+    (L7) in this process and is kept by the proxy; ``least_conn`` reads it.
+    """
+
+    __slots__ = (
+        "active",
+        "address",
+        "admin",
+        "effective_weight",
+        "ejected",
+        "health",
+        "host",
+        "id",
+        "port",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        address: str,
+        weight: int = 1,
+        *,
+        id: str | None = None,
+        admin: AdminState = AdminState.READY,
+        health: HealthState = HealthState.UP,
+        ejected: bool = False,
+        effective_weight: float | None = None,
+    ) -> None:
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.id = id or address
+        self.weight = weight
+        self.effective_weight: float = float(weight if effective_weight is None else effective_weight)
+        self.admin = admin
+        self.health = health
+        self.ejected = ejected
+        self.active = 0
+
+    @property
+    def eligible(self) -> bool:
+        """May receive new connections or requests."""
+        return (
+            self.admin is AdminState.READY
+            and self.health is HealthState.UP
+            and not self.ejected
+            and self.effective_weight > 0
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Backend({self.id!r}, w={self.weight}, ew={self.effective_weight:g}, "
+            f"{self.admin}/{self.health}{', ejected' if self.ejected else ''}, active={self.active})"
+        )

@@ -1,0 +1,1 @@
+"""scaler: the autoscaling sidecar for lb."""
