@@ -80,19 +80,24 @@ class Backend:
 
     ``weight`` is configured, ``effective_weight`` is what strategies use (slow start scales it
     down while a backend ramps up). ``active`` counts connections (L4) or in-flight requests
-    (L7) in this process and is kept by the proxy; ``least_conn`` reads it.
+    (L7) in this process and is kept by the proxy; ``least_conn`` reads it. The counters below
+    it are this process's totals.
     """
 
     __slots__ = (
         "active",
         "address",
         "admin",
+        "bytes_in",
+        "bytes_out",
+        "connect_failures",
         "effective_weight",
         "ejected",
         "health",
         "host",
         "id",
         "port",
+        "total",
         "weight",
     )
 
@@ -111,11 +116,18 @@ class Backend:
         self.host, self.port = parse_address(address)
         self.id = id or address
         self.weight = weight
-        self.effective_weight: float = float(weight if effective_weight is None else effective_weight)
+        self.effective_weight: float = float(
+            weight if effective_weight is None else effective_weight
+        )
         self.admin = admin
         self.health = health
         self.ejected = ejected
         self.active = 0
+        # Counters kept by the data plane of this process (plain ints, read by stats snapshots).
+        self.total = 0  # connections (L4) or requests (L7) sent to this backend
+        self.connect_failures = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     @property
     def eligible(self) -> bool:
@@ -130,5 +142,6 @@ class Backend:
     def __repr__(self) -> str:
         return (
             f"Backend({self.id!r}, w={self.weight}, ew={self.effective_weight:g}, "
-            f"{self.admin}/{self.health}{', ejected' if self.ejected else ''}, active={self.active})"
+            f"{self.admin}/{self.health}{', ejected' if self.ejected else ''}, "
+            f"active={self.active})"
         )

@@ -1,0 +1,246 @@
+"""The L4 relay: a pair of asyncio protocols that move bytes between client and backend.
+
+``TcpClientProtocol`` accepts the client, pauses reading, picks a backend and connects to it
+(one task per connection, for the connect only), retrying other backends on failure. Once
+connected, each side's ``data_received`` writes straight to the peer transport; there is no
+coroutine per chunk. ``pause_writing`` on one side pauses reading on the other, so a slow
+reader never makes the proxy buffer without bound. EOF is relayed as a half-close.
+
+Idle detection costs one integer increment per chunk: a timer per connection fires every
+``idle_timeout`` and closes the pair only if no chunk moved since the last firing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from lb.model import Backend
+
+if TYPE_CHECKING:
+    from lb.proxy.listener import Listener
+
+log = logging.getLogger("lb.tcp")
+
+
+class TcpUpstreamProtocol(asyncio.Protocol):
+    """Backend side of a relay. Everything it reads goes to the client."""
+
+    __slots__ = ("client", "client_write", "transport")
+
+    def __init__(self, client: TcpClientProtocol) -> None:
+        self.client = client
+        self.client_write = client.transport.write
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.client_write(data)
+        self.client.activity += 1
+        self.client.bytes_out += len(data)
+
+    def eof_received(self) -> bool:
+        return self.client.upstream_eof()
+
+    def pause_writing(self) -> None:
+        self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_lost()
+
+
+class TcpClientProtocol(asyncio.Protocol):
+    """Client side of a relay; owns the pair's lifetime and counters."""
+
+    __slots__ = (
+        "activity",
+        "backend",
+        "bytes_in",
+        "bytes_out",
+        "client_eof",
+        "closed",
+        "connect_task",
+        "idle_handle",
+        "last_activity",
+        "listener",
+        "server_eof",
+        "transport",
+        "upstream",
+        "upstream_write",
+    )
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.upstream: asyncio.Transport | None = None
+        self.upstream_write = _drop
+        self.backend: Backend | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self.activity = 0
+        self.last_activity = -1
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.client_eof = False
+        self.server_eof = False
+        self.closed = False
+
+    # -- client transport events ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        listener = self.listener
+        if not listener.admit(self):
+            transport.close()
+            return
+        transport.pause_reading()
+        self.connect_task = listener.loop.create_task(self._connect())
+
+    def data_received(self, data: bytes) -> None:
+        self.upstream_write(data)
+        self.activity += 1
+        self.bytes_in += len(data)
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        up = self.upstream
+        if up is not None and not up.is_closing():
+            if self.server_eof:
+                up.close()
+                return False
+            up.write_eof()
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.connect_task is not None and not self.connect_task.done():
+            self.connect_task.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        self._finish()
+
+    # -- upstream events (called by TcpUpstreamProtocol) ------------------------------------
+
+    def upstream_eof(self) -> bool:
+        self.server_eof = True
+        t = self.transport
+        if t.is_closing():
+            return False
+        if self.client_eof:
+            t.close()
+            return False
+        t.write_eof()
+        return True
+
+    def upstream_lost(self) -> None:
+        self.upstream = None
+        self.upstream_write = _drop
+        # transport.close() flushes what is buffered before closing.
+        self.transport.close()
+
+    # -- connect with retries ---------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        listener = self.listener
+        pool = listener.pool
+        loop = listener.loop
+        key = None
+        if pool.config.strategy == "consistent_hash":
+            peer = self.transport.get_extra_info("peername")
+            key = str(peer[0]).encode() if peer else None
+        tried: list[Backend] = []
+        timeout = listener.config.connect_timeout
+        for _attempt in range(pool.config.retries + 1):
+            backend = pool.pick(key, tried)
+            if backend is None:
+                break
+            tried.append(backend)
+            backend.active += 1
+            try:
+                async with asyncio.timeout(timeout):
+                    transport, _ = await loop.create_connection(
+                        lambda: TcpUpstreamProtocol(self), backend.host, backend.port
+                    )
+            except (OSError, TimeoutError) as exc:
+                backend.active -= 1
+                backend.connect_failures += 1
+                listener.connect_failures += 1
+                listener.report_failure(backend, "connect", exc)
+                continue
+            if self.closed or self.transport.is_closing():
+                # The client left while we were connecting.
+                backend.active -= 1
+                transport.close()
+                return
+            self.backend = backend
+            backend.total += 1
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.upstream = transport  # type: ignore[assignment]
+            self.upstream_write = transport.write  # type: ignore[attr-defined]
+            self.transport.resume_reading()
+            self._arm_idle()
+            return
+        # Nothing could be reached: close the client.
+        listener.no_backend += 1
+        self.transport.close()
+
+    # -- idle timeout -----------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        self.idle_handle = self.listener.loop.call_later(
+            self.listener.config.idle_timeout, self._idle_check
+        )
+
+    def _idle_check(self) -> None:
+        if self.closed:
+            return
+        if self.activity == self.last_activity:
+            self.listener.idle_timeouts += 1
+            self.transport.close()
+            if self.upstream is not None:
+                self.upstream.close()
+            return
+        self.last_activity = self.activity
+        self._arm_idle()
+
+    # -- teardown ---------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Close both sides now (force removal, grace expiry)."""
+        self.transport.abort()
+        if self.upstream is not None:
+            self.upstream.abort()
+
+    def _finish(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        b = self.backend
+        if b is not None:
+            b.active -= 1
+            b.bytes_in += self.bytes_in
+            b.bytes_out += self.bytes_out
+        self.listener.release(self)
+
+
+def _drop(data: bytes) -> None:
+    """Placeholder writer before the upstream exists (reading is paused, so rarely called)."""
