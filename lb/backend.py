@@ -582,7 +582,8 @@ class BackendProtocol(asyncio.Protocol):
         if size is None or size < 0:
             self._answer(self._client_error(b"bytes must be an integer >= 0\n"))
             return
-        chunked = params.get("chunked", ["0"])[0] in ("1", "true", "yes") and mode != _KEEP_10
+        wants_chunked = params.get("chunked", ["0"])[0] in ("1", "true", "yes")
+        chunked = wants_chunked and self._parser.get_http_version() != "1.0"
         headers = [(b"Content-Type", b"application/octet-stream"), self._app.name_header]
         if chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))

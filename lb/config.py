@@ -83,7 +83,7 @@ class LBSection(_Model):
 class ListenerConfig(_Model):
     name: str = Field(min_length=1)
     bind: str
-    mode: Literal["tcp", "http"] = "tcp"
+    mode: Literal["tcp"] = "tcp"
     pool: str
     connect_timeout: Duration = 2.0
     idle_timeout: Duration = 60.0

@@ -185,7 +185,8 @@ async def _worker_main(bus_fd: int, index: int) -> int:
     loop = asyncio.get_running_loop()
     sock = socket.socket(fileno=bus_fd)
     plane = DataPlane(index)
-    done = loop.create_future()
+
+    done: asyncio.Future[str] = loop.create_future()
 
     def on_bus_closed() -> None:
         # The supervisor is gone: stop gracefully rather than run unmanaged.
@@ -194,8 +195,13 @@ async def _worker_main(bus_fd: int, index: int) -> int:
 
     bus = await PipeBus.connect(sock, plane.on_message, on_bus_closed)
     plane.bus = bus
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not done.done():
+            done.set_result(sig.name)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: done.done() or done.set_result(s.name))
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await plane.start()
     except OSError as exc:

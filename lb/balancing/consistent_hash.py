@@ -140,19 +140,19 @@ class ConsistentHash:
                 pos = 0
         backend = self._backends[self._owners[pos]]
         # An idle backend is always within its bound (the bound is >= 1): skip the O(n) sum.
-        if self._bound is None or backend.active == 0:
+        bound = self._bound
+        if bound is None or backend.active == 0:
             return backend
-        return self._walk(pos, backend)
+        return self._walk(pos, backend, bound)
 
-    def _walk(self, pos: int, first: Backend) -> Backend:
+    def _walk(self, pos: int, first: Backend, bound: float) -> Backend:
         """Bounded loads: walk clockwise from ``pos`` to the first backend under its bound."""
-        assert self._bound is not None
         backends = self._backends
         weights = self._weights
         owners = self._owners
         size = self._size
         total = sum(map(_active, backends))
-        per_weight = self._bound * (total + 1) / self._total_weight
+        per_weight = bound * (total + 1) / self._total_weight
         for _ in range(size):
             owner = owners[pos]
             if backends[owner].active < math.ceil(per_weight * weights[owner]):

@@ -71,14 +71,7 @@ class Listener:
         from lb.proxy.tcp import TcpClientProtocol
 
         sock = bind_socket(self.config.bind, self.config.backlog)
-        factory: Callable[[], asyncio.Protocol]
-        if self.config.mode == "tcp":
-            factory = lambda: TcpClientProtocol(self)  # noqa: E731
-        else:
-            from lb.proxy.http import HttpClientProtocol
-
-            factory = lambda: HttpClientProtocol(self)  # noqa: E731
-        self.server = await self.loop.create_server(factory, sock=sock)
+        self.server = await self.loop.create_server(lambda: TcpClientProtocol(self), sock=sock)
 
     def admit(self, conn: Connection) -> bool:
         if len(self.connections) >= self.config.max_connections:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lb.model import Backend
 
@@ -36,7 +36,7 @@ class TcpUpstreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.client_write(data)
@@ -67,6 +67,7 @@ class TcpClientProtocol(asyncio.Protocol):
         "client_eof",
         "closed",
         "connect_task",
+        "early",
         "idle_handle",
         "last_activity",
         "listener",
@@ -80,7 +81,8 @@ class TcpClientProtocol(asyncio.Protocol):
         self.listener = listener
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.upstream: asyncio.Transport | None = None
-        self.upstream_write = _drop
+        self.early: list[bytes] = []
+        self.upstream_write = self._hold
         self.backend: Backend | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.idle_handle: asyncio.TimerHandle | None = None
@@ -95,13 +97,20 @@ class TcpClientProtocol(asyncio.Protocol):
     # -- client transport events ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = t = cast(asyncio.Transport, transport)
         listener = self.listener
         if not listener.admit(self):
-            transport.close()
+            t.close()
             return
-        transport.pause_reading()
+        # uvloop starts reading after connection_made returns, whatever we ask here, so the
+        # first bytes may arrive before the backend is connected: _hold keeps them.
+        t.pause_reading()
         self.connect_task = listener.loop.create_task(self._connect())
+
+    def _hold(self, data: bytes) -> None:
+        """Writer used until the upstream is connected: keep the bytes, stop reading more."""
+        self.early.append(data)
+        self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.upstream_write(data)
@@ -111,7 +120,10 @@ class TcpClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.client_eof = True
         up = self.upstream
-        if up is not None and not up.is_closing():
+        if up is None:
+            # Still connecting: keep our write side open; the EOF is relayed after connect.
+            return self.connect_task is not None and not self.connect_task.done()
+        if not up.is_closing():
             if self.server_eof:
                 up.close()
                 return False
@@ -192,9 +204,15 @@ class TcpClientProtocol(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.upstream = transport  # type: ignore[assignment]
-            self.upstream_write = transport.write  # type: ignore[attr-defined]
-            self.transport.resume_reading()
+            self.upstream = transport
+            self.upstream_write = transport.write
+            if self.early:
+                transport.writelines(self.early)
+                self.early.clear()
+            if self.client_eof:
+                transport.write_eof()
+            else:
+                self.transport.resume_reading()
             self._arm_idle()
             return
         # Nothing could be reached: close the client.
@@ -243,4 +261,5 @@ class TcpClientProtocol(asyncio.Protocol):
 
 
 def _drop(data: bytes) -> None:
-    """Placeholder writer before the upstream exists (reading is paused, so rarely called)."""
+    """Writer after the upstream is gone: the client is being closed, its bytes have nowhere
+    to go."""
