@@ -6,8 +6,8 @@ connected, each side's ``data_received`` writes straight to the peer transport; 
 coroutine per chunk. ``pause_writing`` on one side pauses reading on the other, so a slow
 reader never makes the proxy buffer without bound. EOF is relayed as a half-close.
 
-Idle detection costs one integer increment per chunk: a timer per connection fires every
-``idle_timeout`` and closes the pair only if no chunk moved since the last firing.
+Idle detection reuses the byte counters (one addition per chunk): a timer per connection
+fires every ``idle_timeout`` and closes the pair only if no byte moved since the last firing.
 """
 
 from __future__ import annotations
@@ -28,20 +28,20 @@ log = logging.getLogger("lb.tcp")
 class TcpUpstreamProtocol(asyncio.Protocol):
     """Backend side of a relay. Everything it reads goes to the client."""
 
-    __slots__ = ("client", "client_write", "transport")
+    __slots__ = ("bytes_out", "client", "client_write", "transport")
 
     def __init__(self, client: TcpClientProtocol) -> None:
         self.client = client
         self.client_write = client.transport.write
         self.transport: asyncio.Transport | None = None
+        self.bytes_out = 0  # backend -> client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.client_write(data)
-        self.client.activity += 1
-        self.client.bytes_out += len(data)
+        self.bytes_out += len(data)
 
     def eof_received(self) -> bool:
         return self.client.upstream_eof()
@@ -60,10 +60,8 @@ class TcpClientProtocol(asyncio.Protocol):
     """Client side of a relay; owns the pair's lifetime and counters."""
 
     __slots__ = (
-        "activity",
         "backend",
         "bytes_in",
-        "bytes_out",
         "client_eof",
         "closed",
         "connect_task",
@@ -74,6 +72,7 @@ class TcpClientProtocol(asyncio.Protocol):
         "server_eof",
         "transport",
         "upstream",
+        "upstream_proto",
         "upstream_write",
     )
 
@@ -86,10 +85,9 @@ class TcpClientProtocol(asyncio.Protocol):
         self.backend: Backend | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.idle_handle: asyncio.TimerHandle | None = None
-        self.activity = 0
+        self.upstream_proto: TcpUpstreamProtocol | None = None
         self.last_activity = -1
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self.bytes_in = 0  # client -> backend
         self.client_eof = False
         self.server_eof = False
         self.closed = False
@@ -114,7 +112,6 @@ class TcpClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.upstream_write(data)
-        self.activity += 1
         self.bytes_in += len(data)
 
     def eof_received(self) -> bool:
@@ -185,7 +182,7 @@ class TcpClientProtocol(asyncio.Protocol):
             backend.active += 1
             try:
                 async with asyncio.timeout(timeout):
-                    transport, _ = await loop.create_connection(
+                    transport, proto = await loop.create_connection(
                         lambda: TcpUpstreamProtocol(self), backend.host, backend.port
                     )
             except (OSError, TimeoutError) as exc:
@@ -200,6 +197,7 @@ class TcpClientProtocol(asyncio.Protocol):
                 transport.close()
                 return
             self.backend = backend
+            self.upstream_proto = proto
             backend.total += 1
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -229,13 +227,14 @@ class TcpClientProtocol(asyncio.Protocol):
     def _idle_check(self) -> None:
         if self.closed:
             return
-        if self.activity == self.last_activity:
+        activity = self.bytes_in + self.bytes_out
+        if activity == self.last_activity:
             self.listener.idle_timeouts += 1
             self.transport.close()
             if self.upstream is not None:
                 self.upstream.close()
             return
-        self.last_activity = self.activity
+        self.last_activity = activity
         self._arm_idle()
 
     # -- teardown ---------------------------------------------------------------------------
@@ -245,6 +244,11 @@ class TcpClientProtocol(asyncio.Protocol):
         self.transport.abort()
         if self.upstream is not None:
             self.upstream.abort()
+
+    @property
+    def bytes_out(self) -> int:
+        up = self.upstream_proto
+        return up.bytes_out if up is not None else 0
 
     def _finish(self) -> None:
         if self.closed:
