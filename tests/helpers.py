@@ -133,13 +133,13 @@ class ProcessGroup:
         p = self.spawn(name, [sys.executable, "-m", "lb", "run", "-c", str(path)])
         p.extra["config_path"] = path
         if wait:
-            for listener in config["listeners"]:
-                port = int(listener["bind"].rsplit(":", 1)[1])
-                try:
-                    wait_port(port)
-                except TimeoutError:
+            # The banner is printed once every worker is ready.
+            deadline = time.monotonic() + 20
+            while "lb: running" not in p.output():
+                if p.popen.poll() is not None or time.monotonic() > deadline:
                     p.stop(signal.SIGKILL)
-                    raise AssertionError(f"lb did not start:\n{p.output()}") from None
+                    raise AssertionError(f"lb did not start:\n{p.output()}")
+                time.sleep(0.02)
             p.port = int(config["listeners"][0]["bind"].rsplit(":", 1)[1])
         return p
 

@@ -9,7 +9,12 @@ from lb.bus import FrameDecoder, encode_frame
 
 messages = st.lists(
     st.dictionaries(
-        st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=20), st.booleans())
+        st.text(max_size=8),
+        st.one_of(
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.text(max_size=20),
+            st.booleans(),
+        ),
     ),
     max_size=5,
 )
