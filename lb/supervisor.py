@@ -22,25 +22,12 @@ from typing import Any
 
 from lb.bus import LocalBus, Message, PipeBus
 from lb.config import Config
-from lb.model import Backend, HealthState
+from lb.state import ClusterState, ManagedBackend
 from lb.worker import DataPlane
 
 log = logging.getLogger("lb.supervisor")
 
 RESTART_BACKOFF_MAX = 5.0
-
-
-def backend_entry(b: Backend) -> dict[str, Any]:
-    """How a backend travels over the bus."""
-    return {
-        "id": b.id,
-        "address": b.address,
-        "weight": b.weight,
-        "effective_weight": b.effective_weight,
-        "admin": b.admin.value,
-        "health": b.health.value,
-        "ejected": b.ejected,
-    }
 
 
 @dataclass
@@ -67,31 +54,23 @@ class Supervisor:
         self.log_format = log_format
         self.log_level = log_level
         self.loop = asyncio.get_running_loop()
-        self.pools: dict[str, dict[str, Backend]] = {}
+        self.state = ClusterState(config, now=self.loop.time())
+        self.state.on_change = self._backend_changed
+        self.state.on_remove = self._backend_removed
         self.workers: list[WorkerHandle] = []
         self.stopping = False
         self._stop = self.loop.create_future()
-        self._load_pools(config)
 
     # -- state ------------------------------------------------------------------------------
 
-    def _load_pools(self, config: Config) -> None:
-        for name, pool in config.pools.items():
-            backends: dict[str, Backend] = {}
-            for bc in pool.backends:
-                # No health checks configured yet: configured backends are up.
-                b = Backend(bc.address, bc.weight, id=bc.id, health=HealthState.UP)
-                backends[b.id] = b
-            self.pools[name] = backends
+    def _backend_changed(self, pool: str, b: ManagedBackend) -> None:
+        self.broadcast({"type": "backend", "pool": pool, "backend": b.entry(self.loop.time())})
+
+    def _backend_removed(self, pool: str, backend_id: str) -> None:
+        self.broadcast({"type": "remove", "pool": pool, "id": backend_id})
 
     def pools_message(self) -> Message:
-        return {
-            "type": "pools",
-            "pools": {
-                name: [backend_entry(b) for b in backends.values()]
-                for name, backends in self.pools.items()
-            },
-        }
+        return self.state.pools_message(self.loop.time())
 
     def config_message(self) -> Message:
         return {"type": "config", "config": self.config.model_dump(mode="json")}
