@@ -1,6 +1,6 @@
 """Consistent hashing on a ring of virtual nodes, with optional bounded loads.
 
-Owns: the ring (sorted 64-bit points and their owners) and the keyless cursor. Never does:
+Owns: the ring (sorted, packed 64-bit points) and the keyless cursor. Never does:
 I/O, or use Python's ``hash()``: every worker, restart and LB instance must map a key to the
 same backend, so all hashing is xxh3-64 of stable bytes.
 
@@ -17,9 +17,14 @@ gradually), a clockwise walk is exactly what bounded loads need, and a weight is
 number of points. Maglev's O(1) lookup buys little over an O(log n) ``bisect`` in C, and its
 table rebuild moves a few keys between unrelated backends.
 
-The ring is built from the eligible backends sorted by ``id``, so it does not depend on the
-order of the list passed to ``update``; per-backend point hashes are cached between updates.
-Points and owners live in ``array``s (12 bytes per point) so that large pools stay small.
+A ring point is packed into one unsigned 64-bit integer: the top 44 bits of the point's hash,
+then 20 bits holding the owner's rank among the eligible backends sorted by ``id``. A key's
+position is the top 44 bits of its hash, so ``bisect`` on the packed array finds the first
+point at or after it, and the low bits say whose point it is. Ranks follow ``id`` order, so
+they only break (rare) ties between equal positions, deterministically, and removing a
+backend never reorders the others' points. The ring is a single ``array('Q')`` (8 bytes a
+point); each backend's point hashes are cached between updates, so an update costs a sort,
+not a rehash. At most 2**20 eligible backends fit.
 
 ``key is None`` (nothing to hash on): a cursor steps one ring point per pick. Over a full lap
 every backend gets exactly its number of points, i.e. weighted round-robin with a pseudo-random
@@ -30,8 +35,9 @@ HAProxy's ``hash-balance-factor``): with ``T`` the total ``active`` over the eli
 and ``W`` their total weight, backend ``b`` is skipped when
 ``active_b + 1 > ceil(c * (T + 1) * w_b / W)``, and the walk goes clockwise to the next
 point. With equal weights this is the paper's ``ceil(c * (T + 1) / n)``. Because ``c >= 1``
-some backend is always under its bound, so the walk ends. The sum over backends makes such a
-pick O(n) in C, but only when the key's first choice is busy (``active > 0``).
+some backend is always under its bound, so the walk ends. Summing ``active`` makes such a
+pick O(n), but only when the key's first choice is busy (``active > 0``); an idle first
+choice is always within its bound.
 """
 
 from __future__ import annotations
@@ -41,14 +47,16 @@ import operator
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
-from itertools import repeat
 
 from xxhash import xxh3_64_intdigest
 
 from lb.balancing.options import StrategyOptions
 from lb.model import Backend
 
-_active = operator.attrgetter("active")
+_OWNER_BITS = 20
+_OWNER_MASK = (1 << _OWNER_BITS) - 1
+_POSITION_MASK = ((1 << 64) - 1) ^ _OWNER_MASK
+MAX_BACKENDS = 1 << _OWNER_BITS
 
 
 def hash_key(key: bytes) -> int:
@@ -56,9 +64,15 @@ def hash_key(key: bytes) -> int:
     return xxh3_64_intdigest(key)
 
 
-def point_hashes(backend_id: str, start: int, stop: int) -> list[int]:
-    """Ring positions of a backend's virtual nodes ``start .. stop - 1``."""
-    return [xxh3_64_intdigest(f"{backend_id}#{i}".encode()) for i in range(start, stop)]
+def point_positions(backend_id: str, start: int, stop: int) -> array[int]:
+    """Ring positions (owner bits clear) of a backend's virtual nodes ``start .. stop - 1``."""
+    return array(
+        "Q",
+        [
+            xxh3_64_intdigest(f"{backend_id}#{i}".encode()) & _POSITION_MASK
+            for i in range(start, stop)
+        ],
+    )
 
 
 class ConsistentHash:
@@ -69,8 +83,7 @@ class ConsistentHash:
         "_bound",
         "_cache",
         "_cursor",
-        "_owners",
-        "_points",
+        "_ring",
         "_size",
         "_total_weight",
         "_vnodes",
@@ -90,33 +103,31 @@ class ConsistentHash:
         self._backends: tuple[Backend, ...] = ()
         self._weights: tuple[float, ...] = ()
         self._total_weight = 0.0
-        self._points = array("Q")
-        self._owners = array("I")
+        self._ring = array("Q")
         self._size = 0
         self._cursor = 0
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, array[int]] = {}
 
     def update(self, backends: Sequence[Backend]) -> None:
         eligible = sorted((b for b in backends if b.eligible), key=operator.attrgetter("id"))
-        cache: dict[str, list[int]] = {}
-        for b in backends:  # keep hashes of drained/down backends: they usually come back
-            if b.id in self._cache:
-                cache[b.id] = self._cache[b.id]
-        hashes: list[int] = []
-        owners: list[int] = []
-        for index, b in enumerate(eligible):
+        if len(eligible) > MAX_BACKENDS:
+            raise ValueError(f"consistent_hash supports at most {MAX_BACKENDS} eligible backends")
+        # Keep the hashes of drained or down backends too: they usually come back.
+        old = self._cache
+        cache = {b.id: old[b.id] for b in backends if b.id in old}
+        packed: list[int] = []
+        for rank, b in enumerate(eligible):
             count = self.point_count(b)
-            points = cache.get(b.id, [])
-            if len(points) < count:
-                points = points + point_hashes(b.id, len(points), count)
-                cache[b.id] = points
-            hashes += points[:count]
-            owners += repeat(index, count)
-        # Stable sort by hash; equal hashes keep id order, so the ring is deterministic.
-        order = sorted(range(len(hashes)), key=hashes.__getitem__)
-        self._points = array("Q", map(hashes.__getitem__, order))
-        self._owners = array("I", map(owners.__getitem__, order))
-        self._size = len(order)
+            positions = cache.get(b.id)
+            if positions is None:
+                positions = cache[b.id] = point_positions(b.id, 0, count)
+            elif len(positions) < count:
+                positions = positions + point_positions(b.id, len(positions), count)
+                cache[b.id] = positions
+            packed += [p | rank for p in positions[:count]]
+        packed.sort()
+        self._ring = array("Q", packed)
+        self._size = len(packed)
         self._cursor = self._cursor % self._size if self._size else 0
         self._backends = tuple(eligible)
         self._weights = tuple(b.effective_weight for b in eligible)
@@ -135,10 +146,10 @@ class ConsistentHash:
             pos = self._cursor
             self._cursor = pos + 1 if pos + 1 < size else 0
         else:
-            pos = bisect_left(self._points, xxh3_64_intdigest(key))
+            pos = bisect_left(self._ring, xxh3_64_intdigest(key) & _POSITION_MASK)
             if pos == size:
                 pos = 0
-        backend = self._backends[self._owners[pos]]
+        backend = self._backends[self._ring[pos] & _OWNER_MASK]
         # An idle backend is always within its bound (the bound is >= 1): skip the O(n) sum.
         bound = self._bound
         if bound is None or backend.active == 0:
@@ -149,12 +160,12 @@ class ConsistentHash:
         """Bounded loads: walk clockwise from ``pos`` to the first backend under its bound."""
         backends = self._backends
         weights = self._weights
-        owners = self._owners
+        ring = self._ring
         size = self._size
-        total = sum(map(_active, backends))
+        total = sum([b.active for b in backends])
         per_weight = bound * (total + 1) / self._total_weight
         for _ in range(size):
-            owner = owners[pos]
+            owner = ring[pos] & _OWNER_MASK
             if backends[owner].active < math.ceil(per_weight * weights[owner]):
                 return backends[owner]
             pos = pos + 1 if pos + 1 < size else 0

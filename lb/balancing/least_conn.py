@@ -6,22 +6,20 @@ is maintained by the proxy and read at pick time, so no callbacks are needed.
 Ties are broken round-robin: the scan for the minimum starts just after the backend picked
 last time, so backends with equal load take turns (an idle pool is served in rotation).
 
-pick() is O(n): it computes every load (in C, via ``map``) and takes the first minimum from
-the rotating start. A flat-cost version needs the proxy to report changes of ``active``
-(acquire/release callbacks) so that loads can be kept in buckets or a heap, as HAProxy does
-with its ebtree keyed by ``(conns + 1) / weight``.
+pick() is O(n): it reads every ``active`` (a list comprehension, then ``min`` and
+``list.index`` in C). When all weights are equal, which is the common case, it compares the
+integer counts directly and skips the float divisions, which are most of the cost. A
+flat-cost version needs the proxy to report changes of ``active`` (acquire/release
+callbacks), so that backends can be kept in buckets by load or in a heap, as HAProxy does with
+its ebtree keyed by ``(conns + 1) / weight``.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 from lb.balancing.options import StrategyOptions
 from lb.model import Backend
-
-_active = operator.attrgetter("active")
-_div = operator.truediv
 
 
 class LeastConn:
@@ -31,13 +29,16 @@ class LeastConn:
 
     def __init__(self, options: StrategyOptions) -> None:
         self._backends: tuple[Backend, ...] = ()
-        self._weights: tuple[float, ...] = ()
+        # None when all weights are equal: then ``active`` alone orders the backends.
+        self._weights: tuple[float, ...] | None = None
         self._next = 0
 
     def update(self, backends: Sequence[Backend]) -> None:
-        self._backends = tuple(b for b in backends if b.eligible)
-        self._weights = tuple(b.effective_weight for b in self._backends)
-        n = len(self._backends)
+        eligible = tuple(b for b in backends if b.eligible)
+        weights = tuple(b.effective_weight for b in eligible)
+        self._backends = eligible
+        self._weights = weights if len(set(weights)) > 1 else None
+        n = len(eligible)
         self._next = self._next % n if n else 0
 
     def pick(self, key: bytes | None) -> Backend | None:
@@ -45,7 +46,11 @@ class LeastConn:
         n = len(backends)
         if n <= 1:
             return backends[0] if n else None
-        loads = list(map(_div, map(_active, backends), self._weights))
+        weights = self._weights
+        if weights is None:
+            loads: list[float] = [b.active for b in backends]
+        else:
+            loads = [b.active / w for b, w in zip(backends, weights, strict=False)]
         least = min(loads)
         start = self._next
         try:

@@ -65,7 +65,9 @@ def resolve_strategy(name: str) -> StrategyFactory:
         return builtin
     obj = _load_reference(name) if ":" in name else _load_entry_point(name)
     if not callable(obj):
-        raise UnknownStrategy(f"strategy {name!r} is a {type(obj).__name__}, not a class")
+        raise UnknownStrategy(
+            f"strategy {name!r} names a {type(obj).__name__!r} object, not a strategy class"
+        )
     if isinstance(obj, type) and not all(
         callable(getattr(obj, method, None)) for method in ("update", "pick")
     ):
@@ -82,15 +84,15 @@ def create_strategy(name: str, options: StrategyOptions) -> Strategy:
     strategy = resolve_strategy(name)(options)
     if not isinstance(strategy, Strategy):
         raise UnknownStrategy(
-            f"strategy {name!r} returned a {type(strategy).__name__}, which does not implement "
-            "the Strategy protocol: it needs update(backends) and pick(key) methods"
+            f"strategy {name!r} made a {type(strategy).__name__!r} object, which does not "
+            "implement the Strategy protocol: it needs update(backends) and pick(key) methods"
         )
     return strategy
 
 
 def _load_reference(name: str) -> object:
     module_name, _, attr_path = name.partition(":")
-    if not module_name or not attr_path:
+    if not module_name or not attr_path or module_name.startswith("."):
         raise UnknownStrategy(f"strategy {name!r} is not of the form 'package.module:Class'")
     try:
         obj: object = importlib.import_module(module_name)

@@ -29,8 +29,10 @@ def pool(n: int, weights: list[float] | None = None) -> list[Backend]:
     ]
 
 
-def ring(backends: list[Backend], **options: float) -> ConsistentHash:
-    strategy = ConsistentHash(StrategyOptions(**options))  # type: ignore[arg-type]
+def ring(
+    backends: list[Backend], *, bounded_load: float | None = None, vnodes: int = 160
+) -> ConsistentHash:
+    strategy = ConsistentHash(StrategyOptions(bounded_load=bounded_load, vnodes=vnodes))
     strategy.update(backends)
     return strategy
 
@@ -152,7 +154,6 @@ def test_bounded_load_below_one_is_rejected(bad: float) -> None:
 _CHILD = """
 import json, sys
 from lb.balancing import ConsistentHash, StrategyOptions
-from lb.balancing.consistent_hash import hash_key
 from lb.model import Backend
 backends = [Backend(f"127.0.0.1:{9000 + i}", weight=1 + i % 3) for i in range(7)]
 if sys.argv[1] == "reversed":

@@ -100,7 +100,8 @@ def test_unknown_name_explains_what_is_valid() -> None:
         (f"{PLUGIN}:Namespace.Missing", "has no attribute 'Namespace.Missing'"),
         (f"{PLUGIN}:", "not of the form 'package.module:Class'"),
         (":Thing", "not of the form 'package.module:Class'"),
-        (f"{PLUGIN}:NOT_CALLABLE", "is a int, not a class"),
+        (".relative:Thing", "not of the form 'package.module:Class'"),
+        (f"{PLUGIN}:NOT_CALLABLE", "names a 'int' object, not a strategy class"),
         (f"{PLUGIN}:NotAStrategy", "needs update\\(backends\\) and pick\\(key\\)"),
     ],
 )
@@ -110,5 +111,5 @@ def test_bad_references(ref: str, why: str) -> None:
 
 
 def test_factory_returning_a_non_strategy() -> None:
-    with pytest.raises(UnknownStrategy, match="returned a object"):
+    with pytest.raises(UnknownStrategy, match="made a 'object' object"):
         create_strategy(f"{PLUGIN}:factory_returning_junk", StrategyOptions())

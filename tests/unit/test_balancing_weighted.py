@@ -21,9 +21,11 @@ step ``t``, ``j`` beat ``i``: ``t*w_j/W - p_j(t-1) >= t*w_i/W - p_i(t-1)``. At s
 runs that wrap around the end of a cycle. So a run of ``i`` is at most
 ``floor(2W / (W - w_i + w_j))``, and always shorter than ``2W / (W - w_i)``.
 
-The bound is tight (weights 24, 1, 1 give a run of 16 <= 52 / 3) and real: classic weighted
-round-robin that sends ``w_i`` picks in a row breaks it as soon as ``w_i > 2`` with two other
-backends, which ``test_burst_checker_rejects_plain_weighted_round_robin`` shows.
+The bound is attained: weights 1, 1, 2 repeat ``c a b c``, so ``c`` runs twice across the cycle
+boundary, and ``2 * (4 - 2 + 1) <= 8``; the guess ``ceil(w_i / (W - w_i)) = 1`` is wrong. It is
+also a real constraint: classic weighted round-robin, which sends ``w_i`` picks in a row, breaks
+it as soon as ``w_i > 2`` with two other backends of weight 1
+(``test_burst_checker_rejects_plain_weighted_round_robin``).
 """
 
 from __future__ import annotations
@@ -95,13 +97,20 @@ def test_runs_respect_the_proved_burst_bound(weights: list[int]) -> None:
     assert burst_violations(seq, weights) == []
 
 
-def test_burst_bound_is_tight() -> None:
-    seq = sequence([24.0, 1.0, 1.0], 26)
+def longest_run(seq: list[int], i: int) -> int:
     longest = run = 0
-    for i in seq * 2:  # twice round, to see runs that wrap
-        run = run + 1 if i == 0 else 0
+    for x in seq * 2:  # twice round, to see runs that wrap around the cycle
+        run = run + 1 if x == i else 0
         longest = max(longest, run)
-    assert longest == 16  # floor(2 * 26 / (26 - 24 + 1)) = 17; the bound is nearly attained
+    return longest
+
+
+def test_burst_bound_is_attained() -> None:
+    seq = sequence([1.0, 1.0, 2.0], 4)
+    assert seq == [2, 0, 1, 2]
+    assert longest_run(seq, 2) == 2  # == floor(2 * 4 / (4 - 2 + 1))
+    # Heavy backend, light others: 16 in a row, bound floor(2 * 26 / 3) = 17.
+    assert longest_run(sequence([24.0, 1.0, 1.0], 26), 0) == 16
 
 
 def test_burst_checker_rejects_plain_weighted_round_robin() -> None:

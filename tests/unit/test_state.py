@@ -39,6 +39,7 @@ def test_same_id_other_address_conflicts() -> None:
         st.add_backend("web", "127.0.0.1:9003", id="a")
     assert ei.value.status == 409 and ei.value.field == "id"
     assert len(st.pools["web"]) == 2
+    assert events == [("change", "a")]
 
 
 @pytest.mark.parametrize(
