@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -80,15 +81,62 @@ class LBSection(_Model):
         return int(self.workers)
 
 
+class RouteConfig(_Model):
+    """``[[listeners.routes]]``: the first route whose host and path prefix match picks the pool."""
+
+    host: str | None = Field(
+        default=None, description='exact host ("api.example.com") or suffix ("*.example.com")'
+    )
+    path_prefix: str = "/"
+    pool: str
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c.isspace() or c == "/" for c in v)):
+            raise ValueError('a host such as "api.example.com" or "*.example.com"')
+        return v.lower() if v else v
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError('a path prefix starting with "/", such as "/api/"')
+        return v
+
+
 class ListenerConfig(_Model):
     name: str = Field(min_length=1)
     bind: str
-    mode: Literal["tcp"] = "tcp"
-    pool: str
+    mode: Literal["tcp", "http"] = "tcp"
+    pool: str | None = Field(
+        default=None, description="the pool (tcp), or the default pool when no route matches"
+    )
     connect_timeout: Duration = 2.0
-    idle_timeout: Duration = 60.0
+    idle_timeout: Duration = Field(
+        default=60.0, description="tcp: no bytes either way; http: tunnels after an Upgrade"
+    )
     max_connections: int = Field(default=10000, ge=1)
     backlog: int = Field(default=1024, ge=1)
+    # -- http only ---------------------------------------------------------------------------
+    routes: list[RouteConfig] = Field(default_factory=list)
+    keepalive_timeout: Duration = Field(
+        default=15.0, description="an idle client keep-alive connection is closed after this"
+    )
+    header_timeout: Duration = Field(
+        default=10.0, description="the whole request head must arrive within this (408)"
+    )
+    response_timeout: Duration = Field(
+        default=60.0, description="the backend must start answering within this (504)"
+    )
+    max_request_line: int = Field(default=8192, ge=64)
+    max_header_bytes: int = Field(default=32768, ge=256)
+    max_headers: int = Field(default=100, ge=1)
+    max_body_bytes: int | None = Field(default=None, ge=0)
+    access_log: str | None = Field(
+        default=None, description="JSON-lines access log file (relative to the config file)"
+    )
+    via: str | None = Field(default=None, description='add "Via: 1.1 <this>" when set')
 
     @field_validator("bind")
     @classmethod
@@ -107,14 +155,175 @@ class BackendConfig(_Model):
         return _check_address(v)
 
 
+_HTTP_ONLY = 'only applies to type = "http"; remove it or set type = "http"'
+
+
+def _require_http(model: type[BaseModel], info: ValidationInfo, value: object) -> None:
+    # Defaults pass: a dumped tcp section (supervisor -> workers) carries them all.
+    name = info.field_name
+    if info.data.get("type") == "tcp" and name and value != model.model_fields[name].default:
+        raise ValueError(_HTTP_ONLY)
+
+
+class HealthConfig(_Model):
+    """``[pools.NAME.health]``: active checks, run once per backend by the supervisor."""
+
+    type: Literal["tcp", "http"] = "tcp"
+    interval: Duration = Field(default=2.0, ge=0.01)
+    timeout: Duration = Field(default=1.0, gt=0)  # default: min(1s, interval)
+    rise: int = Field(default=2, ge=1, le=100)
+    fall: int = Field(default=3, ge=1, le=100)
+    jitter: float = Field(default=0.1, ge=0.0, le=0.5)
+    fast_interval: Duration = Field(default=2.0, ge=0.01)  # default: interval
+    method: str = "GET"
+    path: str = "/"
+    host: str | None = None
+    expect_status: str = "200-399"
+    expect_body: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        # Defaults that follow interval, so that setting only ``interval`` stays consistent.
+        if isinstance(data, dict) and "interval" in data:
+            try:
+                interval = parse_duration(data["interval"])
+            except ValueError:
+                return data  # the interval field reports it
+            data = {"timeout": min(1.0, interval), "fast_interval": interval, **data}
+        return data
+
+    @field_validator("jitter", mode="before")
+    @classmethod
+    def _jitter(cls, v: object) -> object:
+        if isinstance(v, str):
+            raise ValueError("jitter is a fraction of the interval from 0 to 0.5, e.g. 0.1")
+        return v
+
+    @field_validator("timeout", "fast_interval")
+    @classmethod
+    def _within_interval(cls, v: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and v > interval:
+            why = (
+                "a check must end before the next one is due"
+                if info.field_name == "timeout"
+                else "it speeds checks up while a backend changes state"
+            )
+            raise ValueError(
+                f"must not exceed interval ({interval:g}s): {why}; lower it or raise interval"
+            )
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str, info: ValidationInfo) -> str:
+        _require_http(cls, info, v)
+        if not re.fullmatch(r"[A-Z]{1,20}", v):
+            raise ValueError("an HTTP method in capitals, such as GET, HEAD or OPTIONS")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str, info: ValidationInfo) -> str:
+        _require_http(cls, info, v)
+        if not v.startswith("/") or any(c.isspace() for c in v):
+            raise ValueError('a path starting with "/" and without spaces, such as "/healthz"')
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None, info: ValidationInfo) -> str | None:
+        _require_http(cls, info, v)
+        if v is not None and (not v or any(c.isspace() for c in v)):
+            raise ValueError('a Host header value without spaces, such as "app.example.com"')
+        return v
+
+    @field_validator("expect_status")
+    @classmethod
+    def _expect_status(cls, v: str, info: ValidationInfo) -> str:
+        from lb.health.rules import parse_status_ranges
+
+        _require_http(cls, info, v)
+        parse_status_ranges(v)  # raises ValueError naming the bad part and the valid forms
+        return v
+
+    @field_validator("expect_body")
+    @classmethod
+    def _expect_body(cls, v: str | None, info: ValidationInfo) -> str | None:
+        _require_http(cls, info, v)
+        if v is not None and not v:
+            raise ValueError("an empty substring matches every body; remove expect_body")
+        if v is not None and info.data.get("method") == "HEAD":
+            raise ValueError('a HEAD response has no body; use method = "GET" or remove it')
+        return v
+
+
+class PassiveConfig(_Model):
+    """``[pools.NAME.passive]``: eject backends that fail real traffic (outlier detection)."""
+
+    consecutive_failures: int = Field(default=5, ge=1, le=10000)
+    ejection_time: Duration = Field(default=30.0, gt=0)
+    max_ejection_time: Duration = Field(default=300.0, gt=0)  # default: max(300s, ejection_time)
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+    on_5xx: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "ejection_time" in data:
+            try:
+                base = parse_duration(data["ejection_time"])
+            except ValueError:
+                return data  # the ejection_time field reports it
+            data = {"max_ejection_time": max(300.0, base), **data}
+        return data
+
+    @field_validator("max_ejection_time")
+    @classmethod
+    def _cap(cls, v: float, info: ValidationInfo) -> float:
+        base = info.data.get("ejection_time")
+        if base is not None and v < base:
+            raise ValueError(
+                f"must be at least ejection_time ({base:g}s): ejections double from "
+                "ejection_time up to this cap; raise it or lower ejection_time"
+            )
+        return v
+
+
 class PoolConfig(_Model):
     strategy: str = "round_robin"
     hash_key: str = "source_ip"
     bounded_load: float | None = Field(default=None, gt=1.0)
     vnodes: int = Field(default=160, ge=1, le=10000)
     slow_start: Duration = 0.0
+    health: HealthConfig | None = None
+    passive: PassiveConfig | None = None
+    panic: Literal["503", "route_all"] = Field(
+        default="503", description="what to do when no backend is eligible"
+    )
     retries: int = Field(default=2, ge=0, le=10)
+    drain_timeout: Duration = Field(
+        default=30.0, description="a draining backend's connections are closed after this long"
+    )
+    sticky_cookie: str | None = Field(
+        default=None, description="http: insert a cookie naming the backend and honour it"
+    )
+    upstream_max_idle: int = Field(
+        default=64, ge=0, description="http: idle keep-alive connections kept per backend"
+    )
+    upstream_idle_timeout: Duration = Field(
+        default=30.0, description="http: an idle pooled upstream connection is closed after this"
+    )
+    upstream_max_requests: int = Field(
+        default=10000, ge=1, description="http: requests per upstream connection before reuse stops"
+    )
     backends: list[BackendConfig] = Field(default_factory=list)
+
+    @field_validator("panic", mode="before")
+    @classmethod
+    def _panic(cls, v: object) -> object:
+        return "503" if v == 503 and not isinstance(v, bool) else v
 
     @field_validator("hash_key")
     @classmethod
@@ -145,8 +354,23 @@ class PoolConfig(_Model):
         return self
 
 
+class AdminConfig(_Model):
+    """The optional TCP admin listener: read-only API (and later /metrics, the dashboard)."""
+
+    bind: str | None = Field(default=None, description='e.g. "127.0.0.1:9900"; off when unset')
+    token_file: str | None = Field(
+        default=None, description="bearer token for write calls; without it writes are refused"
+    )
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str | None) -> str | None:
+        return None if v is None else _check_address(v)
+
+
 class Config(_Model):
     lb: LBSection = Field(default_factory=LBSection)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     listeners: list[ListenerConfig] = Field(min_length=1)
     pools: dict[str, PoolConfig] = Field(min_length=1)
 
@@ -154,14 +378,28 @@ class Config(_Model):
     def _references(self) -> Config:
         names: set[str] = set()
         binds: set[str] = set()
+        pools = ", ".join(sorted(self.pools))
         for i, listener in enumerate(self.listeners):
-            if listener.pool not in self.pools:
+            if listener.pool is None and listener.mode == "tcp":
                 raise ConfigFieldError(
-                    f"listeners[{i}].pool",
-                    listener.pool,
-                    f"no such pool; defined pools: {', '.join(sorted(self.pools))}",
+                    f"listeners[{i}].pool", None, f"a tcp listener needs a pool; pools: {pools}"
                 )
-            if listener.mode == "tcp":
+            if listener.pool is not None and listener.pool not in self.pools:
+                raise ConfigFieldError(
+                    f"listeners[{i}].pool", listener.pool, f"no such pool; defined pools: {pools}"
+                )
+            if listener.mode == "tcp" and listener.routes:
+                raise ConfigFieldError(
+                    f"listeners[{i}].routes", "...", 'routes need mode = "http"; remove them'
+                )
+            for j, route in enumerate(listener.routes):
+                if route.pool not in self.pools:
+                    raise ConfigFieldError(
+                        f"listeners[{i}].routes[{j}].pool",
+                        route.pool,
+                        f"no such pool; defined pools: {pools}",
+                    )
+            if listener.mode == "tcp" and listener.pool is not None:
                 hk = self.pools[listener.pool].hash_key
                 if self.pools[listener.pool].strategy == "consistent_hash" and hk != "source_ip":
                     raise ConfigFieldError(

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import enum
 
+from lb.stats import LATENCY_BUCKETS
+
 
 class AdminState(enum.StrEnum):
     READY = "ready"
@@ -93,10 +95,13 @@ class Backend:
         "connect_failures",
         "effective_weight",
         "ejected",
+        "failure_streak",
         "health",
         "host",
         "id",
+        "latency",
         "port",
+        "responses",
         "total",
         "weight",
     )
@@ -126,8 +131,16 @@ class Backend:
         # Counters kept by the data plane of this process (plain ints, read by stats snapshots).
         self.total = 0  # connections (L4) or requests (L7) sent to this backend
         self.connect_failures = 0
+        # Failures this process reported since the backend's last success. A proxy tests it
+        # after each success (``if b.failure_streak: pool.note_success(b)``) so that passive
+        # health hears about recoveries at the cost of one integer test.
+        self.failure_streak = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        # L7 only: responses by status class (index status // 100) and a per-bucket (not
+        # cumulative) histogram of upstream response times (bounds: lb.stats.LATENCY_BOUNDS).
+        self.responses = [0, 0, 0, 0, 0, 0]
+        self.latency = [0] * LATENCY_BUCKETS
 
     @property
     def eligible(self) -> bool:

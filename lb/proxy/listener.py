@@ -11,11 +11,14 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lb.config import ListenerConfig
 from lb.model import Backend, parse_address
 from lb.proxy.pool import PoolRuntime
+
+if TYPE_CHECKING:
+    from lb.proxy.http import HttpContext
 
 log = logging.getLogger("lb.listener")
 
@@ -50,12 +53,13 @@ class Listener:
     def __init__(
         self,
         config: ListenerConfig,
-        pool: PoolRuntime,
+        pools: dict[str, PoolRuntime],
         loop: asyncio.AbstractEventLoop,
         report: FailureReporter,
     ) -> None:
         self.config = config
-        self.pool = pool
+        # The worker's own dict: a reload updates it in place, so lookups here stay current.
+        self.pools = pools
         self.loop = loop
         self._report = report
         self.server: asyncio.Server | None = None
@@ -66,12 +70,27 @@ class Listener:
         self.no_backend = 0
         self.idle_timeouts = 0
         self._drained: asyncio.Future[None] | None = None
+        # Told when a draining backend's last connection here closes (prompt drain reports).
+        self.on_backend_idle: Callable[[Backend], None] | None = None
+        # Shared state of an http listener's connections (routing, upstream pool, sweep).
+        self.http: HttpContext | None = None
 
     async def start(self) -> None:
+        from lb.proxy.http import HttpClientProtocol, HttpContext
         from lb.proxy.tcp import TcpClientProtocol
 
         sock = bind_socket(self.config.bind, self.config.backlog)
-        self.server = await self.loop.create_server(lambda: TcpClientProtocol(self), sock=sock)
+        factory: Callable[[], asyncio.Protocol]
+        if self.config.mode == "http":
+            self.http = HttpContext(self)
+            factory = lambda: HttpClientProtocol(self)  # noqa: E731
+        else:
+            factory = lambda: TcpClientProtocol(self)  # noqa: E731
+        try:
+            self.server = await self.loop.create_server(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
 
     def admit(self, conn: Connection) -> bool:
         if len(self.connections) >= self.config.max_connections:
@@ -86,12 +105,36 @@ class Listener:
         if not self.connections and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
-    def report_failure(self, backend: Backend, kind: str, exc: BaseException | None) -> None:
-        self._report(self.pool.name, backend, kind, exc)
+    def backend_idle(self, backend: Backend) -> None:
+        if self.on_backend_idle is not None:
+            self.on_backend_idle(backend)
+
+    @property
+    def pool(self) -> PoolRuntime:
+        """The listener's pool (tcp), or its default pool (http; check ``config.pool`` first)."""
+        assert self.config.pool is not None
+        return self.pools[self.config.pool]
+
+    def report_failure(
+        self, pool: PoolRuntime, backend: Backend, kind: str, exc: BaseException | None
+    ) -> None:
+        self._report(pool.name, backend, kind, exc)
 
     def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
+        if self.http is not None:
+            from lb.proxy.http import HttpClientProtocol
+
+            # Idle keep-alive connections close now; busy ones after their response.
+            self.http.stopping = True
+            for conn in list(self.connections):
+                if isinstance(conn, HttpClientProtocol):
+                    conn.close_when_idle()
+
+    def close_idle_upstreams(self, backend: Backend) -> int:
+        """A backend started draining or was removed: close its pooled idle connections."""
+        return self.http.upstreams.close_backend(backend) if self.http is not None else 0
 
     async def wait_idle(self) -> None:
         if not self.connections:
@@ -102,6 +145,11 @@ class Listener:
     def abort_all(self) -> None:
         for conn in list(self.connections):
             conn.abort()
+
+    def close(self) -> None:
+        """Release timers, pooled upstream connections and the access log (after stopping)."""
+        if self.http is not None:
+            self.http.close()
 
     @property
     def active(self) -> int:

@@ -7,8 +7,10 @@ No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import xxhash
 
 from lb.balancing import StrategyOptions, create_strategy
 from lb.balancing.base import Strategy
@@ -16,8 +18,33 @@ from lb.config import PoolConfig
 from lb.model import AdminState, Backend, HealthState
 
 
+def sticky_token(backend_id: str) -> bytes:
+    """The cookie value naming a backend: stable across workers and restarts, and opaque."""
+    return xxhash.xxh64_hexdigest(backend_id.encode()).encode()[:12]
+
+
+SuccessReporter = Callable[[str, Backend, int], None]
+
+
+def _ignore_success(pool: str, backend: Backend, failures: int) -> None:
+    """``on_success`` until a worker connects the pool to its bus."""
+
+
 class PoolRuntime:
-    __slots__ = ("backends", "config", "name", "strategy")
+    __slots__ = (
+        "_panic_next",
+        "backends",
+        "by_token",
+        "config",
+        "key_kind",
+        "key_name",
+        "name",
+        "needs_key",
+        "on_success",
+        "report_5xx",
+        "sticky_cookie",
+        "strategy",
+    )
 
     def __init__(self, name: str, config: PoolConfig) -> None:
         self.name = name
@@ -27,11 +54,37 @@ class PoolRuntime:
             StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
         )
         self.backends: dict[str, Backend] = {}
+        # Called with (pool, backend, failures) when a backend succeeds after failing here.
+        self.on_success: SuccessReporter = _ignore_success
+        self._panic_next = 0
+        # Sticky sessions (http): cookie value -> backend.
+        self.by_token: dict[bytes, Backend] = {}
+        self._derive()
+
+    def _derive(self) -> None:
+        """Per-request decisions precomputed from the config (the L7 proxy reads these)."""
+        config = self.config
+        kind, _, name = config.hash_key.partition(":")
+        self.key_kind = kind
+        self.key_name = name.lower().encode()
+        # Built-in strategies other than consistent_hash ignore the key; plugins may use it.
+        self.needs_key = config.strategy == "consistent_hash" or ":" in config.strategy
+        self.sticky_cookie = config.sticky_cookie.encode() if config.sticky_cookie else None
+        self.report_5xx = config.passive is not None and config.passive.on_5xx
+
+    def sticky_header(self, backend: Backend) -> bytes:
+        """The Set-Cookie line that pins a client to ``backend``."""
+        assert self.sticky_cookie is not None
+        return (
+            b"Set-Cookie: " + self.sticky_cookie + b"=" + sticky_token(backend.id)
+            + b"; Path=/; HttpOnly\r\n"
+        )
 
     def reconfigure(self, config: PoolConfig) -> None:
         """A reload changed pool settings: rebuild the strategy, keep the backends."""
         if config != self.config:
             self.config = config
+            self._derive()
             self.strategy = create_strategy(
                 config.strategy,
                 StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
@@ -45,15 +98,22 @@ class PoolRuntime:
             seen.add(entry["id"])
         for gone in set(self.backends) - seen:
             del self.backends[gone]
+        self._rebuild_tokens()
         self.strategy.update(list(self.backends.values()))
 
     def apply_backend(self, entry: dict[str, Any]) -> None:
         self._upsert(entry)
+        self._rebuild_tokens()
         self.strategy.update(list(self.backends.values()))
 
     def remove(self, backend_id: str) -> None:
         if self.backends.pop(backend_id, None) is not None:
+            self._rebuild_tokens()
             self.strategy.update(list(self.backends.values()))
+
+    def _rebuild_tokens(self) -> None:
+        if self.sticky_cookie is not None:
+            self.by_token = {sticky_token(b.id): b for b in self.backends.values()}
 
     def _upsert(self, e: dict[str, Any]) -> None:
         b = self.backends.get(e["id"])
@@ -69,7 +129,11 @@ class PoolRuntime:
     def pick(self, key: bytes | None, tried: Iterable[Backend] = ()) -> Backend | None:
         """Pick an eligible backend, avoiding ``tried`` (used by retries)."""
         b = self.strategy.pick(key)
-        if b is None or b not in tried:
+        if b is None:
+            # Nothing is eligible. With panic = "503" the caller refuses (the L4 relay closes
+            # the client, the L7 proxy answers 503 with Retry-After).
+            return self._panic_pick(tried) if self.config.panic == "route_all" else None
+        if b not in tried:
             return b
         # Strategies that rotate usually offer another one on the next pick; hashing strategies
         # return the same backend for the same key, so fall back to a scan.
@@ -80,3 +144,26 @@ class PoolRuntime:
             if cand.eligible and cand not in tried:
                 return cand
         return None
+
+    def _panic_pick(self, tried: Iterable[Backend]) -> Backend | None:
+        """Panic mode ``route_all`` (Envoy's panic threshold): when health checks and ejection
+        leave nothing, every backend an operator left ``ready`` with a weight takes traffic,
+        in rotation, whatever its health. Rare, so a scan is fine."""
+        candidates = [
+            b
+            for b in self.backends.values()
+            if b.admin is AdminState.READY and b.weight > 0 and b not in tried
+        ]
+        if not candidates:
+            return None
+        self._panic_next += 1
+        return candidates[self._panic_next % len(candidates)]
+
+    def note_success(self, backend: Backend) -> None:
+        """A success (L4: connected; L7: a response that is not a failure) on a backend whose
+        ``failure_streak`` is set: tell the supervisor once that it recovered, which resets
+        passive health's consecutive-failure count. Callers guard with
+        ``if backend.failure_streak:`` so the common case costs one integer test."""
+        failures = backend.failure_streak
+        backend.failure_streak = 0
+        self.on_success(self.name, backend, failures)

@@ -17,7 +17,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING, cast
 
-from lb.model import Backend
+from lb.model import AdminState, Backend
 
 if TYPE_CHECKING:
     from lb.proxy.listener import Listener
@@ -189,7 +189,7 @@ class TcpClientProtocol(asyncio.Protocol):
                 backend.active -= 1
                 backend.connect_failures += 1
                 listener.connect_failures += 1
-                listener.report_failure(backend, "connect", exc)
+                listener.report_failure(pool, backend, "connect", exc)
                 continue
             if self.closed or self.transport.is_closing():
                 # The client left while we were connecting.
@@ -199,6 +199,8 @@ class TcpClientProtocol(asyncio.Protocol):
             self.backend = backend
             self.upstream_proto = proto
             backend.total += 1
+            if backend.failure_streak:
+                pool.note_success(backend)  # passive health: it recovered
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -261,6 +263,8 @@ class TcpClientProtocol(asyncio.Protocol):
             b.active -= 1
             b.bytes_in += self.bytes_in
             b.bytes_out += self.bytes_out
+            if not b.active and b.admin is not AdminState.READY:
+                self.listener.backend_idle(b)  # a drain finished here: report it at once
         self.listener.release(self)
 
 
