@@ -55,6 +55,14 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("l4", "tcp", description="L4 relay, HTTP keep-alive through it, wrk -t1 -c64"),
+        Scenario("l7", "http", description="L7 keep-alive, small responses, wrk -t1 -c64"),
+        Scenario(
+            "l7-close",
+            "http",
+            headers=("Connection: close",),
+            description="L7, a new client connection per request",
+        ),
+        Scenario("l7-16k", "http", path="/16k", description="L7 keep-alive, 16 KiB responses"),
     )
 }
 
@@ -116,6 +124,8 @@ class Procs:
 
 def nginx_backend_conf(tmp: Path, port: int) -> Path:
     conf = tmp / "nginx-backend.conf"
+    (tmp / "www").mkdir(exist_ok=True)
+    (tmp / "www" / "16k").write_bytes(b"x" * 16384)
     conf.write_text(f"""
 worker_processes 1;
 daemon off;
@@ -127,7 +137,9 @@ http {{
     keepalive_requests 1000000;
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
+        root {tmp}/www;
         location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }}
+        location = /16k {{ default_type application/octet-stream; }}
     }}
 }}
 """)
@@ -166,6 +178,7 @@ global
     maxconn 4000
 defaults
     mode {sc.mode}
+    {"http-reuse always" if sc.mode == "http" else ""}
     timeout connect 2s
     timeout client 60s
     timeout server 60s

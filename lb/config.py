@@ -479,4 +479,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return parse_config(data, p)
+    config = parse_config(data, p)
+    # Files named in the config are relative to the config file, wherever lb was started from.
+    base = p.resolve().parent
+    listeners = [
+        lc.model_copy(update={"access_log": str(base / lc.access_log)})
+        if lc.access_log and not Path(lc.access_log).is_absolute()
+        else lc
+        for lc in config.listeners
+    ]
+    return config.model_copy(update={"listeners": listeners})

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
 
 import orjson
@@ -97,7 +98,9 @@ class HttpContext:
         self.access: list[bytes] | None = None
         self._access_file: IO[bytes] | None = None
         if cfg.access_log:
-            self._access_file = open(cfg.access_log, "ab")  # noqa: SIM115 (closed in close())
+            path = Path(cfg.access_log)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._access_file = path.open("ab")  # closed in close()
             self.access = []
         interval = min(1.0, max(0.05, min(self.header_timeout, self.response_timeout) / 4))
         self._sweep_interval = interval
