@@ -1,0 +1,514 @@
+"""Upstream side of the L7 proxy: bytes from a backend in, response events out.
+
+Theory of operation
+-------------------
+One :class:`ResponseParser` lives as long as an upstream connection. Before each request is sent
+on it the proxy calls :meth:`ResponseParser.start`, saying what the response must be framed
+against: a ``HEAD`` request (no body whatever the headers say), an upgrade request (``101`` is
+allowed), an HTTP/1.0 client (chunked bodies are de-chunked, since such a client cannot read them).
+Then it feeds every byte the backend sends, and the parser calls the handler:
+
+* ``on_response_interim(head)`` for each 1xx other than 101 (``100 Continue``, ``103 Early
+  Hints``): forward ``head.raw`` to HTTP/1.1 clients, drop it for HTTP/1.0 ones. The final
+  response follows.
+* ``on_response_head(head)`` for the final response: send
+  :func:`lb.http.rewrite_response_head` of it to the client.
+* ``on_response_body(data)`` with raw body bytes (chunk framing included, unless de-chunking):
+  forward them untouched.
+* ``on_response_end(reusable)`` when the response is complete. ``reusable`` is true when the
+  connection may go back to the pool: the backend allows keep-alive, the body was delimited by
+  length or chunking, and the backend sent nothing after the end of the response. The parser is
+  then idle until the next :meth:`start`. (The proxy must also not reuse a connection whose request
+  body it did not finish sending.)
+* ``on_response_upgrade(data)`` right after the head of a ``101 Switching Protocols``: ``data``
+  are the bytes that followed the head, the first tunnel bytes. From then on the connection is a
+  tunnel and the parser is closed.
+* ``on_response_error(reason)`` when the backend breaks the protocol, closes early, or talks
+  unprompted. The parser is closed: answer 502 if nothing was sent to the client yet, else close
+  the client connection; never reuse the upstream connection. ``bytes_received == 0`` at that
+  point means the backend closed without sending anything, which is the keep-alive race a retry
+  may cover.
+
+Framing follows RFC 9112 section 6.3: no body for HEAD, 1xx, 204 and 304; chunked if
+Transfer-Encoding ends with chunked; otherwise until the connection closes if Transfer-Encoding is
+present; then Content-Length; otherwise until the connection closes (:meth:`feed_eof` ends it).
+
+How HEAD works: httptools 0.9 has no way to tell llhttp "this response has no body" (llhttp's
+``on_headers_complete`` may return 1 for that, but the Cython wrapper returns 1 only for upgrades),
+so llhttp cannot frame a HEAD response by itself. Here llhttp only parses heads and the framing is
+ours, so a HEAD response simply ends after its head; llhttp, left waiting for a body, is replaced
+by a fresh parser for the next response.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+import httptools
+
+from lb.http._llhttp import Collector, error_text
+from lb.http.chunked import ChunkedFramer, FramingError
+from lb.http.heads import ResponseHead, split_tokens
+
+
+class ResponseHandler(Protocol):
+    """What the upstream-side adapter implements."""
+
+    def on_response_interim(self, head: ResponseHead) -> None: ...
+
+    def on_response_head(self, head: ResponseHead) -> None: ...
+
+    def on_response_body(self, data: bytes) -> None: ...
+
+    def on_response_end(self, reusable: bool) -> None: ...
+
+    def on_response_upgrade(self, data: bytes) -> None: ...
+
+    def on_response_error(self, reason: str) -> None: ...
+
+
+_CL = 1
+_TE = 2
+_CONN = 3
+_UPGRADE = 4
+_HOP = 5
+
+_CODES: dict[bytes, int] = {
+    b"content-length": _CL,
+    b"transfer-encoding": _TE,
+    b"connection": _CONN,
+    b"upgrade": _UPGRADE,
+    b"keep-alive": _HOP,
+    b"proxy-connection": _HOP,
+}
+
+_NAMES: list[bytes] = sorted(_CODES, key=len, reverse=True)
+_SPECIAL = re.compile(rb"\r\n(" + b"|".join(_NAMES) + rb"):[ \t]*([^\r]*)")
+
+#: Connection tokens that never make us drop a header: keywords, and the framing headers.
+_NOT_HOP_BY_HOP = frozenset(
+    {b"close", b"keep-alive", b"upgrade", b"content-length", b"transfer-encoding"}
+)
+
+_IDLE = 0
+_HEAD = 1
+_BODY = 2
+_UNTIL_EOF = 3
+_DEAD = 4
+
+
+class ResponseParser:
+    """Frames the responses of one upstream connection; see the module docstring."""
+
+    __slots__ = (
+        "_buf",
+        "_cb",
+        "_dechunk",
+        "_fed",
+        "_framer",
+        "_head",
+        "_head_request",
+        "_ll",
+        "_ll_clean",
+        "_max_head",
+        "_on_body",
+        "_on_end",
+        "_on_error",
+        "_on_head",
+        "_on_interim",
+        "_on_upgrade",
+        "_out",
+        "_remaining",
+        "_state",
+        "_upgrade",
+        "bytes_received",
+        "extra_bytes",
+        "responses",
+    )
+
+    def __init__(self, handler: ResponseHandler, *, max_head_bytes: int = 65536) -> None:
+        self._on_interim = handler.on_response_interim
+        self._on_head = handler.on_response_head
+        self._on_body = handler.on_response_body
+        self._on_end = handler.on_response_end
+        self._on_upgrade = handler.on_response_upgrade
+        self._on_error = handler.on_response_error
+        self._max_head = max_head_bytes
+        self._cb = Collector()
+        self._ll = httptools.HttpResponseParser(self._cb)
+        self._ll_clean = True
+        self._state = _IDLE
+        self._buf = bytearray()
+        self._fed = 0
+        self._head: ResponseHead | None = None
+        self._remaining = 0
+        self._framer: ChunkedFramer | None = None
+        self._out: list[bytes] | None = None
+        self._head_request = False
+        self._upgrade = False
+        self._dechunk = False
+        #: Bytes received for the current response (interim responses included).
+        self.bytes_received = 0
+        #: Bytes the backend sent after a complete response (a protocol error; logged).
+        self.extra_bytes = 0
+        #: Responses completed on this connection.
+        self.responses = 0
+
+    @property
+    def idle(self) -> bool:
+        """No response is expected: the connection may sit in the pool."""
+        return self._state == _IDLE
+
+    @property
+    def closed(self) -> bool:
+        return self._state == _DEAD
+
+    @property
+    def head(self) -> ResponseHead | None:
+        """The current (or last) final response head."""
+        return self._head
+
+    def start(
+        self, *, head_request: bool = False, upgrade: bool = False, dechunk: bool = False
+    ) -> None:
+        """Expect the response to a request about to be sent (call before sending it)."""
+        if self._state != _IDLE:
+            raise RuntimeError("start() while a response is in progress or after close")
+        self._state = _HEAD
+        self._head_request = head_request
+        self._upgrade = upgrade
+        self._dechunk = dechunk
+        self._head = None
+        self.bytes_received = 0
+
+    def close(self) -> None:
+        self._state = _DEAD
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> None:
+        """Frame bytes from the backend; events are delivered before this returns."""
+        state = self._state
+        if state == _DEAD or not data:
+            return
+        if state == _IDLE:
+            self.extra_bytes += len(data)
+            return self._fail("unsolicited data from upstream")
+        self.bytes_received += len(data)
+        if state == _UNTIL_EOF:
+            assert self._head is not None
+            self._head.body_bytes += len(data)
+            self._on_body(data)
+            return
+        pos = 0
+        n = len(data)
+        while pos < n:
+            state = self._state
+            if state == _HEAD:
+                pos = self._head_step(data, pos)
+            elif state == _BODY:
+                pos = self._body_step(data, pos)
+            elif state == _UNTIL_EOF:
+                assert self._head is not None
+                self._head.body_bytes += n - pos
+                self._on_body(data[pos:] if pos else data)
+                return
+            else:
+                return
+
+    def feed_eof(self) -> None:
+        """The backend closed the connection."""
+        state = self._state
+        if state == _UNTIL_EOF:
+            self._state = _DEAD
+            self.responses += 1
+            self._on_end(False)
+        elif state == _HEAD:
+            if self.bytes_received:
+                self._fail("upstream closed the connection before a complete response head")
+            else:
+                self._fail("upstream closed the connection without responding")
+        elif state == _BODY:
+            self._fail("upstream closed the connection before the response body was complete")
+        else:
+            self._state = _DEAD
+
+    # -- the machine ---------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> None:
+        self.close()
+        self._on_error(reason)
+
+    def _head_step(self, data: bytes, pos: int) -> int:
+        buf = self._buf
+        if not buf:
+            c = data[pos]
+            if c == 13 or c == 10:
+                n = len(data)
+                while pos < n and data[pos] in b"\r\n":
+                    pos += 1
+                if pos == n:
+                    return n
+            if not self._ll_clean:
+                self._ll = httptools.HttpResponseParser(self._cb)
+                self._ll_clean = True
+            cb = self._cb
+            cb.headers_complete = cb.message_complete = False
+            self._fed = 0
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                buf += data[pos:] if pos else data
+                self._partial_head()
+                return len(data)
+            end += 4
+            return self._complete_head(
+                data if pos == 0 and end == len(data) else data[pos:end], data, end
+            )
+        old = len(buf)
+        buf += data[pos:] if pos else data
+        end = buf.find(b"\r\n\r\n", old - 3 if old > 3 else 0)
+        if end < 0:
+            self._partial_head()
+            return len(data)
+        end += 4
+        head = bytes(buf[:end])
+        buf.clear()
+        return self._complete_head(head, data, pos + end - old)
+
+    def _partial_head(self) -> None:
+        buf = self._buf
+        if len(buf) > self._max_head:
+            return self._fail("response head too large")
+        chunk = bytes(buf[self._fed :])
+        self._fed = len(buf)
+        try:
+            self._ll.feed_data(chunk)
+        except httptools.HttpParserError as exc:
+            self._fail("invalid response head: " + error_text(exc))
+
+    def _complete_head(self, raw: bytes, data: bytes, end: int) -> int:
+        """Handle a complete head; ``data[end:]`` is what follows it. Returns where to go on."""
+        n = len(data)
+        if len(raw) > self._max_head:
+            self._fail("response head too large")
+            return n
+        cb = self._cb
+        try:
+            self._ll.feed_data(raw[self._fed :] if self._fed else raw)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError as exc:
+            # llhttp pauses after a 101 even without Upgrade headers; that is not an error.
+            if not (raw[9:12] == b"101" and cb.message_complete):
+                self._fail("invalid response head: " + error_text(exc))
+                return n
+        if not cb.headers_complete:
+            self._fail("malformed response head")
+            return n
+        # llhttp waits for a body it will never see: use a fresh one for the next response.
+        self._ll_clean = cb.message_complete
+        proto = raw[:9]
+        if proto == b"HTTP/1.1 ":
+            version = b"1.1"
+        elif proto == b"HTTP/1.0 ":
+            version = b"1.0"
+        else:
+            self._fail("unsupported response version")
+            return n
+        status_text = raw[9:12]
+        status = int(status_text) if status_text.isdigit() else 0
+        if not 100 <= status <= 599:
+            self._fail("invalid response status")
+            return n
+        line_end = raw.find(b"\r\n")
+        low = raw.lower()
+        head = ResponseHead(status, version, raw, low, line_end)
+
+        content_length = None
+        transfer_encoding = None
+        connection = None
+        has_upgrade = False
+        # Names of the header lines that never reach the client (see the request side).
+        cut: list[bytes] = []
+        once = True
+        for name, value in _SPECIAL.findall(low, line_end):
+            code = _CODES[name]
+            if code == _CL:
+                if content_length is not None:
+                    self._fail("duplicate Content-Length")
+                    return n
+                content_length = value
+            elif code == _CONN:
+                if connection is None:
+                    connection = value
+                else:
+                    connection += b"," + value
+                    once = False
+            elif code == _TE:
+                if transfer_encoding is None:
+                    transfer_encoding = value
+                else:
+                    transfer_encoding += b"," + value
+                    once = False
+            elif code == _UPGRADE:
+                if has_upgrade:
+                    once = False
+                has_upgrade = True
+            elif name in cut:
+                once = False
+            else:
+                cut.append(name)
+
+        keep_alive = version == b"1.1"
+        if connection is not None:
+            connection = connection.rstrip(b" \t")
+            if connection == b"keep-alive":
+                keep_alive = True
+                head._conn_keep_alive = status != 101
+            else:
+                tokens = split_tokens(connection)
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+                if status != 101:
+                    cut.append(b"connection")
+                for token in set(tokens) - _NOT_HOP_BY_HOP:
+                    if token not in cut and b"\r\n" + token + b":" in low:
+                        cut.append(token)
+                        once = False  # not counted
+
+        if status == 101:
+            if not self._upgrade:
+                self._fail("unexpected 101 Switching Protocols")
+                return n
+            head.no_body = True
+            head.keep_alive = False
+            if cut:
+                head._cut = tuple(cut)
+                head._cut_once = once
+            self._head = head
+            self._state = _DEAD
+            self.responses += 1
+            self._on_head(head)
+            self._on_upgrade(data[end:])
+            return n
+        if has_upgrade:
+            cut.append(b"upgrade")
+
+        chunked = False
+        if content_length is not None:
+            # (llhttp has rejected Content-Length together with Transfer-Encoding.)
+            content_length = content_length.rstrip(b" \t")
+            if not content_length.isdigit() or len(content_length) > 18:
+                self._fail("invalid Content-Length")
+                return n
+            head.content_length = int(content_length)
+        elif transfer_encoding is not None:
+            if version == b"1.0":
+                self._fail("Transfer-Encoding in an HTTP/1.0 response")
+                return n
+            codings = split_tokens(transfer_encoding)
+            if codings.count(b"chunked") > 1:
+                self._fail("invalid Transfer-Encoding")
+                return n
+            chunked = head.chunked = bool(codings) and codings[-1] == b"chunked"
+            if chunked and self._dechunk:
+                head.dechunked = True
+                cut.append(b"transfer-encoding")
+        if status < 200 or status == 204 or status == 304 or self._head_request:
+            head.no_body = True
+        elif chunked:
+            head.close_delimited = head.dechunked
+        elif head.content_length is None:
+            # No length, or a coding other than chunked: the body ends with the connection.
+            head.close_delimited = True
+            keep_alive = False
+        head.keep_alive = keep_alive
+        if cut:
+            head._cut = tuple(cut)
+            head._cut_once = once
+
+        if status < 200:
+            self._on_interim(head)
+            return end  # the final response follows; stay in _HEAD
+        self._head = head
+        self._on_head(head)
+        if self._state != _HEAD:
+            return n  # the handler closed us
+        if head.no_body:
+            return self._finish(end, n)
+        length = head.content_length
+        if length is not None:
+            if end + length <= n:
+                # The whole body is in this buffer: the common small response.
+                if length:
+                    head.body_bytes = length
+                    self._on_body(data[end:] if end + length == n else data[end : end + length])
+                    if self._state != _HEAD:
+                        return n
+                return self._finish(end + length, n)
+            self._framer = None
+            self._remaining = length
+            self._state = _BODY
+        elif head.chunked:
+            self._framer = ChunkedFramer(None)
+            self._out = [] if head.dechunked else None
+            self._state = _BODY
+        else:
+            self._state = _UNTIL_EOF
+        return end
+
+    def _body_step(self, data: bytes, pos: int) -> int:
+        head = self._head
+        assert head is not None
+        framer = self._framer
+        n = len(data)
+        if framer is None:
+            remaining = self._remaining
+            if n - pos < remaining:
+                self._remaining = remaining - (n - pos)
+                head.body_bytes += n - pos
+                self._on_body(data[pos:] if pos else data)
+                return n
+            end = pos + remaining
+            self._remaining = 0
+            head.body_bytes += remaining
+            self._on_body(data if pos == 0 and end == n else data[pos:end])
+        else:
+            out = self._out
+            try:
+                end = framer.consume(data, pos, out)
+            except FramingError as exc:
+                self._fail("invalid chunked response body: " + exc.reason)
+                return n
+            head.body_bytes += end - pos
+            if out is not None:
+                for piece in out:
+                    self._on_body(piece)
+                out.clear()
+            elif end > pos:
+                self._on_body(data if pos == 0 and end == n else data[pos:end])
+            if not framer.done:
+                return end
+            self._framer = None
+        if self._state != _BODY:
+            return n
+        return self._finish(end, n)
+
+    def _finish(self, end: int, n: int) -> int:
+        head = self._head
+        assert head is not None
+        self.responses += 1
+        extra = n - end
+        if extra:
+            # A backend that sends more than it framed is broken (or is answering a request we
+            # never sent): forward nothing of it, and never reuse the connection.
+            self.extra_bytes += extra
+            self._state = _DEAD
+            self._on_end(False)
+            return n
+        reusable = head.keep_alive
+        self._state = _IDLE if reusable else _DEAD
+        self._on_end(reusable)
+        return n
