@@ -10,9 +10,19 @@ Messages, supervisor -> worker:
   ``{"type": "pools", "pools": {name: [backend, ...]}}``  a full snapshot of pool membership
   ``{"type": "backend", "pool": name, "backend": {...}}``  one backend added or changed
   ``{"type": "remove", "pool": name, "id": id}``  one backend removed
+  ``{"type": "close_backend", "pool": name, "id": id}``  abort what still uses the backend
+      (drain_timeout expired, or a forced delete)
+  Every message carries ``"seq"``, increasing; stats echo the last one applied, which is how
+  the supervisor knows a drain reached a worker (lb/control/drain.py).
 Messages, worker -> supervisor:
   ``{"type": "ready", "worker": i}``  listeners are bound
-  ``{"type": "stats", "worker": i, ...}``  counter snapshot, about once a second
+  ``{"type": "stats", "worker": i, "seq": n, ...}``  counter snapshot, about once a second,
+      and at once when a drain is applied or a draining backend's last connection closes
+      (fields: lb/control/stats.py)
+  ``{"type": "failure", "worker": i, "pool": name, "id": id, "kind": k, "error": e}``  a
+      backend failed real traffic (kind "connect", "reset", "timeout" or "5xx"): passive health
+  ``{"type": "success", "worker": i, "pool": name, "id": id, "after": n}``  the backend
+      succeeded after n failures reported by this worker (sent only then)
 
 This module owns framing only; it never interprets a message.
 """

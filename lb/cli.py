@@ -13,6 +13,7 @@ import sys
 import uvloop
 
 from lb.config import Config, ConfigError, load_config
+from lb.control.service import resolve_path
 from lb.logs import setup_logging
 from lb.supervisor import StartupError, Supervisor
 
@@ -29,6 +30,10 @@ def banner(config: Config, path: str) -> str:
     for name, pool in config.pools.items():
         members = ", ".join(f"{b.address} (w={b.weight})" for b in pool.backends) or "none yet"
         lines.append(f"  pool {name} [{pool.strategy}]: {members}")
+    sock = resolve_path(path, config.lb.control_socket)
+    lines.append(f"  control socket: {sock} (lbctl -c {path})")
+    if config.admin.bind is not None:
+        lines.append(f"  admin listener: http://{config.admin.bind}/v1/")
     return "\n".join(lines)
 
 

@@ -19,10 +19,12 @@ This module does no I/O and never imports asyncio.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from lb.config import Config, PoolConfig
+from lb.health.rules import Streaks, record, slow_start_weight
 from lb.model import (
     AdminState,
     HealthState,
@@ -131,6 +133,19 @@ ChangeHook = Callable[[str, ManagedBackend], None]
 RemoveHook = Callable[[str, str], None]
 
 
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend as it should be after a config (re)load: the config merged with runtime
+    changes (see ``lb/persist.py``). Health is not part of it: it is observed, not declared."""
+
+    id: str
+    address: str
+    weight: int
+    admin: AdminState = AdminState.READY
+    metadata: dict[str, str] = field(default_factory=dict)
+    dynamic: bool = False
+
+
 class ClusterState:
     def __init__(self, config: Config, now: float = 0.0) -> None:
         self.config = config
@@ -153,7 +168,7 @@ class ClusterState:
     @staticmethod
     def initial_health(pool: PoolConfig) -> HealthState:
         # Without active checks there is nobody to move a backend out of ``checking``.
-        return HealthState.CHECKING if getattr(pool, "health", None) else HealthState.UP
+        return HealthState.CHECKING if pool.health is not None else HealthState.UP
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -293,7 +308,76 @@ class ClusterState:
             b.health = health
             b.health_since = now
             b.up_since = now if health is HealthState.UP else None
+            pool_cfg = self.config.pools.get(pool)
+            if health is HealthState.UP and pool_cfg is not None and pool_cfg.slow_start > 0:
+                # Come up at the slow-start floor; the supervisor ramps it from there. Setting it
+                # here means the workers never see the full weight before the ramp starts.
+                b.effective_weight = slow_start_weight(b.weight, 0.0, pool_cfg.slow_start)
             self.on_change(pool, b)
+        return b
+
+    # -- health: active check results, passive ejection, slow start ------------------------
+
+    def record_check(self, pool: str, backend_id: str, passed: bool, detail: str) -> ManagedBackend:
+        """Note one active check result: the rise/fall streaks and ``last_check``. Workers do
+        not see these, so nothing is sent; ``set_health`` follows when a threshold is met."""
+        b = self.backend(pool, backend_id)
+        streaks = record(Streaks(b.checks_passed, b.checks_failed), passed)
+        b.checks_passed, b.checks_failed = streaks.passed, streaks.failed
+        b.last_check = detail
+        return b
+
+    def set_effective_weight(self, pool: str, backend_id: str, weight: float) -> ManagedBackend:
+        """The weight strategies use (slow start), clamped to ``0..weight``."""
+        b = self.backend(pool, backend_id)
+        weight = min(max(float(weight), 0.0), float(b.weight))
+        if b.effective_weight != weight:
+            b.effective_weight = weight
+            self.on_change(pool, b)
+        return b
+
+    def eject(
+        self, pool: str, backend_id: str, until: float, ejections: int, cause: str, now: float
+    ) -> ManagedBackend:
+        """Take a backend out of rotation until ``until`` (passive outlier detection)."""
+        b = self.backend(pool, backend_id)
+        if until <= now:
+            raise StateError(422, "until", "an ejection must end in the future")
+        log.info(
+            "%s ejected: %s",
+            b.name,
+            cause,
+            extra={
+                "event": {
+                    "event": "ejected",
+                    "pool": pool,
+                    "backend": b.address,
+                    "seconds": round(until - now, 3),
+                    "ejections": ejections,
+                    "cause": cause,
+                }
+            },
+        )
+        b.ejected_until = until
+        b.ejections = ejections
+        self.on_change(pool, b)
+        return b
+
+    def readmit(self, pool: str, backend_id: str, cause: str, now: float) -> ManagedBackend:
+        """End an ejection (its time came, or an operator says so) and tell the workers.
+        ``ejected_until`` then records when the backend came back (repeat ejections decay
+        from there)."""
+        b = self.backend(pool, backend_id)
+        log.info(
+            "%s readmitted: %s",
+            b.name,
+            cause,
+            extra={
+                "event": {"event": "readmitted", "pool": pool, "backend": b.address, "cause": cause}
+            },
+        )
+        b.ejected_until = min(b.ejected_until, now)
+        self.on_change(pool, b)
         return b
 
     def remove(self, pool: str, backend_id: str) -> ManagedBackend:
@@ -306,6 +390,79 @@ class ClusterState:
         )
         self.on_remove(pool, b.id)
         return b
+
+    def apply_config(
+        self, config: Config, specs: Mapping[str, Sequence[BackendSpec]], now: float
+    ) -> list[str]:
+        """Make ``config`` current with the backends in ``specs`` (startup overlay, reload).
+
+        Pools missing from ``config`` go away with their backends. A backend whose id and
+        address are kept keeps its health; others are added (health as for a new backend) or
+        removed. Returns one human-readable line per change. The caller has validated
+        ``config``; nothing here can fail half-way.
+        """
+        changes: list[str] = []
+        self.config = config
+        for name in [p for p in self.pools if p not in config.pools]:
+            for bid in list(self.pools[name]):
+                self.remove(name, bid)
+            del self.pools[name]
+            changes.append(f"pool {name} removed")
+        for name, pool_cfg in config.pools.items():
+            if name not in self.pools:
+                self.pools[name] = {}
+                changes.append(f"pool {name} added")
+            backends = self.pools[name]
+            wanted = {s.id: s for s in specs.get(name, ())}
+            for bid, b in list(backends.items()):
+                spec = wanted.get(bid)
+                if spec is None or spec.address != b.address:
+                    self.remove(name, bid)
+                    changes.append(f"backend {name}/{bid} removed")
+            checked = self.initial_health(pool_cfg) is HealthState.CHECKING
+            for spec in wanted.values():
+                existing = backends.get(spec.id)
+                if existing is None:
+                    b = ManagedBackend(
+                        name,
+                        spec.address,
+                        spec.weight,
+                        id=spec.id,
+                        admin=spec.admin,
+                        health=self.initial_health(pool_cfg),
+                        metadata=spec.metadata,
+                        dynamic=spec.dynamic,
+                        now=now,
+                    )
+                    backends[b.id] = b
+                    changes.append(f"backend {name}/{b.id} added")
+                    self.on_change(name, b)
+                    continue
+                b = existing
+                changed = False
+                if b.weight != spec.weight:
+                    changes.append(f"backend {name}/{b.id} weight {b.weight} -> {spec.weight}")
+                    b.weight = spec.weight
+                    b.effective_weight = float(spec.weight)
+                    changed = True
+                if b.admin is not spec.admin:
+                    changes.append(f"backend {name}/{b.id} admin {b.admin} -> {spec.admin}")
+                    b.admin = spec.admin
+                    changed = True
+                if b.metadata != spec.metadata or b.dynamic != spec.dynamic:
+                    b.metadata = dict(spec.metadata)
+                    b.dynamic = spec.dynamic
+                    changed = True
+                if not checked and b.health is not HealthState.UP:
+                    # Health checks were turned off: nobody would ever move it out of this state.
+                    b.health = HealthState.UP
+                    b.health_since = now
+                    b.up_since = now
+                    changes.append(f"backend {name}/{b.id} up (pool has no health checks)")
+                    changed = True
+                if changed:
+                    self.on_change(name, b)
+        return changes
 
     # -- bus --------------------------------------------------------------------------------
 

@@ -17,12 +17,16 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lb.bus import LocalBus, Message, PipeBus
 from lb.config import Config
-from lb.state import ClusterState, ManagedBackend
+from lb.control.errors import ControlStartupError
+from lb.control.service import ControlService
+from lb.health.manager import HealthManager
+from lb.state import BackendSpec, ClusterState, ManagedBackend
 from lb.worker import DataPlane
 
 log = logging.getLogger("lb.supervisor")
@@ -57,25 +61,36 @@ class Supervisor:
         self.state = ClusterState(config, now=self.loop.time())
         self.state.on_change = self._backend_changed
         self.state.on_remove = self._backend_removed
+        self.health = HealthManager(self.state, self.loop)
         self.workers: list[WorkerHandle] = []
         self.stopping = False
         self._stop = self.loop.create_future()
+        # Every message to the workers carries ``seq``; their stats echo the last one applied,
+        # which tells the drain logic that a drain reached every worker (lb/control/drain.py).
+        self.seq = 0
+        self.control = ControlService(self)
 
     # -- state ------------------------------------------------------------------------------
 
     def _backend_changed(self, pool: str, b: ManagedBackend) -> None:
         self.broadcast({"type": "backend", "pool": pool, "backend": b.entry(self.loop.time())})
+        self.health.backend_changed(pool, b)
+        self.control.backend_changed(pool, b, self.seq)
 
     def _backend_removed(self, pool: str, backend_id: str) -> None:
         self.broadcast({"type": "remove", "pool": pool, "id": backend_id})
+        self.health.backend_removed(pool, backend_id)
+        self.control.backend_removed(pool, backend_id)
 
     def pools_message(self) -> Message:
-        return self.state.pools_message(self.loop.time())
+        return {**self.state.pools_message(self.loop.time()), "seq": self.seq}
 
     def config_message(self) -> Message:
         return {"type": "config", "config": self.config.model_dump(mode="json")}
 
     def broadcast(self, msg: Message) -> None:
+        self.seq += 1
+        msg["seq"] = self.seq
         for w in self.workers:
             if w.bus is not None:
                 w.bus.send(msg)
@@ -83,6 +98,16 @@ class Supervisor:
     # -- worker lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The control socket first: a second lb on the same config stops here, before it binds
+        # anything; the state file is merged before any worker gets its first snapshot. The
+        # API answers while workers start (changes reach them with their first snapshot).
+        try:
+            await self.control.prepare()
+        except ControlStartupError as exc:
+            raise StartupError(str(exc)) from None
+        await self.control.serve()
+        # Checks run while the workers start; they get the states in their first snapshot.
+        self.health.start()
         n = self.config.lb.worker_count
         if n == 0:
             await self._start_local()
@@ -101,6 +126,8 @@ class Supervisor:
         failed = [w for w in self.workers if w.fatal]
         if failed:
             raise StartupError(failed[0].fatal or "worker failed")
+        # Announce "running" once the first checks said who is up (bounded by about a check).
+        await self.health.wait_initial()
 
     async def _start_local(self) -> None:
         sup_end, plane_end = LocalBus.pair()
@@ -175,6 +202,7 @@ class Supervisor:
         kind = msg.get("type")
         if kind == "stats":
             w.stats = msg
+            self.control.worker_stats(w, msg)
         elif kind == "ready":
             if w.ready is not None and not w.ready.done():
                 w.ready.set_result(None)
@@ -182,7 +210,9 @@ class Supervisor:
             w.fatal = str(msg.get("error"))
             log.error("worker %d: %s", w.index, w.fatal)
         elif kind == "failure":
-            log.debug("backend failure reported: %s", msg)
+            self.health.on_failure(msg)
+        elif kind == "success":
+            self.health.on_success(msg)
         else:
             log.warning("unknown message from worker %d: %r", w.index, kind)
 
@@ -216,12 +246,29 @@ class Supervisor:
     async def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, sig.name)
+        self.loop.add_signal_handler(signal.SIGHUP, self.control.reload_soon, "SIGHUP")
         why = await self._stop
         log.info("stopping (%s): no new connections; open ones may finish", why)
         await self.stop()
 
+    def apply_config(
+        self, config: Config, backends: Mapping[str, Sequence[BackendSpec]]
+    ) -> list[str]:
+        """Hot reload of a validated config; ``backends`` is the merged membership
+        (``lb/persist.py``). Workers get the config, then a full snapshot: they start new
+        listeners only after that snapshot, so a new listener never sees an empty pool."""
+        changes = self.state.apply_config(config, backends, self.loop.time())
+        self.config = config
+        if self.health.started:
+            self.health.checker.sync()  # checks turned on or off for a pool
+        self.broadcast(self.config_message())
+        self.broadcast(self.pools_message())
+        return changes
+
     async def stop(self) -> None:
         self.stopping = True
+        await self.control.close()
+        await self.health.stop()
         grace = self.config.lb.grace
         waits = []
         for w in self.workers:

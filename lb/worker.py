@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import uvloop
 
 from lb.bus import Bus, Message, PipeBus
-from lb.config import Config
+from lb.config import Config, ListenerConfig
 from lb.logs import setup_logging
 from lb.model import Backend
 from lb.proxy.listener import Listener
@@ -43,11 +44,17 @@ class DataPlane:
         self.configured = self.loop.create_future()
         self.stopping = False
         self._stats_handle: asyncio.TimerHandle | None = None
+        self.seq = 0  # last supervisor message applied; echoed in stats (lb/control/drain.py)
+        self.started = False
+        self.retired: list[Listener] = []  # removed by a reload; their connections finish
+        self._pending: list[ListenerConfig] = []  # added by a reload; start after the snapshot
+        self._report_pending = False
 
     # -- messages from the supervisor -------------------------------------------------------
 
     def on_message(self, msg: Message) -> None:
         kind = msg.get("type")
+        self.seq = msg.get("seq", self.seq)
         if kind == "config":
             self._apply_config(Config.model_validate(msg["config"]))
         elif kind == "pools":
@@ -57,13 +64,30 @@ class DataPlane:
                     pool.apply_snapshot(entries)
             if not self.configured.done():
                 self.configured.set_result(None)
+            if self._pending:
+                pending, self._pending = self._pending, []
+                self.loop.create_task(self._start_listeners(pending))
         elif kind == "backend":
             pool = self.pools.get(msg["pool"])
             if pool is not None:
                 pool.apply_backend(msg["backend"])
+                if msg["backend"]["admin"] != "ready":
+                    # A drain: pooled idle upstream connections close at once, and the
+                    # supervisor hears at once what is still active here.
+                    b = pool.backends.get(msg["backend"]["id"])
+                    if b is not None:
+                        for listener in self.listeners:
+                            listener.close_idle_upstreams(b)
+                    self._report_soon()
+        elif kind == "close_backend":
+            self._close_backend(msg["pool"], msg["id"])
         elif kind == "remove":
             pool = self.pools.get(msg["pool"])
             if pool is not None:
+                gone = pool.backends.get(msg["id"])
+                if gone is not None:
+                    for listener in self.listeners:
+                        listener.close_idle_upstreams(gone)
                 pool.remove(msg["id"])
         else:
             log.warning("unknown bus message %r", kind)
@@ -74,10 +98,86 @@ class DataPlane:
             existing = self.pools.get(name)
             if existing is None:
                 self.pools[name] = PoolRuntime(name, pool_cfg)
+                self.pools[name].on_success = self._report_success
             else:
                 existing.reconfigure(pool_cfg)
+        for gone in [name for name in self.pools if name not in config.pools]:
+            del self.pools[gone]  # connections in flight keep their Backend objects
+        if self.started:
+            self._plan_listeners(config)
+
+    def _plan_listeners(self, config: Config) -> None:
+        """A reload: keep listeners whose socket is unchanged (their settings update in place),
+        stop accepting on the others (their connections finish), and note the new ones."""
+        wanted = {lc.name: lc for lc in config.listeners}
+        kept: list[Listener] = []
+        self.retired = [lst for lst in self.retired if lst.active]
         for listener in self.listeners:
-            listener.pool = self.pools[listener.config.pool]
+            lc = wanted.get(listener.config.name)
+            same_socket = lc is not None and lc.bind == listener.config.bind
+            if lc is not None and same_socket and lc.mode == listener.config.mode:
+                listener.config = lc
+                kept.append(listener)
+            else:
+                listener.stop_accepting()
+                self.retired.append(listener)
+        names = {lst.config.name for lst in kept}
+        self.listeners = kept
+        self._pending = [lc for lc in config.listeners if lc.name not in names]
+
+    async def _start_listeners(self, configs: list[ListenerConfig]) -> None:
+        for lc in configs:
+            try:
+                await self._start_listener(lc)
+            except OSError as exc:
+                log.error("worker %d: cannot bind listener %s: %s", self.index, lc.name, exc)
+
+    async def _start_listener(self, lc: ListenerConfig) -> None:
+        listener = Listener(lc, self.pools, self.loop, self._report_failure)
+        listener.on_backend_idle = self._backend_idle
+        await listener.start()
+        self.listeners.append(listener)
+
+    def _close_backend(self, pool: str, backend_id: str) -> None:
+        """drain_timeout expired or a forced delete: abort what still uses the backend here
+        (L4 connections relayed to it, L7 connections with a request in flight to it)."""
+        runtime = self.pools.get(pool)
+        found = runtime.backends.get(backend_id) if runtime is not None else None
+        if found is None:
+            self._report_soon()
+            return
+        target: Backend = found
+        closed = 0
+        for listener in [*self.listeners, *self.retired]:
+            listener.close_idle_upstreams(target)
+            for conn in list(listener.connections):
+                # Identity, not id: the same id may name a backend in another pool.
+                if getattr(conn, "backend", None) is target:
+                    conn.abort()
+                    closed += 1
+        if closed:
+            log.info(
+                "worker %d: closed %d connection(s) to %s/%s",
+                self.index,
+                closed,
+                pool,
+                backend_id,
+            )
+        self._report_soon()
+
+    def _backend_idle(self, backend: Backend) -> None:
+        """A draining backend's last connection in this worker closed."""
+        self._report_soon()
+
+    def _report_soon(self) -> None:
+        """Send a stats snapshot now (once per loop iteration), not at the next tick."""
+        if not self._report_pending:
+            self._report_pending = True
+            self.loop.call_soon(self._report_now)
+
+    def _report_now(self) -> None:
+        self._report_pending = False
+        self._send(self.snapshot())
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -85,9 +185,8 @@ class DataPlane:
         await self.configured
         assert self.config is not None
         for lc in self.config.listeners:
-            listener = Listener(lc, self.pools[lc.pool], self.loop, self._report_failure)
-            await listener.start()
-            self.listeners.append(listener)
+            await self._start_listener(lc)
+        self.started = True
         self._stats_handle = self.loop.call_later(STATS_INTERVAL, self._send_stats)
         self._send({"type": "ready", "worker": self.index})
 
@@ -96,21 +195,24 @@ class DataPlane:
         if self.stopping:
             return
         self.stopping = True
-        for listener in self.listeners:
+        listeners = [*self.listeners, *self.retired]
+        for listener in listeners:
             listener.stop_accepting()
-        open_conns = sum(listener.active for listener in self.listeners)
+        open_conns = sum(listener.active for listener in listeners)
         if open_conns:
             log.info(
                 "worker %d: waiting up to %.1fs for %d connection(s)", self.index, grace, open_conns
             )
             try:
                 async with asyncio.timeout(grace):
-                    await asyncio.gather(*(listener.wait_idle() for listener in self.listeners))
+                    await asyncio.gather(*(listener.wait_idle() for listener in listeners))
             except TimeoutError:
-                left = sum(listener.active for listener in self.listeners)
+                left = sum(listener.active for listener in listeners)
                 log.warning("worker %d: grace expired, closing %d connection(s)", self.index, left)
-                for listener in self.listeners:
+                for listener in listeners:
                     listener.abort_all()
+        for listener in listeners:
+            listener.close()
         if self._stats_handle is not None:
             self._stats_handle.cancel()
         self._send_stats(reschedule=False)
@@ -124,6 +226,9 @@ class DataPlane:
     def _report_failure(
         self, pool: str, backend: Backend, kind: str, exc: BaseException | None
     ) -> None:
+        """Passive health: ``kind`` is "connect", "reset" (before a response), "timeout"
+        (no response in time) or "5xx"."""
+        backend.failure_streak += 1
         self._send(
             {
                 "type": "failure",
@@ -132,6 +237,18 @@ class DataPlane:
                 "id": backend.id,
                 "kind": kind,
                 "error": _describe(exc),
+            }
+        )
+
+    def _report_success(self, pool: str, backend: Backend, failures: int) -> None:
+        """Passive health: ``backend`` succeeded after ``failures`` reported failures."""
+        self._send(
+            {
+                "type": "success",
+                "worker": self.index,
+                "pool": pool,
+                "id": backend.id,
+                "after": failures,
             }
         )
 
@@ -153,6 +270,7 @@ class DataPlane:
                     "active": b.active,
                     "total": b.total,
                     "connect_failures": b.connect_failures,
+                    "errors": b.responses[5],  # 5xx answers (L7)
                     "bytes_in": b.bytes_in,
                     "bytes_out": b.bytes_out,
                 }
@@ -160,7 +278,19 @@ class DataPlane:
             }
             for name, pool in self.pools.items()
         }
-        return {"type": "stats", "worker": self.index, "listeners": listeners, "pools": backends}
+        # Upstream response times (L7) for the scaler's percentiles (lb/control/stats.py).
+        latency = {
+            name: {b.id: list(b.latency) for b in pool.backends.values() if any(b.latency)}
+            for name, pool in self.pools.items()
+        }
+        return {
+            "type": "stats",
+            "worker": self.index,
+            "seq": self.seq,
+            "listeners": listeners,
+            "pools": backends,
+            "latency": latency,
+        }
 
     def _send_stats(self, reschedule: bool = True) -> None:
         self._send(self.snapshot())
@@ -173,6 +303,9 @@ def _describe(exc: BaseException | None) -> str:
         return ""
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        # asyncio replaces strerror with "Connect call failed (addr)"; errno says what failed.
+        return os.strerror(exc.errno).lower()
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return type(exc).__name__

@@ -1,0 +1,240 @@
+"""Request and response bodies of the control API: one definition for the server's validation,
+the OpenAPI description, and the client's parsing.
+
+Requests are strict: unknown fields are refused (422 naming the field), integers and booleans
+must be JSON integers and booleans, not strings. Responses allow extra fields so an older
+client keeps working against a newer ``lb``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from lb.model import AdminState, HealthState, parse_address
+
+# What the API accepts as host:port. Stricter than the config file: no spaces, no paths.
+ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*):[0-9]{1,5}$"
+# A backend id travels in URL paths: no "/", no spaces.
+ID_PATTERN = r"^[A-Za-z0-9._:@+\[\]-]{1,128}$"
+_ADDRESS = re.compile(ADDRESS_PATTERN)
+
+MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=64, strict=True)]
+MetaValue = Annotated[str, StringConstraints(max_length=256, strict=True)]
+BackendId = Annotated[str, StringConstraints(pattern=ID_PATTERN, strict=True)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def check_address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9004 or [::1]:9004")
+    parse_address(value)  # the port range
+    return value
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+class AddBackend(_Request):
+    address: Annotated[str, StringConstraints(max_length=300, strict=True)] = Field(
+        description="host:port of the backend", examples=["127.0.0.1:9004"]
+    )
+    weight: StrictInt = Field(default=1, ge=0, le=1000, description="0 takes no new traffic")
+    id: BackendId | None = Field(default=None, description="stable identity; default: the address")
+    metadata: dict[MetaKey, MetaValue] = Field(
+        default_factory=dict, max_length=32, description="free-form labels (shown, persisted)"
+    )
+
+    _address = field_validator("address")(check_address)
+
+
+def _patch_schema(schema: dict[str, Any]) -> None:
+    # Give at least one field; null is accepted (as "unchanged") but not advertised.
+    schema["minProperties"] = 1
+    for prop in schema.get("properties", {}).values():
+        variants = prop.pop("anyOf", None)
+        if variants:
+            prop.update(next(v for v in variants if v.get("type") != "null"))
+            prop.pop("default", None)
+
+
+class PatchBackend(_Request):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_patch_schema)
+
+    weight: StrictInt | None = Field(default=None, ge=0, le=1000)
+    admin: AdminState | None = Field(
+        default=None, description="ready: takes traffic; drain/maint: no new traffic"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> PatchBackend:
+        if self.weight is None and self.admin is None:
+            raise ValueError("nothing to change: give weight and/or admin")
+        return self
+
+
+class WaitQuery(_Request):
+    timeout: float = Field(
+        default=30.0, ge=0, le=3600, description="seconds to wait before answering anyway"
+    )
+
+
+class DeleteQuery(_Request):
+    force: bool = Field(
+        default=False,
+        description="remove even if not removable, closing its connections in every worker",
+    )
+
+
+class StatsQuery(_Request):
+    window: float = Field(default=10.0, gt=0, le=60, description="seconds to average over")
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+class ErrorBody(_Response):
+    status: int
+    field: str = Field(description='the offending field, or "body", "path", "config"')
+    message: str
+
+
+class ErrorResponse(_Response):
+    error: ErrorBody
+
+
+class BackendView(_Response):
+    pool: str
+    id: str
+    address: str
+    weight: int
+    effective_weight: float
+    admin: AdminState
+    health: HealthState
+    ejected: bool
+    ejected_for: float = Field(description="seconds left of a passive ejection")
+    metadata: dict[str, str]
+    dynamic: bool = Field(description="added at runtime (not declared in config.toml)")
+    last_check: str
+    active: int = Field(description="open connections (L4) / in-flight requests (L7), all workers")
+    total: int = Field(description="connections (L4) / requests (L7) since the workers started")
+    connect_failures: int
+    errors: int
+    bytes_in: int
+    bytes_out: int
+    removable: bool = Field(description="drain/maint and nothing active in any worker")
+
+
+class PoolView(_Response):
+    name: str
+    strategy: str
+    listeners: list[str]
+    health_checks: bool
+    drain_timeout: float
+    backends: list[BackendView]
+
+
+class PoolsResponse(_Response):
+    pools: list[PoolView]
+
+
+class BackendsResponse(_Response):
+    pool: str
+    backends: list[BackendView]
+
+
+class AddResult(_Response):
+    created: bool = Field(description="false: the same address/id was already registered")
+    backend: BackendView
+
+
+class WaitResult(_Response):
+    pool: str
+    id: str
+    admin: AdminState
+    removable: bool
+    timed_out: bool
+    active: int
+    workers: int = Field(description="live workers")
+    pending_workers: int = Field(description="workers that have not reported since the drain")
+    waited: float
+    reason: str
+
+
+class RemoveResult(_Response):
+    removed: BackendView
+    forced: bool = Field(description="its connections were closed")
+
+
+class Percentiles(_Response):
+    p50: float
+    p95: float
+    p99: float
+    samples: int
+
+
+class BackendStats(_Response):
+    address: str
+    admin: AdminState
+    health: HealthState
+    eligible: bool
+    weight: int
+    in_flight: int
+    connections: int
+    total: int
+    rate: float = Field(description="connections (L4) or requests (L7) per second")
+    errors: int
+    error_rate: float = Field(description="failed attempts / attempts over the window")
+    latency_ms: Percentiles | None = Field(description="upstream latency; null without samples")
+
+
+class PoolStats(_Response):
+    in_flight: int
+    connections: int
+    total: int
+    rate: float
+    errors: int
+    error_rate: float
+    latency_ms: Percentiles | None
+    backends_total: int
+    backends_eligible: int
+    backends: dict[str, BackendStats]
+
+
+class StatsResponse(_Response):
+    window: float = Field(description="requested window, seconds")
+    measured: float = Field(description="seconds actually covered (less just after start)")
+    pools: dict[str, PoolStats]
+
+
+class ReloadResult(_Response):
+    changes: list[str]
+    restart_required: list[str] = Field(description="changed settings that apply on restart only")
+
+
+class Info(_Response):
+    version: str
+    pid: int
+    config: str
+    workers: int
+    uptime: float
+    control_socket: str
+    state_file: str
+    state_file_error: str | None
