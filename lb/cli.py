@@ -15,26 +15,55 @@ import uvloop
 from lb.config import Config, ConfigError, load_config
 from lb.control.service import resolve_path
 from lb.logs import setup_logging
+from lb.model import AdminState
+from lb.state import ClusterState
 from lb.supervisor import StartupError, Supervisor
 
 log = logging.getLogger("lb")
 
 
-def banner(config: Config, path: str) -> str:
+def banner(config: Config, path: str, state: ClusterState | None = None) -> str:
+    """What a new user needs to know: where lb listens, what it sends where, and where to look
+    (dashboard, /metrics, control socket). ``state``: the running pools, runtime backends and
+    health included; without it, the config's backends."""
     n = config.lb.worker_count
     workers = "1 process (workers = 0)" if n == 0 else f"{n} worker process(es)"
     lines = [f"lb: running {path} with {workers}"]
-    lines += [
-        f"  listener {lc.name}: {lc.mode}://{lc.bind} -> pool {lc.pool}" for lc in config.listeners
-    ]
+    for lc in config.listeners:
+        to = f"pool {lc.pool}" if lc.pool is not None else "routes only"
+        routed = sorted({r.pool for r in lc.routes} - {lc.pool})
+        extra = f" (routes also to {', '.join(routed)})" if routed else ""
+        lines.append(f"  listener {lc.name}: {lc.mode}://{lc.bind} -> {to}{extra}")
     for name, pool in config.pools.items():
-        members = ", ".join(f"{b.address} (w={b.weight})" for b in pool.backends) or "none yet"
-        lines.append(f"  pool {name} [{pool.strategy}]: {members}")
+        if state is not None and name in state.pools:
+            members = [
+                f"{b.address} (w={b.weight}, {b.health}"
+                + (f", {b.admin}" if b.admin is not AdminState.READY else "")
+                + ")"
+                for b in state.pools[name].values()
+            ]
+        else:
+            members = [f"{b.address} (w={b.weight})" for b in pool.backends]
+        lines.append(f"  pool {name} [{pool.strategy}]: {', '.join(members) or 'none yet'}")
     sock = resolve_path(path, config.lb.control_socket)
     lines.append(f"  control socket: {sock} (lbctl -c {path})")
     if config.admin.bind is not None:
-        lines.append(f"  admin listener: http://{config.admin.bind}/v1/")
+        base = f"http://{_browsable(config.admin.bind)}"
+        lines.append(f"  dashboard: {base}/")
+        lines.append(f"  metrics: {base}/metrics   API: {base}/v1/ (read-only without a token)")
+    else:
+        lines.append('  dashboard and /metrics: off (set [admin] bind = "127.0.0.1:9900")')
     return "\n".join(lines)
+
+
+def _browsable(bind: str) -> str:
+    """The admin address as a URL host: a wildcard bind is reached on loopback."""
+    host, _, port = bind.rpartition(":")
+    if host in ("0.0.0.0", ""):
+        return f"127.0.0.1:{port}"
+    if host in ("[::]", "::"):
+        return f"[::1]:{port}"
+    return bind
 
 
 async def _run(config: Config, path: str, log_format: str, log_level: str) -> int:
@@ -45,7 +74,7 @@ async def _run(config: Config, path: str, log_format: str, log_level: str) -> in
         log.error("startup failed: %s", exc)
         await sup.stop()
         return 1
-    print(banner(config, path), flush=True)
+    print(banner(config, path, sup.state), flush=True)
     await sup.run()
     return 0
 

@@ -355,7 +355,7 @@ class PoolConfig(_Model):
 
 
 class AdminConfig(_Model):
-    """The optional TCP admin listener: read-only API (and later /metrics, the dashboard)."""
+    """The optional TCP admin listener: read-only API, /metrics and the dashboard."""
 
     bind: str | None = Field(default=None, description='e.g. "127.0.0.1:9900"; off when unset')
     token_file: str | None = Field(
@@ -373,6 +373,19 @@ class Config(_Model):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     listeners: list[ListenerConfig] = Field(min_length=1)
     pools: dict[str, PoolConfig] = Field(min_length=1)
+    scalers: list[dict[str, Any]] = Field(
+        default_factory=list, description="[[scalers]]: lb-scaler's entries (scaler/config.py)"
+    )
+
+    @field_validator("scalers")
+    @classmethod
+    def _scalers(cls, v: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        # lb ignores this section, but checks it with the scaler's own schema so that
+        # `lb check` and a reload refuse the same mistakes as `lb-scaler`.
+        from scaler.config import check_scalers
+
+        check_scalers(v, info.data.get("pools"))
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> Config:

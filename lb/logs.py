@@ -24,10 +24,24 @@ class TextFormatter(logging.Formatter):
         line = f"{ts} {record.levelname:<7} [{self.role}] {record.name}: {record.getMessage()}"
         event: dict[str, Any] | None = getattr(record, "event", None)
         if event:
-            line += " " + " ".join(f"{k}={v}" for k, v in event.items())
+            line += " " + " ".join(f"{k}={logfmt_value(v)}" for k, v in event.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def logfmt_value(v: Any) -> str:
+    """A ``key=value`` value that stays one token (logfmt): quoted, with JSON string escapes,
+    when it has spaces, quotes, ``=`` or control characters. Lists are joined with "; "."""
+    if isinstance(v, list | tuple):
+        text = "; ".join(str(x) for x in v)
+    elif isinstance(v, dict):
+        text = orjson.dumps(v, default=str).decode()
+    else:
+        text = str(v)
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+        return text
+    return orjson.dumps(text).decode()
 
 
 class JsonFormatter(logging.Formatter):

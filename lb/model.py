@@ -100,8 +100,10 @@ class Backend:
         "host",
         "id",
         "latency",
+        "latency_sum",
         "port",
         "responses",
+        "retries",
         "total",
         "weight",
     )
@@ -141,6 +143,10 @@ class Backend:
         # cumulative) histogram of upstream response times (bounds: lb.stats.LATENCY_BOUNDS).
         self.responses = [0, 0, 0, 0, 0, 0]
         self.latency = [0] * LATENCY_BUCKETS
+        self.latency_sum = 0.0  # seconds, the histogram's sum (Prometheus ``_sum``)
+        # Requests (L7) or connections (L4) that failed here before reaching it and were
+        # retried on another backend (counted on the retry path only).
+        self.retries = 0
 
     @property
     def eligible(self) -> bool:

@@ -211,6 +211,7 @@ class Supervisor:
             log.error("worker %d: %s", w.index, w.fatal)
         elif kind == "failure":
             self.health.on_failure(msg)
+            self.control.metrics.failure(msg)  # errors by kind, for /metrics
         elif kind == "success":
             self.health.on_success(msg)
         else:

@@ -253,17 +253,7 @@ class DataPlane:
         )
 
     def snapshot(self) -> dict[str, Any]:
-        listeners = {
-            lst.config.name: {
-                "accepted": lst.accepted,
-                "active": lst.active,
-                "rejected": lst.rejected,
-                "connect_failures": lst.connect_failures,
-                "no_backend": lst.no_backend,
-                "idle_timeouts": lst.idle_timeouts,
-            }
-            for lst in self.listeners
-        }
+        listeners = {lst.config.name: _listener_counters(lst) for lst in self.listeners}
         backends = {
             name: {
                 b.id: {
@@ -273,6 +263,14 @@ class DataPlane:
                     "errors": b.responses[5],  # 5xx answers (L7)
                     "bytes_in": b.bytes_in,
                     "bytes_out": b.bytes_out,
+                    # For /metrics (lb/metrics.py): existing counters, flattened.
+                    "retries": b.retries,
+                    "responses_1xx": b.responses[1],
+                    "responses_2xx": b.responses[2],
+                    "responses_3xx": b.responses[3],
+                    "responses_4xx": b.responses[4],
+                    "responses_5xx": b.responses[5],
+                    "latency_us": int(b.latency_sum * 1e6),  # the latency histogram's sum
                 }
                 for b in pool.backends.values()
             }
@@ -296,6 +294,29 @@ class DataPlane:
         self._send(self.snapshot())
         if reschedule and not self.stopping:
             self._stats_handle = self.loop.call_later(STATS_INTERVAL, self._send_stats)
+
+
+def _listener_counters(lst: Listener) -> dict[str, int]:
+    """A listener's counters for the stats snapshot (flat integers; ``active`` is a gauge)."""
+    out = {
+        "accepted": lst.accepted,
+        "active": lst.active,
+        "rejected": lst.rejected,
+        "connect_failures": lst.connect_failures,
+        "no_backend": lst.no_backend,
+        "idle_timeouts": lst.idle_timeouts,
+        "bytes_in": lst.bytes_in,
+        "bytes_out": lst.bytes_out,
+    }
+    ctx = lst.http
+    if ctx is not None:
+        out["requests"] = ctx.requests
+        out["retries"] = ctx.retries
+        out["bytes_in"] = ctx.bytes_in
+        out["bytes_out"] = ctx.bytes_out
+        for i in range(1, 6):
+            out[f"responses_{i}xx"] = ctx.responses[i]
+    return out
 
 
 def _describe(exc: BaseException | None) -> str:

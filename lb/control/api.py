@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 import lb
+from lb.control import events as scaling_events
 from lb.control.errors import ApiError
 from lb.control.models import (
     AddBackend,
@@ -30,6 +31,8 @@ from lb.control.models import (
     BackendView,
     DeleteQuery,
     Info,
+    ListenersResponse,
+    ListenerView,
     PatchBackend,
     Percentiles,
     PoolsResponse,
@@ -153,6 +156,33 @@ class ControlApi:
             state_file=str(s.state_path),
             state_file_error=s.state_file_error,
         )
+
+    async def list_listeners(self, call: Call) -> Result:
+        counters = self.sup.aggregate_stats()["listeners"]
+        views = []
+        for lc in self.sup.config.listeners:
+            c = counters.get(lc.name, {})
+            pools = [lc.pool] if lc.pool is not None else []
+            pools += [p for p in dict.fromkeys(r.pool for r in lc.routes) if p not in pools]
+            classes = ("1xx", "2xx", "3xx", "4xx", "5xx") if lc.mode == "http" else ()
+            views.append(
+                ListenerView(
+                    name=lc.name,
+                    bind=lc.bind,
+                    mode=lc.mode,
+                    pool=lc.pool,
+                    pools=pools,
+                    accepted=c.get("accepted", 0),
+                    active=c.get("active", 0),
+                    rejected=c.get("rejected", 0),
+                    requests=c.get("requests", 0),
+                    responses={k: c.get(f"responses_{k}", 0) for k in classes},
+                    retries=c.get("retries", 0),
+                    bytes_in=c.get("bytes_in", 0),
+                    bytes_out=c.get("bytes_out", 0),
+                )
+            )
+        return 200, ListenersResponse(listeners=views)
 
     async def list_pools(self, call: Call) -> Result:
         return 200, PoolsResponse(pools=[self._pool_view(n) for n in self.state.pools])
@@ -349,6 +379,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/listeners",
+        ControlApi.list_listeners,
+        "List listeners with their counters: connections, requests by status class, bytes",
+        {200: (ListenersResponse, "every listener")},
+        tag="lb",
+    ),
+    Route(
+        "GET",
         "/v1/pools",
         ControlApi.list_pools,
         "List pools with their backends, states and counters",
@@ -454,4 +492,5 @@ ROUTES: tuple[Route, ...] = (
         write=True,
         tag="lb",
     ),
+    *scaling_events.routes(Route),
 )

@@ -40,6 +40,8 @@ class Drain:
     started: float
     timer: asyncio.TimerHandle | None = None
     closed: bool = False  # drain_timeout expired and the workers were told to close
+    backend: ManagedBackend | None = None
+    drained: bool = False  # its completion was logged (once)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class DrainTracker:
                     d.timer.cancel()
                 self._wake(key)
         elif key not in self.drains:
-            d = Drain(seq=seq, started=self.loop.time())
+            d = Drain(seq=seq, started=self.loop.time(), backend=b)
             d.timer = self.loop.call_later(self._drain_timeout(pool), self._expire, pool, b.id, d)
             self.drains[key] = d
             self._wake(key)
@@ -123,6 +125,34 @@ class DrainTracker:
         for w in self._waiters:
             if not w.fut.done():
                 w.fut.set_result(None)
+        if any(not d.drained for d in self.drains.values()):
+            self._note_drained()
+
+    def _note_drained(self) -> None:
+        """One log line when a drain completes: nothing active in any worker."""
+        snaps = self._snapshots()
+        for (pool, backend_id), d in self.drains.items():
+            b = d.backend
+            if d.drained or b is None or not removability(b, d, snaps).removable:
+                continue
+            d.drained = True
+            took = self.loop.time() - d.started
+            log.info(
+                "%s/%s drained in %.1fs%s: nothing active in any worker; removable",
+                pool,
+                backend_id,
+                took,
+                " (connections closed at drain_timeout)" if d.closed else "",
+                extra={
+                    "event": {
+                        "event": "drained",
+                        "pool": pool,
+                        "backend": b.address,
+                        "seconds": round(took, 3),
+                        "forced": d.closed,
+                    }
+                },
+            )
 
     def close(self) -> None:
         self.closed = True

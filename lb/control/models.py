@@ -229,6 +229,26 @@ class ReloadResult(_Response):
     restart_required: list[str] = Field(description="changed settings that apply on restart only")
 
 
+class ListenerView(_Response):
+    name: str
+    bind: str
+    mode: str = Field(description='"tcp" (L4 relay) or "http" (L7 proxy)')
+    pool: str | None = Field(description="default pool (http: when no route matches)")
+    pools: list[str] = Field(description="every pool it sends to: the default and its routes'")
+    accepted: int = Field(description="client connections accepted, all workers")
+    active: int = Field(description="client connections open now, all workers")
+    rejected: int = Field(description="client connections refused at max_connections")
+    requests: int = Field(description="http: requests received (0 for tcp)")
+    responses: dict[str, int] = Field(description='http: responses by class, "1xx" to "5xx"')
+    retries: int = Field(description="http: requests retried on another backend")
+    bytes_in: int = Field(description="bytes from clients (tcp: counted when connections end)")
+    bytes_out: int = Field(description="bytes to clients (tcp: counted when connections end)")
+
+
+class ListenersResponse(_Response):
+    listeners: list[ListenerView]
+
+
 class Info(_Response):
     version: str
     pid: int

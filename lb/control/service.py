@@ -32,8 +32,10 @@ from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
 from lb.control.models import ReloadResult
 from lb.control.stats import StatsAggregator
+from lb.metrics import Metrics
 from lb.model import parse_address
 from lb.state import ManagedBackend
+from lb.web import install_dashboard
 
 if TYPE_CHECKING:
     from lb.control.server import ControlServer
@@ -57,6 +59,7 @@ class ControlService:
         self.socket_path = resolve_path(self.config_path, sup.config.lb.control_socket)
         self.state_path = resolve_path(self.config_path, sup.config.lb.state_file)
         self.stats = StatsAggregator()
+        self.metrics = Metrics(sup)  # /metrics on the admin listener (lb/metrics.py)
         self.drains = DrainTracker(
             self.loop, self.live_snapshots, self._drain_timeout, self._close_backend
         )
@@ -72,6 +75,8 @@ class ControlService:
         from lb.control.server import ControlServer
 
         self.server = ControlServer(self, self.socket_path, self.sup.config)
+        self.metrics.install(self.server)
+        install_dashboard(self.server)
         self.server.claim()
         try:
             saved = persist.read(self.state_path)
@@ -113,11 +118,13 @@ class ControlService:
     def backend_removed(self, pool: str, backend_id: str) -> None:
         self.drains.backend_removed(pool, backend_id)
         self.stats.forget((pool, backend_id))
+        self.metrics.forget(pool, backend_id)
         if self.persister is not None:
             self.persister.request()
 
     def worker_stats(self, w: WorkerHandle, msg: Mapping[str, Any]) -> None:
         self.stats.ingest(w.index, msg, self.loop.time())
+        self.metrics.ingest(w.index, w.restarts, msg)
         self.drains.stats_updated()
 
     # -- helpers for the API --------------------------------------------------------------------

@@ -22,7 +22,9 @@ The worker snapshot contract (``{"type": "stats", ...}``):
     ``connections`` (gauge, optional: open upstream connections, L7 pooled ones included;
     defaults to ``active``), ``total`` (connections established for L4, requests sent for L7),
     ``errors`` (optional, L7: 5xx answers to requests counted in ``total``),
-    ``connect_failures`` (failed attempts, not in ``total``), ``bytes_in``, ``bytes_out``.
+    ``connect_failures`` (failed attempts, not in ``total``), ``bytes_in``, ``bytes_out``;
+    for /metrics (``lb/metrics.py``): ``retries``, ``responses_1xx`` .. ``responses_5xx``,
+    ``latency_us`` (the latency histogram's sum). ``listeners`` has flat integers too.
 ``latency: {pool: {backend_id: [count, ...]}}`` (optional, L7)
     upstream response-time histograms: ``Backend.latency``, counts per bucket of
     ``lb.stats.LATENCY_BOUNDS`` (plus a last bucket for anything slower), cumulative since

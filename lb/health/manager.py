@@ -210,7 +210,19 @@ class HealthManager:
             )
         elif isinstance(decision, Refusal) and key not in self._refusal_logged:
             self._refusal_logged.add(key)
-            log.warning("%s not ejected: %s", b.name, decision.cause)
+            log.warning(
+                "%s not ejected: %s",
+                b.name,
+                decision.cause,
+                extra={
+                    "event": {
+                        "event": "ejection_refused",
+                        "pool": pool,
+                        "backend": b.address,
+                        "cause": decision.cause,
+                    }
+                },
+            )
 
     def on_success(self, msg: dict[str, Any]) -> None:
         key = (str(msg.get("pool")), str(msg.get("id")))

@@ -69,6 +69,10 @@ class Listener:
         self.connect_failures = 0
         self.no_backend = 0
         self.idle_timeouts = 0
+        # Bytes from clients and to clients, tcp mode (added when a connection ends; http
+        # listeners count them per request in HttpContext).
+        self.bytes_in = 0
+        self.bytes_out = 0
         self._drained: asyncio.Future[None] | None = None
         # Told when a draining backend's last connection here closes (prompt drain reports).
         self.on_backend_idle: Callable[[Backend], None] | None = None

@@ -178,6 +178,8 @@ class TcpClientProtocol(asyncio.Protocol):
             backend = pool.pick(key, tried)
             if backend is None:
                 break
+            if tried:
+                tried[-1].retries += 1  # it failed there; this is the retry
             tried.append(backend)
             backend.active += 1
             try:
@@ -265,7 +267,10 @@ class TcpClientProtocol(asyncio.Protocol):
             b.bytes_out += self.bytes_out
             if not b.active and b.admin is not AdminState.READY:
                 self.listener.backend_idle(b)  # a drain finished here: report it at once
-        self.listener.release(self)
+        listener = self.listener
+        listener.bytes_in += self.bytes_in  # per connection, at its end
+        listener.bytes_out += self.bytes_out
+        listener.release(self)
 
 
 def _drop(data: bytes) -> None:

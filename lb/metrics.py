@@ -1,0 +1,565 @@
+"""Prometheus metrics for the admin listener's ``/metrics``, built by the supervisor at scrape time.
+
+Theory of operation
+-------------------
+Workers do no Prometheus work at all: they keep plain integer counters and send them in the
+stats snapshot about once a second (``lb/worker.py``), and report failures as bus events. The
+supervisor keeps three small things here:
+
+* ``CounterTotals`` turns each worker's cumulative counters into **monotonic** totals. A
+  worker that dies and is restarted starts again from zero; summing the workers' latest
+  snapshots would then go *down*, which Prometheus reads as a reset of the whole series and
+  turns into a spike in ``rate()``. Totals are kept per worker *generation* (index and restart
+  count), so a new process starts a new series that is added to what the old one had counted.
+* ``FailureCounts`` counts the workers' failure events (``connect``, ``timeout``, ``reset``)
+  per backend, so that errors by kind cost the data path nothing beyond the event it already
+  sends for passive health. 5xx answers come from the workers' response-class counters (a 5xx
+  event is only sent when passive health looks at 5xx).
+* ``LbCollector`` is a prometheus-client custom collector: on each scrape it builds metric
+  families from those totals, the gauges of the live workers' latest snapshots, the
+  authoritative pool state (``ClusterState``: health, admin state, weights) and the scaler's
+  recent decisions (``ScalerFeed``). Nothing is kept per scrape.
+
+Names follow the Prometheus conventions: ``lb_`` prefix, ``_total`` for counters, base units
+(``_seconds``, ``_bytes``). The upstream latency histogram is the workers' per-bucket counts
+(``lb.stats.LATENCY_BOUNDS``) made cumulative, with ``le`` labels.
+
+This module never runs in a worker and never touches a data-plane socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+
+import lb
+from lb.control.events import EventLog, EventView, log_of
+from lb.model import AdminState, HealthState
+from lb.stats import LATENCY_BOUNDS, LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from lb.control.server import ControlServer
+    from lb.supervisor import Supervisor
+
+log = logging.getLogger("lb.metrics")
+
+# Snapshot fields that are gauges (current values), not cumulative counters.
+LISTENER_GAUGES = frozenset({"active"})
+BACKEND_GAUGES = frozenset({"active", "connections"})
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Failure kinds workers report as events (lb/worker.py ``_report_failure``).
+EVENT_KINDS = ("connect", "timeout", "reset")
+ERROR_KINDS = (*EVENT_KINDS, "5xx")
+DIRECTIONS = ("up", "down", "hold")
+
+BackendKey = tuple[str, str]  # (pool, backend id)
+
+
+# -- counting in the supervisor ------------------------------------------------------------------
+
+
+class CounterTotals:
+    """Monotonic totals of the workers' cumulative counters (see the module docstring).
+
+    ``ingest(generation, snapshot)`` with ``generation`` = (worker index, restarts): a new
+    generation starts from zero. Within one, a counter that went down (a backend removed and
+    added again under the same id starts a new ``Backend`` object) counts its new value."""
+
+    def __init__(self) -> None:
+        self.listeners: dict[str, dict[str, int]] = {}
+        self.backends: dict[BackendKey, dict[str, int]] = {}
+        self.latency: dict[BackendKey, list[int]] = {}
+        self._last: dict[tuple[int, int], dict[tuple[str, ...], int]] = {}
+        self._last_hist: dict[tuple[int, int], dict[BackendKey, list[int]]] = {}
+
+    def ingest(self, generation: tuple[int, int], snapshot: Mapping[str, Any]) -> None:
+        index = generation[0]
+        for old in [g for g in self._last if g[0] == index and g != generation]:
+            del self._last[old]  # that process is gone: what it counted stays in the totals
+            self._last_hist.pop(old, None)
+        prev = self._last.get(generation, {})
+        cur: dict[tuple[str, ...], int] = {}
+        for name, counters in (snapshot.get("listeners") or {}).items():
+            acc = self.listeners.setdefault(name, {})
+            for k, v in counters.items():
+                if k not in LISTENER_GAUGES:
+                    _add(acc, k, ("l", name, k), int(v), prev, cur)
+        for pool, backends in (snapshot.get("pools") or {}).items():
+            for bid, counters in backends.items():
+                acc = self.backends.setdefault((pool, bid), {})
+                for k, v in counters.items():
+                    if k not in BACKEND_GAUGES:
+                        _add(acc, k, ("b", pool, bid, k), int(v), prev, cur)
+        self._last[generation] = cur
+        prev_h = self._last_hist.get(generation, {})
+        cur_h: dict[BackendKey, list[int]] = {}
+        for pool, backends in (snapshot.get("latency") or {}).items():
+            for bid, counts in backends.items():
+                key = (pool, bid)
+                now_h = [int(c) for c in counts[:LATENCY_BUCKETS]]
+                before = prev_h.get(key)
+                if before is None or sum(now_h) < sum(before):
+                    delta = now_h  # new, or a new Backend object under the same id
+                else:
+                    delta = [max(0, a - b) for a, b in zip(now_h, before, strict=False)]
+                hist = self.latency.setdefault(key, [0] * LATENCY_BUCKETS)
+                for i, d in enumerate(delta):
+                    hist[i] += d
+                cur_h[key] = now_h
+        self._last_hist[generation] = cur_h
+
+    def forget(self, key: BackendKey) -> None:
+        """A backend was removed: its series leave /metrics."""
+        self.backends.pop(key, None)
+        self.latency.pop(key, None)
+
+
+def _add(
+    acc: dict[str, int],
+    name: str,
+    key: tuple[str, ...],
+    value: int,
+    prev: Mapping[tuple[str, ...], int],
+    cur: dict[tuple[str, ...], int],
+) -> None:
+    before = prev.get(key, 0)
+    acc[name] = acc.get(name, 0) + (value - before if value >= before else value)
+    cur[key] = value
+
+
+class FailureCounts:
+    """Failure events from the workers, counted per backend and kind."""
+
+    def __init__(self) -> None:
+        self.counts: dict[BackendKey, dict[str, int]] = {}
+
+    def record(self, pool: str, backend_id: str, kind: str) -> None:
+        kinds = self.counts.setdefault((pool, backend_id), {})
+        kinds[kind] = kinds.get(kind, 0) + 1
+
+    def get(self, key: BackendKey) -> Mapping[str, int]:
+        return self.counts.get(key, {})
+
+    def forget(self, key: BackendKey) -> None:
+        self.counts.pop(key, None)
+
+
+# -- the scaler's side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScalerPool:
+    """What /metrics shows of the scaler for one pool.
+
+    ``current``/``desired``: replicas in the scaler's latest decision (None before any);
+    ``decisions``: decisions since lb started, by direction (``up``, ``down``, ``hold``)."""
+
+    pool: str
+    current: int | None = None
+    desired: int | None = None
+    decisions: Mapping[str, int] = field(default_factory=dict)
+
+
+class ScalerFeed(Protocol):
+    """Where the scaler's decisions come from (the store behind the scaler's events route)."""
+
+    def scaler_pools(self) -> Sequence[ScalerPool]: ...
+
+
+# A decision event's ``data.action`` (scaler/controller.py) -> the direction label.
+_ACTION_DIRECTION = {"scale_up": "up", "scale_down": "down", "hold": "hold"}
+
+
+def decision_direction(e: EventView) -> str:
+    action = e.data.get("action")
+    if isinstance(action, str) and action in _ACTION_DIRECTION:
+        return _ACTION_DIRECTION[action]
+    if e.current is not None and e.desired is not None:
+        return "up" if e.desired > e.current else "down" if e.desired < e.current else "hold"
+    return "hold"
+
+
+class EventLogFeed:
+    """``ScalerFeed`` over the control API's scaling-event log (``lb/control/events.py``).
+
+    The scaler posts a ``decision`` event whenever it scales, and when a holding decision
+    changes. The latest decision per pool gives current and desired replicas; decisions are
+    counted as they are read, by ``seq``, at each scrape. The log keeps only its last
+    ``events.KEEP`` events: more than that between two scrapes would go uncounted."""
+
+    def __init__(self, log: Callable[[], EventLog]) -> None:
+        self._log = log
+        self._seen = 0
+        self._latest: dict[str, tuple[int | None, int | None]] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def scaler_pools(self) -> Sequence[ScalerPool]:
+        log = self._log()
+        if log.seq < self._seen:
+            self._seen = 0  # a new log (cannot happen within one lb; keep counting anyway)
+        for e in log.events:
+            if e.seq <= self._seen:
+                continue
+            self._seen = e.seq
+            if e.kind != "decision":
+                continue
+            counts = self._counts.setdefault(e.pool, dict.fromkeys(DIRECTIONS, 0))
+            counts[decision_direction(e)] += 1
+            self._latest[e.pool] = (e.current, e.desired)
+        return [
+            ScalerPool(pool, *self._latest.get(pool, (None, None)), decisions=counts)
+            for pool, counts in self._counts.items()
+        ]
+
+
+# -- the collector -------------------------------------------------------------------------------
+
+
+def _counter(name: str, doc: str, labels: Sequence[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels)
+
+
+def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def histogram_buckets(counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (bounds ``LATENCY_BOUNDS`` plus +Inf) as cumulative ``le`` buckets."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for i, n in enumerate(counts[:LATENCY_BUCKETS]):
+        running += n
+        le = repr(float(LATENCY_BOUNDS[i])) if i < len(LATENCY_BOUNDS) else "+Inf"
+        out.append((le, float(running)))
+    return out
+
+
+class LbCollector:
+    """Builds every ``lb_*`` family from the supervisor's state at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        sup = m.sup
+        yield from self._process(sup)
+        yield from self._listeners(sup)
+        yield from self._backends(sup)
+        yield from self._scaler(sup)
+
+    # -- lb itself ----------------------------------------------------------------------------
+
+    def _process(self, sup: Supervisor) -> Iterator[Metric]:
+        yield InfoMetricFamily("lb_build", "lb's version", value={"version": lb.__version__})
+        yield GaugeMetricFamily(
+            "lb_start_time_seconds",
+            "When the lb supervisor started, in seconds since the Unix epoch",
+            value=self.metrics.started,
+        )
+        yield GaugeMetricFamily(
+            "lb_workers", "Data-plane worker processes (1 with workers = 0)", value=len(sup.workers)
+        )
+        yield CounterMetricFamily(
+            "lb_worker_restarts_total",
+            "Worker processes that died and were restarted",
+            value=sum(w.restarts for w in sup.workers),
+        )
+
+    # -- listeners ----------------------------------------------------------------------------
+
+    def _listeners(self, sup: Supervisor) -> Iterator[Metric]:
+        totals = self.metrics.totals.listeners
+        active: dict[str, int] = {}
+        for snap in self.metrics.live_snapshots():
+            for name, counters in (snap.get("listeners") or {}).items():
+                active[name] = active.get(name, 0) + int(counters.get("active", 0))
+        lab = ["listener"]
+        info = InfoMetricFamily(
+            "lb_listener",
+            "A configured listener: its address, mode, and default pool (none: routes only)",
+            labels=lab,
+        )
+        accepted = _counter(
+            "lb_listener_connections_accepted_total", "Client connections accepted", lab
+        )
+        act = _gauge("lb_listener_connections_active", "Client connections open now", lab)
+        rejected = _counter(
+            "lb_listener_connections_rejected_total",
+            "Client connections refused at max_connections",
+            lab,
+        )
+        no_backend = _counter(
+            "lb_listener_no_backend_total",
+            "tcp: client connections closed because no backend could be reached",
+            lab,
+        )
+        requests = _counter("lb_listener_requests_total", "http: requests received", lab)
+        responses = _counter(
+            "lb_listener_responses_total",
+            "http: responses sent to clients, by status class (lb's own answers included)",
+            [*lab, "code"],
+        )
+        retries = _counter(
+            "lb_listener_retries_total",
+            "http: requests retried on another backend (they never reached the first)",
+            lab,
+        )
+        rx = _counter(
+            "lb_listener_received_bytes_total",
+            "Bytes received from clients (tcp: added when a connection ends; http: request "
+            "heads and bodies)",
+            lab,
+        )
+        tx = _counter(
+            "lb_listener_sent_bytes_total",
+            "Bytes sent to clients (tcp: added when a connection ends; http: responses as the "
+            "backend sent them, and lb's own answers)",
+            lab,
+        )
+        for lc in sup.config.listeners:
+            name = lc.name
+            c = totals.get(name, {})
+            info.add_metric([name], {"bind": lc.bind, "mode": lc.mode, "pool": lc.pool or ""})
+            accepted.add_metric([name], c.get("accepted", 0))
+            act.add_metric([name], active.get(name, 0))
+            rejected.add_metric([name], c.get("rejected", 0))
+            rx.add_metric([name], c.get("bytes_in", 0))
+            tx.add_metric([name], c.get("bytes_out", 0))
+            if lc.mode == "http":
+                requests.add_metric([name], c.get("requests", 0))
+                retries.add_metric([name], c.get("retries", 0))
+                for cls in STATUS_CLASSES:
+                    responses.add_metric([name, cls], c.get(f"responses_{cls}", 0))
+            else:
+                no_backend.add_metric([name], c.get("no_backend", 0))
+        yield from (info, accepted, act, rejected, no_backend)
+        yield from (requests, responses, retries, rx, tx)
+
+    # -- pools and backends -------------------------------------------------------------------
+
+    def _backends(self, sup: Supervisor) -> Iterator[Metric]:
+        m = self.metrics
+        now = sup.loop.time()
+        gauges: dict[BackendKey, dict[str, int]] = {}
+        for snap in m.live_snapshots():
+            for pool, backends in (snap.get("pools") or {}).items():
+                for bid, counters in backends.items():
+                    g = gauges.setdefault((pool, bid), {"active": 0, "connections": 0})
+                    a = int(counters.get("active", 0))
+                    g["active"] += a
+                    g["connections"] += int(counters.get("connections", a))
+        pl = ["pool"]
+        bl = ["pool", "backend"]
+        n_backends = _gauge("lb_pool_backends", "Backends in the pool (any state)", pl)
+        n_eligible = _gauge(
+            "lb_pool_backends_eligible",
+            "Backends that may take new traffic: ready, up, not ejected, weight above 0",
+            pl,
+        )
+        info = InfoMetricFamily(
+            "lb_backend", "A backend: its address, and whether it was added at runtime", labels=bl
+        )
+        requests = _counter(
+            "lb_backend_requests_total",
+            "Requests (http) or connections (tcp) sent to the backend",
+            bl,
+        )
+        in_flight = _gauge(
+            "lb_backend_in_flight",
+            "Requests in flight (http) or connections open (tcp) to the backend, all workers",
+            bl,
+        )
+        conns = _gauge(
+            "lb_backend_connections",
+            "Open connections to the backend, pooled idle keep-alive ones included",
+            bl,
+        )
+        responses = _counter(
+            "lb_backend_responses_total",
+            "http: responses from the backend by status class",
+            [*bl, "code"],
+        )
+        errors = _counter(
+            "lb_backend_errors_total",
+            "Failed requests or connections by kind: connect (refused or timed out), timeout "
+            "(no response in time), reset (closed before a response), 5xx (http answers)",
+            [*bl, "kind"],
+        )
+        retries = _counter(
+            "lb_backend_retries_total",
+            "Requests (http) or connections (tcp) that failed on this backend before reaching "
+            "it and were retried on another",
+            bl,
+        )
+        sent = _counter("lb_backend_sent_bytes_total", "tcp: bytes relayed to the backend", bl)
+        received = _counter(
+            "lb_backend_received_bytes_total", "tcp: bytes relayed from the backend", bl
+        )
+        health = _gauge(
+            "lb_backend_health_state",
+            "Health state (checking, up, down): 1 for the current state, 0 for the others",
+            [*bl, "state"],
+        )
+        up = _gauge("lb_backend_up", "1 when the backend's health state is up", bl)
+        admin = _gauge(
+            "lb_backend_admin_state",
+            "Admin state (ready, drain, maint): 1 for the current state, 0 for the others",
+            [*bl, "state"],
+        )
+        eligible = _gauge("lb_backend_eligible", "1 when the backend may take new traffic", bl)
+        ejected = _gauge("lb_backend_ejected", "1 while passive health has ejected the backend", bl)
+        weight = _gauge("lb_backend_weight", "Configured weight", bl)
+        eff = _gauge(
+            "lb_backend_effective_weight",
+            "Weight the strategies use now (below weight during slow start)",
+            bl,
+        )
+        latency = HistogramMetricFamily(
+            "lb_backend_upstream_latency_seconds",
+            "http: time from sending a request to the backend to the end of its response",
+            labels=bl,
+        )
+        for pool, backends in sup.state.pools.items():
+            eligible_count = 0
+            for b in backends.values():
+                key = (pool, b.id)
+                labels = [pool, b.id]
+                c = m.totals.backends.get(key, {})
+                g = gauges.get(key, {})
+                fails = m.failures.get(key)
+                info.add_metric(
+                    labels, {"address": b.address, "dynamic": "true" if b.dynamic else "false"}
+                )
+                requests.add_metric(labels, c.get("total", 0))
+                in_flight.add_metric(labels, g.get("active", 0))
+                conns.add_metric(labels, g.get("connections", 0))
+                for cls in STATUS_CLASSES:
+                    responses.add_metric([*labels, cls], c.get(f"responses_{cls}", 0))
+                for kind in EVENT_KINDS:
+                    errors.add_metric([*labels, kind], fails.get(kind, 0))
+                errors.add_metric([*labels, "5xx"], c.get("responses_5xx", c.get("errors", 0)))
+                retries.add_metric(labels, c.get("retries", 0))
+                sent.add_metric(labels, c.get("bytes_in", 0))
+                received.add_metric(labels, c.get("bytes_out", 0))
+                for state in HealthState:
+                    health.add_metric([*labels, state.value], int(b.health is state))
+                up.add_metric(labels, int(b.health is HealthState.UP))
+                for admin_state in AdminState:
+                    admin.add_metric([*labels, admin_state.value], int(b.admin is admin_state))
+                is_ejected = b.ejected(now)
+                is_eligible = (
+                    b.admin is AdminState.READY
+                    and b.health is HealthState.UP
+                    and not is_ejected
+                    and b.effective_weight > 0
+                )
+                eligible_count += is_eligible
+                eligible.add_metric(labels, int(is_eligible))
+                ejected.add_metric(labels, int(is_ejected))
+                weight.add_metric(labels, b.weight)
+                eff.add_metric(labels, b.effective_weight)
+                hist = m.totals.latency.get(key)
+                if hist is not None:
+                    latency.add_metric(
+                        labels, histogram_buckets(hist), c.get("latency_us", 0) / 1e6
+                    )
+            n_backends.add_metric([pool], len(backends))
+            n_eligible.add_metric([pool], eligible_count)
+        yield from (n_backends, n_eligible, info, requests, in_flight, conns, responses, errors)
+        yield from (retries, sent, received, health, up, admin, eligible, ejected, weight, eff)
+        yield latency
+
+    # -- the scaler ---------------------------------------------------------------------------
+
+    def _scaler(self, sup: Supervisor) -> Iterator[Metric]:
+        feed = self.metrics.scaler
+        pools = list(feed.scaler_pools()) if feed is not None else []
+        current = _gauge(
+            "lb_scaler_replicas", "Replicas in the scaler's latest decision for the pool", ["pool"]
+        )
+        desired = _gauge(
+            "lb_scaler_desired_replicas",
+            "Replicas the scaler's latest decision asked for",
+            ["pool"],
+        )
+        decisions = _counter(
+            "lb_scaler_decisions_total",
+            "Scaler decisions reported to lb since it started, by direction (up, down, hold)",
+            ["pool", "direction"],
+        )
+        for p in pools:
+            if p.current is not None:
+                current.add_metric([p.pool], p.current)
+            if p.desired is not None:
+                desired.add_metric([p.pool], p.desired)
+            for direction in DIRECTIONS:
+                decisions.add_metric([p.pool, direction], p.decisions.get(direction, 0))
+        yield from (current, desired, decisions)
+
+
+# -- the supervisor's side -----------------------------------------------------------------------
+
+
+class Metrics:
+    """The supervisor's metrics: counting hooks, the registry, and the ``/metrics`` handler.
+
+    The supervisor (through ``ControlService``) calls ``ingest`` with every worker stats
+    message, ``failure`` with every failure event, ``forget`` when a backend is removed, and
+    ``install`` before the admin listener starts."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.started = time.time()
+        self.totals = CounterTotals()
+        self.failures = FailureCounts()
+        # The scaler's decisions, as posted to the control API (sup.control exists by the
+        # time anything scrapes).
+        self.scaler: ScalerFeed | None = EventLogFeed(lambda: log_of(self.sup.control))
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(LbCollector(self))
+
+    def live_snapshots(self) -> Iterable[Mapping[str, Any]]:
+        return self.sup.control.live_snapshots()
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    def ingest(self, worker: int, restarts: int, snapshot: Mapping[str, Any]) -> None:
+        self.totals.ingest((worker, restarts), snapshot)
+
+    def failure(self, msg: Mapping[str, Any]) -> None:
+        pool, bid, kind = str(msg.get("pool")), str(msg.get("id")), str(msg.get("kind"))
+        if kind in EVENT_KINDS and bid in self.sup.state.pools.get(pool, {}):
+            self.failures.record(pool, bid, kind)
+
+    def forget(self, pool: str, backend_id: str) -> None:
+        self.totals.forget((pool, backend_id))
+        self.failures.forget((pool, backend_id))
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The body and content type for a scrape (OpenMetrics when the scraper asks for it)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body, content_type = self.exposition(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def install(self, server: ControlServer) -> None:
+        server.add_admin_route("GET", "/metrics", self.handle)
