@@ -310,7 +310,7 @@ class PoolConfig(_Model):
         default=None, description="http: insert a cookie naming the backend and honour it"
     )
     upstream_max_idle: int = Field(
-        default=64, ge=0, description="http: idle keep-alive connections kept per backend"
+        default=1024, ge=0, description="http: idle keep-alive connections kept per backend"
     )
     upstream_idle_timeout: Duration = Field(
         default=30.0, description="http: an idle pooled upstream connection is closed after this"

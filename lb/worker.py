@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -371,6 +372,20 @@ async def _worker_main(bus_fd: int, index: int) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the supervisor dies, even by SIGKILL: a worker never runs
+    unmanaged. (The closed bus tells us too; this also covers a bus that never connected.)"""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lb.worker")
     p.add_argument("--bus-fd", type=int, required=True)
@@ -379,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     setup_logging(args.log_format, args.log_level, f"worker {args.index}")
+    _die_with_parent()
     # The loop is created here, after the process started, never inherited from a parent.
     return uvloop.run(_worker_main(args.bus_fd, args.index))
 
