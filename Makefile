@@ -28,8 +28,10 @@ unit: $(STAMP)
 test: lint typecheck
 	$(PY) -m pytest -W error -q
 
+# lb vs HAProxy vs nginx, memory and micro-benchmarks (~11 min); BENCH_ARGS=--quick for ~3 min.
 bench: $(STAMP)
-	$(PY) -m benchmarks.run
+	$(PY) -c "import matplotlib, locust" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache run

@@ -1,308 +1,59 @@
-"""Side-by-side benchmark: lb, HAProxy and nginx in one run, driven by wrk on loopback.
+"""The benchmark suite: lb side by side with HAProxy and nginx, plus memory and micro-benchmarks.
 
-    python -m benchmarks.run                      # every scenario, 2 rounds of 10 s each
-    python -m benchmarks.run --scenarios l4 --duration 5 --rounds 1
+    python -m benchmarks.run                    # everything, about 11 minutes (make bench)
+    python -m benchmarks.run --quick            # everything, shorter runs, about 3 minutes
+    python -m benchmarks.run --smoke            # lb only, seconds per piece: does the suite work?
+    python -m benchmarks.run --groups core --duration 10 --rounds 4
+    python -m benchmarks.run --scenarios l7,l7-close --groups core
+    python -m benchmarks.run --update-results   # also refresh benchmarks/RESULTS.md
 
-Each scenario starts one nginx as the backend, then lb, HAProxy and nginx as proxies with
-equivalent configs, and runs wrk against each in turn (alternating, ``--rounds`` times). The
-figures that matter are the ratios to HAProxy measured in the same run: this machine is shared
-and noisy, so absolute numbers drift from run to run while ratios hold.
+Pieces (``--groups``): ``core`` (L4, L7 keep-alive, L7 close, 16 KiB, 256 KiB), ``many``
+(5,000 connections), ``workers`` (2 workers / nbthread 2), ``strategies`` (5 strategies x 2, 10,
+100 backends), ``memory`` (RSS per idle connection at 1k and 10k) and ``micro`` (pick(),
+update(), HTTP heads). See benchmarks/README.md for how to read the output.
 
-Writes ``benchmarks/results/<date>/results.json`` and ``results.md``; ``--update-results``
-also rewrites ``benchmarks/RESULTS.md``. Traffic stays on 127.0.0.1 and every wrk run is
-bounded by ``--duration``.
+Writes ``benchmarks/results/<date>/``: ``results.json`` (every run, every round),
+``results.md`` (the tables) and PNG charts. All traffic is on 127.0.0.1 and every load is bounded
+in time. Every process started is stopped before this exits, on error too.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
 import platform
 import re
-import resource
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
-BODY = "hello from the benchmark backend\n"
+from benchmarks import charts, memory, micro, proxies, report, scenarios, suite
+from benchmarks.procs import ROOT, Procs, raise_nofile
 
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    mode: str  # "tcp" | "http"
-    path: str = "/"
-    connections: int = 64
-    threads: int = 1
-    headers: tuple[str, ...] = ()
-    description: str = ""
-
-
-SCENARIOS: dict[str, Scenario] = {
-    s.name: s
-    for s in (
-        Scenario("l4", "tcp", description="L4 relay, HTTP keep-alive through it, wrk -t1 -c64"),
-        Scenario("l7", "http", description="L7 keep-alive, small responses, wrk -t1 -c64"),
-        Scenario(
-            "l7-close",
-            "http",
-            headers=("Connection: close",),
-            description="L7, a new client connection per request",
-        ),
-        Scenario("l7-16k", "http", path="/16k", description="L7 keep-alive, 16 KiB responses"),
-    )
-}
-
-
-@dataclass
-class Result:
-    scenario: str
-    proxy: str
-    rps: list[float] = field(default_factory=list)
-    p50_ms: list[float] = field(default_factory=list)
-    p99_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-
-    @property
-    def rps_mean(self) -> float:
-        return statistics.fmean(self.rps) if self.rps else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
-class Procs:
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as fh:
-            p = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.procs.append(p)
-        return p
-
-    def stop_all(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs.clear()
-
-
-# -- configs -------------------------------------------------------------------------------
-
-
-def nginx_backend_conf(tmp: Path, port: int) -> Path:
-    conf = tmp / "nginx-backend.conf"
-    (tmp / "www").mkdir(exist_ok=True)
-    (tmp / "www" / "16k").write_bytes(b"x" * 16384)
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx-backend.pid;
-error_log {tmp}/nginx-backend.err warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
-        root {tmp}/www;
-        location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }}
-        location = /16k {{ default_type application/octet-stream; }}
-    }}
-}}
-""")
-    return conf
-
-
-def lb_conf(tmp: Path, sc: Scenario, port: int, backend: int, workers: int) -> Path:
-    conf = tmp / f"lb-{sc.name}.toml"
-    conf.write_text(f"""
-[lb]
-workers = {workers}
-log_level = "warning"
-grace = "1s"
-
-[[listeners]]
-name = "bench"
-bind = "127.0.0.1:{port}"
-mode = "{sc.mode}"
-pool = "bench"
-max_connections = 20000
-
-[pools.bench]
-strategy = "round_robin"
-
-[[pools.bench.backends]]
-address = "127.0.0.1:{backend}"
-""")
-    return conf
-
-
-def haproxy_conf(tmp: Path, sc: Scenario, port: int, backend: int, threads: int) -> Path:
-    conf = tmp / f"haproxy-{sc.name}.cfg"
-    conf.write_text(f"""
-global
-    nbthread {threads}
-    maxconn 4000
-defaults
-    mode {sc.mode}
-    {"http-reuse always" if sc.mode == "http" else ""}
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    balance roundrobin
-    server s1 127.0.0.1:{backend}
-""")
-    return conf
-
-
-def nginx_proxy_conf(tmp: Path, sc: Scenario, port: int, backend: int) -> Path:
-    conf = tmp / f"nginx-proxy-{sc.name}.conf"
-    head = f"""
-{"load_module " + NGINX_STREAM_MODULE + ";" if sc.mode == "tcp" else ""}
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx-proxy.pid;
-error_log {tmp}/nginx-proxy.err warn;
-events {{ worker_connections 8192; }}
-"""
-    if sc.mode == "tcp":
-        body = f"""
-stream {{
-    upstream be {{ server 127.0.0.1:{backend}; }}
-    server {{ listen 127.0.0.1:{port}; proxy_pass be; }}
-}}
-"""
-    else:
-        body = f"""
-http {{
-    access_log off;
-    upstream be {{ server 127.0.0.1:{backend}; keepalive 128; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-    conf.write_text(head + body)
-    return conf
-
-
-# -- wrk -----------------------------------------------------------------------------------
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        return float("nan")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def run_wrk(sc: Scenario, port: int, duration: float) -> tuple[float, float, float, int]:
-    args = [
-        "wrk",
-        f"-t{sc.threads}",
-        f"-c{sc.connections}",
-        f"-d{duration:.0f}s",
-        "--latency",
-        *[a for h in sc.headers for a in ("-H", h)],
-        f"http://127.0.0.1:{port}{sc.path}",
-    ]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    errors = 0
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    return rps, p50, p99, errors
-
-
-# -- the run -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def proxies(
-    tmp: Path, sc: Scenario, backend: int, workers: int, which: list[str]
-) -> Iterator[dict[str, int]]:
-    procs = Procs()
-    ports: dict[str, int] = {}
-    try:
-        for name in which:
-            port = free_port()
-            if name == "lb":
-                conf = lb_conf(tmp, sc, port, backend, workers)
-                procs.start([sys.executable, "-m", "lb", "run", "-c", str(conf)], tmp / "lb.log")
-            elif name == "haproxy":
-                conf = haproxy_conf(tmp, sc, port, backend, max(workers, 1))
-                procs.start(["haproxy", "-db", "-f", str(conf)], tmp / "haproxy.log")
-            elif name == "nginx":
-                conf = nginx_proxy_conf(tmp, sc, port, backend)
-                procs.start(["nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log")
-            elif name == "direct":
-                port = backend
-            wait_port(port)
-            ports[name] = port
-        yield ports
-    finally:
-        procs.stop_all()
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+GENERATED_START = "<!-- generated by python -m benchmarks.run --update-results: start -->"
+GENERATED_END = "<!-- generated: end -->"
+ALL_GROUPS = (*scenarios.GROUPS, "memory", "micro")
 
 
 def machine() -> str:
-    model = "unknown cpu"
+    model = "unknown CPU"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, "
+        f"{model}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Linux {platform.release()}, "
         f"Python {platform.python_version()}"
     )
 
@@ -312,119 +63,232 @@ def versions() -> dict[str, str]:
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
         except OSError:
-            return "missing"
-        return (r.stdout or r.stderr).strip().splitlines()[0]
+            return f"{cmd[0]} missing"
+        text = (r.stdout or r.stderr).strip().splitlines()
+        return text[0] if text else cmd[0]
 
     return {
-        "haproxy": first(["haproxy", "-v"]),
-        "nginx": first(["nginx", "-v"]),
-        "wrk": first(["wrk", "--version"]),
+        "haproxy": first(["haproxy", "-v"]).split(" - ")[0],
+        "nginx": first(["nginx", "-v"]).removeprefix("nginx version: "),
+        "wrk": first(["wrk", "--version"]).split(" [")[0],
+        "lb": f"lb (uvloop {metadata.version('uvloop')}, git {git_revision()})",
     }
 
 
-def render(results: list[Result], meta: dict[str, object]) -> str:
-    lines = [
-        f"Date: {meta['date']}  ",
-        f"Machine: {meta['machine']}  ",
-        f"Method: wrk, {meta['rounds']} alternating round(s) of {meta['duration']} s per proxy; "
-        f"lb workers = {meta['workers']}, HAProxy nbthread = {max(int(str(meta['workers'])), 1)}, "
-        "nginx worker_processes 1; backend: one nginx worker.",
-        "",
-        "| scenario | proxy | req/s | p50 ms | p99 ms | errors | ratio to HAProxy |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "lb"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{rev}{' + uncommitted changes in lb/' if dirty else ''}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="benchmarks.run",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--quick", action="store_true", help="2 s runs, 1 round, fewer sweeps")
+    ap.add_argument("--smoke", action="store_true", help="lb only, 1 s runs: for CI")
+    ap.add_argument("--groups", default=",".join(ALL_GROUPS), help="comma-separated pieces")
+    ap.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
+    ap.add_argument("--proxies", default=",".join(proxies.PROXIES), help="add 'direct' too")
+    ap.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
+    ap.add_argument("--sweep-duration", type=float, help="for the strategy sweep (default 3)")
+    ap.add_argument("--rounds", type=int, help="alternating rounds per scenario (default 2)")
+    ap.add_argument("--memory-counts", default="1000,10000", help="idle connections to hold")
+    ap.add_argument("--lb-src", type=Path, help="run the lb package from this directory")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--update-results", action="store_true", help="refresh benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        defaults = {"duration": 1.0, "sweep_duration": 1.0, "rounds": 1}
+        args.proxies = "lb"
+        args.memory_counts = "200"
+    elif args.quick:
+        defaults = {"duration": 2.0, "sweep_duration": 2.0, "rounds": 1}
+    else:
+        defaults = {"duration": 5.0, "sweep_duration": 3.0, "rounds": 2}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    unknown = sorted(set(args.groups) - set(ALL_GROUPS))
+    if unknown:
+        ap.error(f"unknown group(s) {', '.join(unknown)}; known: {', '.join(ALL_GROUPS)}")
+    args.proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    return args
+
+
+def smoke_selection(chosen: list[scenarios.Scenario]) -> list[scenarios.Scenario]:
+    """A few seconds' worth: one scenario of each kind, with small connection counts."""
+    keep = {"l4", "l7", "l7-close", "l7-16k", "l7-5k-conns", "l7-w2", "consistent_hash-10"}
+    return [
+        dataclasses.replace(s, connections=min(s.connections, 500))
+        for s in chosen
+        if s.name in keep
     ]
-    by_sc: dict[str, dict[str, Result]] = {}
-    for r in results:
-        by_sc.setdefault(r.scenario, {})[r.proxy] = r
-    for sc, rows in by_sc.items():
-        ref = rows.get("haproxy")
-        for proxy, r in rows.items():
-            ratio = f"{r.rps_mean / ref.rps_mean:.2f}x" if ref and ref.rps_mean else "n/a"
-            lines.append(
-                f"| {sc} | {proxy} | {r.rps_mean:,.0f} | {statistics.fmean(r.p50_ms):.2f} | "
-                f"{statistics.fmean(r.p99_ms):.2f} | {r.errors} | {ratio} |"
-            )
-    return "\n".join(lines) + "\n"
+
+
+def update_results_md(table: str) -> None:
+    """Replace the generated part of RESULTS.md, keeping the hand-written notes around it."""
+    generated = f"{GENERATED_START}\n\n{table}\n{GENERATED_END}"
+    if RESULTS_MD.exists():
+        text = RESULTS_MD.read_text()
+        pattern = re.compile(re.escape(GENERATED_START) + ".*?" + re.escape(GENERATED_END), re.S)
+        if pattern.search(text):
+            RESULTS_MD.write_text(pattern.sub(lambda _m: generated, text))
+            return
+    RESULTS_MD.write_text(
+        "# Benchmark results\n\nThe latest full run. Read the ratios, not the absolute figures "
+        "(see README.md).\n\n" + generated + "\n"
+    )
+
+
+def to_json(
+    meta: dict[str, object],
+    results: list[suite.ScenarioResult],
+    mem: list[memory.MemoryResult],
+    mic: micro.MicroResults | None,
+) -> dict[str, object]:
+    """Everything a run measured, every round of every proxy (``charts.load`` reads it back)."""
+    return {
+        "meta": meta,
+        "scenarios": [
+            {
+                "scenario": dataclasses.asdict(r.scenario),
+                "duration_s": r.duration_s,
+                "rounds": r.rounds,
+                "failure": r.failure,
+                "ratio_lb_haproxy": r.ratio("lb"),
+                "ratio_nginx_haproxy": r.ratio("nginx"),
+                "proxies": {
+                    p: {
+                        "summary": runs.summary(),
+                        "runs": [dataclasses.asdict(x) for x in runs.runs],
+                    }
+                    for p, runs in r.proxies.items()
+                },
+            }
+            for r in results
+        ],
+        "memory": [dataclasses.asdict(m) for m in mem],
+        "micro": dataclasses.asdict(mic) if mic is not None else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="benchmarks.run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated names")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per scenario")
-    ap.add_argument("--workers", type=int, default=1, help="lb workers / HAProxy nbthread")
-    ap.add_argument("--proxies", default="lb,haproxy,nginx,direct")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--update-results", action="store_true", help="rewrite benchmarks/RESULTS.md")
-    args = ap.parse_args(argv)
-
+    args = parse_args(argv)
     for tool in ("wrk", "haproxy", "nginx"):
         if shutil.which(tool) is None:
             print(
                 f"benchmarks: {tool} is not installed (apt-get install -y {tool})", file=sys.stderr
             )
             return 2
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    nofile = raise_nofile()
+    started = time.monotonic()
+    now = dt.datetime.now()
 
-    which = [p.strip() for p in args.proxies.split(",") if p.strip()]
-    results: list[Result] = []
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    names = args.scenarios.split(",") if args.scenarios else None
+    chosen = scenarios.select(args.groups, names, args.quick)
+    if args.smoke:
+        chosen = smoke_selection(chosen)
+    counts = tuple(sorted(int(c) for c in args.memory_counts.split(",")))
+    mem_targets = tuple(t for t in memory.DEFAULT_TARGETS if t[0] in args.proxies)
+    load_s = sum(
+        len(args.proxies) * args.rounds * (args.sweep_duration if s.sweep else args.duration) + 3
+        for s in chosen
+    )
+    progress(
+        f"benchmarks: {len(chosen)} scenario(s) x {', '.join(args.proxies)}, {args.rounds} "
+        f"round(s); about {load_s / 60:.0f} min of load, then "
+        + ", ".join(g for g in ("memory", "micro") if g in args.groups)
+        + f"; open-file limit {nofile}"
+    )
+
+    results: list[suite.ScenarioResult] = []
+    mem: list[memory.MemoryResult] = []
     with tempfile.TemporaryDirectory(prefix="lb-bench-") as tmpdir:
         tmp = Path(tmpdir)
         backend_procs = Procs()
-        bport = free_port()
-        backend_procs.start(
-            ["nginx", "-p", str(tmp), "-c", str(nginx_backend_conf(tmp, bport))],
-            tmp / "nginx-backend.log",
-        )
         try:
-            wait_port(bport)
-            for name in args.scenarios.split(","):
-                sc = SCENARIOS[name]
-                rows = {p: Result(sc.name, p) for p in which}
-                with proxies(tmp, sc, bport, args.workers, which) as ports:
-                    for rnd in range(args.rounds):
-                        order = which if rnd % 2 == 0 else list(reversed(which))
-                        for proxy in order:
-                            print(
-                                f"[{sc.name}] round {rnd + 1}/{args.rounds}: {proxy} ...",
-                                flush=True,
-                            )
-                            rps, p50, p99, errs = run_wrk(sc, ports[proxy], args.duration)
-                            r = rows[proxy]
-                            r.rps.append(rps)
-                            r.p50_ms.append(p50)
-                            r.p99_ms.append(p99)
-                            r.errors += errs
-                            print(f"    {rps:,.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
-                results.extend(rows.values())
+            need = max([s.backends for s in chosen] + [1])
+            ports, _ = proxies.start_backends(backend_procs, tmp, need)
+            progress(f"backend: nginx, 1 worker, {need} port(s)")
+            results = suite.run_all(
+                tmp,
+                chosen,
+                ports,
+                args.proxies,
+                duration=args.duration,
+                sweep_duration=args.sweep_duration,
+                rounds=args.rounds,
+                lb_src=args.lb_src,
+                progress=progress,
+            )
+            if "memory" in args.groups and mem_targets:
+                mem = memory.run(tmp, ports[0], counts, mem_targets, progress, args.lb_src)
         finally:
             backend_procs.stop_all()
+    # Last, with nothing else of ours running: these are single-core timings.
+    mic = None
+    if "micro" in args.groups:
+        sizes = (10, 100) if args.smoke else micro.SIZES
+        mic = micro.run(quick=args.quick or args.smoke, progress=progress, sizes=sizes)
 
-    now = dt.datetime.now()
+    total = int(time.monotonic() - started)
+    rounds = f"{args.rounds} alternating round(s)"
     meta: dict[str, object] = {
         "date": now.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "versions": versions(),
-        "duration": args.duration,
-        "rounds": args.rounds,
-        "workers": args.workers,
+        "method": (
+            f"wrk -t1 (-c64 unless stated), {rounds} of {args.duration:g} s per proxy "
+            f"({args.sweep_duration:g} s for the strategy sweep); lb workers = 1, HAProxy "
+            f"nbthread 1, nginx worker_processes 1 unless -w2; backend: one nginx worker; "
+            f"open-file limit {nofile}"
+            + (" (--quick)" if args.quick else "")
+            + (" (--smoke)" if args.smoke else "")
+        ),
+        "total_time": f"{total // 60} min {total % 60} s",
+        "args": {k: str(v) for k, v in vars(args).items()},
     }
-    table = render(results, meta)
-    out = Path(args.out) / now.strftime("%Y-%m-%d_%H%M%S")
+    table = report.render(meta, results, args.proxies, mem, mic)
+    out = args.out / now.strftime("%Y-%m-%d_%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2)
-    )
+    payload = to_json(meta, results, mem, mic)
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
     (out / "results.md").write_text(table)
+    written = charts.write_all(out, results, args.proxies, mem, mic)
     print()
     print(table)
-    print(f"written to {out}")
+    print(f"written to {out}: results.json, results.md" + "".join(f", {p.name}" for p in written))
     if args.update_results:
-        (ROOT / "benchmarks" / "RESULTS.md").write_text(
-            "# Benchmark results\n\nThe latest run of `python -m benchmarks.run --update-results`. "
-            "Read the ratios, not the absolute figures (see README.md).\n\n" + table
-        )
+        update_results_md(table)
+        print(f"updated {RESULTS_MD}")
+    failed = [r.scenario.name for r in results if r.failure]
+    if failed:
+        print(f"benchmarks: failed scenario(s): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    with_errors = [
+        f"{r.scenario.name}/{p} ({runs.errors:,})"
+        for r in results
+        for p, runs in r.proxies.items()
+        if runs.errors
+    ]
+    if with_errors:
+        print(f"benchmarks: wrk counted errors: {', '.join(with_errors)}", file=sys.stderr)
+        # The smoke run (CI) checks that the suite works, and errors mean it does not.
+        return 1 if args.smoke else 0
     return 0
 
 

@@ -1,0 +1,180 @@
+"""Run the load scenarios: every proxy of a scenario in the same run, alternating, with wrk.
+
+For each scenario the proxies start together (with configs from ``configs.py``) in front of the
+shared nginx backend, then wrk drives each in turn: ``lb, haproxy, nginx`` in odd rounds and the
+reverse in even rounds, so that drift on this shared machine (other jobs starting or stopping)
+falls on all of them alike. Idle proxies use no CPU while another one is measured. The ratio that
+matters, lb/HAProxy, compares figures measured minutes apart at most.
+"""
+
+from __future__ import annotations
+
+import http.client
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import proxies, wrk
+from benchmarks.procs import Procs
+from benchmarks.scenarios import Scenario
+
+
+@dataclass
+class ProxyRuns:
+    proxy: str
+    runs: list[wrk.WrkResult] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return statistics.fmean(r.rps for r in self.runs) if self.runs else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.fmean(r.p50_ms for r in self.runs) if self.runs else float("nan")
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.fmean(r.p99_ms for r in self.runs) if self.runs else float("nan")
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.runs)
+
+    @property
+    def peak_rss_kib(self) -> int:
+        return max((r.peak_rss_kib for r in self.runs), default=0)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "rps": self.rps,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "errors": self.errors,
+            "peak_rss_kib": self.peak_rss_kib,
+        }
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    duration_s: float
+    rounds: int
+    proxies: dict[str, ProxyRuns]
+    failure: str = ""
+
+    def ratio(self, proxy: str, reference: str = "haproxy") -> float | None:
+        """``proxy``'s mean req/s over ``reference``'s, or None when either is missing."""
+        a = self.proxies.get(proxy)
+        b = self.proxies.get(reference)
+        if a is None or b is None or not a.runs or not b.rps:
+            return None
+        return a.rps / b.rps
+
+    def round_ratios(self, proxy: str, reference: str = "haproxy") -> list[float]:
+        """The ratio within each round: its spread shows how much the machine drifted."""
+        a = self.proxies.get(proxy)
+        b = self.proxies.get(reference)
+        if a is None or b is None:
+            return []
+        return [x.rps / y.rps for x, y in zip(a.runs, b.runs, strict=False) if y.rps]
+
+
+Progress = Callable[[str], None]
+
+
+def run_scenario(
+    tmp: Path,
+    sc: Scenario,
+    backend_ports: list[int],
+    which: list[str],
+    *,
+    duration: float,
+    rounds: int,
+    lb_src: Path | None,
+    progress: Progress,
+    label: str,
+) -> ScenarioResult:
+    lua = wrk.script(tmp, sc.hash_header)
+    result = ScenarioResult(sc, duration, rounds, {p: ProxyRuns(p) for p in which})
+    procs = Procs()
+    try:
+        running = {
+            p: proxies.start(
+                procs,
+                tmp,
+                p,
+                name=sc.name,
+                mode=sc.mode,
+                backends=backend_ports[: sc.backends],
+                weights=sc.weights,
+                strategy=sc.strategy,
+                workers=sc.workers,
+                lb_src=lb_src,
+            )
+            for p in which
+        }
+        for r in running.values():
+            proxies.probe(r.port, sc.path, sc.headers)
+        for rnd in range(rounds):
+            order = which if rnd % 2 == 0 else list(reversed(which))
+            for p in order:
+                r = running[p]
+                prefix = f"{label} {sc.name:<22} {p:<8} round {rnd + 1}/{rounds}"
+                res = wrk.run(
+                    port=r.port,
+                    path=sc.path,
+                    connections=sc.connections,
+                    threads=sc.threads,
+                    duration=duration,
+                    lua=lua,
+                    headers=sc.headers,
+                    rss_pid=r.proc.pid if r.proc is not None else None,
+                )
+                result.proxies[p].runs.append(res)
+                errors = f"  errors {res.errors:,}" if res.errors else ""
+                progress(
+                    f"{prefix}  {res.rps:>9,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
+                    f"p99 {res.p99_ms:7.2f} ms{errors}"
+                )
+    except (RuntimeError, OSError, http.client.HTTPException) as exc:
+        # One scenario failing (a proxy that would not start) must not cost the whole run.
+        result.failure = str(exc)
+        progress(f"{label} {sc.name}: FAILED: {exc}")
+    finally:
+        procs.stop_all()
+    return result
+
+
+def run_all(
+    tmp: Path,
+    scenarios: list[Scenario],
+    backend_ports: list[int],
+    which: list[str],
+    *,
+    duration: float,
+    sweep_duration: float,
+    rounds: int,
+    lb_src: Path | None,
+    progress: Progress,
+) -> list[ScenarioResult]:
+    started = time.monotonic()
+    out = []
+    for i, sc in enumerate(scenarios, 1):
+        elapsed = int(time.monotonic() - started)
+        label = f"[{i:>2}/{len(scenarios)} {elapsed // 60}:{elapsed % 60:02d}]"
+        out.append(
+            run_scenario(
+                tmp,
+                sc,
+                backend_ports,
+                which,
+                duration=sweep_duration if sc.sweep else duration,
+                rounds=rounds,
+                lb_src=lb_src,
+                progress=progress,
+                label=label,
+            )
+        )
+    return out

@@ -1,0 +1,135 @@
+"""Run wrk once and read its numbers exactly, through a Lua ``done`` hook.
+
+wrk's human summary rounds and changes units (``987.65us``, ``1.02ms``, ``2.00s``); the hook
+prints the raw figures (microseconds) as one JSON line instead. For the consistent_hash
+scenarios the script also makes wrk send 1,000 distinct ``X-User`` values in turn, so the hash
+spreads requests over the backends. While wrk runs, a thread samples the proxy's RSS (the sum
+over its process tree) and keeps the peak.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.procs import tree_rss_kib
+
+_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"p50_us":%d,"p90_us":%d,'
+    .. '"p99_us":%d,"mean_us":%.1f,"max_us":%d,"connect":%d,"read":%d,"write":%d,'
+    .. '"status":%d,"timeout":%d}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+_VARY_HEADER = """
+local reqs = {}
+local n = 0
+init = function(args)
+  for i = 1, 1000 do
+    reqs[i] = wrk.format(nil, nil, {["%(header)s"] = "user-" .. i})
+  end
+end
+request = function()
+  n = n + 1
+  if n > 1000 then n = 1 end
+  return reqs[n]
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    requests: int
+    #: Socket errors (connect, read, write, timeout) plus non-2xx/3xx responses.
+    errors: int
+    #: The proxy's peak process-tree RSS during the run (0 when not measured).
+    peak_rss_kib: int
+
+
+def script(tmp: Path, vary_header: str | None) -> Path:
+    path = tmp / (f"wrk-{vary_header}.lua" if vary_header else "wrk.lua")
+    text = _DONE + (_VARY_HEADER % {"header": vary_header} if vary_header else "")
+    path.write_text(text)
+    return path
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, pid: int | None, period: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.period = period
+        self.peak = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        if self.pid is None:
+            return
+        while not self._stop_event.wait(self.period):
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        if self.pid is not None:
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+        return self.peak
+
+
+def run(
+    *,
+    port: int,
+    path: str,
+    connections: int,
+    threads: int,
+    duration: float,
+    lua: Path,
+    headers: tuple[str, ...] = (),
+    rss_pid: int | None = None,
+) -> WrkResult:
+    args = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(lua),
+        *[a for h in headers for a in ("-H", h)],
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    sampler = _RssSampler(rss_pid)
+    sampler.start()
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
+    finally:
+        peak = sampler.stop()
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no summary (exit {out.returncode}): {out.stderr.strip()}")
+    d = json.loads(line.removeprefix("WRKJSON "))
+    seconds = d["duration_us"] / 1e6
+    return WrkResult(
+        rps=d["requests"] / seconds if seconds else 0.0,
+        p50_ms=d["p50_us"] / 1000,
+        p99_ms=d["p99_us"] / 1000,
+        mean_ms=d["mean_us"] / 1000,
+        max_ms=d["max_us"] / 1000,
+        requests=d["requests"],
+        errors=d["connect"] + d["read"] + d["write"] + d["timeout"] + d["status"],
+        peak_rss_kib=peak,
+    )
