@@ -1,0 +1,594 @@
+"""The reconcile loop of one ``[[scalers]]`` entry: observe -> reconcile -> decide -> act.
+
+Theory of operation
+-------------------
+Every ``interval`` (sooner when the provider reports a death) ``PoolScaler.tick`` runs once,
+start to end; ticks of one pool never overlap, so there is a single writer of its members.
+
+1. **Observe.** The provider lists its members (adopting those an earlier scaler started);
+   lb lists the pool's backends. Backends registered by the scaler carry the metadata
+   ``managed-by = scaler``; the others (from config.toml or an operator) are not touched.
+2. **Reconcile.** A dead member is cleaned up; a registered address without a live member is
+   deregistered (``force``: nothing serves there); a live member that is not registered is
+   registered (adoption after a restart, or a registration that failed earlier).
+3. **Decide.** lb's stats become one sample per member (``scaler/observe.py``) and the pure
+   policy (``scaler/policy.py``) returns the desired count and its reason.
+4. **Act.** *Up:* create members concurrently; each is registered as soon as it listens,
+   starts ``checking`` and takes traffic once a health check passes. A failed start was
+   cleaned up by the provider; it is reported and further starts back off (``backoff``,
+   doubling up to ``backoff_max``). *Down:* victims are the members with the fewest in-flight
+   requests, newest first. Each is drained through the API, waited for until removable or
+   ``drain_timeout``, stopped gracefully, removed, and deregistered.
+
+A removal is an intent that survives restarts: the ids being removed are written to the
+status file before the drain starts, and a restarted scaler (or the next tick, if lb was
+unreachable) finishes them. Members being removed do not count as current replicas.
+
+Every decision and action is a structured log line (``event`` field), is kept for
+``lb-scaler status``, and is posted to lb (``POST /v1/pools/{pool}/events``) when
+``publish_events`` is on. Holding decisions are logged at info level only when they change.
+
+The loop never stops a member because lb is unreachable: without lb it only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lb.control.client import ApiError, ControlClient, ControlClientError, Unreachable
+from lb.control.models import BackendStats, BackendView
+from scaler.config import ScalerConfig
+from scaler.observe import pick_victims, samples
+from scaler.policy import Decision, Policy, PolicySpec
+from scaler.providers.base import (
+    MANAGED_BY,
+    CpuSample,
+    Member,
+    Provider,
+    ProviderError,
+    cpu_percent,
+)
+
+log = logging.getLogger("scaler")
+
+KEEP = 20  # decisions and actions kept for `lb-scaler status`
+PUBLISH_TIMEOUT = 2.0
+
+
+def spec_of(sc: ScalerConfig) -> PolicySpec:
+    return PolicySpec(
+        min=sc.min,
+        max=sc.max,
+        target=sc.target,
+        metric=sc.metric,
+        tolerance=sc.tolerance,
+        scale_up_stabilization=sc.scale_up_stabilization,
+        scale_down_stabilization=sc.scale_down_stabilization,
+        period=sc.period,
+        max_add=sc.max_add,
+        max_add_percent=sc.max_add_percent,
+        max_remove=sc.max_remove,
+        max_remove_percent=sc.max_remove_percent,
+    )
+
+
+class PoolScaler:
+    def __init__(
+        self,
+        sc: ScalerConfig,
+        provider: Provider,
+        lb: ControlClient,
+        *,
+        resume: set[str] | None = None,
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sc = sc
+        self.pool = sc.pool
+        self.provider = provider
+        self.lb = lb
+        self.clock = clock
+        self.on_change = on_change  # the runner persists the status (and the removal intents)
+        self.policy: Policy | None = None
+        self.removing: set[str] = set(resume or ())  # member ids whose removal is under way
+        self.members: list[Member] = []
+        self.backends: dict[str, BackendView] = {}  # ours, by address
+        self.stats: dict[str, BackendStats] = {}  # by address
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=KEEP)
+        self.actions: deque[dict[str, Any]] = deque(maxlen=KEEP)
+        self.last: Decision | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_error = ""
+        self.wake = asyncio.Event()
+        self._logged_key: tuple[Any, ...] | None = None
+        self._lb_down: str | None = None
+        self._lb_seen = False  # lb answered at least once since this scaler started
+        self._cpu: dict[str, CpuSample] = {}
+        self._outbox: list[dict[str, Any]] = []
+        self._publish = sc.publish_events
+        self._reported_dead: set[str] = set()
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def _event(
+        self, kind: str, message: str, level: int = logging.INFO, **fields: Any
+    ) -> dict[str, Any]:
+        doc = {"time": round(time.time(), 3), "kind": kind, "message": message, **fields}
+        log.log(
+            level,
+            "%s: %s",
+            self.pool,
+            message,
+            extra={"event": {"event": f"scaler_{kind}", "pool": self.pool, **fields}},
+        )
+        return doc
+
+    def action(self, kind: str, message: str, level: int = logging.INFO, **fields: Any) -> None:
+        doc = self._event(kind, message, level, **fields)
+        self.actions.append(doc)
+        self._queue(doc)
+
+    def _queue(self, doc: dict[str, Any]) -> None:
+        if not self._publish:
+            return
+        data = {
+            k: v
+            for k, v in doc.items()
+            if k not in ("time", "kind", "message", "current", "desired")
+            and (v is None or isinstance(v, int | float | bool | str))
+        }
+        self._outbox.append(
+            {
+                "time": doc["time"],
+                "kind": doc["kind"],
+                "message": doc["message"][:2000],
+                "current": doc.get("current"),
+                "desired": doc.get("desired"),
+                "data": {k: (v[:256] if isinstance(v, str) else v) for k, v in data.items()},
+            }
+        )
+        del self._outbox[:-100]
+
+    def _note_decision(self, d: Decision) -> None:
+        self.last = d
+        key = (d.action, d.current, d.desired, d.recommendation, d.limited_by)
+        changed = key != self._logged_key
+        self._logged_key = key
+        fields: dict[str, Any] = {
+            "action": d.action,
+            "current": d.current,
+            "desired": d.desired,
+            "metric": self.sc.metric,
+            "value": None if d.value is None else round(d.value, 3),
+            "target": self.sc.target,
+            "ratio": None if d.ratio is None else round(d.ratio, 3),
+            "recommendation": d.recommendation,
+            "limited_by": d.limited_by,
+        }
+        level = logging.INFO if changed or d.action != "hold" else logging.DEBUG
+        doc = self._event("decision", d.reason, level, **fields)
+        if changed or d.action != "hold":
+            self.decisions.append(doc)
+            self._queue(doc)
+        elif self.decisions:
+            self.decisions[-1] = doc  # the same hold: keep its latest numbers
+
+    async def publish(self) -> None:
+        """Send queued events to lb (best effort: lb may be down or older)."""
+        if not self._outbox or not self._publish:
+            return
+        batch, self._outbox = self._outbox, []
+        try:
+            await self.lb.request(
+                "POST",
+                f"/v1/pools/{self.pool}/events",
+                body={"source": "scaler", "events": batch},
+                seconds=PUBLISH_TIMEOUT,
+            )
+        except ApiError as exc:
+            if exc.status == 404 and exc.field == "path":
+                self._publish = False
+                log.warning("%s: lb has no events API (older lb?); not publishing", self.pool)
+            else:
+                log.warning("%s: lb refused the events: %s", self.pool, exc.message)
+        except ControlClientError:
+            self._outbox = (batch + self._outbox)[-100:]  # lb is down: try with the next tick
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set; a tick in progress always finishes."""
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("%s: tick failed; trying again in %gs", self.pool, self.sc.interval)
+            self.on_change()
+            await self.publish()
+            with contextlib.suppress(TimeoutError):
+                # Until lb first answers, look again soon: they are often started together.
+                async with asyncio.timeout(self.sc.interval if self._lb_seen else 0.25):
+                    await _first(stop.wait(), self.wake.wait())
+
+    async def follow_events(self) -> None:
+        """Wake the loop as soon as the provider reports a death. Should the stream fail, the
+        loop still finds dead members every interval; the stream is followed again."""
+        while True:
+            try:
+                async for gone in self.provider.events():
+                    if any(m.id == gone.id for m in self.members) or gone.id in self.removing:
+                        log.debug("%s: member %s: %s", self.pool, gone.id, gone.detail)
+                        self.wake.set()
+                return
+            except Exception as exc:  # a broken stream must not end death notice for good
+                log.warning(
+                    "%s: provider events failed (%s); following again in 5s", self.pool, exc
+                )
+                await asyncio.sleep(5.0)
+
+    async def tick(self) -> None:
+        try:
+            members = await self.provider.list()
+        except ProviderError as exc:
+            self._note_error(f"cannot list members: {exc}")
+            return
+        live = [m for m in members if m.running]
+        for m in members:
+            if not m.running:
+                await self._clean_dead(m)
+        self.members = live
+        if not await self._reconcile(live):
+            return
+        now = self.clock()
+        pending = [m for m in live if m.id in self.removing]
+        active = [m for m in live if m.id not in self.removing]
+        if not await self._observe(active):
+            return
+        if self.policy is None:
+            self.policy = Policy(spec_of(self.sc), now, len(active))
+        cpu = await self._cpu_percent(active) if self.sc.metric == "cpu_percent" else {}
+        d = self.policy.decide(now, len(active), samples(self.sc.metric, active, self.stats, cpu))
+        self._note_decision(d)
+        victims = pick_victims(active, self.stats, -d.change) if d.change < 0 else []
+        if pending or victims:
+            removed = await self._remove_all(pending + victims)
+            self.policy.record(self.clock(), -removed)
+        if d.change > 0:
+            added = await self._scale_up(d.change)
+            self.policy.record(self.clock(), added)
+
+    # -- observe and reconcile ------------------------------------------------------------------
+
+    def _lb_unreachable(self, exc: Exception) -> None:
+        msg = str(exc)
+        if self._lb_down != msg:
+            self._lb_down = msg
+            if self._lb_seen:
+                self.action("lb_unreachable", f"lb unreachable: {msg}; waiting", logging.WARNING)
+            else:  # started together with lb (make run): not a problem yet
+                log.info("%s: waiting for lb (%s)", self.pool, msg)
+
+    def _lb_back(self) -> None:
+        if self._lb_down is not None and self._lb_seen:
+            self.action("lb_reachable", "lb reachable again")
+        self._lb_down = None
+        self._lb_seen = True
+
+    async def _reconcile(self, live: list[Member]) -> bool:
+        try:
+            view = await self.lb.backends(self.pool)
+        except Unreachable as exc:
+            self._lb_unreachable(exc)
+            return False
+        except ApiError as exc:
+            self._note_error(f"lb: {exc.message} (is [scalers] pool {self.pool!r} in lb's config?)")
+            return False
+        self._lb_back()
+        ours = {b.address: b for b in view.backends if b.metadata.get("managed-by") == MANAGED_BY}
+        by_address = {m.address: m for m in live}
+        for address, b in ours.items():
+            if address in by_address:
+                continue
+            try:
+                await self.lb.remove(self.pool, b.id, force=True)
+            except ApiError as exc:
+                if exc.status != 404:
+                    self._note_error(f"cannot deregister {address}: {exc.message}")
+                continue
+            self.action(
+                "deregistered",
+                f"deregistered {address}: no live member serves it",
+                member=b.metadata.get("member", ""),
+                address=address,
+            )
+        self.backends = {b.address: b for b in ours.values() if b.address in by_address}
+        for m in live:
+            if m.address not in ours and m.id not in self.removing and await self._register(m):
+                self.action(
+                    "adopted",
+                    f"registered {m.address} ({m.name}): running but not registered",
+                    member=m.id,
+                    address=m.address,
+                )
+        # Intents about members that no longer exist are done.
+        gone = self.removing - {m.id for m in live}
+        if gone:
+            self.removing -= gone
+            self.on_change()
+        return True
+
+    async def _register(self, m: Member) -> bool:
+        try:
+            added = await self.lb.add_backend(
+                self.pool,
+                m.address,
+                self.sc.weight,
+                metadata={
+                    "managed-by": MANAGED_BY,
+                    "member": m.id[:256],
+                    "provider": self.sc.provider,
+                },
+            )
+        except ControlClientError as exc:
+            self._note_error(
+                f"cannot register {m.address} ({m.name}): {exc}; it runs, and the next tick "
+                "registers it"
+            )
+            return False
+        except ApiError as exc:
+            self._note_error(f"lb refused {m.address} ({m.name}): {exc.message}")
+            return False
+        self.backends[m.address] = added.backend
+        return True
+
+    async def _observe(self, active: list[Member]) -> bool:
+        try:
+            st = await self.lb.stats(self.pool, window=self.sc.metric_window)
+        except Unreachable as exc:
+            self._lb_unreachable(exc)
+            return False
+        except ApiError as exc:
+            self._note_error(f"lb stats: {exc.message}")
+            return False
+        pool = st.pools.get(self.pool)
+        self.stats = {b.address: b for b in pool.backends.values()} if pool is not None else {}
+        return True
+
+    async def _cpu_percent(self, members: list[Member]) -> dict[str, float | None]:
+        got = await asyncio.gather(*(self.provider.cpu(m) for m in members))
+        out: dict[str, float | None] = {}
+        for m, sample in zip(members, got, strict=True):
+            out[m.id] = cpu_percent(self._cpu.get(m.id), sample)
+            if sample is not None:
+                self._cpu[m.id] = sample
+        for mid in set(self._cpu) - {m.id for m in members}:
+            del self._cpu[mid]
+        return out
+
+    async def _clean_dead(self, m: Member) -> None:
+        if m.id not in self._reported_dead and m.id not in self.removing:
+            self._reported_dead.add(m.id)
+            self.action(
+                "died",
+                f"member {m.name} at {m.address or '?'} is not running ({m.detail}); removing it",
+                logging.WARNING,
+                member=m.id,
+                address=m.address,
+                detail=m.detail,
+            )
+        try:
+            await self.provider.stop_and_remove(m, 0.0)
+        except ProviderError as exc:
+            self._note_error(f"cannot clean up {m.name}: {exc}")
+            return
+        self._reported_dead.discard(m.id)
+
+    def _note_error(self, message: str) -> None:
+        if message != self.last_error:
+            self.action("error", message, logging.ERROR)
+        self.last_error = message
+
+    # -- act ------------------------------------------------------------------------------------
+
+    async def _scale_up(self, n: int) -> int:
+        wait = self.retry_at - self.clock()
+        if wait > 0:
+            log.info(
+                "%s: scale up by %d postponed %.1fs: backing off after %d failed start(s)",
+                self.pool,
+                n,
+                wait,
+                self.failures,
+                extra={"event": {"event": "scaler_backoff", "pool": self.pool, "wait": wait}},
+            )
+            return 0
+        results = await asyncio.gather(*(self._create_one() for _ in range(n)))
+        created = sum(1 for r in results if r is None)
+        errors = [r for r in results if r is not None]
+        if errors:
+            self.failures += 1
+            delay = min(self.sc.backoff_max, self.sc.backoff * 2 ** (self.failures - 1))
+            self.retry_at = self.clock() + delay
+            self.action(
+                "start_failed",
+                f"{len(errors)} of {n} member(s) failed to start (cleaned up): {errors[0]}; "
+                f"next attempt in {delay:g}s",
+                logging.ERROR,
+                failures=self.failures,
+                backoff=delay,
+            )
+            self.last_error = errors[0]
+        elif created:
+            self.failures = 0
+            self.retry_at = 0.0
+        return created
+
+    async def _create_one(self) -> str | None:
+        """Create, start and register one member; None on success, else the error."""
+        t0 = self.clock()
+        try:
+            m = await self.provider.create()
+        except ProviderError as exc:
+            return str(exc)
+        registered = await self._register(m)
+        self.action(
+            "member_started",
+            f"started {m.name} at {m.address} in {self.clock() - t0:.2f}s"
+            + ("; registered (checking until its first health check passes)" if registered else ""),
+            member=m.id,
+            address=m.address,
+            seconds=round(self.clock() - t0, 3),
+        )
+        self.members.append(m)
+        return None
+
+    async def _remove_all(self, victims: list[Member]) -> int:
+        for m in victims:
+            self.removing.add(m.id)
+        self.on_change()  # the intent is on disk before the first drain
+        done = await asyncio.gather(*(self._remove(m) for m in victims))
+        return sum(done)
+
+    async def _remove(self, m: Member) -> bool:
+        """Drain, wait, stop, remove, deregister. False (intent kept) if lb cannot be asked."""
+        t0 = self.clock()
+        b = self.backends.get(m.address)
+        removable = True
+        if b is not None:
+            try:
+                await self.lb.drain(self.pool, b.id)
+                res = await self.lb.wait_removable(self.pool, b.id, within=self.sc.drain_timeout)
+            except ControlClientError as exc:
+                self._note_error(f"cannot drain {m.address} ({exc}); will try again")
+                return False
+            except ApiError as exc:
+                if exc.status != 404:
+                    self._note_error(f"cannot drain {m.address}: {exc.message}; will try again")
+                    return False
+                b = None  # deregistered meanwhile: nothing to drain
+            else:
+                removable = res.removable
+                if not removable:
+                    self.action(
+                        "drain_timeout",
+                        f"{m.address} still had {res.active} active after drain_timeout="
+                        f"{self.sc.drain_timeout:g}s ({res.reason}); stopping it anyway",
+                        logging.WARNING,
+                        member=m.id,
+                        address=m.address,
+                    )
+        try:
+            await self.provider.stop_and_remove(m, self.sc.stop_timeout)
+        except ProviderError as exc:
+            self._note_error(f"cannot stop {m.name}: {exc}; will try again")
+            return False
+        if b is not None:
+            with contextlib.suppress(ControlClientError, ApiError):
+                # Not removable in time: its connections are closed (the member is gone).
+                await self.lb.remove(self.pool, b.id, force=not removable)
+        self.removing.discard(m.id)
+        self.members = [x for x in self.members if x.id != m.id]
+        self.backends.pop(m.address, None)
+        self.on_change()
+        if b is None:
+            how = "stopped; it was not registered"
+        elif removable:
+            how = "drained, stopped, deregistered"
+        else:
+            how = "drained until drain_timeout, stopped, deregistered"
+        self.action(
+            "member_removed",
+            f"removed {m.name} at {m.address} in {self.clock() - t0:.2f}s ({how})",
+            member=m.id,
+            address=m.address,
+            seconds=round(self.clock() - t0, 3),
+        )
+        return True
+
+    async def stop_all(self) -> int:
+        """Drain, stop and deregister every member (``lb-scaler stop-all``). Without lb the
+        members are only stopped; a later scaler deregisters what they leave registered."""
+        members = await self.provider.list()
+        for m in members:
+            if not m.running:
+                await self._clean_dead(m)
+        live = [m for m in members if m.running]
+        self.members = live
+        try:
+            view = await self.lb.backends(self.pool)
+        except (ControlClientError, ApiError) as exc:
+            why = exc.message if isinstance(exc, ApiError) else str(exc)
+            log.warning(
+                "%s: lb unreachable (%s): stopping members without draining them", self.pool, why
+            )
+            self.backends = {}
+        else:
+            ours = [b for b in view.backends if b.metadata.get("managed-by") == MANAGED_BY]
+            live_addresses = {m.address for m in live}
+            self.backends = {b.address: b for b in ours if b.address in live_addresses}
+            for b in ours:
+                if b.address not in live_addresses:
+                    with contextlib.suppress(ApiError, ControlClientError):
+                        await self.lb.remove(self.pool, b.id, force=True)
+        return await self._remove_all(live)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        d = self.last
+        members = []
+        for m in sorted(self.members, key=lambda x: x.created):
+            st = self.stats.get(m.address)
+            members.append(
+                {
+                    "id": m.id,
+                    "name": m.name,
+                    "address": m.address,
+                    "created": m.created,
+                    "registered": m.address in self.backends,
+                    "admin": st.admin.value if st is not None else None,
+                    "health": st.health.value if st is not None else None,
+                    "in_flight": st.in_flight if st is not None else None,
+                    "removing": m.id in self.removing,
+                    **m.info,
+                }
+            )
+        return {
+            "pool": self.pool,
+            "provider": self.sc.provider,
+            "settings": self.sc.settings_text(),
+            "min": self.sc.min,
+            "max": self.sc.max,
+            "metric": self.sc.metric,
+            "target": self.sc.target,
+            "interval": self.sc.interval,
+            "current": len([m for m in self.members if m.id not in self.removing]),
+            "desired": d.desired if d is not None else None,
+            "reason": d.reason if d is not None else "",
+            "removing": sorted(self.removing),
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "lb_unreachable": self._lb_down,
+            "members": members,
+            "decisions": list(self.decisions),
+            "actions": list(self.actions),
+        }
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    """Until the first of ``aws`` completes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
