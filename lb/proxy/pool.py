@@ -76,7 +76,10 @@ class PoolRuntime:
         """The Set-Cookie line that pins a client to ``backend``."""
         assert self.sticky_cookie is not None
         return (
-            b"Set-Cookie: " + self.sticky_cookie + b"=" + sticky_token(backend.id)
+            b"Set-Cookie: "
+            + self.sticky_cookie
+            + b"="
+            + sticky_token(backend.id)
             + b"; Path=/; HttpOnly\r\n"
         )
 
