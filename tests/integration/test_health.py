@@ -257,10 +257,12 @@ def test_killing_one_of_three_under_load_fails_no_request(
     # next backend until it is marked down, and then it is not tried at all. An L4 relay
     # cannot save a request the victim already held when SIGKILL hit it (the bytes were
     # delivered; only L7 knows a GET may be repeated), so such a request, started before the
-    # victim was dead, is the only failure allowed, and one client has at most one. Through
-    # the http listener that GET is retried on another backend: nothing may fail at all.
+    # victim was dead, is the only failure allowed, and one client has at most one. (SIGTERM
+    # has the same race: the backend's graceful stop closes a connection it accepted but has
+    # not read a request from yet.) Through the http listener that GET is retried on another
+    # backend: nothing may fail at all.
     assert all(started < dead_at for started, _, _ in load.errors), load.errors
-    allowed = 1 if sig is signal.SIGKILL and mode == "tcp" else 0
+    allowed = 1 if mode == "tcp" else 0
     assert len(load.errors) <= allowed, load.errors
     assert set(load.names(since=dead_at)) == {"k0", "k2"}
     assert len(load.names(since=down_at)) > 50
