@@ -447,7 +447,8 @@ class ConfigError(Exception):
     """The file could not be used. ``str()`` is the operator-facing message."""
 
 
-def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+def loc_to_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a field path: ``pools.web.backends[1].weight``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -464,7 +465,7 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
         if isinstance(ctx_err, ConfigFieldError):
             lines.append(f"  {ctx_err.path}: {ctx_err.value!r} is invalid: {ctx_err.message}")
             continue
-        field = _loc_to_path(tuple(err["loc"])) or "(top level)"
+        field = loc_to_path(tuple(err["loc"])) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"  {field}: unknown field; remove it or check its spelling")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from lb.config import loc_to_path
+
 
 class ApiError(Exception):
     """A refused call. ``field`` names what was wrong (a body field, "pool", "body", ...)."""
@@ -19,20 +21,10 @@ class ControlStartupError(Exception):
     """The control socket or the admin listener cannot be set up."""
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
 def from_validation(exc: ValidationError, where: str, allowed: list[str]) -> ApiError:
     """The first problem of a pydantic error as a 422 that names the field."""
     err = exc.errors()[0]
-    field = _loc(tuple(err["loc"])) or where
+    field = loc_to_path(tuple(err["loc"])) or where
     kind = err["type"]
     if kind == "extra_forbidden":
         known = ", ".join(allowed) or "none"
