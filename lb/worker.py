@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -357,8 +358,20 @@ async def _worker_main(bus_fd: int, index: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    # A stop request or a lost supervisor during startup (before the config arrived) ends the
+    # worker too: it must never wait forever for a config nobody will send.
+    starting = asyncio.ensure_future(plane.start())
+    waiters: list[asyncio.Future[Any]] = [starting, done]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        log.info("worker %d stopping during startup (%s)", index, done.result())
+        bus.close()
+        return 0
     try:
-        await plane.start()
+        starting.result()
     except OSError as exc:
         bus.send({"type": "fatal", "worker": index, "error": f"cannot bind: {exc}"})
         await asyncio.sleep(0.05)
