@@ -123,11 +123,11 @@ def test_transfer_encoding_is_kept_exactly() -> None:
 def test_x_forwarded_for_is_appended_and_merged() -> None:
     out = upstream(
         b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.1\r\n"
-        b"X-Forwarded-For: 203.0.113.2, 10.1.1.1\r\nX-Forwarded-Proto: https\r\n"
+        b"X-Forwarded-For: 203.0.113.2, 198.51.100.1\r\nX-Forwarded-Proto: https\r\n"
         b"X-Forwarded-Host: evil\r\n\r\n",
         proto=b"http",
     )
-    assert lines(out).count(b"X-Forwarded-For: 203.0.113.1, 203.0.113.2, 10.1.1.1, 192.0.2.7") == 1
+    assert lines(out).count(b"X-Forwarded-For: 203.0.113.1, 203.0.113.2, 198.51.100.1, 192.0.2.7") == 1
     assert b"evil" not in out and b"https" not in out
     assert out.count(b"X-Forwarded-For") == 1
     assert b"\r\nX-Forwarded-Proto: http\r\n" in out
