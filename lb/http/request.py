@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httptools
 
+from lb.http._fast import SCAN_REQUEST
 from lb.http._llhttp import Collector, error_text
 from lb.http.chunked import ChunkedFramer, FramingError
 from lb.http.heads import RequestHead, raw_values, split_tokens
@@ -143,6 +144,9 @@ _BODY = 1
 _PAUSED = 2
 _DEAD = 3
 
+#: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
+_SCAN = SCAN_REQUEST
+
 
 class RequestParser:
     """Parses the requests of one client connection; see the module docstring."""
@@ -157,6 +161,7 @@ class RequestParser:
         "_ll",
         "_ll_clean",
         "_max_body",
+        "_max_body_or_none",
         "_max_header_bytes",
         "_max_headers",
         "_max_line",
@@ -180,6 +185,7 @@ class RequestParser:
         self._max_header_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
         self._max_body = limits.max_body_bytes
+        self._max_body_or_none = -1 if limits.max_body_bytes is None else limits.max_body_bytes
         self._cb = Collector()
         self._ll = httptools.HttpRequestParser(self._cb)
         self._ll_clean = True
@@ -413,6 +419,11 @@ class RequestParser:
             return self._fail(400, "malformed request head")
         # llhttp waits for a body it will never see: use a fresh one for the next request.
         self._ll_clean = cb.message_complete
+        scan = _SCAN
+        if scan is not None and not upgraded:
+            fast = scan(raw, cb.message_complete, self._max_body_or_none)
+            if fast is not None:
+                return self._common_head(raw, fast)
 
         m = _REQUEST_LINE.match(raw)
         if m is not None:
@@ -579,6 +590,38 @@ class RequestParser:
             self._framer = ChunkedFramer(self._max_body, max_trailer=self._max_header_bytes)
             self._state = _BODY
         elif length:
+            self._framer = None
+            self._remaining = length
+            self._state = _BODY
+        else:
+            self._end()
+
+    def _common_head(self, raw: bytes, fast: tuple[Any, ...]) -> None:
+        """A head the compiled scan took: the same result as the general path, sooner."""
+        method, target, path, version, low, line_end, host, keep_alive, length, cut = fast
+        head = RequestHead(
+            method,
+            target,
+            path,
+            version,
+            raw,
+            low,
+            line_end,
+            host,
+            keep_alive,
+            length,
+            False,
+            None,
+            False,
+            None,
+        )
+        if cut:
+            head._cut = cut
+        self._head = head
+        self._on_head(head)
+        if self._state != _HEAD:
+            return  # the handler closed us
+        if length:
             self._framer = None
             self._remaining = length
             self._state = _BODY

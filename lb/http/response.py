@@ -43,10 +43,11 @@ by a fresh parser for the next response.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Any, Protocol
 
 import httptools
 
+from lb.http._fast import SCAN_RESPONSE
 from lb.http._llhttp import Collector, error_text
 from lb.http.chunked import ChunkedFramer, FramingError
 from lb.http.heads import ResponseHead, split_tokens
@@ -90,6 +91,9 @@ _SPECIAL = re.compile(rb"\r\n(" + b"|".join(_NAMES) + rb"):[ \t]*([^\r]*)")
 _NOT_HOP_BY_HOP = frozenset(
     {b"close", b"keep-alive", b"upgrade", b"content-length", b"transfer-encoding"}
 )
+
+#: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
+_SCAN = SCAN_RESPONSE
 
 _IDLE = 0
 _HEAD = 1
@@ -307,6 +311,11 @@ class ResponseParser:
             return n
         # llhttp waits for a body it will never see: use a fresh one for the next response.
         self._ll_clean = cb.message_complete
+        scan = _SCAN
+        if scan is not None and not self._dechunk:
+            fast = scan(raw, self._head_request)
+            if fast is not None:
+                return self._deliver(_common_head(raw, fast), data, end)
         proto = raw[:9]
         if proto == b"HTTP/1.1 ":
             version = b"1.1"
@@ -432,6 +441,11 @@ class ResponseParser:
         if status < 200:
             self._on_interim(head)
             return end  # the final response follows; stay in _HEAD
+        return self._deliver(head, data, end)
+
+    def _deliver(self, head: ResponseHead, data: bytes, end: int) -> int:
+        """Hand a final response head on, then frame its body from ``data[end:]``."""
+        n = len(data)
         self._head = head
         self._on_head(head)
         if self._state != _HEAD:
@@ -512,3 +526,19 @@ class ResponseParser:
         self._state = _IDLE if reusable else _DEAD
         self._on_end(reusable)
         return n
+
+
+def _common_head(raw: bytes, fast: tuple[Any, ...]) -> ResponseHead:
+    """The head for a response the compiled scan took: what the general path would build."""
+    (status, version, low, line_end, length, chunked, no_body, close_delimited,
+     keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
+    head = ResponseHead(status, version, raw, low, line_end)
+    head.content_length = length
+    head.chunked = chunked
+    head.no_body = no_body
+    head.close_delimited = close_delimited
+    head.keep_alive = keep_alive
+    head._conn_keep_alive = conn_keep_alive
+    if cut:
+        head._cut = cut
+    return head

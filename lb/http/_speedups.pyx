@@ -1,0 +1,454 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled fast paths for the common request and response heads (optional).
+
+The parsers in ``request.py`` and ``response.py`` are the reference: they take every head and
+produce every error. These functions take only the common, unambiguous heads and return ``None``
+for anything else, and the parser then takes its general path. So a head this module declines
+costs one extra call, and a head it takes gets exactly the result the general path would give
+(``tests/unit/test_http_speedups.py`` checks that on generated heads).
+
+Both run *after* llhttp has accepted the head (token names, value characters, no obs-fold, no
+bare CR or LF, no whitespace before a colon), so a header line here is always
+``name ":" OWS value OWS CRLF``. One pass lowercases the head into a new bytes object (the
+parsers keep it as ``head._low``) and looks at each header name on the way.
+
+What they take: origin-form ``HTTP/1.0`` and ``HTTP/1.1`` requests whose special headers are
+single Host, Content-Length and Connection (``close`` or ``keep-alive`` only), plus hop-by-hop
+and X-Forwarded-Proto/-Host lines to drop; final (non-1xx) responses with a single
+Content-Length, a single ``Transfer-Encoding: chunked`` and a Connection of ``close`` or
+``keep-alive``. Transfer-Encoding, Upgrade, Expect, X-Forwarded-For and X-Request-ID on requests,
+duplicates of any special header, and every error, go to the general path.
+
+Build: ``pip install -e .`` compiles it when Cython and a C compiler are present (see
+``setup.py``); ``LB_NO_EXTENSIONS=1`` makes ``lb.http`` ignore it at run time.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+cdef bytes V11 = b"1.1"
+cdef bytes V10 = b"1.0"
+cdef bytes M_GET = b"GET"
+cdef bytes M_HEAD = b"HEAD"
+cdef bytes M_POST = b"POST"
+cdef bytes M_PUT = b"PUT"
+cdef bytes M_DELETE = b"DELETE"
+
+cdef bytes N_CONNECTION = b"connection"
+cdef bytes N_KEEP_ALIVE = b"keep-alive"
+cdef bytes N_PROXY_CONNECTION = b"proxy-connection"
+cdef bytes N_TE = b"te"
+cdef bytes N_TRAILER = b"trailer"
+cdef bytes N_XFP = b"x-forwarded-proto"
+cdef bytes N_XFH = b"x-forwarded-host"
+
+# Header kinds.
+cdef enum:
+    H_OTHER = 0
+    H_HOST = 1
+    H_CL = 2
+    H_TE = 3
+    H_CONN = 4
+    H_DECLINE = 5
+    H_KEEP_ALIVE = 6
+    H_PROXY_CONN = 7
+    H_TE_HOP = 8
+    H_TRAILER = 9
+    H_XFP = 10
+    H_XFH = 11
+    H_UPGRADE = 12
+
+# Characters of the authority grammar accepted in Host (lb.http.request._HOST_CHARS).
+cdef bint HOST_OK[256]
+cdef int _i
+for _i in range(256):
+    HOST_OK[_i] = False
+for _i in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%":
+    HOST_OK[_i] = True
+
+
+cdef inline unsigned char _low(unsigned char c) nogil:
+    if 65 <= c <= 90:
+        return c + 32
+    return c
+
+
+cdef inline bint _eq(const unsigned char* s, Py_ssize_t n, const char* word, Py_ssize_t m) nogil:
+    cdef Py_ssize_t i
+    if n != m:
+        return False
+    for i in range(n):
+        if s[i] != <unsigned char>word[i]:
+            return False
+    return True
+
+
+cdef int _request_kind(const unsigned char* s, Py_ssize_t n) nogil:
+    """The kind of a lowercased request header name."""
+    cdef unsigned char c = s[0]
+    if c == b"h":
+        if _eq(s, n, b"host", 4):
+            return H_HOST
+    elif c == b"c":
+        if _eq(s, n, b"content-length", 14):
+            return H_CL
+        if _eq(s, n, b"connection", 10):
+            return H_CONN
+    elif c == b"t":
+        if _eq(s, n, b"transfer-encoding", 17):
+            return H_DECLINE
+        if _eq(s, n, b"te", 2):
+            return H_TE_HOP
+        if _eq(s, n, b"trailer", 7):
+            return H_TRAILER
+    elif c == b"u":
+        if _eq(s, n, b"upgrade", 7):
+            return H_DECLINE
+    elif c == b"e":
+        if _eq(s, n, b"expect", 6):
+            return H_DECLINE
+    elif c == b"x":
+        if n > 12 and _eq(s, 12, b"x-forwarded-", 12):
+            if _eq(s + 12, n - 12, b"for", 3):
+                return H_DECLINE
+            if _eq(s + 12, n - 12, b"proto", 5):
+                return H_XFP
+            if _eq(s + 12, n - 12, b"host", 4):
+                return H_XFH
+        elif _eq(s, n, b"x-request-id", 12):
+            return H_DECLINE
+    elif c == b"k":
+        if _eq(s, n, b"keep-alive", 10):
+            return H_KEEP_ALIVE
+    elif c == b"p":
+        if _eq(s, n, b"proxy-connection", 16):
+            return H_PROXY_CONN
+    return H_OTHER
+
+
+cdef int _response_kind(const unsigned char* s, Py_ssize_t n) nogil:
+    """The kind of a lowercased response header name."""
+    cdef unsigned char c = s[0]
+    if c == b"c":
+        if _eq(s, n, b"content-length", 14):
+            return H_CL
+        if _eq(s, n, b"connection", 10):
+            return H_CONN
+    elif c == b"t":
+        if _eq(s, n, b"transfer-encoding", 17):
+            return H_TE
+    elif c == b"u":
+        if _eq(s, n, b"upgrade", 7):
+            return H_UPGRADE
+    elif c == b"k":
+        if _eq(s, n, b"keep-alive", 10):
+            return H_KEEP_ALIVE
+    elif c == b"p":
+        if _eq(s, n, b"proxy-connection", 16):
+            return H_PROXY_CONN
+    return H_OTHER
+
+
+cdef inline long long _digits(const unsigned char* s, Py_ssize_t n) nogil:
+    """A Content-Length value: 1-18 ASCII digits, else -1."""
+    cdef long long v = 0
+    cdef Py_ssize_t i
+    if n < 1 or n > 18:
+        return -1
+    for i in range(n):
+        if not 48 <= s[i] <= 57:
+            return -1
+        v = v * 10 + (s[i] - 48)
+    return v
+
+
+cdef inline Py_ssize_t _field(unsigned char* low, const unsigned char* r, Py_ssize_t i,
+                              Py_ssize_t* colon, Py_ssize_t* vs, Py_ssize_t* ve) nogil:
+    """One header line starting at ``r[i]``, lowercased into ``low``: returns the offset of its
+    CRLF (-1 if it has no colon) and sets the colon's offset and the value's bounds, without
+    the OWS around it. ``r`` ends with CRLFCRLF, so every scan stops inside it."""
+    cdef Py_ssize_t j, end
+    while r[i] != 58 and r[i] != 13:
+        low[i] = _low(r[i])
+        i += 1
+    if r[i] != 58:
+        return -1
+    colon[0] = i
+    low[i] = 58
+    i += 1
+    end = i
+    while r[end] != 13:
+        low[end] = _low(r[end])
+        end += 1
+    low[end] = 13
+    low[end + 1] = 10
+    j = end
+    while i < j and (r[i] == 32 or r[i] == 9):
+        i += 1
+    while j > i and (r[j - 1] == 32 or r[j - 1] == 9):
+        j -= 1
+    vs[0] = i
+    ve[0] = j
+    return end
+
+
+def scan_request(bytes raw, bint message_complete, long long max_body):
+    """The common request head, or ``None`` for the general path.
+
+    ``raw`` is a complete head (CRLFCRLF included) that llhttp accepted without an upgrade;
+    ``message_complete`` is what llhttp said; ``max_body`` is the body limit or -1.
+    Returns ``(method, target, path, version, low, line_end, host, keep_alive, content_length,
+    cut)`` with ``cut`` the names of the lines to drop upstream (each on one line).
+    """
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t i = 0, k, m_end, t_start, t_end, q, line_end, name_start, colon = 0, eol, vs = 0, ve = 0
+    cdef int kind
+    cdef int host_seen = 0, conn_seen = 0
+    cdef int keep_alive = -1
+    cdef long long length = -1
+    cdef Py_ssize_t host_s = 0, host_e = 0
+    cdef bint v11
+    cdef unsigned char* low
+    cdef int seen_mask = 0
+    cdef list cut = []
+
+    if n < 16:
+        return None
+    # Method: [A-Z]+ SP
+    while i < n and 65 <= r[i] <= 90:
+        i += 1
+    if i == 0 or i >= n or r[i] != 32:
+        return None
+    m_end = i
+    i += 1
+    # Origin-form target: "/" then no SP and no "#"; the path ends at "?".
+    if r[i] != 47:
+        return None
+    t_start = i
+    q = -1
+    while i < n and r[i] != 32:
+        if r[i] == 35 or r[i] == 13:
+            return None
+        if r[i] == 63 and q < 0:
+            q = i
+        i += 1
+    t_end = i
+    # SP "HTTP/1." [01] CRLF
+    if i + 11 > n or not _eq(r + i, 9, b" HTTP/1.1", 9) and not _eq(r + i, 9, b" HTTP/1.0", 9):
+        return None
+    v11 = r[i + 8] == 49
+    if r[i + 9] != 13 or r[i + 10] != 10:
+        return None
+    line_end = i + 9
+    if m_end == 7 and _eq(r, 7, b"CONNECT", 7):
+        return None
+
+    result = PyBytes_FromStringAndSize(NULL, n)
+    low = <unsigned char*>PyBytes_AS_STRING(result)
+    for i in range(line_end + 2):
+        low[i] = _low(r[i])
+    i = line_end + 2
+    while i < n - 2:
+        # One header line: name ":" value CRLF (llhttp has validated the syntax).
+        name_start = i
+        eol = _field(low, r, i, &colon, &vs, &ve)
+        if eol < 0:
+            return None
+        kind = _request_kind(low + name_start, colon - name_start)
+        if kind != H_OTHER:
+            if kind == H_HOST:
+                if host_seen:
+                    return None
+                host_seen = 1
+                host_s = vs
+                host_e = ve
+                for k in range(vs, ve):
+                    if not HOST_OK[r[k]]:
+                        return None
+            elif kind == H_CL:
+                if length >= 0:
+                    return None
+                length = _digits(r + vs, ve - vs)
+                if length < 0:
+                    return None
+            elif kind == H_CONN:
+                if conn_seen:
+                    return None
+                conn_seen = 1
+                if _eq(low + vs, ve - vs, b"close", 5):
+                    keep_alive = 0
+                elif _eq(low + vs, ve - vs, b"keep-alive", 10):
+                    keep_alive = 1
+                else:
+                    return None
+                cut.append(N_CONNECTION)
+            elif kind == H_DECLINE:
+                return None
+            else:
+                if seen_mask & (1 << kind):
+                    return None
+                seen_mask |= 1 << kind
+                if kind == H_KEEP_ALIVE:
+                    cut.append(N_KEEP_ALIVE)
+                elif kind == H_PROXY_CONN:
+                    cut.append(N_PROXY_CONNECTION)
+                elif kind == H_TE_HOP:
+                    cut.append(N_TE)
+                elif kind == H_TRAILER:
+                    cut.append(N_TRAILER)
+                elif kind == H_XFP:
+                    cut.append(N_XFP)
+                else:
+                    cut.append(N_XFH)
+        i = eol + 2
+    low[n - 2] = 13
+    low[n - 1] = 10
+
+    if (length > 0) == message_complete:
+        return None  # llhttp and we disagree on the framing: the general path says why
+    if max_body >= 0 and length > max_body:
+        return None
+    if not host_seen and v11:
+        return None
+    if keep_alive < 0:
+        keep_alive = v11
+
+    if m_end == 3 and r[0] == 71 and r[1] == 69 and r[2] == 84:
+        method = M_GET
+    elif m_end == 4 and _eq(r, 4, b"HEAD", 4):
+        method = M_HEAD
+    elif m_end == 4 and _eq(r, 4, b"POST", 4):
+        method = M_POST
+    elif m_end == 3 and _eq(r, 3, b"PUT", 3):
+        method = M_PUT
+    elif m_end == 6 and _eq(r, 6, b"DELETE", 6):
+        method = M_DELETE
+    else:
+        method = PyBytes_FromStringAndSize(<const char*>r, m_end)
+    target = PyBytes_FromStringAndSize(<const char*>r + t_start, t_end - t_start)
+    if q < 0:
+        path = target
+    else:
+        path = PyBytes_FromStringAndSize(<const char*>r + t_start, q - t_start)
+    if host_seen:
+        host = PyBytes_FromStringAndSize(<const char*>low + host_s, host_e - host_s)
+    else:
+        host = None
+    return (
+        method,
+        target,
+        path,
+        V11 if v11 else V10,
+        result,
+        line_end,
+        host,
+        keep_alive == 1,
+        length if length >= 0 else None,
+        tuple(cut),
+    )
+
+
+def scan_response(bytes raw, bint head_request):
+    """A common final response head, or ``None`` for the general path.
+
+    ``raw`` is a complete head that llhttp accepted; ``head_request``: the request was HEAD.
+    The caller does not use this while de-chunking for an HTTP/1.0 client.
+    Returns ``(status, version, low, line_end, content_length, chunked, no_body,
+    close_delimited, keep_alive, conn_keep_alive, cut)``.
+    """
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t i, line_end, name_start, colon = 0, eol, vs = 0, ve = 0
+    cdef int status, kind
+    cdef bint v11
+    cdef int keep_alive, conn_seen = 0, conn_keep_alive = 0, te_seen = 0, seen_mask = 0
+    cdef long long length = -1
+    cdef bint chunked = False, no_body, close_delimited = False
+    cdef unsigned char* low
+    cdef list cut = []
+
+    if n < 16:
+        return None
+    if _eq(r, 9, b"HTTP/1.1 ", 9):
+        v11 = True
+    elif _eq(r, 9, b"HTTP/1.0 ", 9):
+        v11 = False
+    else:
+        return None
+    for i in range(9, 12):
+        if not 48 <= r[i] <= 57:
+            return None
+    status = (r[9] - 48) * 100 + (r[10] - 48) * 10 + (r[11] - 48)
+    if status < 200 or status > 599:
+        return None  # 1xx (interim, 101) and invalid codes: the general path
+    i = 12
+    while r[i] != 13:
+        i += 1
+    line_end = i
+    keep_alive = v11
+
+    result = PyBytes_FromStringAndSize(NULL, n)
+    low = <unsigned char*>PyBytes_AS_STRING(result)
+    for i in range(line_end + 2):
+        low[i] = _low(r[i])
+    i = line_end + 2
+    while i < n - 2:
+        name_start = i
+        eol = _field(low, r, i, &colon, &vs, &ve)
+        if eol < 0:
+            return None
+        kind = _response_kind(low + name_start, colon - name_start)
+        if kind != H_OTHER:
+            if kind == H_CL:
+                if length >= 0:
+                    return None
+                length = _digits(r + vs, ve - vs)
+                if length < 0:
+                    return None
+            elif kind == H_TE:
+                if te_seen or not v11 or not _eq(low + vs, ve - vs, b"chunked", 7):
+                    return None
+                te_seen = 1
+                chunked = True
+            elif kind == H_CONN:
+                if conn_seen:
+                    return None
+                conn_seen = 1
+                if _eq(low + vs, ve - vs, b"keep-alive", 10):
+                    keep_alive = 1
+                    conn_keep_alive = 1
+                elif _eq(low + vs, ve - vs, b"close", 5):
+                    keep_alive = 0
+                    cut.append(N_CONNECTION)
+                else:
+                    return None
+            elif kind == H_UPGRADE:
+                return None
+            else:
+                if seen_mask & (1 << kind):
+                    return None
+                seen_mask |= 1 << kind
+                cut.append(N_KEEP_ALIVE if kind == H_KEEP_ALIVE else N_PROXY_CONNECTION)
+        i = eol + 2
+    low[n - 2] = 13
+    low[n - 1] = 10
+
+    if length >= 0 and chunked:
+        return None
+    no_body = status == 204 or status == 304 or head_request
+    if not no_body and not chunked and length < 0:
+        close_delimited = True
+        keep_alive = 0
+    return (
+        status,
+        V11 if v11 else V10,
+        result,
+        line_end,
+        length if length >= 0 else None,
+        chunked,
+        no_body,
+        close_delimited,
+        keep_alive == 1,
+        conn_keep_alive == 1,
+        tuple(cut),
+    )

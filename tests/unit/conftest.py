@@ -1,0 +1,35 @@
+"""Every sans-IO HTTP test runs twice: with the compiled fast path (``lb.http._speedups``, when
+it is built) and with the pure-Python parsers alone. Both must give the same answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import lb.http.request
+import lb.http.response
+from lb.http import _fast
+
+_HTTP_MODULES = ("test_http_request", "test_http_response", "test_http_rewrite")
+_IMPLS = ["compiled", "python"] if _fast.compiled() else ["python"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in _HTTP_MODULES:
+        metafunc.fixturenames.append("http_impl")
+        metafunc.parametrize("http_impl", _IMPLS)
+
+
+@pytest.fixture
+def http_impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    impl: str = request.param
+    if impl == "python":
+        saved = lb.http.request._SCAN, lb.http.response._SCAN
+        lb.http.request._SCAN = lb.http.response._SCAN = None
+        try:
+            yield impl
+        finally:
+            lb.http.request._SCAN, lb.http.response._SCAN = saved
+    else:
+        yield impl
