@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import httptools
 
@@ -423,7 +423,36 @@ class RequestParser:
         if scan is not None and not upgraded:
             fast = scan(raw, cb.message_complete, self._max_body_or_none)
             if fast is not None:
-                return self._common_head(raw, fast)
+                method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
+                head = RequestHead(
+                    method,
+                    target,
+                    path,
+                    version,
+                    raw,
+                    low,
+                    line_end,
+                    host,
+                    keep_alive,
+                    length,
+                    False,
+                    None,
+                    False,
+                    None,
+                )
+                if drop:
+                    head._cut = drop
+                self._head = head
+                self._on_head(head)
+                if self._state != _HEAD:
+                    return  # the handler closed us
+                if length:
+                    self._framer = None
+                    self._remaining = length
+                    self._state = _BODY
+                else:
+                    self._end()
+                return
 
         m = _REQUEST_LINE.match(raw)
         if m is not None:
@@ -590,38 +619,6 @@ class RequestParser:
             self._framer = ChunkedFramer(self._max_body, max_trailer=self._max_header_bytes)
             self._state = _BODY
         elif length:
-            self._framer = None
-            self._remaining = length
-            self._state = _BODY
-        else:
-            self._end()
-
-    def _common_head(self, raw: bytes, fast: tuple[Any, ...]) -> None:
-        """A head the compiled scan took: the same result as the general path, sooner."""
-        method, target, path, version, low, line_end, host, keep_alive, length, cut = fast
-        head = RequestHead(
-            method,
-            target,
-            path,
-            version,
-            raw,
-            low,
-            line_end,
-            host,
-            keep_alive,
-            length,
-            False,
-            None,
-            False,
-            None,
-        )
-        if cut:
-            head._cut = cut
-        self._head = head
-        self._on_head(head)
-        if self._state != _HEAD:
-            return  # the handler closed us
-        if length:
             self._framer = None
             self._remaining = length
             self._state = _BODY

@@ -43,11 +43,11 @@ by a fresh parser for the next response.
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Protocol
 
 import httptools
 
-from lb.http._fast import SCAN_RESPONSE
+from lb.http._fast import SCAN_RESPONSE, ScanResponse
 from lb.http._llhttp import Collector, error_text
 from lb.http.chunked import ChunkedFramer, FramingError
 from lb.http.heads import ResponseHead, split_tokens
@@ -124,6 +124,7 @@ class ResponseParser:
         "_on_upgrade",
         "_out",
         "_remaining",
+        "_scan",
         "_state",
         "_upgrade",
         "bytes_received",
@@ -152,6 +153,7 @@ class ResponseParser:
         self._head_request = False
         self._upgrade = False
         self._dechunk = False
+        self._scan: ScanResponse | None = None
         #: Bytes received for the current response (interim responses included).
         self.bytes_received = 0
         #: Bytes the backend sent after a complete response (a protocol error; logged).
@@ -174,7 +176,7 @@ class ResponseParser:
         return self._head
 
     def start(
-        self, *, head_request: bool = False, upgrade: bool = False, dechunk: bool = False
+        self, head_request: bool = False, upgrade: bool = False, dechunk: bool = False
     ) -> None:
         """Expect the response to a request about to be sent (call before sending it)."""
         if self._state != _IDLE:
@@ -183,6 +185,8 @@ class ResponseParser:
         self._head_request = head_request
         self._upgrade = upgrade
         self._dechunk = dechunk
+        # The compiled scan does not de-chunk: HTTP/1.0 clients' responses take the general path.
+        self._scan = None if dechunk else _SCAN
         self._head = None
         self.bytes_received = 0
 
@@ -199,12 +203,26 @@ class ResponseParser:
             self.extra_bytes += len(data)
             return self._fail("unsolicited data from upstream")
         self.bytes_received += len(data)
+        if state == _HEAD and not self._buf and self._scan is not None:
+            # The common case first: the buffer starts with a whole head the compiled scan takes
+            # (and usually holds the whole response). Anything else takes the general path.
+            end = data.find(b"\r\n\r\n")
+            if 0 < end < self._max_head and data[0] != 13 and data[0] != 10:
+                end += 4
+                pos = self._scan_head(data, end)
+                if pos < len(data):
+                    # A body that goes on past the head (or a head left to the general path).
+                    self.feed_from(data, pos if pos > 0 else 0)
+                return
         if state == _UNTIL_EOF:
             assert self._head is not None
             self._head.body_bytes += len(data)
             self._on_body(data)
             return
-        pos = 0
+        self.feed_from(data, 0)
+
+    def feed_from(self, data: bytes, pos: int) -> None:
+        """The general loop over ``data[pos:]`` (bytes already counted)."""
         n = len(data)
         while pos < n:
             state = self._state
@@ -238,6 +256,41 @@ class ResponseParser:
             self._state = _DEAD
 
     # -- the machine ---------------------------------------------------------------------------
+
+    def _scan_head(self, data: bytes, end: int) -> int:
+        """``data[:end]`` is a complete head: try llhttp and the compiled scan on it. Returns
+        where the general loop should go on, or -1 when this head is left to the general path
+        (which then starts over on a fresh llhttp parser)."""
+        raw = data if end == len(data) else data[:end]
+        if not self._ll_clean:
+            self._ll = httptools.HttpResponseParser(self._cb)
+        cb = self._cb
+        cb.headers_complete = cb.message_complete = False
+        self._fed = 0
+        try:
+            self._ll.feed_data(raw)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._ll_clean = False
+            return -1
+        scan = self._scan
+        assert scan is not None
+        fast = scan(raw, self._head_request) if cb.headers_complete else None
+        if fast is None:
+            self._ll_clean = False
+            return -1
+        self._ll_clean = cb.message_complete
+        (status, version, low, line_end, length, chunked, no_body, close_delimited,
+         keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
+        head = ResponseHead(status, version, raw, low, line_end)
+        head.content_length = length
+        head.chunked = chunked
+        head.no_body = no_body
+        head.close_delimited = close_delimited
+        head.keep_alive = keep_alive
+        head._conn_keep_alive = conn_keep_alive
+        if cut:
+            head._cut = cut
+        return self._deliver(head, data, end)
 
     def _fail(self, reason: str) -> None:
         self.close()
@@ -311,11 +364,6 @@ class ResponseParser:
             return n
         # llhttp waits for a body it will never see: use a fresh one for the next response.
         self._ll_clean = cb.message_complete
-        scan = _SCAN
-        if scan is not None and not self._dechunk:
-            fast = scan(raw, self._head_request)
-            if fast is not None:
-                return self._deliver(_common_head(raw, fast), data, end)
         proto = raw[:9]
         if proto == b"HTTP/1.1 ":
             version = b"1.1"
@@ -526,19 +574,3 @@ class ResponseParser:
         self._state = _IDLE if reusable else _DEAD
         self._on_end(reusable)
         return n
-
-
-def _common_head(raw: bytes, fast: tuple[Any, ...]) -> ResponseHead:
-    """The head for a response the compiled scan took: what the general path would build."""
-    (status, version, low, line_end, length, chunked, no_body, close_delimited,
-     keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
-    head = ResponseHead(status, version, raw, low, line_end)
-    head.content_length = length
-    head.chunked = chunked
-    head.no_body = no_body
-    head.close_delimited = close_delimited
-    head.keep_alive = keep_alive
-    head._conn_keep_alive = conn_keep_alive
-    if cut:
-        head._cut = cut
-    return head

@@ -130,6 +130,16 @@ def rewrite_response_head(
     that only says keep-alive is kept while the connection stays open, which is the common case
     and then costs nothing). When nothing needs to change, ``head.raw`` itself is returned.
     """
+    if (
+        not close
+        and not head._cut
+        and head.version == b"1.1"
+        and not http10_client
+        and not head.close_delimited
+    ):
+        # The common case (a keep-alive backend answering a keep-alive HTTP/1.1 client): the
+        # head as received, plus the extra lines.
+        return head.raw[:-2] + extra + b"\r\n" if extra else head.raw
     if head.status == 101:
         close = False  # the connection becomes a tunnel; its Connection/Upgrade lines stay
     elif head.close_delimited:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
@@ -48,7 +49,7 @@ from lb.model import AdminState, Backend
 from lb.proxy.pool import PoolRuntime
 from lb.proxy.upstream_pool import UpstreamPool
 from lb.routing import Router
-from lb.stats import latency_bucket
+from lb.stats import LATENCY_BOUNDS
 
 if TYPE_CHECKING:
     from lb.proxy.listener import Listener
@@ -382,7 +383,8 @@ class HttpClientProtocol(asyncio.Protocol):
         self.keep_alive = head.keep_alive and not self.ctx.stopping
         ctx = self.ctx
         ctx.requests += 1
-        pool_name = ctx.router.match(head.host, head.path)
+        router = ctx.router
+        pool_name = router.match(head.host, head.path) if router.routes else router.default
         pool = self.listener.pools.get(pool_name) if pool_name is not None else None
         if pool is None:
             self.respond_error(404, "no route matches this request")
@@ -449,7 +451,10 @@ class HttpClientProtocol(asyncio.Protocol):
     def _dispatch(self) -> None:
         pool = self.pool
         assert pool is not None
-        backend = self._pick(pool)
+        if pool.sticky_cookie is None:
+            backend = pool.pick(self.key, self.tried)
+        else:
+            backend = self._pick(pool)
         if backend is None:
             if self.tried:
                 self.respond_error(502, "no backend could be reached")
@@ -511,11 +516,8 @@ class HttpClientProtocol(asyncio.Protocol):
         conn.requests += 1
         if self.write_paused:
             conn.transport.pause_reading()
-        conn.parser.start(
-            head_request=head.method == b"HEAD",
-            upgrade=head.upgrade is not None,
-            dechunk=head.version == b"1.0",
-        )
+        # (positional: this runs per request; head_request, upgrade, dechunk)
+        conn.parser.start(head.method == b"HEAD", head.upgrade is not None, head.version == b"1.0")
 
     def _retry_or_fail(self, status: int, why: str) -> None:
         """The request never reached the backend (or provably was not processed)."""
@@ -586,7 +588,7 @@ class HttpClientProtocol(asyncio.Protocol):
         if b is not None:
             b.responses[self.status // 100] += 1
             elapsed = now - self.t_mark
-            b.latency[latency_bucket(elapsed)] += 1
+            b.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
             b.latency_sum += elapsed
             if b.failure_streak and self.status < 500:
                 pool.note_success(b)
