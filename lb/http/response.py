@@ -258,29 +258,36 @@ class ResponseParser:
     # -- the machine ---------------------------------------------------------------------------
 
     def _scan_head(self, data: bytes, end: int) -> int:
-        """``data[:end]`` is a complete head: try llhttp and the compiled scan on it. Returns
+        """``data[:end]`` is a complete head: try the compiled scan and llhttp on it. Returns
         where the general loop should go on, or -1 when this head is left to the general path
-        (which then starts over on a fresh llhttp parser)."""
-        raw = data if end == len(data) else data[:end]
+        (which then starts over, on a fresh llhttp parser if this one saw the head)."""
+        n = len(data)
+        raw = data if end == n else data[:end]
+        scan = self._scan
+        assert scan is not None
+        fast = scan(raw, self._head_request)
+        if fast is None:
+            return -1
+        (status, version, low, line_end, length, chunked, no_body, close_delimited,
+         keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
         if not self._ll_clean:
             self._ll = httptools.HttpResponseParser(self._cb)
         cb = self._cb
         cb.headers_complete = cb.message_complete = False
         self._fed = 0
         try:
-            self._ll.feed_data(raw)
+            # llhttp validates the head. Given the whole message when a Content-Length body
+            # ends this buffer (the usual small response), it also reaches the end of the
+            # message, and stays usable for the next response instead of being replaced.
+            whole = length is not None and not no_body and end + length == n
+            self._ll.feed_data(data if whole else raw)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._ll_clean = False
             return -1
-        scan = self._scan
-        assert scan is not None
-        fast = scan(raw, self._head_request) if cb.headers_complete else None
-        if fast is None:
+        if not cb.headers_complete:
             self._ll_clean = False
             return -1
         self._ll_clean = cb.message_complete
-        (status, version, low, line_end, length, chunked, no_body, close_delimited,
-         keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
         head = ResponseHead(status, version, raw, low, line_end)
         head.content_length = length
         head.chunked = chunked
