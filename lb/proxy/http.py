@@ -594,12 +594,16 @@ class HttpClientProtocol(asyncio.Protocol):
                 pool.note_success(b)
             elif self.status >= 500 and pool.report_5xx:
                 self.listener.report_failure(pool, b, "5xx", None)
-        self._release_backend()
-        if reusable and self.request_complete and conn.requests < pool.config.upstream_max_requests:
+            b.active -= 1  # (_release_backend, inline on this path)
+            self.backend = None
+            if not b.active and b.admin is not AdminState.READY:
+                self.listener.backend_idle(b)
+        config = pool.config
+        if reusable and self.request_complete and conn.requests < config.upstream_max_requests:
             if self.write_paused:
                 conn.transport.resume_reading()  # paused for this client, not for the pool
             self.ctx.upstreams.release(
-                conn, pool.config.upstream_max_idle, pool.config.upstream_idle_timeout
+                conn, config.upstream_max_idle, config.upstream_idle_timeout, now
             )
         else:
             conn.close()

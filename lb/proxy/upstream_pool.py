@@ -35,8 +35,11 @@ class UpstreamPool:
                 return conn
         return None
 
-    def release(self, conn: HttpUpstreamProtocol, max_idle: int, idle_timeout: float) -> None:
-        """Take back a connection whose response allows reuse, or close it."""
+    def release(
+        self, conn: HttpUpstreamProtocol, max_idle: int, idle_timeout: float, now: float
+    ) -> None:
+        """Take back a connection whose response allows reuse, or close it (``now`` is
+        ``loop.time()``)."""
         backend = conn.backend
         conns = self.idle.get(backend)
         if conns is None:
@@ -44,7 +47,7 @@ class UpstreamPool:
         if len(conns) >= max_idle or not backend.eligible:
             conn.close()
             return
-        conn.idle_deadline = self.loop.time() + idle_timeout
+        conn.idle_deadline = now + idle_timeout
         conns.append(conn)
 
     def discard(self, conn: HttpUpstreamProtocol) -> None:
