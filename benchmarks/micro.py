@@ -248,6 +248,10 @@ class _Responses:
     def on_response_end(self, reusable: bool) -> None:
         self.reusable = reusable
 
+    def on_response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None:
+        self.head = head
+        self.reusable = reusable
+
     def on_response_upgrade(self, data: bytes) -> None:
         pass
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-ScanRequest = Callable[[bytes, bool, int], "tuple[Any, ...] | None"]
+ScanRequest = Callable[[bytes, int], "tuple[Any, ...] | None"]
 ScanResponse = Callable[[bytes, bool], "tuple[Any, ...] | None"]
 
 SCAN_REQUEST: ScanRequest | None = None

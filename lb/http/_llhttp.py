@@ -48,3 +48,11 @@ def error_text(exc: BaseException) -> str:
     """llhttp's own reason (a constant C string such as "Invalid header value char")."""
     text = str(exc.args[0]) if exc.args else type(exc).__name__
     return text[:100]
+
+
+class Quiet:
+    """httptools callback target with no callbacks at all, for the parsers' fast paths: there
+    the compiled scan has framed the head already, and llhttp only validates it (it raises on
+    anything invalid). A complete head that llhttp accepts has reached headers-complete."""
+
+    __slots__ = ()

@@ -7,9 +7,10 @@ for anything else, and the parser then takes its general path. So a head this mo
 costs one extra call, and a head it takes gets exactly the result the general path would give
 (``tests/unit/test_http_speedups.py`` checks that on generated heads).
 
-Both run *after* llhttp has accepted the head (token names, value characters, no obs-fold, no
-bare CR or LF, no whitespace before a colon), so a header line here is always
-``name ":" OWS value OWS CRLF``. One pass lowercases the head into a new bytes object (the
+A head they take is also fed to llhttp, which validates what they do not look at (token names,
+value characters, no obs-fold, no bare CR or LF, no whitespace before a colon); it is used only
+if llhttp accepts it too. Until then the scans assume nothing: every loop is bounded by the
+CRLFCRLF that ends the head, and a line without a colon is declined. One pass lowercases the head into a new bytes object (the
 parsers keep it as ``head._low``) and looks at each header name on the way.
 
 What they take: origin-form ``HTTP/1.0`` and ``HTTP/1.1`` requests whose special headers are
@@ -191,11 +192,13 @@ cdef inline Py_ssize_t _field(unsigned char* low, const unsigned char* r, Py_ssi
     return end
 
 
-def scan_request(bytes raw, bint message_complete, long long max_body):
+def scan_request(bytes raw, long long max_body):
     """The common request head, or ``None`` for the general path.
 
-    ``raw`` is a complete head (CRLFCRLF included) that llhttp accepted without an upgrade;
-    ``message_complete`` is what llhttp said; ``max_body`` is the body limit or -1.
+    ``raw`` is a complete head (CRLFCRLF included); the caller has llhttp validate it too (the
+    scan does not check token and value characters). ``max_body`` is the body limit or -1.
+    The heads it takes frame their body with at most one valid Content-Length and no
+    Transfer-Encoding, where llhttp's framing and ours cannot differ.
     Returns ``(method, target, path, version, low, line_end, host, keep_alive, content_length,
     cut)`` with ``cut`` the names of the lines to drop upstream (each on one line).
     """
@@ -304,8 +307,6 @@ def scan_request(bytes raw, bint message_complete, long long max_body):
     low[n - 2] = 13
     low[n - 1] = 10
 
-    if (length > 0) == message_complete:
-        return None  # llhttp and we disagree on the framing: the general path says why
     if max_body >= 0 and length > max_body:
         return None
     if not host_seen and v11:

@@ -20,6 +20,10 @@ Then it feeds every byte the backend sends, and the parser calls the handler:
   length or chunking, and the backend sent nothing after the end of the response. The parser is
   then idle until the next :meth:`start`. (The proxy must also not reuse a connection whose request
   body it did not finish sending.)
+* ``on_response_whole(head, body, reusable)`` when one buffer held exactly a whole response
+  (the common small response, taken by the compiled fast path): the same as
+  ``on_response_head(head)``, ``on_response_body(body)`` (unless empty) and
+  ``on_response_end(reusable)``, in one call. The parser is already idle (or closed) then.
 * ``on_response_upgrade(data)`` right after the head of a ``101 Switching Protocols``: ``data``
   are the bytes that followed the head, the first tunnel bytes. From then on the connection is a
   tunnel and the parser is closed.
@@ -48,7 +52,7 @@ from typing import Protocol
 import httptools
 
 from lb.http._fast import SCAN_RESPONSE, ScanResponse
-from lb.http._llhttp import Collector, error_text
+from lb.http._llhttp import Collector, Quiet, error_text
 from lb.http.chunked import ChunkedFramer, FramingError
 from lb.http.heads import ResponseHead, split_tokens
 
@@ -63,6 +67,8 @@ class ResponseHandler(Protocol):
     def on_response_body(self, data: bytes) -> None: ...
 
     def on_response_end(self, reusable: bool) -> None: ...
+
+    def on_response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None: ...
 
     def on_response_upgrade(self, data: bytes) -> None: ...
 
@@ -94,6 +100,8 @@ _NOT_HOP_BY_HOP = frozenset(
 
 #: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
 _SCAN = SCAN_RESPONSE
+#: The callback target of the llhttp parser that validates the heads the scan takes: none.
+_QUIET = Quiet()
 
 _IDLE = 0
 _HEAD = 1
@@ -115,6 +123,7 @@ class ResponseParser:
         "_head_request",
         "_ll",
         "_ll_clean",
+        "_llf",
         "_max_head",
         "_on_body",
         "_on_end",
@@ -122,6 +131,7 @@ class ResponseParser:
         "_on_head",
         "_on_interim",
         "_on_upgrade",
+        "_on_whole",
         "_out",
         "_remaining",
         "_scan",
@@ -137,12 +147,14 @@ class ResponseParser:
         self._on_head = handler.on_response_head
         self._on_body = handler.on_response_body
         self._on_end = handler.on_response_end
+        self._on_whole = handler.on_response_whole
         self._on_upgrade = handler.on_response_upgrade
         self._on_error = handler.on_response_error
         self._max_head = max_head_bytes
         self._cb = Collector()
         self._ll = httptools.HttpResponseParser(self._cb)
         self._ll_clean = True
+        self._llf: httptools.HttpResponseParser | None = None
         self._state = _IDLE
         self._buf = bytearray()
         self._fed = 0
@@ -270,24 +282,21 @@ class ResponseParser:
             return -1
         (status, version, low, line_end, length, chunked, no_body, close_delimited,
          keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
-        if not self._ll_clean:
-            self._ll = httptools.HttpResponseParser(self._cb)
-        cb = self._cb
-        cb.headers_complete = cb.message_complete = False
-        self._fed = 0
+        # llhttp validates what the scan does not look at, on a parser without callbacks (the
+        # scan has framed the response). Given the whole message when a Content-Length body
+        # ends this buffer (the usual small response), it also reaches the end of the message
+        # and stays usable for the next response; otherwise it is replaced next time.
+        whole = length is not None and not no_body and end + length == n
+        ll = self._llf
+        if ll is None:
+            ll = self._llf = httptools.HttpResponseParser(_QUIET)
         try:
-            # llhttp validates the head. Given the whole message when a Content-Length body
-            # ends this buffer (the usual small response), it also reaches the end of the
-            # message, and stays usable for the next response instead of being replaced.
-            whole = length is not None and not no_body and end + length == n
-            self._ll.feed_data(data if whole else raw)
+            ll.feed_data(data if whole else raw)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._ll_clean = False
+            self._llf = None
             return -1
-        if not cb.headers_complete:
-            self._ll_clean = False
-            return -1
-        self._ll_clean = cb.message_complete
+        if not whole:
+            self._llf = None
         head = ResponseHead(status, version, raw, low, line_end)
         head.content_length = length
         head.chunked = chunked
@@ -297,6 +306,17 @@ class ResponseParser:
         head._conn_keep_alive = conn_keep_alive
         if cut:
             head._cut = cut
+        if whole or (no_body and end == n):
+            # The whole response is this buffer: one event instead of head, body and end.
+            self._head = head
+            self.responses += 1
+            self._state = _IDLE if keep_alive else _DEAD
+            if whole and length:
+                head.body_bytes = length
+                self._on_whole(head, data[end:], keep_alive)
+            else:
+                self._on_whole(head, b"", keep_alive)
+            return n
         return self._deliver(head, data, end)
 
     def _fail(self, reason: str) -> None:

@@ -77,7 +77,8 @@ def build_upstream_head(
     host = head.host
     rid = head.request_id
     if rid is None:
-        rid = request_id if request_id is not None else new_request_id()
+        # (new_request_id(), inline: this runs per request)
+        rid = b"%s%012x" % (_prefix, next(_counter)) if request_id is None else request_id
         rid_line = b"\r\nX-Request-ID: " + rid
     else:
         rid_line = b""

@@ -215,6 +215,12 @@ class HttpUpstreamProtocol(asyncio.Protocol):
         elif not reusable:
             self.close()
 
+    def on_response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None:
+        if self.client is not None:
+            self.client.response_whole(head, body, reusable)
+        elif not reusable:
+            self.close()
+
     def on_response_upgrade(self, data: bytes) -> None:
         if self.client is not None:
             self.client.response_upgrade(data)
@@ -451,10 +457,14 @@ class HttpClientProtocol(asyncio.Protocol):
     def _dispatch(self) -> None:
         pool = self.pool
         assert pool is not None
-        if pool.sticky_cookie is None:
+        if pool.sticky_cookie is not None:
+            backend = self._pick(pool)
+        elif self.tried:
             backend = pool.pick(self.key, self.tried)
         else:
-            backend = self._pick(pool)
+            # The first try (not a retry): ask the strategy straight away; PoolRuntime.pick
+            # handles the rest (panic mode when nothing is eligible).
+            backend = pool.strategy.pick(self.key) or pool.pick(self.key)
         if backend is None:
             if self.tried:
                 self.respond_error(502, "no backend could be reached")
@@ -551,21 +561,34 @@ class HttpClientProtocol(asyncio.Protocol):
             self.transport.write(head.raw)
             self.response_started = True
 
-    def response_head(self, head: ResponseHead) -> None:
+    def _client_head(self, head: ResponseHead) -> bytes:
+        """The response head as the client gets it (also notes the status)."""
         req = self.head
         assert req is not None
         self.status = head.status
+        self.response_started = True
         if head.close_delimited:
             self.keep_alive = False
         extra = b"X-Request-ID: " + self.request_id + b"\r\n" + self.set_cookie
-        out = rewrite_response_head(
+        return rewrite_response_head(
             head, close=not self.keep_alive, extra=extra, http10_client=req.version == b"1.0"
         )
+
+    def response_head(self, head: ResponseHead) -> None:
+        out = self._client_head(head)
         if head.no_body:
             self.transport.write(out)
         else:
-            self.out_head = out
-        self.response_started = True
+            self.out_head = out  # it goes out with the first body bytes
+
+    def response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None:
+        """A whole response from one buffer: one write, then the end of the exchange."""
+        out = self._client_head(head)
+        if body:
+            self.transport.writelines((out, body))
+        else:
+            self.transport.write(out)
+        self.response_end(reusable)
 
     def flush_head(self) -> None:
         head = self.out_head

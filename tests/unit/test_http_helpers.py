@@ -98,6 +98,13 @@ class ResponseRecorder:
     def on_response_end(self, reusable: bool) -> None:
         self.events.append(("end", reusable))
 
+    def on_response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None:
+        # Recorded as the three events it stands for: transcripts do not depend on the path.
+        self.on_response_head(head)
+        if body:
+            self.on_response_body(body)
+        self.on_response_end(reusable)
+
     def on_response_upgrade(self, data: bytes) -> None:
         self.events.append(("upgrade", bytes(data)))
 

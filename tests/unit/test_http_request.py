@@ -512,7 +512,13 @@ STREAM = (
     b"\r\n"
     + GET
     + CHUNKED_POST
-    + req(b"Host: b", b"Content-Length: 4", line=b"PUT /p HTTP/1.0", body=b"data")
+    + req(
+        b"Host: b",
+        b"Connection: keep-alive",
+        b"Content-Length: 4",
+        line=b"PUT /p HTTP/1.0",
+        body=b"data",
+    )
     + req(b"Host: c", b"Connection: close", line=b"DELETE /d HTTP/1.1")
 )
 
@@ -522,6 +528,28 @@ def test_chunked_request_split_at_every_byte_boundary() -> None:
     assert whole[-1] == ("end",)
     for i in range(len(CHUNKED_POST) + 1):
         assert parse_requests([CHUNKED_POST[:i], CHUNKED_POST[i:]]) == whole, i
+
+
+@pytest.mark.parametrize(
+    ("first", "closes"),
+    [
+        (req(b"Host: a", b"Connection: close"), True),
+        (req(b"Host: a", b"Connection: close", b"Content-Length: 2", body=b"ok"), True),
+        (req(b"Host: a", line=b"GET / HTTP/1.0"), True),
+        (req(b"Host: a", b"Content-Length: 2", line=b"PUT / HTTP/1.0", body=b"ok"), True),
+        (req(b"Connection: keep-alive", line=b"GET / HTTP/1.0"), False),
+        # Proxy-Connection is hop-by-hop for us, not a Connection header (llhttp thinks
+        # otherwise; the parser does not follow it there).
+        (req(b"Host: a", b"Proxy-Connection: close"), False),
+    ],
+)
+def test_a_request_after_one_that_closes_the_connection_is_an_error(
+    first: bytes, closes: bool
+) -> None:
+    events = parse_requests([first + GET])
+    assert [e[0] for e in events].count("end") == (1 if closes else 2)
+    if closes:
+        assert first_error(events) == (400, "Data after `Connection: close`")
 
 
 def test_stream_one_byte_at_a_time() -> None:
