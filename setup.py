@@ -18,9 +18,13 @@ if not os.environ.get("LB_NO_EXTENSIONS"):
         pass
     else:
         extensions = cythonize(
-            [Extension("lb.http._speedups", ["lb/http/_speedups.pyx"], optional=True)],
+            [Extension("lb.http._speedups", ["lb/http/_speedups.pyx"])],
             language_level=3,
             quiet=True,
         )
+        for ext in extensions:
+            # A failed compile is a warning, not a failed install (set after cythonize, which
+            # does not carry the flag over to the extensions it returns).
+            ext.optional = True
 
 setup(ext_modules=extensions)

@@ -1,0 +1,117 @@
+"""CPU time per request: each proxy's process tree, under the same wrk load, side by side.
+
+    python -m benchmarks.cpu                          # lb and HAProxy, L7 keep-alive, 3 rounds
+    python -m benchmarks.cpu --proxies lb,lb-old --lb-old-src /tmp/wt   # before/after a change
+    python -m benchmarks.cpu --mode tcp --rounds 5
+
+req/s moves by up to 2x on a shared 2-core machine; CPU microseconds per request move much less,
+because they do not count the time a proxy waits for the CPU. So this is the figure to compare
+for a hot-path change (``lb-old`` runs the ``lb`` package found in ``--lb-old-src``, e.g. a
+``git worktree`` of the previous commit). Each round runs ``wrk -t1 -c64`` for ``--duration``
+seconds against each proxy in turn, and reads the utime + stime of the proxy's whole process
+tree from ``/proc`` before and after; the summary gives the lowest (least disturbed) and the
+median figure per proxy. Loopback only; the backend is one nginx worker, as in ``run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import proxies
+from benchmarks.procs import Procs, descendants, raise_nofile
+from benchmarks.scenarios import Mode
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its descendants, in seconds."""
+    total = 0
+    for p in (pid, *descendants(pid)):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def measure(port: int, pid: int, duration: int) -> tuple[float, float]:
+    """(req/s, CPU microseconds per request) for one wrk run."""
+    before = tree_cpu_seconds(pid)
+    t0 = time.monotonic()
+    out = subprocess.run(
+        ["wrk", "-t1", "-c64", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    elapsed = time.monotonic() - t0
+    used = tree_cpu_seconds(pid) - before
+    m = re.search(r"(\d+) requests in", out)
+    if m is None or int(m.group(1)) == 0:
+        raise RuntimeError(f"wrk served no requests:\n{out}")
+    requests = int(m.group(1))
+    return requests / elapsed, used / requests * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--proxies", default="lb,haproxy", help="lb, lb-old, haproxy, nginx")
+    ap.add_argument("--mode", choices=("http", "tcp"), default="http")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--lb-old-src", type=Path, help="where lb-old's lb package is")
+    args = ap.parse_args(argv)
+    names = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    if "lb-old" in names and args.lb_old_src is None:
+        ap.error("lb-old needs --lb-old-src")
+    mode: Mode = args.mode
+    raise_nofile()
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="lb-cpu-"))
+    figures: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    try:
+        ports, _ = proxies.start_backends(procs, tmp, 1)
+        running = {
+            n: proxies.start(
+                procs,
+                tmp,
+                "lb" if n == "lb-old" else n,
+                name=n,
+                mode=mode,
+                backends=ports,
+                lb_src=args.lb_old_src if n == "lb-old" else None,
+            )
+            for n in names
+        }
+        for r in range(args.rounds):
+            for n, run in running.items():
+                assert run.proc is not None
+                rps, us = measure(run.port, run.proc.pid, args.duration)
+                figures[n].append((rps, us))
+                print(f"round {r + 1}  {n:8}  {rps:9,.0f} req/s  {us:6.2f} us CPU/request")
+    finally:
+        procs.stop_all()
+    print(f"\n{mode}, wrk -t1 -c64, {args.rounds} x {args.duration} s per proxy:")
+    for n, rows in figures.items():
+        us = [u for _, u in rows]
+        rps = [r for r, _ in rows]
+        print(
+            f"  {n:8}  CPU/request min {min(us):6.2f} us, median {statistics.median(us):6.2f} us;"
+            f"  req/s median {statistics.median(rps):9,.0f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
