@@ -133,7 +133,7 @@ def run_scenario(
                     rss_pid=r.proc.pid if r.proc is not None else None,
                 )
                 result.proxies[p].runs.append(res)
-                errors = f"  errors {res.errors:,}" if res.errors else ""
+                errors = f"  errors {res.errors:,} ({res.error_kinds})" if res.errors else ""
                 progress(
                     f"{prefix}  {res.rps:>9,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
                     f"p99 {res.p99_ms:7.2f} ms{errors}"

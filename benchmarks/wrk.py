@@ -58,6 +58,8 @@ class WrkResult:
     errors: int
     #: The proxy's peak process-tree RSS during the run (0 when not measured).
     peak_rss_kib: int
+    #: What the errors were, e.g. ``"connect 240, read 8"`` (empty without errors).
+    error_kinds: str = ""
 
 
 def script(tmp: Path, vary_header: str | None) -> Path:
@@ -132,4 +134,9 @@ def run(
         requests=d["requests"],
         errors=d["connect"] + d["read"] + d["write"] + d["timeout"] + d["status"],
         peak_rss_kib=peak,
+        error_kinds=", ".join(
+            f"{kind} {d[kind]}"
+            for kind in ("connect", "read", "write", "timeout", "status")
+            if d[kind]
+        ),
     )

@@ -460,7 +460,7 @@ class HttpClientProtocol(asyncio.Protocol):
         if pool.sticky_cookie is not None:
             backend = self._pick(pool)
         elif self.tried:
-            backend = pool.pick(self.key, self.tried)
+            backend = pool.pick_retry(self.key, self.tried)
         else:
             # The first try (not a retry): ask the strategy straight away; PoolRuntime.pick
             # handles the rest (panic mode when nothing is eligible).

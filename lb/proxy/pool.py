@@ -148,6 +148,18 @@ class PoolRuntime:
                 return cand
         return None
 
+    def pick_retry(self, key: bytes | None, tried: list[Backend]) -> Backend | None:
+        """Pick for a retry: an eligible backend not tried yet, as :meth:`pick`; when every
+        eligible one has been tried, the eligible one tried longest ago. So a pool with one
+        backend retries that backend (as HAProxy's ``retries`` retry the same server) rather
+        than failing at once; the caller's retry count bounds it."""
+        b = self.pick(key, tried)
+        if b is None:
+            for cand in tried:
+                if cand.eligible:
+                    return cand
+        return b
+
     def _panic_pick(self, tried: Iterable[Backend]) -> Backend | None:
         """Panic mode ``route_all`` (Envoy's panic threshold): when health checks and ejection
         leave nothing, every backend an operator left ``ready`` with a weight takes traffic,

@@ -175,7 +175,7 @@ class TcpClientProtocol(asyncio.Protocol):
         tried: list[Backend] = []
         timeout = listener.config.connect_timeout
         for _attempt in range(pool.config.retries + 1):
-            backend = pool.pick(key, tried)
+            backend = pool.pick_retry(key, tried)
             if backend is None:
                 break
             if tried:

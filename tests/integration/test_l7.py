@@ -436,6 +436,34 @@ def test_upstream_errors_502_503_504(procs: ProcessGroup, two: Any) -> None:
     assert time.monotonic() - t0 < 2.5
 
 
+def test_a_single_backend_is_retried_when_it_drops_a_connection(procs: ProcessGroup) -> None:
+    """With one backend there is no other to retry on: the retry goes back to the same one (as
+    HAProxy's retries do) instead of answering 502 at once."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    backend.settimeout(10)
+    port = free_port()
+    accepted: list[int] = []
+
+    def serve() -> None:
+        with backend:
+            for n in range(2):
+                conn, _ = backend.accept()
+                with conn:
+                    conn.recv(65536)  # the request
+                    accepted.append(n)
+                    if n == 0:
+                        continue  # closed without a response byte: the keep-alive race
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    conn.recv(1)  # until lb closes or the test ends
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    procs.lb(http_config(port, {"p": [backend.getsockname()[1]]}, retries=1))
+    got = exchange(port, b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert status_of(got) == 200 and got.endswith(b"ok"), got
+    assert accepted == [0, 1]
+
+
 def test_expect_100_continue(procs: ProcessGroup, two: Any) -> None:
     port = free_port()
     procs.lb(http_config(port, {"p": [two[0].port]}))

@@ -161,3 +161,18 @@ def test_success_after_failure_is_reported_once() -> None:
 
 def test_backend_failure_streak_starts_at_zero() -> None:
     assert Backend("127.0.0.1:1").failure_streak == 0
+
+
+def test_a_retry_goes_back_to_a_tried_backend_only_when_no_other_is_eligible() -> None:
+    pool = runtime("503", [entry(1), entry(2), entry(3, health="down")])
+    b1, b2 = pool.backends["b1"], pool.backends["b2"]
+    # Another eligible backend first.
+    assert {pool.pick_retry(None, [b1]) for _ in range(4)} == {b2}
+    # All eligible ones tried: the one tried longest ago, never the down one.
+    assert pool.pick_retry(None, [b1, b2]) is b1
+    assert pool.pick_retry(None, [b2, b1]) is b2
+    single = runtime("503", [entry(1)])
+    only = single.backends["b1"]
+    assert single.pick_retry(None, [only]) is only
+    only.health = HealthState.DOWN
+    assert single.pick_retry(None, [only]) is None
