@@ -219,7 +219,7 @@ class ResponseParser:
             # The common case first: the buffer starts with a whole head the compiled scan takes
             # (and usually holds the whole response). Anything else takes the general path.
             end = data.find(b"\r\n\r\n")
-            if 0 < end < self._max_head and data[0] != 13 and data[0] != 10:
+            if 0 < end <= self._max_head - 4 and data[0] != 13 and data[0] != 10:
                 end += 4
                 pos = self._scan_head(data, end)
                 if pos < len(data):

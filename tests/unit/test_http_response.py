@@ -260,6 +260,24 @@ def test_oversized_response_head() -> None:
     assert rec.events == [("error", "response head too large")]
 
 
+@pytest.mark.parametrize("extra", [-1, 0, 1, 4])
+def test_the_head_limit_counts_the_whole_head(extra: int) -> None:
+    """A complete head of exactly ``max_head_bytes`` (CRLFCRLF included) passes; one byte
+    more does not, whichever path takes it."""
+    prefix = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: "
+    pad = b"a" * (100 + extra - len(prefix) - 4)
+    head = prefix + pad + b"\r\n\r\n"
+    assert len(head) == 100 + extra
+    rec = ResponseRecorder()
+    parser = ResponseParser(rec, max_head_bytes=100)
+    parser.start()
+    parser.feed(head)
+    if extra <= 0:
+        assert rec.events == [("head", 200), ("end", True)]
+    else:
+        assert rec.events == [("error", "response head too large")]
+
+
 def test_dechunk_for_http10_clients() -> None:
     data = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
