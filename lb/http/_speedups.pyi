@@ -2,3 +2,15 @@ from typing import Any
 
 def scan_request(raw: bytes, max_body: int) -> tuple[Any, ...] | None: ...
 def scan_response(raw: bytes, head_request: bool) -> tuple[Any, ...] | None: ...
+def upstream_head(
+    raw: bytes,
+    low: bytes,
+    line_end: int,
+    cut: tuple[bytes, ...],
+    v11: bool,
+    host: bytes | None,
+    client_ip: bytes,
+    proto: bytes,
+    rid: bytes | None,
+    via: bytes | None,
+) -> bytes | None: ...

@@ -453,3 +453,92 @@ def scan_response(bytes raw, bint head_request):
         conn_keep_alive == 1,
         tuple(cut),
     )
+
+
+from libc.string cimport memcpy
+
+
+cdef inline char* _put(char* out, bytes piece):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
+    memcpy(out, PyBytes_AS_STRING(piece), n)
+    return out + n
+
+
+cdef inline char* _put_raw(char* out, const char* src, Py_ssize_t n):
+    memcpy(out, src, n)
+    return out + n
+
+
+def upstream_head(bytes raw, bytes low, Py_ssize_t line_end, tuple cut, bint v11, object host,
+                  bytes client_ip, bytes proto, object rid, object via):
+    """What :func:`lb.http.build_upstream_head` returns (the head only) for an origin-form
+    request without X-Forwarded-For lines and without an upgrade, whose ``cut`` names occur
+    once each: the start line (as HTTP/1.1), the header lines minus those named in ``cut``,
+    then X-Forwarded-For, -Proto, -Host (when ``host``), X-Request-ID (when ``rid`` is not
+    ``None``) and Via (when ``via`` is not ``None``)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    cdef const char* r = PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t spans[16]
+    cdef Py_ssize_t nspans = 0, i, j, k, a, b, total, pos
+    cdef bytes name, out
+    cdef char* o
+    if len(cut) > 8:
+        return None
+    for name in cut:
+        i = low.find(b"\r\n" + name + b":", line_end)
+        if i < 0:
+            return None
+        j = low.find(b"\r\n", i + 2)
+        # keep the spans sorted (insertion sort: there are at most a few)
+        k = nspans
+        while k > 0 and spans[2 * (k - 1)] > i + 2:
+            spans[2 * k] = spans[2 * (k - 1)]
+            spans[2 * k + 1] = spans[2 * (k - 1) + 1]
+            k -= 1
+        spans[2 * k] = i + 2
+        spans[2 * k + 1] = j + 2
+        nspans += 1
+    # Size: the head without its final CRLF, minus the cut lines, plus the tail.
+    total = n - 2
+    for k in range(nspans):
+        total -= spans[2 * k + 1] - spans[2 * k]
+    total += 17 + PyBytes_GET_SIZE(client_ip) + 21 + PyBytes_GET_SIZE(proto) + 4
+    if host:
+        total += 20 + PyBytes_GET_SIZE(<bytes>host)
+    if rid is not None:
+        total += 16 + PyBytes_GET_SIZE(<bytes>rid)
+    if via is not None:
+        total += 7 + PyBytes_GET_SIZE(<bytes>via)
+    out = PyBytes_FromStringAndSize(NULL, total)
+    o = PyBytes_AS_STRING(out)
+    if v11:
+        o = _put_raw(o, r, line_end + 2)
+    else:
+        o = _put_raw(o, r, line_end - 1)  # "... HTTP/1." then 1 instead of 0
+        o = _put_raw(o, b"1\r\n", 3)
+    pos = line_end + 2
+    for k in range(nspans):
+        a = spans[2 * k]
+        b = spans[2 * k + 1]
+        if a > pos:
+            o = _put_raw(o, r + pos, a - pos)
+        pos = b
+    if n - 2 > pos:
+        o = _put_raw(o, r + pos, n - 2 - pos)
+    o = _put_raw(o, b"X-Forwarded-For: ", 17)
+    o = _put(o, client_ip)
+    o = _put_raw(o, b"\r\nX-Forwarded-Proto: ", 21)
+    o = _put(o, proto)
+    if host:
+        o = _put_raw(o, b"\r\nX-Forwarded-Host: ", 20)
+        o = _put(o, <bytes>host)
+    if rid is not None:
+        o = _put_raw(o, b"\r\nX-Request-ID: ", 16)
+        o = _put(o, <bytes>rid)
+    if via is not None:
+        o = _put_raw(o, b"\r\nVia: ", 7)
+        o = _put(o, <bytes>via)
+    o = _put_raw(o, b"\r\n\r\n", 4)
+    if o - PyBytes_AS_STRING(out) != total:
+        raise AssertionError("upstream_head: size mismatch")
+    return out

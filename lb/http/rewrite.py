@@ -20,7 +20,12 @@ from __future__ import annotations
 import itertools
 import os
 
+from lb.http._fast import UPSTREAM_HEAD
 from lb.http.heads import RequestHead, ResponseHead, without_lines
+
+#: The compiled builder of common upstream heads (:mod:`lb.http._speedups`), or ``None``;
+#: tests swap it.
+_BUILD = UPSTREAM_HEAD
 
 _counter = itertools.count(1)
 _prefix = os.urandom(6).hex().encode()
@@ -79,9 +84,23 @@ def build_upstream_head(
     if rid is None:
         # (new_request_id(), inline: this runs per request)
         rid = b"%s%012x" % (_prefix, next(_counter)) if request_id is None else request_id
-        rid_line = b"\r\nX-Request-ID: " + rid
+        added: bytes | None = rid
     else:
-        rid_line = b""
+        added = None
+    build = _BUILD
+    if (
+        build is not None
+        and head._xff is None
+        and head._origin_target is None
+        and head.upgrade is None
+        and head._cut_once
+    ):
+        # The common request (origin-form, no X-Forwarded-For to extend, no upgrade): in C.
+        v11 = head.version == b"1.1"
+        out = build(raw, head._low, line_end, cut, v11, host, client_ip, proto, added, via)
+        if out is not None:
+            return out, rid
+    rid_line = b"" if added is None else b"\r\nX-Request-ID: " + added
     xff = client_ip if head._xff is None else b", ".join([*head._xff, client_ip])
     # What follows the original header lines. Joined from a tuple: the common shape is fixed.
     tail = (

@@ -9,6 +9,7 @@ import pytest
 
 import lb.http.request
 import lb.http.response
+import lb.http.rewrite
 from lb.http import _fast
 
 _HTTP_MODULES = ("test_http_request", "test_http_response", "test_http_rewrite")
@@ -28,9 +29,9 @@ def _http_impl(request: pytest.FixtureRequest) -> Iterator[None]:
     if callspec is None or callspec.params.get("http_impl") != "python":
         yield
         return
-    saved = lb.http.request._SCAN, lb.http.response._SCAN
-    lb.http.request._SCAN = lb.http.response._SCAN = None
+    saved = lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD
+    lb.http.request._SCAN = lb.http.response._SCAN = lb.http.rewrite._BUILD = None
     try:
         yield
     finally:
-        lb.http.request._SCAN, lb.http.response._SCAN = saved
+        lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD = saved

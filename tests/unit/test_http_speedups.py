@@ -1,4 +1,4 @@
-"""The compiled fast path gives exactly the pure-Python parsers' results.
+"""The compiled fast path gives exactly the pure-Python parsers' (and rewriters') results.
 
 ``lb.http._speedups`` takes the common heads and declines the rest; whatever it takes must come
 out identical to the general path: every head attribute, the rewritten heads, the events and the
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import lb.http.request
 import lb.http.response
+import lb.http.rewrite
 from lb.http import _fast, build_upstream_head, rewrite_response_head
 from lb.http.heads import RequestHead, ResponseHead
 from tests.unit.test_http_helpers import Event, request_parser, response_parser
@@ -37,12 +38,12 @@ def test_extension_is_built_when_required() -> None:
 
 @contextmanager
 def python_only() -> Iterator[None]:
-    saved = lb.http.request._SCAN, lb.http.response._SCAN
-    lb.http.request._SCAN = lb.http.response._SCAN = None
+    saved = lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD
+    lb.http.request._SCAN = lb.http.response._SCAN = lb.http.rewrite._BUILD = None
     try:
         yield
     finally:
-        lb.http.request._SCAN, lb.http.response._SCAN = saved
+        lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD = saved
 
 
 def _case(name: str) -> st.SearchStrategy[bytes]:
@@ -188,6 +189,9 @@ def request_head_state(head: RequestHead) -> tuple[object, ...]:
         head._xff,
         head._origin_target,
         build_upstream_head(head, client_ip=b"192.0.2.9", proto=b"http", request_id=b"rid"),
+        build_upstream_head(
+            head, client_ip=b"::1", proto=b"https", request_id=b"r2", via=b"1.1 lb"
+        ),
     )
 
 
