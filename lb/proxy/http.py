@@ -165,6 +165,12 @@ class HttpUpstreamProtocol(asyncio.Protocol):
         self.feed(data)
 
     def eof_received(self) -> bool:
+        if self.client is None:
+            # The backend closed an idle pooled connection. The transport closes after this
+            # returns, but connection_lost comes later: a request handled in the same loop
+            # iteration must not be given this connection (its parser is closed already).
+            self.closed = True
+            self.upstreams.discard(self)
         self.parser.feed_eof()
         return False
 

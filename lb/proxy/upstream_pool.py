@@ -30,7 +30,7 @@ class UpstreamPool:
         conns = self.idle.get(backend)
         while conns:
             conn = conns.pop()
-            if not conn.closed:
+            if not conn.closed and conn.parser.idle:
                 self.reused += 1
                 return conn
         return None
