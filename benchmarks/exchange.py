@@ -1,0 +1,119 @@
+"""The Python cost of one L7 exchange, in-process: no sockets, no kernel, no other process.
+
+    python -m benchmarks.exchange            # about 10 s
+    LB_NO_EXTENSIONS=1 python -m benchmarks.exchange   # the pure-Python parsers
+
+One ``HttpClientProtocol`` and one pooled ``HttpUpstreamProtocol`` on stand-in transports that
+drop what is written, on uvloop. Each exchange feeds wrk's request head to the client side and
+nginx's response (head and a 33-byte body, in one buffer) to the upstream side, through the
+real parsers, routing, balancing, rewriting, upstream pool and accounting. The figures are the
+minimum over repeats of the mean time per exchange, split into the request side and the
+response side: the part of a request's CPU cost that is lb's own Python (the rest is the event
+loop and the kernel; see ``benchmarks/cpu.py`` for the whole).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+import uvloop
+
+from lb.config import parse_config
+from lb.http import _fast
+from lb.proxy.http import HttpClientProtocol, HttpContext, HttpUpstreamProtocol
+from lb.proxy.listener import Listener
+from lb.proxy.pool import PoolRuntime
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18180\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 18:50:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 33\r\nConnection: keep-alive\r\n\r\n"
+    b"hello from the benchmark backend\n"
+)
+
+
+class _Transport:
+    """Takes writes and flow-control calls, and does nothing."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def writelines(self, data: Any) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+
+async def measure(repeats: int, batch: int) -> tuple[float, float]:
+    cfg = parse_config(
+        {
+            "listeners": [{"name": "h", "bind": "127.0.0.1:1", "mode": "http", "pool": "p"}],
+            "pools": {"p": {"backends": [{"address": "127.0.0.1:2"}]}},
+        }
+    )
+    pool = PoolRuntime("p", cfg.pools["p"])
+    pool.apply_snapshot(
+        [{"id": "a", "address": "127.0.0.1:2", "weight": 1, "admin": "ready", "health": "up"}]
+    )
+    listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
+    listener.http = ctx = HttpContext(listener)
+    client = HttpClientProtocol(listener)
+    client.connection_made(_Transport())  # type: ignore[arg-type]
+    upstream = HttpUpstreamProtocol(pool.backends["a"], ctx.upstreams)
+    upstream.connection_made(_Transport())  # type: ignore[arg-type]
+    ctx.upstreams.release(upstream, 10, 3600.0, 0.0)
+    to_client, to_upstream = client.data_received, upstream.data_received
+    clock = time.perf_counter
+    best = (float("inf"), 0.0, 0.0)
+    for _ in range(repeats):
+        req = resp = 0.0
+        for _ in range(batch):
+            upstream.requests = 0  # stay under upstream_max_requests
+            t0 = clock()
+            to_client(REQUEST)
+            t1 = clock()
+            to_upstream(RESPONSE)
+            t2 = clock()
+            req += t1 - t0
+            resp += t2 - t1
+        if req + resp < best[0]:
+            best = (req + resp, req / batch * 1e6, resp / batch * 1e6)
+    if ctx.requests != repeats * batch or client.status != 200:
+        raise RuntimeError("the exchanges did not complete")
+    ctx.close()
+    return best[1], best[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=2000)
+    args = ap.parse_args(argv)
+    req, resp = uvloop.run(measure(args.repeats, args.batch))
+    path = "compiled fast path" if _fast.compiled() else "pure-Python parsers"
+    print(
+        f"one exchange ({path}): request side {req:.2f} us + response side {resp:.2f} us"
+        f" = {req + resp:.2f} us (min of {args.repeats} x {args.batch}; includes two clock reads)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
