@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml setup.py lb/http/_speedups.pyx
+# setup.py compiles these (a stale build would shadow an edited .py): rebuild when they change.
+COMPILED := lb/http/_speedups.pyx $(wildcard lb/http/*.pxd lb/proxy/*.pxd) \
+	$(patsubst %.pxd,%.py,$(wildcard lb/http/*.pxd lb/proxy/*.pxd)) lb/http/rewrite.py
+
+$(STAMP): pyproject.toml setup.py $(COMPILED)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -27,6 +31,9 @@ unit: $(STAMP)
 
 test: lint typecheck
 	$(PY) -m pytest -W error -q
+	@# The same L7 code as plain Python (setup.py compiles it where it can; see setup.py).
+	LB_NO_EXTENSIONS=1 LB_REQUIRE_SPEEDUPS= $(PY) -m pytest -W error -q \
+		tests/unit tests/integration/test_l7.py
 
 # lb vs HAProxy vs nginx, memory and micro-benchmarks (~11 min); BENCH_ARGS=--quick for ~3 min.
 bench: $(STAMP)

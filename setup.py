@@ -1,14 +1,26 @@
-"""Builds the optional compiled fast path, ``lb.http._speedups`` (everything else is in
-pyproject.toml).
+"""Builds the optional compiled parts of the L7 path (everything else is in pyproject.toml).
 
-It is optional twice over: without Cython or a C compiler the build skips it (the package then
-runs on its pure-Python parsers, which are the reference and handle every head anyway), and
-``LB_NO_EXTENSIONS=1`` skips it at build time and ignores it at run time.
+- ``lb.http._speedups`` (``_speedups.pyx``): the C scan of common request and response heads
+  and the builder of the common upstream head.
+- The L7 hot-path modules, compiled from their own ``.py`` source by Cython, with the class
+  layouts and method kinds declared in the ``.pxd`` file next to each (``cdef class``
+  attributes become C struct fields, the methods one object calls on another become C calls).
+  Python runs the very same ``.py`` files when they are not compiled.
+
+Both are optional twice over: without Cython or a C compiler the build skips them (the package
+then runs as plain Python, which is the reference and handles everything), and
+``LB_NO_EXTENSIONS=1`` at build time builds none of them (at run time it only turns the
+``_speedups`` scan off; see docs/architecture.md, "The compiled fast path").
 """
 
 import os
+import runpy
 
 from setuptools import Extension, setup
+
+#: Modules compiled from their Python source (each has a ``.pxd`` with its class layouts). The
+#: list lives in the package, where the run-time switch (``LB_NO_EXTENSIONS``) also needs it.
+COMPILED_MODULES = runpy.run_path("lb/_source_only.py")["COMPILED_MODULES"]
 
 extensions = []
 if not os.environ.get("LB_NO_EXTENSIONS"):
@@ -17,14 +29,18 @@ if not os.environ.get("LB_NO_EXTENSIONS"):
     except ImportError:  # pragma: no cover - Cython is in build-system.requires
         pass
     else:
+        sources = [Extension("lb.http._speedups", ["lb/http/_speedups.pyx"])]
+        sources += [Extension(m, [m.replace(".", "/") + ".py"]) for m in COMPILED_MODULES]
         extensions = cythonize(
-            [Extension("lb.http._speedups", ["lb/http/_speedups.pyx"])],
+            sources,
             language_level=3,
             quiet=True,
+            # The .py annotations are for mypy; the C types come from the .pxd files only.
+            compiler_directives={"annotation_typing": False},
         )
         for ext in extensions:
             # A failed compile is a warning, not a failed install (set after cythonize, which
             # does not carry the flag over to the extensions it returns).
             ext.optional = True
 
-setup(ext_modules=extensions)
+setup(ext_modules=extensions, options={"build_ext": {"parallel": 2}})

@@ -132,14 +132,13 @@ class HttpContext:
             self._access_file = None
 
 
-class HttpUpstreamProtocol(asyncio.Protocol):
+class HttpUpstreamProtocol:
     """One keep-alive connection to a backend. Events go to the attached client, if any."""
 
     __slots__ = (
         "backend",
         "client",
         "closed",
-        "feed",
         "idle_deadline",
         "parser",
         "requests",
@@ -153,7 +152,6 @@ class HttpUpstreamProtocol(asyncio.Protocol):
         self.client: HttpClientProtocol | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = ResponseParser(self)
-        self.feed = self.parser.feed
         self.closed = False
         self.requests = 0
         self.idle_deadline = 0.0
@@ -162,7 +160,7 @@ class HttpUpstreamProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.feed(data)
+        self.parser.feed(data)
 
     def eof_received(self) -> bool:
         if self.client is None:
@@ -240,7 +238,7 @@ class HttpUpstreamProtocol(asyncio.Protocol):
             self.upstreams.discard(self)
 
 
-class HttpClientProtocol(asyncio.Protocol):
+class HttpClientProtocol:
     """One client connection; see the module docstring."""
 
     __slots__ = (
@@ -249,7 +247,6 @@ class HttpClientProtocol(asyncio.Protocol):
         "client_ip",
         "connect_task",
         "ctx",
-        "feed",
         "head",
         "keep_alive",
         "key",
@@ -283,7 +280,6 @@ class HttpClientProtocol(asyncio.Protocol):
         self.loop = listener.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = RequestParser(self, ctx.limits)
-        self.feed = self.parser.feed
         self.state = _IDLE
         self.t_mark = self.loop.time()
         self.t_start = 0.0
@@ -328,11 +324,11 @@ class HttpClientProtocol(asyncio.Protocol):
         elif state == _ACTIVE and self.parser.paused:
             # Pipelined requests arriving while a response is in flight are stashed by the
             # parser; stop reading a client that gets far ahead of us.
-            self.feed(data)
+            self.parser.feed(data)
             if self.parser.pending_bytes > MAX_STASH:
                 self.transport.pause_reading()
             return
-        self.feed(data)
+        self.parser.feed(data)
 
     def eof_received(self) -> bool:
         self.client_eof = True
@@ -501,11 +497,13 @@ class HttpClientProtocol(asyncio.Protocol):
     async def _connect(self, backend: Backend) -> None:
         pool = self.pool
         assert pool is not None
-        upstreams = self.ctx.upstreams
+        conn = HttpUpstreamProtocol(backend, self.ctx.upstreams)
+        # (Not an asyncio.Protocol subclass, so that it can be compiled; it has the methods.)
+        factory = cast(Callable[[], asyncio.Protocol], lambda: conn)
         try:
             async with asyncio.timeout(self.listener.config.connect_timeout):
-                transport, conn = await self.loop.create_connection(
-                    lambda: HttpUpstreamProtocol(backend, upstreams), backend.host, backend.port
+                transport, _ = await self.loop.create_connection(
+                    factory, backend.host, backend.port
                 )
         except (OSError, TimeoutError) as exc:
             backend.connect_failures += 1

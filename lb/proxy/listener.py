@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from lb.config import ListenerConfig
 from lb.model import Backend, parse_address
@@ -87,7 +87,8 @@ class Listener:
         factory: Callable[[], asyncio.Protocol]
         if self.config.mode == "http":
             self.http = HttpContext(self)
-            factory = lambda: HttpClientProtocol(self)  # noqa: E731
+            # (Not an asyncio.Protocol subclass, so that it can be compiled; see lb/proxy/http.pxd.)
+            factory = cast(Callable[[], asyncio.Protocol], lambda: HttpClientProtocol(self))
         else:
             factory = lambda: TcpClientProtocol(self)  # noqa: E731
         try:

@@ -1,0 +1,19 @@
+# Compiled-class declarations for the module of the same name (Cython "augmenting .pxd").
+# The .py file is the source; setup.py compiles it with these attribute and method types when
+# a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
+# attribute the class sets must be declared here (see docs/architecture.md).
+
+cdef class RequestHead:
+    cdef public object method, target, path, version, raw, _low
+    cdef public object host, content_length, upgrade, request_id, _xff, _origin_target, _headers
+    cdef public object body_bytes, _cut
+    cdef public bint keep_alive, chunked, expect_continue, _cut_once
+    cdef public Py_ssize_t _line_end
+
+
+cdef class ResponseHead:
+    cdef public int status
+    cdef public object version, raw, _low, _headers, content_length, body_bytes, _cut
+    cdef public bint chunked, no_body, keep_alive, close_delimited, dechunked
+    cdef public bint _cut_once, _conn_keep_alive
+    cdef public Py_ssize_t _line_end
