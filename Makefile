@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint typecheck unit bench clean
 
 # setup.py compiles these (a stale build would shadow an edited .py): rebuild when they change.
-COMPILED := lb/http/_speedups.pyx $(wildcard lb/http/*.pxd lb/proxy/*.pxd) \
-	$(patsubst %.pxd,%.py,$(wildcard lb/http/*.pxd lb/proxy/*.pxd)) lb/http/rewrite.py
+PXD := $(wildcard lb/*.pxd lb/http/*.pxd lb/proxy/*.pxd)
+COMPILED := lb/http/_speedups.pyx $(PXD) $(PXD:.pxd=.py)
 
 $(STAMP): pyproject.toml setup.py $(COMPILED)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

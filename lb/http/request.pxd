@@ -3,6 +3,8 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
+cimport cython
+
 from lb.http.heads cimport RequestHead as CRequestHead
 
 
@@ -22,5 +24,6 @@ cdef class RequestParser:
     cpdef close(self)
     cpdef _run(self, data)
     cpdef _fail(self, status, reason)
+    @cython.locals(head=CRequestHead)
     cpdef _complete_head(self, raw)
     cpdef _end(self)

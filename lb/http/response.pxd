@@ -3,6 +3,8 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
+cimport cython
+
 from lb.http.heads cimport ResponseHead as CResponseHead
 
 
@@ -21,6 +23,7 @@ cdef class ResponseParser:
     cpdef close(self)
     cpdef feed(self, data)
     cpdef feed_from(self, data, Py_ssize_t pos)
+    @cython.locals(head=CResponseHead)
     cpdef Py_ssize_t _scan_head(self, data, Py_ssize_t end) except? -2
     cpdef _fail(self, reason)
     cpdef Py_ssize_t _deliver(self, CResponseHead head, data, Py_ssize_t end) except? -2

@@ -76,6 +76,18 @@ def build_upstream_head(
     ``request_id`` is used if given, else a new one is generated. ``via`` adds a ``Via`` line with
     that value (e.g. ``b"1.1 lb"``).
     """
+    return upstream_request_head(head, client_ip, proto, request_id, via)
+
+
+def upstream_request_head(
+    head: RequestHead,
+    client_ip: bytes,
+    proto: bytes,
+    request_id: bytes | None,
+    via: bytes | None,
+) -> tuple[bytes, bytes]:
+    """:func:`build_upstream_head` with positional arguments: the proxy calls this one, once
+    per request (keyword arguments cost more, and a compiled build calls it in C)."""
     raw = head.raw
     line_end = head._line_end
     cut = head._cut
@@ -150,6 +162,14 @@ def rewrite_response_head(
     that only says keep-alive is kept while the connection stays open, which is the common case
     and then costs nothing). When nothing needs to change, ``head.raw`` itself is returned.
     """
+    return client_response_head(head, close, extra, http10_client)
+
+
+def client_response_head(
+    head: ResponseHead, close: bool, extra: bytes, http10_client: bool
+) -> bytes:
+    """:func:`rewrite_response_head` with positional arguments (as
+    :func:`upstream_request_head`)."""
     if (
         not close
         and not head._cut

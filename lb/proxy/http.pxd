@@ -3,9 +3,13 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
+cimport cython
+
 from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CResponseHead
 from lb.http.request cimport RequestParser as CRequestParser
 from lb.http.response cimport ResponseParser as CResponseParser
+from lb.model cimport Backend as CBackend
+from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
 from lb.proxy.upstream_pool cimport UpstreamPool as CUpstreamPool
 
 
@@ -18,7 +22,8 @@ cdef class HttpContext:
 
 
 cdef class HttpUpstreamProtocol:
-    cdef public object backend, transport, requests
+    cdef public object transport, requests
+    cdef public CBackend backend
     cdef public CUpstreamPool upstreams
     cdef public CResponseParser parser
     cdef public HttpClientProtocol client
@@ -33,7 +38,9 @@ cdef class HttpUpstreamProtocol:
 
 
 cdef class HttpClientProtocol:
-    cdef public object listener, loop, transport, connect_task, pool, backend, key, tried
+    cdef public object listener, loop, transport, connect_task, key, tried
+    cdef public CPoolRuntime pool
+    cdef public CBackend backend
     cdef public object client_ip, upstream_head, request_id, set_cookie, out_head, pending
     cdef public object retries
     cdef public CRequestParser parser
@@ -45,9 +52,11 @@ cdef class HttpClientProtocol:
     cdef public bint client_eof, request_complete, response_started, keep_alive, write_paused
 
     cpdef data_received(self, data)
+    @cython.locals(pool=CPoolRuntime)
     cpdef on_request_head(self, CRequestHead head)
     cpdef on_request_body(self, data)
     cpdef on_request_end(self)
+    @cython.locals(pool=CPoolRuntime, backend=CBackend)
     cpdef _dispatch(self)
     cpdef _attach(self, HttpUpstreamProtocol conn)
     cpdef _release_backend(self)
@@ -55,6 +64,7 @@ cdef class HttpClientProtocol:
     cpdef response_head(self, CResponseHead head)
     cpdef response_whole(self, CResponseHead head, body, bint reusable)
     cpdef flush_head(self)
+    @cython.locals(pool=CPoolRuntime, b=CBackend, conn=HttpUpstreamProtocol)
     cpdef response_end(self, bint reusable)
     cpdef _finish_exchange(self, double now)
     cpdef _account(self, double now)

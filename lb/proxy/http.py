@@ -41,10 +41,9 @@ from lb.http import (
     RequestParser,
     ResponseHead,
     ResponseParser,
-    build_upstream_head,
     error_response,
-    rewrite_response_head,
 )
+from lb.http.rewrite import client_response_head, upstream_request_head
 from lb.model import AdminState, Backend
 from lb.proxy.pool import PoolRuntime
 from lb.proxy.upstream_pool import UpstreamPool
@@ -399,8 +398,8 @@ class HttpClientProtocol:
             return
         self.pool = pool
         self.key = self._hash_key(pool, head) if pool.needs_key else None
-        self.upstream_head, self.request_id = build_upstream_head(
-            head, client_ip=self.client_ip, proto=b"http", via=ctx.via
+        self.upstream_head, self.request_id = upstream_request_head(
+            head, self.client_ip, b"http", None, ctx.via
         )
         self._dispatch()
 
@@ -574,9 +573,7 @@ class HttpClientProtocol:
         if head.close_delimited:
             self.keep_alive = False
         extra = b"X-Request-ID: " + self.request_id + b"\r\n" + self.set_cookie
-        return rewrite_response_head(
-            head, close=not self.keep_alive, extra=extra, http10_client=req.version == b"1.0"
-        )
+        return client_response_head(head, not self.keep_alive, extra, req.version == b"1.0")
 
     def response_head(self, head: ResponseHead) -> None:
         out = self._client_head(head)

@@ -1,0 +1,8 @@
+# Compiled-class declarations for the module of the same name (Cython "augmenting .pxd").
+# The .py file is the source; setup.py compiles it with these attribute and method types when
+# a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
+# attribute the class sets must be declared here (see docs/architecture.md).
+
+cdef class PoolRuntime:
+    cdef public object _panic_next, backends, by_token, config, key_kind, key_name, name
+    cdef public object needs_key, on_success, report_5xx, sticky_cookie, strategy
