@@ -19,7 +19,6 @@ from types import ModuleType
 #: ``lb.http._fast`` imports it. (It lives here, with no lb imports, because this finder must
 #: be in place before any of them is imported.)
 COMPILED_MODULES = (
-    "lb.model",
     "lb.http.heads",
     "lb.http.request",
     "lb.http.response",

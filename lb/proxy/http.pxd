@@ -8,7 +8,6 @@ cimport cython
 from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CResponseHead
 from lb.http.request cimport RequestParser as CRequestParser
 from lb.http.response cimport ResponseParser as CResponseParser
-from lb.model cimport Backend as CBackend
 from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
 from lb.proxy.upstream_pool cimport UpstreamPool as CUpstreamPool
 
@@ -23,7 +22,7 @@ cdef class HttpContext:
 
 cdef class HttpUpstreamProtocol:
     cdef public object transport, requests
-    cdef public CBackend backend
+    cdef public object backend
     cdef public CUpstreamPool upstreams
     cdef public CResponseParser parser
     cdef public HttpClientProtocol client
@@ -40,7 +39,7 @@ cdef class HttpUpstreamProtocol:
 cdef class HttpClientProtocol:
     cdef public object listener, loop, transport, connect_task, key, tried
     cdef public CPoolRuntime pool
-    cdef public CBackend backend
+    cdef public object backend
     cdef public object client_ip, upstream_head, request_id, set_cookie, out_head, pending
     cdef public object retries
     cdef public CRequestParser parser
@@ -56,7 +55,7 @@ cdef class HttpClientProtocol:
     cpdef on_request_head(self, CRequestHead head)
     cpdef on_request_body(self, data)
     cpdef on_request_end(self)
-    @cython.locals(pool=CPoolRuntime, backend=CBackend)
+    @cython.locals(pool=CPoolRuntime)
     cpdef _dispatch(self)
     cpdef _attach(self, HttpUpstreamProtocol conn)
     cpdef _release_backend(self)
@@ -64,7 +63,7 @@ cdef class HttpClientProtocol:
     cpdef response_head(self, CResponseHead head)
     cpdef response_whole(self, CResponseHead head, body, bint reusable)
     cpdef flush_head(self)
-    @cython.locals(pool=CPoolRuntime, b=CBackend, conn=HttpUpstreamProtocol)
+    @cython.locals(pool=CPoolRuntime, conn=HttpUpstreamProtocol)
     cpdef response_end(self, bint reusable)
     cpdef _finish_exchange(self, double now)
     cpdef _account(self, double now)

@@ -3,15 +3,9 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
-cimport cython
-
-from lb.model cimport Backend as CBackend
-
-
 cdef class UpstreamPool:
     cdef public object loop, idle, reused
 
     cpdef acquire(self, backend)
-    @cython.locals(backend=CBackend)
     cpdef release(self, conn, max_idle, idle_timeout, double now)
     cpdef discard(self, conn)
