@@ -1,7 +1,7 @@
 """The Python cost of one L7 exchange, in-process: no sockets, no kernel, no other process.
 
     python -m benchmarks.exchange            # about 10 s
-    LB_NO_EXTENSIONS=1 python -m benchmarks.exchange   # the pure-Python parsers
+    LB_NO_EXTENSIONS=1 python -m benchmarks.exchange   # all of it as plain Python
 
 One ``HttpClientProtocol`` and one pooled ``HttpUpstreamProtocol`` on stand-in transports that
 drop what is written, on uvloop. Each exchange feeds wrk's request head to the client side and
@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2000)
     args = ap.parse_args(argv)
     req, resp = uvloop.run(measure(args.repeats, args.batch))
-    path = "compiled fast path" if _fast.compiled() else "pure-Python parsers"
+    modules = _fast.compiled_modules()
+    path = (
+        f"scan {'compiled' if _fast.compiled() else 'in Python'},"
+        f" {sum(modules.values())}/{len(modules)} modules compiled"
+    )
     print(
         f"one exchange ({path}): request side {req:.2f} us + response side {resp:.2f} us"
         f" = {req + resp:.2f} us (min of {args.repeats} x {args.batch}; includes two clock reads)"
