@@ -20,6 +20,11 @@ out, or a pooled connection closed before any response byte on an idempotent req
 retried on another backend, up to the pool's ``retries``.
 
 No logging on the per-request path: the access log is buffered and written once a second.
+
+Where a C compiler is there, setup.py compiles this module with Cython, with the class layouts
+and method kinds in ``http.pxd`` next to it (see docs/architecture.md, "The compiled fast
+path"): every attribute a class sets must be declared there too, and the protocol classes do
+not subclass ``asyncio.Protocol`` (a compiled class cannot; uvloop needs only the methods).
 """
 
 from __future__ import annotations
