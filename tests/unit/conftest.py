@@ -7,10 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-import lb.http.request
-import lb.http.response
-import lb.http.rewrite
 from lb.http import _fast
+from tests.unit.test_http_helpers import python_only
 
 _HTTP_MODULES = ("test_http_request", "test_http_response", "test_http_rewrite")
 _IMPLS = ["compiled", "python"] if _fast.compiled() else ["python"]
@@ -29,9 +27,5 @@ def _http_impl(request: pytest.FixtureRequest) -> Iterator[None]:
     if callspec is None or callspec.params.get("http_impl") != "python":
         yield
         return
-    saved = lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD
-    lb.http.request._SCAN = lb.http.response._SCAN = lb.http.rewrite._BUILD = None
-    try:
+    with python_only():
         yield
-    finally:
-        lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD = saved

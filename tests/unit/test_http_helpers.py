@@ -1,4 +1,5 @@
-"""Recording handlers for the sans-IO HTTP tests, and a check that they behave.
+"""Recording handlers for the sans-IO HTTP tests, a check that they behave, and
+``python_only`` (the compiled scans switched off).
 
 ``RequestRecorder``/``ResponseRecorder`` turn parser callbacks into plain tuples, so a test reads
 as a transcript: bytes in, events out. ``merged`` joins consecutive body events, because how a
@@ -7,9 +8,26 @@ body is cut into callbacks depends on how the input was cut, and nothing else ma
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import lb.http.request
+import lb.http.response
+import lb.http.rewrite
 from lb.http import RequestHead, RequestLimits, RequestParser, ResponseHead, ResponseParser
 
 Event = tuple[object, ...]
+
+
+@contextmanager
+def python_only() -> Iterator[None]:
+    """The compiled scans and head builder switched off: the pure-Python parsers alone."""
+    saved = lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD
+    lb.http.request._SCAN = lb.http.response._SCAN = lb.http.rewrite._BUILD = None
+    try:
+        yield
+    finally:
+        lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD = saved
 
 
 class RequestRecorder:

@@ -12,19 +12,14 @@ benchmark figures assume it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import lb.http.request
-import lb.http.response
-import lb.http.rewrite
 from lb.http import _fast, build_upstream_head, rewrite_response_head
 from lb.http.heads import RequestHead, ResponseHead
-from tests.unit.test_http_helpers import Event, request_parser, response_parser
+from tests.unit.test_http_helpers import Event, python_only, request_parser, response_parser
 
 compiled = pytest.mark.skipif(not _fast.compiled(), reason="lb.http._speedups is not built")
 
@@ -34,16 +29,6 @@ def test_extension_is_built_when_required() -> None:
         assert _fast.compiled(), "LB_REQUIRE_SPEEDUPS=1 but lb.http._speedups did not load"
     else:
         pytest.skip("LB_REQUIRE_SPEEDUPS is not set")
-
-
-@contextmanager
-def python_only() -> Iterator[None]:
-    saved = lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD
-    lb.http.request._SCAN = lb.http.response._SCAN = lb.http.rewrite._BUILD = None
-    try:
-        yield
-    finally:
-        lb.http.request._SCAN, lb.http.response._SCAN, lb.http.rewrite._BUILD = saved
 
 
 def _case(name: str) -> st.SearchStrategy[bytes]:
