@@ -24,7 +24,9 @@ import uvloop
 
 from lb.config import parse_config
 from lb.http import _fast
-from lb.proxy.http import HttpClientProtocol, HttpContext, HttpUpstreamProtocol
+from lb.proxy.context import HttpContext
+from lb.proxy.exchange import HttpUpstreamProtocol
+from lb.proxy.http import HttpClientProtocol
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
 
@@ -73,8 +75,10 @@ async def measure(repeats: int, batch: int) -> tuple[float, float]:
         [{"id": "a", "address": "127.0.0.1:2", "weight": 1, "admin": "ready", "health": "up"}]
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
-    listener.http = ctx = HttpContext(listener)
-    client = HttpClientProtocol(listener)
+    listener.http = ctx = HttpContext(
+        listener.config, listener.loop, listener.connections, listener.access
+    )
+    client = HttpClientProtocol(listener, ctx)
     client.connection_made(_Transport())  # type: ignore[arg-type]
     upstream = HttpUpstreamProtocol(pool.backends["a"], ctx.upstreams)
     upstream.connection_made(_Transport())  # type: ignore[arg-type]
@@ -95,7 +99,7 @@ async def measure(repeats: int, batch: int) -> tuple[float, float]:
             resp += t2 - t1
         if req + resp < best[0]:
             best = (req + resp, req / batch * 1e6, resp / batch * 1e6)
-    if ctx.requests != repeats * batch or client.status != 200:
+    if ctx.requests != repeats * batch or ctx.responses[2] != repeats * batch:
         raise RuntimeError("the exchanges did not complete")
     ctx.close()
     return best[1], best[2]

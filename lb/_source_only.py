@@ -25,6 +25,8 @@ COMPILED_MODULES = (
     "lb.http.rewrite",
     "lb.proxy.pool",
     "lb.proxy.upstream_pool",
+    "lb.proxy.context",
+    "lb.proxy.exchange",
     "lb.proxy.http",
 )
 MODULES = frozenset(COMPILED_MODULES)

@@ -99,8 +99,9 @@ class DataPlane:
         for name, pool_cfg in config.pools.items():
             existing = self.pools.get(name)
             if existing is None:
-                self.pools[name] = PoolRuntime(name, pool_cfg)
-                self.pools[name].on_success = self._report_success
+                pool = self.pools[name] = PoolRuntime(name, pool_cfg)
+                pool.on_success = self._report_success
+                pool.on_idle = self._backend_idle
             else:
                 existing.reconfigure(pool_cfg)
         for gone in [name for name in self.pools if name not in config.pools]:
@@ -109,8 +110,10 @@ class DataPlane:
             self._plan_listeners(config)
 
     def _plan_listeners(self, config: Config) -> None:
-        """A reload: keep listeners whose socket is unchanged (their settings update in place),
-        stop accepting on the others (their connections finish), and note the new ones."""
+        """A reload: keep listeners whose socket is unchanged and reconfigure them (every object
+        derived from their config is rebuilt, so open connections see the new settings from
+        their next request), stop accepting on the others (their connections finish), and note
+        the new ones."""
         wanted = {lc.name: lc for lc in config.listeners}
         kept: list[Listener] = []
         self.retired = [lst for lst in self.retired if lst.active]
@@ -118,7 +121,7 @@ class DataPlane:
             lc = wanted.get(listener.config.name)
             same_socket = lc is not None and lc.bind == listener.config.bind
             if lc is not None and same_socket and lc.mode == listener.config.mode:
-                listener.config = lc
+                listener.reconfigure(lc)
                 kept.append(listener)
             else:
                 listener.stop_accepting()
@@ -136,7 +139,6 @@ class DataPlane:
 
     async def _start_listener(self, lc: ListenerConfig) -> None:
         listener = Listener(lc, self.pools, self.loop, self._report_failure)
-        listener.on_backend_idle = self._backend_idle
         await listener.start()
         self.listeners.append(listener)
 
@@ -154,7 +156,7 @@ class DataPlane:
             listener.close_idle_upstreams(target)
             for conn in list(listener.connections):
                 # Identity, not id: the same id may name a backend in another pool.
-                if getattr(conn, "backend", None) is target:
+                if conn.uses(target):
                     conn.abort()
                     closed += 1
         if closed:
@@ -168,7 +170,7 @@ class DataPlane:
         self._report_soon()
 
     def _backend_idle(self, backend: Backend) -> None:
-        """A draining backend's last connection in this worker closed."""
+        """A draining backend's last connection or request in this worker ended."""
         self._report_soon()
 
     def _report_soon(self) -> None:

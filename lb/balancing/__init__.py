@@ -5,7 +5,7 @@ name into a strategy. Never does: I/O, asyncio, or any state the supervisor owns
 read ``Backend`` values and ``active`` counts, and return a choice.
 """
 
-from lb.balancing.base import Strategy
+from lb.balancing.base import Strategy, needs_key
 from lb.balancing.consistent_hash import ConsistentHash
 from lb.balancing.least_conn import LeastConn
 from lb.balancing.options import StrategyOptions
@@ -34,5 +34,6 @@ __all__ = [
     "UnknownStrategy",
     "WeightedRoundRobin",
     "create_strategy",
+    "needs_key",
     "resolve_strategy",
 ]

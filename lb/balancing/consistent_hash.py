@@ -78,6 +78,8 @@ def point_positions(backend_id: str, start: int, stop: int) -> array[int]:
 class ConsistentHash:
     """A ring with ``vnodes`` points per unit of weight; see the module docstring."""
 
+    needs_key = True  # picks by the hash key
+
     __slots__ = (
         "_backends",
         "_bound",

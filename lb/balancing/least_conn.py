@@ -25,6 +25,8 @@ from lb.model import Backend
 class LeastConn:
     """Minimum ``active / effective_weight``; equal loads take turns."""
 
+    needs_key = False  # ignores the hash key
+
     __slots__ = ("_backends", "_next", "_weights")
 
     def __init__(self, options: StrategyOptions) -> None:

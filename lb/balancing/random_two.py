@@ -20,6 +20,8 @@ from lb.model import Backend
 class RandomTwo:
     """Two random candidates, the one with the smaller ``active / effective_weight`` wins."""
 
+    needs_key = False  # ignores the hash key
+
     __slots__ = ("_backends", "_n", "_weights")
 
     def __init__(self, options: StrategyOptions) -> None:

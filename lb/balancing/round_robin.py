@@ -21,6 +21,8 @@ from lb.model import Backend
 class RoundRobin:
     """Each eligible backend in turn; weights are ignored (use ``weighted`` for that)."""
 
+    needs_key = False  # ignores the hash key
+
     __slots__ = ("_backends", "_cycle")
 
     def __init__(self, options: StrategyOptions) -> None:

@@ -38,6 +38,8 @@ _add = operator.add
 class WeightedRoundRobin:
     """nginx's smooth weighted round-robin over ``effective_weight``."""
 
+    needs_key = False  # ignores the hash key
+
     __slots__ = ("_backends", "_current", "_total", "_weights")
 
     def __init__(self, options: StrategyOptions) -> None:

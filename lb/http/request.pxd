@@ -20,6 +20,7 @@ cdef class RequestParser:
     cdef public object requests
 
     cpdef feed(self, data)
+    cpdef set_limits(self, limits)
     cpdef resume(self)
     cpdef close(self)
     cpdef _run(self, data)

@@ -188,11 +188,7 @@ class RequestParser:
         self._on_body = handler.on_request_body
         self._on_end = handler.on_request_end
         self._on_error = handler.on_request_error
-        self._max_line = limits.max_request_line
-        self._max_header_bytes = limits.max_header_bytes
-        self._max_headers = limits.max_headers
-        self._max_body = limits.max_body_bytes
-        self._max_body_or_none = -1 if limits.max_body_bytes is None else limits.max_body_bytes
+        self.set_limits(limits)
         self._cb = Collector()
         self._ll = httptools.HttpRequestParser(self._cb)
         self._ll_clean = True
@@ -278,6 +274,14 @@ class RequestParser:
         self._eof = True
         if not self._running:
             self._check_eof()
+
+    def set_limits(self, limits: RequestLimits) -> None:
+        """Use ``limits`` from the next request head on (a reload changed them)."""
+        self._max_line = limits.max_request_line
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
+        self._max_body = limits.max_body_bytes
+        self._max_body_or_none = -1 if limits.max_body_bytes is None else limits.max_body_bytes
 
     def resume(self) -> None:
         """The response to the last request is done: parse what was stashed, if anything."""

@@ -1,8 +1,14 @@
 """A listening socket in one worker: binds with SO_REUSEPORT, tracks its connections.
 
 Every worker binds its own socket for every listener, so the kernel spreads new connections
-across workers. The listener counts what it accepted, enforces ``max_connections`` and lets
-graceful shutdown wait for its connections to finish.
+across workers. The listener counts what it accepted, enforces ``max_connections``, owns the
+access log, and lets graceful shutdown wait for its connections to finish.
+
+A reload that keeps the listener (same name, bind and mode) calls :meth:`Listener.reconfigure`
+with the new config: the config object is replaced, and every object derived from it is
+rebuilt or reconfigured in place (the access log, the http listener's ``HttpContext``, the
+socket's backlog). Code that reads a setting reads it from ``self.config`` or the context when
+it needs it, so open connections see the new values from their next request or check on.
 """
 
 from __future__ import annotations
@@ -10,21 +16,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable, Iterable
+from typing import Protocol, cast
 
 from lb.config import ListenerConfig
 from lb.model import Backend, parse_address
+from lb.proxy.accesslog import AccessLog
+from lb.proxy.context import HttpContext, TimedConnection
+from lb.proxy.http import HttpClientProtocol
 from lb.proxy.pool import PoolRuntime
-
-if TYPE_CHECKING:
-    from lb.proxy.http import HttpContext
+from lb.proxy.tcp import TcpClientProtocol
 
 log = logging.getLogger("lb.listener")
+
+ACCESS_LOG_FLUSH = 1.0  # seconds between access-log writes
 
 
 class Connection(Protocol):
     def abort(self) -> None: ...
+
+    def uses(self, backend: Backend) -> bool:
+        """Whether this connection is relaying to ``backend`` right now (forced removal)."""
+        ...
 
 
 FailureReporter = Callable[[str, Backend, str, BaseException | None], None]
@@ -74,28 +87,59 @@ class Listener:
         self.bytes_in = 0
         self.bytes_out = 0
         self._drained: asyncio.Future[None] | None = None
-        # Told when a draining backend's last connection here closes (prompt drain reports).
-        self.on_backend_idle: Callable[[Backend], None] | None = None
+        self.access = AccessLog()
+        self._flush_handle: asyncio.TimerHandle | None = None
         # Shared state of an http listener's connections (routing, upstream pool, sweep).
         self.http: HttpContext | None = None
 
     async def start(self) -> None:
-        from lb.proxy.http import HttpClientProtocol, HttpContext
-        from lb.proxy.tcp import TcpClientProtocol
-
-        sock = bind_socket(self.config.bind, self.config.backlog)
+        config = self.config
+        sock = bind_socket(config.bind, config.backlog)
         factory: Callable[[], asyncio.Protocol]
-        if self.config.mode == "http":
-            self.http = HttpContext(self)
-            # (Not an asyncio.Protocol subclass, so that it can be compiled; see lb/proxy/http.pxd.)
-            factory = cast(Callable[[], asyncio.Protocol], lambda: HttpClientProtocol(self))
-        else:
-            factory = lambda: TcpClientProtocol(self)  # noqa: E731
         try:
-            self.server = await self.loop.create_server(factory, sock=sock)
+            self.access.reconfigure(config.access_log)
+            if config.mode == "http":
+                # (an http listener's connections are all HttpClientProtocol: they time out)
+                conns = cast(Iterable[TimedConnection], self.connections)
+                ctx = self.http = HttpContext(config, self.loop, conns, self.access)
+                # (Not an asyncio.Protocol subclass, so that it can be compiled; see
+                # lb/proxy/http.pxd.)
+                factory = cast(
+                    Callable[[], asyncio.Protocol], lambda: HttpClientProtocol(self, ctx)
+                )
+            else:
+                factory = lambda: TcpClientProtocol(self)  # noqa: E731
+            # backlog: uvloop listens again on the socket it is given, with 100 unless told.
+            self.server = await self.loop.create_server(factory, sock=sock, backlog=config.backlog)
         except BaseException:
             sock.close()
+            self.access.close()
             raise
+        self._flush_handle = self.loop.call_later(ACCESS_LOG_FLUSH, self._flush)
+
+    def reconfigure(self, config: ListenerConfig) -> None:
+        """A reload kept this listener (same name, bind, mode): apply the rest of ``config``."""
+        old, self.config = self.config, config
+        try:
+            self.access.reconfigure(config.access_log)
+        except OSError as exc:
+            log.error(
+                "listener %s: cannot open access log %s: %s", config.name, config.access_log, exc
+            )
+        if self.http is not None:
+            self.http.reconfigure(config)
+        if config.backlog != old.backlog and self.server is not None:
+            for sock in self.server.sockets:
+                sock.listen(config.backlog)  # a listening socket takes a new backlog in place
+
+    def _flush(self) -> None:
+        self.access.flush()
+        self._flush_handle = self.loop.call_later(ACCESS_LOG_FLUSH, self._flush)
+
+    @property
+    def idle_timeout(self) -> float:
+        """tcp relays and http tunnels: closed after this long without a byte."""
+        return self.config.idle_timeout
 
     def admit(self, conn: Connection) -> bool:
         if len(self.connections) >= self.config.max_connections:
@@ -109,10 +153,6 @@ class Listener:
         self.connections.discard(conn)
         if not self.connections and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-
-    def backend_idle(self, backend: Backend) -> None:
-        if self.on_backend_idle is not None:
-            self.on_backend_idle(backend)
 
     @property
     def pool(self) -> PoolRuntime:
@@ -129,8 +169,6 @@ class Listener:
         if self.server is not None:
             self.server.close()
         if self.http is not None:
-            from lb.proxy.http import HttpClientProtocol
-
             # Idle keep-alive connections close now; busy ones after their response.
             self.http.stopping = True
             for conn in list(self.connections):
@@ -153,8 +191,12 @@ class Listener:
 
     def close(self) -> None:
         """Release timers, pooled upstream connections and the access log (after stopping)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self.http is not None:
             self.http.close()
+        self.access.close()
 
     @property
     def active(self) -> int:

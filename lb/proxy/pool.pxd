@@ -5,4 +5,8 @@
 
 cdef class PoolRuntime:
     cdef public object _panic_next, backends, by_token, config, key_kind, key_name, name
-    cdef public object needs_key, on_success, report_5xx, sticky_cookie, strategy
+    cdef public object on_idle, on_success, report_5xx, sticky_cookie, strategy
+    cdef public bint needs_key
+
+    cpdef acquire(self, backend)
+    cpdef release(self, backend)

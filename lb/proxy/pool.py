@@ -1,8 +1,13 @@
-"""A worker's view of one pool: its backends, its strategy, and how to pick with retries.
+"""A worker's view of one pool: its backends, its strategy, how to pick with retries, and the
+one place where a backend is taken and given back.
 
 The supervisor is the source of truth for membership and states; ``apply`` takes what it sent.
 Backend objects are updated in place so that connections holding one keep counting against it.
-No I/O here.
+
+``acquire(backend)``/``release(backend)`` are the only code that changes ``Backend.active``,
+for L4 connections and L7 requests alike, and ``release`` is where "a draining backend is now
+idle in this worker" is noticed (``on_idle``, which the worker turns into a prompt report to
+the supervisor). No I/O here.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 
 import xxhash
 
-from lb.balancing import StrategyOptions, create_strategy
+from lb.balancing import StrategyOptions, create_strategy, needs_key
 from lb.balancing.base import Strategy
 from lb.config import PoolConfig
 from lb.model import AdminState, Backend, HealthState
@@ -24,10 +29,15 @@ def sticky_token(backend_id: str) -> bytes:
 
 
 SuccessReporter = Callable[[str, Backend, int], None]
+IdleReporter = Callable[[Backend], None]
 
 
 def _ignore_success(pool: str, backend: Backend, failures: int) -> None:
     """``on_success`` until a worker connects the pool to its bus."""
+
+
+def _ignore_idle(backend: Backend) -> None:
+    """``on_idle`` until a worker connects the pool to its bus."""
 
 
 class PoolRuntime:
@@ -40,6 +50,7 @@ class PoolRuntime:
         "key_name",
         "name",
         "needs_key",
+        "on_idle",
         "on_success",
         "report_5xx",
         "sticky_cookie",
@@ -56,6 +67,9 @@ class PoolRuntime:
         self.backends: dict[str, Backend] = {}
         # Called with (pool, backend, failures) when a backend succeeds after failing here.
         self.on_success: SuccessReporter = _ignore_success
+        # Called when a backend that is not ``ready`` (draining) has no connection or request
+        # left in this worker: the supervisor learns at once that it may be removable.
+        self.on_idle: IdleReporter = _ignore_idle
         self._panic_next = 0
         # Sticky sessions (http): cookie value -> backend.
         self.by_token: dict[bytes, Backend] = {}
@@ -67,8 +81,8 @@ class PoolRuntime:
         kind, _, name = config.hash_key.partition(":")
         self.key_kind = kind
         self.key_name = name.lower().encode()
-        # Built-in strategies other than consistent_hash ignore the key; plugins may use it.
-        self.needs_key = config.strategy == "consistent_hash" or ":" in config.strategy
+        # The strategy says whether it hashes (a plugin that does not say gets a key).
+        self.needs_key = needs_key(self.strategy)
         self.sticky_cookie = config.sticky_cookie.encode() if config.sticky_cookie else None
         self.report_5xx = config.passive is not None and config.passive.on_5xx
 
@@ -87,11 +101,12 @@ class PoolRuntime:
         """A reload changed pool settings: rebuild the strategy, keep the backends."""
         if config != self.config:
             self.config = config
-            self._derive()
             self.strategy = create_strategy(
                 config.strategy,
                 StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
             )
+            self._derive()
+            self._rebuild_tokens()
             self.strategy.update(list(self.backends.values()))
 
     def apply_snapshot(self, entries: Iterable[dict[str, Any]]) -> None:
@@ -173,6 +188,18 @@ class PoolRuntime:
             return None
         self._panic_next += 1
         return candidates[self._panic_next % len(candidates)]
+
+    def acquire(self, backend: Backend) -> None:
+        """A connection (L4) or a request (L7) starts using ``backend``."""
+        backend.active += 1
+        backend.total += 1
+
+    def release(self, backend: Backend) -> None:
+        """What :meth:`acquire` took is given back. When a backend that is no longer ``ready``
+        has nothing left here, ``on_idle`` says so (a drain finished in this worker)."""
+        backend.active -= 1
+        if not backend.active and backend.admin is not AdminState.READY:
+            self.on_idle(backend)
 
     def note_success(self, backend: Backend) -> None:
         """A success (L4: connected; L7: a response that is not a failure) on a backend whose

@@ -8,6 +8,12 @@ reader never makes the proxy buffer without bound. EOF is relayed as a half-clos
 
 Idle detection reuses the byte counters (one addition per chunk): a timer per connection
 fires every ``idle_timeout`` and closes the pair only if no byte moved since the last firing.
+
+The backend is taken with ``PoolRuntime.acquire`` when the connect starts and given back with
+``PoolRuntime.release`` (a failed connect, or the end of the relay). Settings are read from the
+listener's current config when they are needed (connect and idle timeouts, the access log), so
+a reload reaches relays that are already open. With an access log, each relay writes one line
+when it ends.
 """
 
 from __future__ import annotations
@@ -15,12 +21,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, cast
+import time
+from typing import Protocol, cast
 
-from lb.model import AdminState, Backend
+import orjson
 
-if TYPE_CHECKING:
-    from lb.proxy.listener import Listener
+from lb.config import ListenerConfig
+from lb.model import Backend
+from lb.proxy.accesslog import AccessLog
+from lb.proxy.pool import PoolRuntime
+
+
+class Listener(Protocol):
+    """What a relay uses of its listener (``lb.proxy.listener.Listener``)."""
+
+    config: ListenerConfig
+    loop: asyncio.AbstractEventLoop
+    access: AccessLog
+    connect_failures: int
+    no_backend: int
+    idle_timeouts: int
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def pool(self) -> PoolRuntime: ...
+
+    def admit(self, conn: TcpClientProtocol) -> bool: ...
+
+    def release(self, conn: TcpClientProtocol) -> None: ...
+
+    def report_failure(
+        self, pool: PoolRuntime, backend: Backend, kind: str, exc: BaseException | None
+    ) -> None: ...
+
 
 log = logging.getLogger("lb.tcp")
 
@@ -63,13 +97,16 @@ class TcpClientProtocol(asyncio.Protocol):
         "backend",
         "bytes_in",
         "client_eof",
+        "client_ip",
         "closed",
         "connect_task",
         "early",
         "idle_handle",
         "last_activity",
         "listener",
+        "pool",
         "server_eof",
+        "started",
         "transport",
         "upstream",
         "upstream_proto",
@@ -83,6 +120,9 @@ class TcpClientProtocol(asyncio.Protocol):
         self.early: list[bytes] = []
         self.upstream_write = self._hold
         self.backend: Backend | None = None
+        self.pool: PoolRuntime | None = None
+        self.client_ip = ""
+        self.started = 0.0
         self.connect_task: asyncio.Task[None] | None = None
         self.idle_handle: asyncio.TimerHandle | None = None
         self.upstream_proto: TcpUpstreamProtocol | None = None
@@ -103,6 +143,9 @@ class TcpClientProtocol(asyncio.Protocol):
         # uvloop starts reading after connection_made returns, whatever we ask here, so the
         # first bytes may arrive before the backend is connected: _hold keeps them.
         t.pause_reading()
+        peer = t.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else "unknown"
+        self.started = listener.loop.time()
         self.connect_task = listener.loop.create_task(self._connect())
 
     def _hold(self, data: bytes) -> None:
@@ -166,14 +209,10 @@ class TcpClientProtocol(asyncio.Protocol):
 
     async def _connect(self) -> None:
         listener = self.listener
-        pool = listener.pool
+        pool = self.pool = listener.pool
         loop = listener.loop
-        key = None
-        if pool.config.strategy == "consistent_hash":
-            peer = self.transport.get_extra_info("peername")
-            key = str(peer[0]).encode() if peer else None
+        key = self.client_ip.encode() if pool.needs_key else None
         tried: list[Backend] = []
-        timeout = listener.config.connect_timeout
         for _attempt in range(pool.config.retries + 1):
             backend = pool.pick_retry(key, tried)
             if backend is None:
@@ -181,26 +220,25 @@ class TcpClientProtocol(asyncio.Protocol):
             if tried:
                 tried[-1].retries += 1  # it failed there; this is the retry
             tried.append(backend)
-            backend.active += 1
+            pool.acquire(backend)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(listener.config.connect_timeout):
                     transport, proto = await loop.create_connection(
                         lambda: TcpUpstreamProtocol(self), backend.host, backend.port
                     )
             except (OSError, TimeoutError) as exc:
-                backend.active -= 1
+                pool.release(backend)
                 backend.connect_failures += 1
                 listener.connect_failures += 1
                 listener.report_failure(pool, backend, "connect", exc)
                 continue
             if self.closed or self.transport.is_closing():
                 # The client left while we were connecting.
-                backend.active -= 1
+                pool.release(backend)
                 transport.close()
                 return
             self.backend = backend
             self.upstream_proto = proto
-            backend.total += 1
             if backend.failure_streak:
                 pool.note_success(backend)  # passive health: it recovered
             sock = transport.get_extra_info("socket")
@@ -224,9 +262,8 @@ class TcpClientProtocol(asyncio.Protocol):
     # -- idle timeout -----------------------------------------------------------------------
 
     def _arm_idle(self) -> None:
-        self.idle_handle = self.listener.loop.call_later(
-            self.listener.config.idle_timeout, self._idle_check
-        )
+        listener = self.listener
+        self.idle_handle = listener.loop.call_later(listener.config.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
         if self.closed:
@@ -242,6 +279,9 @@ class TcpClientProtocol(asyncio.Protocol):
         self._arm_idle()
 
     # -- teardown ---------------------------------------------------------------------------
+
+    def uses(self, backend: Backend) -> bool:
+        return self.backend is backend
 
     def abort(self) -> None:
         """Close both sides now (force removal, grace expiry)."""
@@ -262,15 +302,33 @@ class TcpClientProtocol(asyncio.Protocol):
             self.idle_handle.cancel()
         b = self.backend
         if b is not None:
-            b.active -= 1
             b.bytes_in += self.bytes_in
             b.bytes_out += self.bytes_out
-            if not b.active and b.admin is not AdminState.READY:
-                self.listener.backend_idle(b)  # a drain finished here: report it at once
+            assert self.pool is not None
+            self.pool.release(b)
         listener = self.listener
         listener.bytes_in += self.bytes_in  # per connection, at its end
         listener.bytes_out += self.bytes_out
+        lines = listener.access.lines
+        if lines is not None and self.pool is not None:
+            lines.append(self._access_line())
         listener.release(self)
+
+    def _access_line(self) -> bytes:
+        b = self.backend
+        return (
+            orjson.dumps(
+                {
+                    "time": round(time.time(), 3),
+                    "client": self.client_ip,
+                    "backend": b.address if b is not None else None,
+                    "bytes_in": self.bytes_in,
+                    "bytes_out": self.bytes_out,
+                    "duration": round(self.listener.loop.time() - self.started, 6),
+                }
+            )
+            + b"\n"
+        )
 
 
 def _drop(data: bytes) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from lb.model import Backend
 
 if TYPE_CHECKING:
-    from lb.proxy.http import HttpUpstreamProtocol
+    from lb.proxy.exchange import HttpUpstreamProtocol
 
 
 class UpstreamPool:

@@ -12,7 +12,8 @@ import asyncio
 from typing import Any
 
 from lb.config import parse_config
-from lb.proxy.http import HttpContext, HttpUpstreamProtocol
+from lb.proxy.context import HttpContext
+from lb.proxy.exchange import HttpUpstreamProtocol
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
 
@@ -52,7 +53,9 @@ def setup() -> tuple[HttpContext, PoolRuntime]:
         [{"id": "a", "address": "127.0.0.1:2", "weight": 1, "admin": "ready", "health": "up"}]
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
-    listener.http = ctx = HttpContext(listener)
+    listener.http = ctx = HttpContext(
+        listener.config, listener.loop, listener.connections, listener.access
+    )
     return ctx, pool
 
 

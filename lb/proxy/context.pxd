@@ -1,0 +1,15 @@
+# Compiled-class declarations for the module of the same name (Cython "augmenting .pxd").
+# The .py file is the source; setup.py compiles it with these attribute and method types when
+# a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
+# attribute the class sets must be declared here (see docs/architecture.md).
+
+from lb.proxy.upstream_pool cimport UpstreamPool as CUpstreamPool
+
+
+cdef class HttpContext:
+    cdef public object loop, connections, access, config, router, limits, via, _sweep_handle
+    cdef public CUpstreamPool upstreams
+    cdef public double keepalive_timeout, header_timeout, response_timeout, _sweep_interval
+    cdef public double connect_timeout, idle_timeout
+    cdef public bint stopping
+    cdef public object requests, retries, bytes_in, bytes_out, responses

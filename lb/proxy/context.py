@@ -1,0 +1,86 @@
+"""What the connections of one http listener share, derived from its config.
+
+``HttpContext`` holds the objects that every client connection and exchange of a listener
+reads per request: the router, the request limits, the ``Via`` value, the timeouts, the
+access log, the idle upstream connections, and the listener's counters. It is built from the
+listener's config when the listener starts, and :meth:`HttpContext.reconfigure` rebuilds
+every derived object in place when a reload changes that config. Per-request code always reads
+them from here (never a copy of its own), so a kept connection sees the new values at its next
+request; the request parser's limits are the one copy, and a connection swaps them before it
+parses its next request (``limits`` is a new object after every reload).
+
+The timeout sweep (keep-alive idle, 408, 504) is one timer per listener, not one per request.
+
+Where a C compiler is there, setup.py compiles this module with Cython (``context.pxd``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Protocol
+
+from lb.config import ListenerConfig
+from lb.http import RequestLimits
+from lb.proxy.accesslog import AccessLog
+from lb.proxy.upstream_pool import UpstreamPool
+from lb.routing import Router
+
+
+class TimedConnection(Protocol):
+    def check_timeouts(self, now: float) -> None: ...
+
+
+class HttpContext:
+    """Per-listener shared objects for HTTP connections; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        loop: asyncio.AbstractEventLoop,
+        connections: Iterable[TimedConnection],
+        access: AccessLog,
+    ) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.access = access
+        self.upstreams = UpstreamPool(loop)
+        self.stopping = False
+        # Counters (plain ints): requests, responses by class, retries, bytes.
+        self.requests = 0
+        self.responses = [0, 0, 0, 0, 0, 0]
+        self.retries = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.reconfigure(config)
+        self._sweep_handle = loop.call_later(self._sweep_interval, self.sweep)
+
+    def reconfigure(self, cfg: ListenerConfig) -> None:
+        """Derive everything per-request code reads from ``cfg`` (start, and every reload)."""
+        self.config = cfg
+        self.router = Router(cfg.routes, cfg.pool)
+        self.limits = RequestLimits(
+            max_request_line=cfg.max_request_line,
+            max_header_bytes=cfg.max_header_bytes,
+            max_headers=cfg.max_headers,
+            max_body_bytes=cfg.max_body_bytes,
+        )
+        self.via = f"1.1 {cfg.via}".encode() if cfg.via else None
+        self.keepalive_timeout = cfg.keepalive_timeout
+        self.header_timeout = cfg.header_timeout
+        self.response_timeout = cfg.response_timeout
+        self.connect_timeout = cfg.connect_timeout
+        self.idle_timeout = cfg.idle_timeout
+        shortest = min(self.header_timeout, self.response_timeout, self.keepalive_timeout)
+        self._sweep_interval = min(1.0, max(0.05, shortest / 4))
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        self.upstreams.sweep(now)
+        self._sweep_handle = self.loop.call_later(self._sweep_interval, self.sweep)
+
+    def close(self) -> None:
+        self._sweep_handle.cancel()
+        self.upstreams.close_all()

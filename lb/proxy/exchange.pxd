@@ -1,0 +1,73 @@
+# Compiled-class declarations for the module of the same name (Cython "augmenting .pxd").
+# The .py file is the source; setup.py compiles it with these attribute and method types when
+# a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
+# attribute the class sets must be declared here (see docs/architecture.md).
+
+cimport cython
+
+from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CResponseHead
+from lb.http.response cimport ResponseParser as CResponseParser
+from lb.proxy.context cimport HttpContext
+from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
+from lb.proxy.upstream_pool cimport UpstreamPool as CUpstreamPool
+
+
+cdef class ClientSide:
+    cdef public object listener, transport, client_ip
+    cdef public HttpContext ctx
+    cdef public int state
+    cdef public bint write_paused
+
+    cpdef exchange_done(self, double now)
+    cpdef close_now(self)
+    cpdef abort(self)
+    cpdef tunnel(self, upstream, data)
+
+
+cdef class Exchange:
+    cdef public ClientSide conn
+    cdef public HttpContext ctx
+    cdef public CRequestHead head
+    cdef public CPoolRuntime pool
+    cdef public object backend, connect_task, key, pending, tried
+    cdef public object upstream_head, request_id, set_cookie, out_head
+    cdef public HttpUpstreamProtocol upstream
+    cdef public int status, retries
+    cdef public double t_start, t_mark
+    cdef public bint request_complete, response_started, done, keep_alive
+
+    cpdef start(self)
+    cpdef request_body(self, data)
+    cpdef request_end(self)
+    @cython.locals(pool=CPoolRuntime)
+    cpdef _dispatch(self)
+    cpdef _attach(self, HttpUpstreamProtocol conn)
+    cpdef HttpUpstreamProtocol _detach(self, bint close)
+    cpdef _release_backend(self)
+    cpdef _client_head(self, CResponseHead head)
+    cpdef response_head(self, CResponseHead head)
+    cpdef response_body(self, data)
+    cpdef response_whole(self, CResponseHead head, body, bint reusable)
+    cpdef flush_head(self)
+    @cython.locals(pool=CPoolRuntime, up=HttpUpstreamProtocol, ctx=HttpContext)
+    cpdef response_end(self, bint reusable)
+    cpdef respond_error(self, int status, reason, retry_after=*)
+    cpdef check_timeout(self, double now)
+    @cython.locals(ctx=HttpContext)
+    cpdef account(self, double now)
+
+
+cdef class HttpUpstreamProtocol:
+    cdef public object transport, requests
+    cdef public object backend
+    cdef public CUpstreamPool upstreams
+    cdef public CResponseParser parser
+    cdef public Exchange exchange
+    cdef public bint closed
+    cdef public double idle_deadline
+
+    cpdef data_received(self, data)
+    cpdef close(self)
+    cpdef on_response_body(self, data)
+    cpdef on_response_end(self, bint reusable)
+    cpdef on_response_whole(self, CResponseHead head, body, bint reusable)

@@ -1,0 +1,628 @@
+"""One HTTP request/response exchange, from a parsed request head to the end of its response.
+
+The client connection (``lb/proxy/http.py``) parses, pipelines, keeps alive and times out;
+for each request head it creates an ``Exchange``, which:
+
+1. routes the request to a pool (``ctx.router``) and computes the hash key when the pool's
+   strategy uses one;
+2. picks a backend (a sticky cookie first, then the strategy; a retry avoids what was tried)
+   and takes it with ``PoolRuntime.acquire`` — every way out gives it back with
+   ``PoolRuntime.release``, the one place where "a draining backend is now idle" is noticed;
+3. attaches an idle keep-alive ``HttpUpstreamProtocol`` from the listener's ``UpstreamPool``,
+   or connects a new one (the head and any body read meanwhile wait in ``pending``);
+4. relays the response events from the upstream protocol to the client transport (the head
+   goes out with the first body bytes), with flow control both ways;
+5. retries a request that never reached a backend (connect refused or timed out, or a pooled
+   connection closed before any response byte on an idempotent bodiless request), up to the
+   pool's ``retries``;
+6. answers 404/502/503/504 itself when it must, accounts (counters, latency histogram, access
+   log line), and tells the connection it is done (``ClientSide.exchange_done``).
+
+``ClientSide`` is what an exchange needs of its client connection. The connection class
+derives from it, so that where this module is compiled (``exchange.pxd``) the calls between
+the two are C calls, without this module importing the connection's.
+
+No logging on the per-request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Protocol, cast
+
+import orjson
+
+from lb.http import RequestHead, ResponseHead, ResponseParser, error_response
+from lb.http.rewrite import client_response_head, upstream_request_head
+from lb.model import Backend
+from lb.proxy.context import HttpContext
+from lb.proxy.pool import PoolRuntime
+from lb.proxy.upstream_pool import UpstreamPool
+from lb.stats import LATENCY_BOUNDS
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+RETRY_AFTER = 1
+
+# Client connection states (ClientSide.state).
+IDLE = 0  # between requests, nothing received
+HEAD = 1  # part of a request head received
+ACTIVE = 2  # an exchange is in progress
+TUNNEL = 3  # upgraded; the Tunnel owns both transports now
+CLOSED = 4
+
+
+class ListenerView(Protocol):
+    """What an exchange uses of its listener (``lb.proxy.listener.Listener``)."""
+
+    pools: dict[str, PoolRuntime]
+    connect_failures: int
+
+    def report_failure(
+        self, pool: PoolRuntime, backend: Backend, kind: str, exc: BaseException | None
+    ) -> None: ...
+
+
+class ClientSide:
+    """The client connection as an exchange sees it (``HttpClientProtocol`` implements it)."""
+
+    __slots__ = ("client_ip", "ctx", "listener", "state", "transport", "write_paused")
+
+    def __init__(self, listener: ListenerView, ctx: HttpContext) -> None:
+        self.listener = listener
+        self.ctx = ctx
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client_ip = b""
+        self.state = IDLE
+        self.write_paused = False
+
+    def exchange_done(self, now: float) -> None:
+        """The exchange ended (its response is out, its request read): keep alive or close."""
+        raise NotImplementedError
+
+    def close_now(self) -> None:
+        """Close after what was written (the exchange answered an error itself)."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def tunnel(self, upstream: asyncio.Transport, data: bytes) -> None:
+        """``101 Switching Protocols``: relay bytes both ways from now on."""
+        raise NotImplementedError
+
+
+class Exchange:
+    """One request and its response; see the module docstring."""
+
+    __slots__ = (
+        "backend",
+        "conn",
+        "connect_task",
+        "ctx",
+        "done",
+        "head",
+        "keep_alive",
+        "key",
+        "out_head",
+        "pending",
+        "pool",
+        "request_complete",
+        "request_id",
+        "response_started",
+        "retries",
+        "set_cookie",
+        "status",
+        "t_mark",
+        "t_start",
+        "tried",
+        "upstream",
+        "upstream_head",
+    )
+
+    def __init__(self, conn: ClientSide, head: RequestHead | None, t_start: float) -> None:
+        self.conn = conn
+        self.ctx = conn.ctx
+        self.head = head
+        # t_start is when the head started to arrive (or the previous response ended, for a
+        # pipelined request): close enough, and it saves a clock read per request. t_mark is
+        # when the request went upstream (the response timeout and latency count from it).
+        self.t_start = t_start
+        self.t_mark = t_start
+        self.pool: PoolRuntime | None = None
+        self.backend: Backend | None = None
+        self.upstream: HttpUpstreamProtocol | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.key: bytes | None = None
+        self.pending: list[bytes] | None = None
+        self.tried: list[Backend] = []
+        self.upstream_head = b""
+        self.request_id = b""
+        self.set_cookie = b""
+        self.out_head: bytes | None = None  # a response head that goes out with the body
+        self.status = 0
+        self.retries = 0
+        self.request_complete = False
+        self.response_started = False
+        self.done = False
+        self.keep_alive = head is not None and head.keep_alive and not conn.ctx.stopping
+
+    # -- the request side (from the client connection) ----------------------------------------
+
+    def start(self) -> None:
+        head = self.head
+        assert head is not None
+        ctx = self.ctx
+        router = ctx.router
+        pool_name = router.match(head.host, head.path) if router.routes else router.default
+        pool = self.conn.listener.pools.get(pool_name) if pool_name is not None else None
+        if pool is None:
+            self.respond_error(404, "no route matches this request")
+            return
+        self.pool = pool
+        if pool.needs_key:
+            self.key = self._hash_key(pool, head)
+        self.upstream_head, self.request_id = upstream_request_head(
+            head, self.conn.client_ip, b"http", None, ctx.via
+        )
+        self._dispatch()
+
+    def request_body(self, data: bytes) -> None:
+        if self.pending is not None:
+            self.pending.append(data)
+            self.conn.transport.pause_reading()
+        elif self.upstream is not None:
+            self.upstream.transport.write(data)
+        # else: the response already ended (the backend answered early): drop the rest.
+
+    def request_end(self) -> None:
+        self.request_complete = True
+        if self.done:
+            # The response finished before the request did (an early answer): the connection
+            # cannot be trusted for another request (keep_alive is off).
+            self.conn.exchange_done(self.conn.ctx.loop.time())
+
+    def request_error(self, status: int, reason: str) -> None:
+        """The request turned out malformed (a bad chunk, a body over the limit)."""
+        if self.response_started:
+            self.conn.abort()
+            return
+        self._detach(True)
+        self._release_backend()
+        self.respond_error(status, reason)
+
+    # -- choosing and reaching a backend ------------------------------------------------------
+
+    def _hash_key(self, pool: PoolRuntime, head: RequestHead) -> bytes | None:
+        kind = pool.key_kind
+        if kind == "source_ip":
+            return self.conn.client_ip
+        if kind == "path":
+            return head.path
+        if kind == "header":
+            return head.get(pool.key_name)
+        return head.cookie(pool.key_name)
+
+    def _pick_sticky(self, pool: PoolRuntime) -> Backend | None:
+        cookie_name = pool.sticky_cookie
+        if cookie_name is not None and not self.tried:
+            assert self.head is not None
+            token = self.head.cookie(cookie_name)
+            if token is not None:
+                b = pool.by_token.get(token)
+                if b is not None and b.eligible:
+                    return b
+        b = pool.pick(self.key, self.tried)
+        if b is not None and cookie_name is not None:
+            self.set_cookie = pool.sticky_header(b)
+        return b
+
+    def _dispatch(self) -> None:
+        pool = self.pool
+        assert pool is not None
+        if pool.sticky_cookie is not None:
+            backend = self._pick_sticky(pool)
+        elif self.tried:
+            backend = pool.pick_retry(self.key, self.tried)
+        else:
+            # The first try: ask the strategy straight away; PoolRuntime.pick handles the rest
+            # (panic mode when nothing is eligible).
+            backend = pool.strategy.pick(self.key) or pool.pick(self.key)
+        if backend is None:
+            if self.tried:
+                self.respond_error(502, "no backend could be reached")
+            else:
+                self.respond_error(503, "no backend is available", RETRY_AFTER)
+            return
+        self.tried.append(backend)
+        self.backend = backend
+        pool.acquire(backend)
+        conn = self.ctx.upstreams.acquire(backend)
+        if conn is not None:
+            self._attach(conn)
+            pending = self.pending
+            if pending is None:
+                conn.transport.write(self.upstream_head)
+            else:  # a retry after a failed connect: the head and any body read so far
+                self.pending = None
+                conn.transport.writelines(pending)
+                if not self.request_complete:
+                    self.conn.transport.resume_reading()
+        else:
+            if self.pending is None:
+                self.pending = [self.upstream_head]
+            self.conn.transport.pause_reading()
+            self.connect_task = self.ctx.loop.create_task(self._connect(backend))
+
+    async def _connect(self, backend: Backend) -> None:
+        pool = self.pool
+        assert pool is not None
+        ctx = self.ctx
+        conn = HttpUpstreamProtocol(backend, ctx.upstreams)
+        # (Not an asyncio.Protocol subclass, so that it can be compiled; it has the methods.)
+        factory = cast(Callable[[], asyncio.Protocol], lambda: conn)
+        try:
+            async with asyncio.timeout(ctx.connect_timeout):
+                transport, _ = await ctx.loop.create_connection(factory, backend.host, backend.port)
+        except (OSError, TimeoutError) as exc:
+            backend.connect_failures += 1
+            listener = self.conn.listener
+            listener.connect_failures += 1
+            listener.report_failure(pool, backend, "connect", exc)
+            self._retry_or_fail(502 if isinstance(exc, OSError) else 504, "connect")
+            return
+        if self.conn.state == CLOSED:
+            transport.close()
+            return
+        pending = self.pending or []
+        self.pending = None
+        self.t_mark = ctx.loop.time()  # the response timeout counts from now
+        self._attach(conn)
+        transport.writelines(pending)
+        if not self.request_complete:
+            self.conn.transport.resume_reading()
+
+    def _attach(self, conn: HttpUpstreamProtocol) -> None:
+        head = self.head
+        assert head is not None
+        self.upstream = conn
+        conn.exchange = self
+        conn.requests += 1
+        if self.conn.write_paused:
+            conn.transport.pause_reading()
+        # (positional: this runs per request; head_request, upgrade, dechunk)
+        conn.parser.start(head.method == b"HEAD", head.upgrade is not None, head.version == b"1.0")
+
+    def _detach(self, close: bool) -> HttpUpstreamProtocol | None:
+        """Let go of the upstream connection (closing it: its state is unknown)."""
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.exchange = None
+            if close:
+                up.close()
+        return up
+
+    def _retry_or_fail(self, status: int, why: str) -> None:
+        """The request never reached the backend (or provably was not processed)."""
+        self._release_backend()
+        pool = self.pool
+        assert pool is not None and self.head is not None
+        if self.conn.state == CLOSED:
+            return
+        if self.retries < pool.config.retries:
+            self.retries += 1
+            self.ctx.retries += 1
+            self.tried[-1].retries += 1  # the backend it failed on (retry path only)
+            self._dispatch()
+            return
+        self.pending = None
+        self.respond_error(status, f"backend {why} failed")
+
+    def _release_backend(self) -> None:
+        b = self.backend
+        if b is not None:
+            self.backend = None
+            pool = self.pool
+            assert pool is not None
+            pool.release(b)
+
+    # -- the response side (from HttpUpstreamProtocol) ----------------------------------------
+
+    def response_interim(self, head: ResponseHead) -> None:
+        assert self.head is not None
+        if self.head.version == b"1.1":
+            self.conn.transport.write(head.raw)
+            self.response_started = True
+
+    def _client_head(self, head: ResponseHead) -> bytes:
+        """The response head as the client gets it (also notes the status)."""
+        req = self.head
+        assert req is not None
+        self.status = head.status
+        self.response_started = True
+        if head.close_delimited:
+            self.keep_alive = False
+        extra = b"X-Request-ID: " + self.request_id + b"\r\n" + self.set_cookie
+        return client_response_head(head, not self.keep_alive, extra, req.version == b"1.0")
+
+    def response_head(self, head: ResponseHead) -> None:
+        out = self._client_head(head)
+        if head.no_body:
+            self.conn.transport.write(out)
+        else:
+            self.out_head = out  # it goes out with the first body bytes
+
+    def response_body(self, data: bytes) -> None:
+        head = self.out_head
+        if head is None:
+            self.conn.transport.write(data)
+        else:  # head and first body bytes in one writev: one syscall, one packet
+            self.out_head = None
+            self.conn.transport.writelines((head, data))
+
+    def response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None:
+        """A whole response from one buffer: one write, then the end of the exchange."""
+        out = self._client_head(head)
+        if body:
+            self.conn.transport.writelines((out, body))
+        else:
+            self.conn.transport.write(out)
+        self.response_end(reusable)
+
+    def flush_head(self) -> None:
+        head = self.out_head
+        if head is not None:
+            self.out_head = None
+            self.conn.transport.write(head)
+
+    def response_end(self, reusable: bool) -> None:
+        if self.out_head is not None:
+            self.flush_head()  # an empty body
+        up = self._detach(False)
+        assert up is not None
+        pool = self.pool
+        assert pool is not None
+        ctx = self.ctx
+        ctx.bytes_out += up.parser.bytes_received
+        now = ctx.loop.time()
+        b = self.backend
+        if b is not None:
+            b.responses[self.status // 100] += 1
+            elapsed = now - self.t_mark
+            b.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+            b.latency_sum += elapsed
+            if b.failure_streak and self.status < 500:
+                pool.note_success(b)
+            elif self.status >= 500 and pool.report_5xx:
+                self.conn.listener.report_failure(pool, b, "5xx", None)
+            self.backend = None
+            pool.release(b)
+        config = pool.config
+        if reusable and self.request_complete and up.requests < config.upstream_max_requests:
+            if self.conn.write_paused:
+                up.transport.resume_reading()  # paused for this client, not for the pool
+            ctx.upstreams.release(up, config.upstream_max_idle, config.upstream_idle_timeout, now)
+        else:
+            up.close()
+        self.account(now)
+        self.done = True
+        if self.request_complete:
+            self.conn.exchange_done(now)
+        else:
+            # The backend answered before reading the whole request: drop the rest of the body
+            # as it arrives, then close (request_end); the connection is out of step.
+            self.keep_alive = False
+
+    def response_upgrade(self, data: bytes) -> None:
+        self.flush_head()
+        up = self._detach(False)
+        assert up is not None
+        self.account(self.ctx.loop.time())
+        self._release_backend()
+        self.done = True
+        self.conn.tunnel(up.transport, data)
+
+    def response_error(self, reason: str) -> None:
+        up = self._detach(False)
+        pool = self.pool
+        assert pool is not None and self.head is not None
+        if self.response_started:
+            self.flush_head()
+            self._release_backend()
+            self.conn.abort()
+            return
+        b = self.backend
+        if b is not None:
+            self.conn.listener.report_failure(pool, b, "reset", None)
+        if (
+            up is not None
+            and up.parser.bytes_received == 0
+            and self.head.method in IDEMPOTENT
+            and not self.head.has_body
+            and self.request_complete
+        ):
+            # The keep-alive race: the backend closed a pooled connection as we reused it.
+            self.pending = None
+            self._retry_or_fail(502, "connection")
+            return
+        self._release_backend()
+        self.respond_error(502, "the backend closed the connection or sent an invalid response")
+
+    # -- own answers, timeouts, teardown, accounting ------------------------------------------
+
+    def respond_error(self, status: int, reason: str, retry_after: int | None = None) -> None:
+        self.status = status
+        head = self.head
+        answer = error_response(
+            status, reason, retry_after, body=head is None or head.method != b"HEAD"
+        )
+        self.ctx.bytes_out += len(answer)
+        self.conn.transport.write(answer)
+        self.account(self.ctx.loop.time())
+        self.done = True
+        self.conn.close_now()
+
+    def check_timeout(self, now: float) -> None:
+        """Called by the listener's sweep: the backend must start answering in time (504)."""
+        up = self.upstream
+        ctx = self.ctx
+        if (
+            up is not None
+            and up.parser.bytes_received == 0
+            and now - self.t_mark > (ctx.response_timeout)
+        ):
+            self._detach(True)
+            pool, b = self.pool, self.backend
+            if pool is not None and b is not None:
+                self.conn.listener.report_failure(pool, b, "timeout", None)
+            self._release_backend()
+            if self.response_started:
+                self.conn.abort()
+            else:
+                self.respond_error(504, "the backend did not answer in time")
+
+    def client_lost(self) -> None:
+        """The client connection is gone: nothing of this exchange can be reused."""
+        task = self.connect_task
+        if task is not None and not task.done():
+            task.cancel()
+        self._detach(True)
+        self._release_backend()
+
+    def abort_upstream(self) -> None:
+        up = self.upstream
+        if up is not None:
+            up.close()
+
+    def account(self, now: float) -> None:
+        ctx = self.ctx
+        ctx.responses[self.status // 100] += 1
+        head = self.head
+        if head is not None:
+            ctx.bytes_in += len(head.raw) + head.body_bytes
+        lines = ctx.access.lines
+        if lines is not None:
+            lines.append(
+                orjson.dumps(
+                    {
+                        "time": round(time.time(), 3),
+                        "client": self.conn.client_ip.decode(),
+                        "method": head.method.decode("latin-1") if head else "",
+                        "path": head.target.decode("latin-1") if head else "",
+                        "status": self.status,
+                        "bytes_in": (len(head.raw) + head.body_bytes) if head else 0,
+                        "backend": self.tried[-1].address if self.tried else None,
+                        "upstream_time": round(now - self.t_mark, 6),
+                        "total_time": round(now - self.t_start, 6),
+                        "request_id": self.request_id.decode("latin-1"),
+                        "retries": self.retries,
+                    }
+                )
+                + b"\n"
+            )
+
+
+class HttpUpstreamProtocol:
+    """One keep-alive connection to a backend. Events go to the attached exchange, if any."""
+
+    __slots__ = (
+        "backend",
+        "closed",
+        "exchange",
+        "idle_deadline",
+        "parser",
+        "requests",
+        "transport",
+        "upstreams",
+    )
+
+    def __init__(self, backend: Backend, upstreams: UpstreamPool) -> None:
+        self.backend = backend
+        self.upstreams = upstreams
+        self.exchange: Exchange | None = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = ResponseParser(self)
+        self.closed = False
+        self.requests = 0
+        self.idle_deadline = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.exchange is None:
+            # The backend closed an idle pooled connection. The transport closes after this
+            # returns, but connection_lost comes later: a request handled in the same loop
+            # iteration must not be given this connection (its parser is closed already).
+            self.closed = True
+            self.upstreams.discard(self)
+        self.parser.feed_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.exchange is None:
+            self.upstreams.discard(self)
+        elif not self.parser.closed:
+            self.parser.feed_eof()
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.conn.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.parser.close()
+            self.transport.close()
+
+    # -- ResponseHandler: forward to the exchange ---------------------------------------------
+
+    def on_response_interim(self, head: ResponseHead) -> None:
+        if self.exchange is not None:
+            self.exchange.response_interim(head)
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        if self.exchange is not None:
+            self.exchange.response_head(head)
+
+    def on_response_body(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.response_body(data)
+
+    def on_response_end(self, reusable: bool) -> None:
+        if self.exchange is not None:
+            self.exchange.response_end(reusable)
+        elif not reusable:
+            self.close()
+
+    def on_response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None:
+        if self.exchange is not None:
+            self.exchange.response_whole(head, body, reusable)
+        elif not reusable:
+            self.close()
+
+    def on_response_upgrade(self, data: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_upgrade(data)
+
+    def on_response_error(self, reason: str) -> None:
+        ex = self.exchange
+        self.close()
+        if ex is not None:
+            ex.response_error(reason)
+        else:
+            self.upstreams.discard(self)
