@@ -29,7 +29,7 @@ from lb.proxy.tcp import TcpClientProtocol
 
 log = logging.getLogger("lb.listener")
 
-ACCESS_LOG_FLUSH = 1.0  # seconds between access-log writes
+TICK = 1.0  # seconds between access-log writes (and tcp idle checks, at most)
 
 
 class Connection(Protocol):
@@ -88,7 +88,7 @@ class Listener:
         self.bytes_out = 0
         self._drained: asyncio.Future[None] | None = None
         self.access = AccessLog()
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
         # Shared state of an http listener's connections (routing, upstream pool, sweep).
         self.http: HttpContext | None = None
 
@@ -115,7 +115,7 @@ class Listener:
             sock.close()
             self.access.close()
             raise
-        self._flush_handle = self.loop.call_later(ACCESS_LOG_FLUSH, self._flush)
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
 
     def reconfigure(self, config: ListenerConfig) -> None:
         """A reload kept this listener (same name, bind, mode): apply the rest of ``config``."""
@@ -132,9 +132,17 @@ class Listener:
             for sock in self.server.sockets:
                 sock.listen(config.backlog)  # a listening socket takes a new backlog in place
 
-    def _flush(self) -> None:
+    def _tick(self) -> None:
+        """About once a second: write the access log; tcp relays idle too long close (http
+        connections have their own sweep, ``HttpContext.sweep``, at a finer interval)."""
         self.access.flush()
-        self._flush_handle = self.loop.call_later(ACCESS_LOG_FLUSH, self._flush)
+        if self.http is None:
+            now = self.loop.time()
+            idle_timeout = self.config.idle_timeout
+            for conn in list(self.connections):
+                cast(TcpClientProtocol, conn).check_idle(now, idle_timeout)
+        interval = min(TICK, max(0.05, self.config.idle_timeout / 4))
+        self._tick_handle = self.loop.call_later(interval, self._tick)
 
     @property
     def idle_timeout(self) -> float:
@@ -191,9 +199,9 @@ class Listener:
 
     def close(self) -> None:
         """Release timers, pooled upstream connections and the access log (after stopping)."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
         if self.http is not None:
             self.http.close()
         self.access.close()

@@ -6,8 +6,10 @@ connected, each side's ``data_received`` writes straight to the peer transport; 
 coroutine per chunk. ``pause_writing`` on one side pauses reading on the other, so a slow
 reader never makes the proxy buffer without bound. EOF is relayed as a half-close.
 
-Idle detection reuses the byte counters (one addition per chunk): a timer per connection
-fires every ``idle_timeout`` and closes the pair only if no byte moved since the last firing.
+Idle detection reuses the byte counters (one addition per chunk): the listener's sweep
+(about once a second, see ``Listener``) notes when a relay's counters last moved, and closes a
+relay whose counters have not moved for ``idle_timeout``, read at each sweep, so a reload
+reaches relays that are already open. No timer per connection.
 
 The backend is taken with ``PoolRuntime.acquire`` when the connect starts and given back with
 ``PoolRuntime.release`` (a failed connect, or the end of the relay). Settings are read from the
@@ -101,7 +103,7 @@ class TcpClientProtocol(asyncio.Protocol):
         "closed",
         "connect_task",
         "early",
-        "idle_handle",
+        "idle_since",
         "last_activity",
         "listener",
         "pool",
@@ -124,7 +126,7 @@ class TcpClientProtocol(asyncio.Protocol):
         self.client_ip = ""
         self.started = 0.0
         self.connect_task: asyncio.Task[None] | None = None
-        self.idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.upstream_proto: TcpUpstreamProtocol | None = None
         self.last_activity = -1
         self.bytes_in = 0  # client -> backend
@@ -253,7 +255,7 @@ class TcpClientProtocol(asyncio.Protocol):
                 transport.write_eof()
             else:
                 self.transport.resume_reading()
-            self._arm_idle()
+            self.idle_since = loop.time()
             return
         # Nothing could be reached: close the client.
         listener.no_backend += 1
@@ -261,22 +263,18 @@ class TcpClientProtocol(asyncio.Protocol):
 
     # -- idle timeout -----------------------------------------------------------------------
 
-    def _arm_idle(self) -> None:
-        listener = self.listener
-        self.idle_handle = listener.loop.call_later(listener.config.idle_timeout, self._idle_check)
-
-    def _idle_check(self) -> None:
-        if self.closed:
-            return
+    def check_idle(self, now: float, idle_timeout: float) -> None:
+        """The listener's sweep: close a relay that moved no byte for ``idle_timeout``."""
+        if self.upstream is None or self.closed:
+            return  # still connecting (the connect timeout applies), or gone
         activity = self.bytes_in + self.bytes_out
-        if activity == self.last_activity:
+        if activity != self.last_activity:
+            self.last_activity = activity
+            self.idle_since = now
+        elif now - self.idle_since > idle_timeout:
             self.listener.idle_timeouts += 1
             self.transport.close()
-            if self.upstream is not None:
-                self.upstream.close()
-            return
-        self.last_activity = activity
-        self._arm_idle()
+            self.upstream.close()
 
     # -- teardown ---------------------------------------------------------------------------
 
@@ -298,8 +296,6 @@ class TcpClientProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
         b = self.backend
         if b is not None:
             b.bytes_in += self.bytes_in
