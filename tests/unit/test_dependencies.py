@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 _IMPORT_ALL = """
 import importlib, pkgutil, sys
 import lb
-names = [m.name for m in pkgutil.walk_packages(lb.__path__, "lb.", onerror=lambda n: 1 / 0)]
+def fail(name):  # walk_packages would skip a package that fails to import
+    raise SystemExit(f"cannot import {name}")
+names = [m.name for m in pkgutil.walk_packages(lb.__path__, "lb.", onerror=fail)]
 for name in names:
     if name.rsplit(".", 1)[-1] != "__main__":
         importlib.import_module(name)
