@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit bench clean
 
-# setup.py compiles these (a stale build would shadow an edited .py): rebuild when they change.
+# setup.py compiles these (a stale build would shadow an edited .py): rebuild when they change,
+# or when the list of them (lb/_compiled.py) does.
 PXD := $(wildcard lb/*.pxd lb/http/*.pxd lb/proxy/*.pxd)
-COMPILED := lb/http/_speedups.pyx $(PXD) $(PXD:.pxd=.py)
+COMPILED := lb/_compiled.py lb/http/_speedups.pyx $(PXD) $(PXD:.pxd=.py)
 
 $(STAMP): pyproject.toml setup.py $(COMPILED)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +20,11 @@ $(STAMP): pyproject.toml setup.py $(COMPILED)
 run: $(STAMP)
 	./scripts/demo.sh
 
+# lint-imports: the dependency contracts in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict lb scaler

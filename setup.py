@@ -9,27 +9,27 @@
 
 Both are optional twice over: without Cython or a C compiler the build skips them (the package
 then runs as plain Python, which is the reference and handles everything), and
-``LB_NO_EXTENSIONS=1`` at build time builds none of them (at run time it only turns the
-``_speedups`` scan off; see docs/architecture.md, "The compiled fast path").
+``LB_NO_EXTENSIONS=1`` (or ``true``/``yes``; ``0`` or empty does not) builds none of them. The
+list, that switch and its run-time meaning live in ``lb/_compiled.py``, loaded here with runpy
+because lb itself is not built yet (docs/architecture.md, "The compiled fast path").
 """
 
-import os
 import runpy
 
 from setuptools import Extension, setup
 
-#: Modules compiled from their Python source (each has a ``.pxd`` with its class layouts). The
-#: list lives in the package, where the run-time switch (``LB_NO_EXTENSIONS``) also needs it.
-COMPILED_MODULES = runpy.run_path("lb/_source_only.py")["COMPILED_MODULES"]
+_compiled = runpy.run_path("lb/_compiled.py")
+#: Modules compiled from their Python source (each has a ``.pxd`` with its class layouts).
+COMPILED_MODULES = _compiled["COMPILED_MODULES"]
 
 extensions = []
-if not os.environ.get("LB_NO_EXTENSIONS"):
+if not _compiled["extensions_disabled"]():
     try:
         from Cython.Build import cythonize
     except ImportError:  # pragma: no cover - Cython is in build-system.requires
         pass
     else:
-        sources = [Extension("lb.http._speedups", ["lb/http/_speedups.pyx"])]
+        sources = [Extension(_compiled["SPEEDUPS"], ["lb/http/_speedups.pyx"])]
         sources += [Extension(m, [m.replace(".", "/") + ".py"]) for m in COMPILED_MODULES]
         extensions = cythonize(
             sources,

@@ -22,8 +22,8 @@ from typing import Any
 
 import uvloop
 
+from lb import _compiled
 from lb.config import parse_config
-from lb.http import _fast
 from lb.proxy.context import HttpContext
 from lb.proxy.exchange import HttpUpstreamProtocol
 from lb.proxy.http import HttpClientProtocol
@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2000)
     args = ap.parse_args(argv)
     req, resp = uvloop.run(measure(args.repeats, args.batch))
-    modules = _fast.compiled_modules()
+    modules = _compiled.compiled_modules()
     path = (
-        f"scan {'compiled' if _fast.compiled() else 'in Python'},"
+        f"scan {'compiled' if _compiled.speedups_loaded() else 'in Python'},"
         f" {sum(modules.values())}/{len(modules)} modules compiled"
     )
     print(

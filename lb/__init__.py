@@ -1,11 +1,9 @@
 """lb: an asyncio + uvloop L4/L7 load balancer."""
 
-import os
+from lb import _compiled
 
 __version__ = "0.1.0"
 
-if os.environ.get("LB_NO_EXTENSIONS", "") not in ("", "0"):
+if _compiled.extensions_disabled():
     # Run the plain-Python source of the modules setup.py compiles, even where they are built.
-    from lb._source_only import install
-
-    install()
+    _compiled.install_source_finder()

@@ -7,11 +7,14 @@ and what would be valid, before anything binds or starts. It never opens sockets
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -24,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from lb.health_rules import parse_status_ranges
 from lb.model import parse_address
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
@@ -242,8 +246,6 @@ class HealthConfig(_Model):
     @field_validator("expect_status")
     @classmethod
     def _expect_status(cls, v: str, info: ValidationInfo) -> str:
-        from lb.health.rules import parse_status_ranges
-
         _require_http(cls, info, v)
         parse_status_ranges(v)  # raises ValueError naming the bad part and the valid forms
         return v
@@ -368,23 +370,52 @@ class AdminConfig(_Model):
         return None if v is None else _check_address(v)
 
 
+CONFIG_CHECKS = "lb.config_checks"
+"""The entry-point group through which a package checks a section of ``config.toml`` that lb
+keeps but does not use: each entry point is named after its section and is a ``SectionCheck``.
+lb-scaler registers ``scalers`` (pyproject.toml). lb finds the check by name when the section is
+there, so lb's code never imports the package that owns the section: the arrow points from that
+package to lb, and an lb without it (or a file without the section) imports nothing more."""
+
+SectionCheck = Callable[[Any, Mapping[str, Any]], None]
+"""``check(section, validated)``: raise ValueError (or ``ConfigFieldError``, or a pydantic
+ValidationError located inside the section) for a bad ``section``. ``validated`` holds the
+fields of ``Config`` validated before it, by name (``pools``, when it was valid)."""
+
+
+@functools.cache
+def section_checks(section: str) -> tuple[SectionCheck, ...]:
+    """The checks installed packages register for ``section`` (loaded once per process)."""
+    checks: list[SectionCheck] = []
+    for ep in sorted(entry_points(group=CONFIG_CHECKS, name=section), key=lambda e: e.value):
+        try:
+            checks.append(cast(SectionCheck, ep.load()))
+        except Exception as exc:
+            raise ValueError(
+                f"cannot load {ep.value}, the check registered for this section in "
+                f"{CONFIG_CHECKS} ({type(exc).__name__}: {exc}); reinstall the package that "
+                "registers it, or remove the section"
+            ) from exc
+    return tuple(checks)
+
+
 class Config(_Model):
     lb: LBSection = Field(default_factory=LBSection)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     listeners: list[ListenerConfig] = Field(min_length=1)
     pools: dict[str, PoolConfig] = Field(min_length=1)
     scalers: list[dict[str, Any]] = Field(
-        default_factory=list, description="[[scalers]]: lb-scaler's entries (scaler/config.py)"
+        default_factory=list,
+        description="[[scalers]]: lb-scaler's entries, checked by its lb.config_checks entry point",
     )
 
     @field_validator("scalers")
     @classmethod
     def _scalers(cls, v: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
-        # lb ignores this section, but checks it with the scaler's own schema so that
+        # lb ignores this section, but runs the check lb-scaler registers for it, so that
         # `lb check` and a reload refuse the same mistakes as `lb-scaler`.
-        from scaler.config import check_scalers
-
-        check_scalers(v, info.data.get("pools"))
+        for check in section_checks("scalers"):
+            check(v, info.data)
         return v
 
     @model_validator(mode="after")

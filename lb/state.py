@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lb.config import Config, PoolConfig
-from lb.health.rules import Streaks, record, slow_start_weight
+from lb.health_rules import Streaks, record, slow_start_weight
 from lb.model import (
     AdminState,
     HealthState,

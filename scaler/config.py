@@ -1,7 +1,8 @@
 """``[[scalers]]``: the scaler's section of ``config.toml``, one entry per pool.
 
 This module owns the schema of that section and its error messages. ``lb``'s own ``Config``
-keeps the entries as plain tables and calls ``check_scalers`` on them, so ``lb check`` and
+keeps the entries as plain tables and calls ``check_scalers`` on them, found through the
+``lb.config_checks`` entry point (lb never imports scaler), so ``lb check`` and
 ``lb-scaler check`` refuse the same mistakes with the same messages (``scalers[0].max: ...``),
 and an ``lb`` that never runs a scaler still accepts a file that has one. It never opens
 sockets or starts anything.
@@ -376,9 +377,12 @@ def parse_scalers(entries: list[dict[str, Any]]) -> list[ScalerConfig]:
     return _ENTRIES.validate_python(entries)
 
 
-def check_scalers(entries: list[dict[str, Any]], pools: Mapping[str, Any] | None) -> None:
-    """Called by ``lb.config.Config``: every problem of the section, as validation errors under
-    ``scalers``, then the references to pools (``ConfigFieldError`` with the full path)."""
+def check_scalers(entries: list[dict[str, Any]], validated: Mapping[str, Any]) -> None:
+    """lb's check of ``[[scalers]]`` (a ``lb.config.SectionCheck``, registered in the
+    ``lb.config_checks`` entry-point group by pyproject.toml): every problem of the section, as
+    validation errors under ``scalers``, then the references to pools (``ConfigFieldError``
+    with the full path). ``validated`` is what ``lb.config.Config`` validated before it."""
+    pools: Mapping[str, Any] | None = validated.get("pools")
     parsed = parse_scalers(entries)
     seen: dict[str, int] = {}
     for i, sc in enumerate(parsed):

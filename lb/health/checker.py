@@ -2,7 +2,7 @@
 
 Owns: one asyncio task per checked backend, the probes, and the aiohttp session they share.
 Never does: run in a worker, or decide anything itself. Each result goes through
-``ClusterState.record_check`` and the pure rules in ``lb.health.rules``; a transition goes
+``ClusterState.record_check`` and the pure rules in ``lb.health_rules``; a transition goes
 through ``ClusterState.set_health`` with a cause such as
 ``3 failed HTTP checks (connection refused)``, which logs it and tells the workers.
 
@@ -48,7 +48,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from lb.config import HealthConfig
-from lb.health.rules import (
+from lb.health_rules import (
     StatusRanges,
     Streaks,
     decide,

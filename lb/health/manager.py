@@ -37,7 +37,7 @@ from typing import Any
 from lb.config import PassiveConfig
 from lb.health.checker import ActiveChecker
 from lb.health.passive import Ejection, EjectionPolicy, OutlierDetector, Refusal
-from lb.health.rules import format_seconds, ramping, slow_start_weight
+from lb.health_rules import format_seconds, ramping, slow_start_weight
 from lb.model import AdminState, HealthState
 from lb.state import ClusterState, ManagedBackend, StateError
 

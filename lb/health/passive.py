@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lb.health.rules import format_seconds
+from lb.health_rules import format_seconds
 
 # Failure kinds workers report, and how the cause line names them.
 KIND_WORDS = {

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from lb.http import _fast
+from lb import _compiled
 from tests.unit.test_http_helpers import python_only
 
 _HTTP_MODULES = ("test_http_request", "test_http_response", "test_http_rewrite")
-_IMPLS = ["compiled", "python"] if _fast.compiled() else ["python"]
+_IMPLS = ["compiled", "python"] if _compiled.speedups_loaded() else ["python"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,5 +1,6 @@
 """The L7 modules that setup.py compiles from their own ``.py`` source stay compilable and
-fresh.
+fresh, and ``LB_NO_EXTENSIONS`` means one thing to setup.py and to the run time
+(``lb/_compiled.py`` owns both).
 
 A compiled class has exactly the attributes its ``.pxd`` declares: one that the ``.py`` sets but
 the ``.pxd`` does not declare works in plain Python and fails compiled (AttributeError), so these
@@ -13,13 +14,17 @@ from __future__ import annotations
 import ast
 import os
 import re
+import runpy
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
+import setuptools
 
-from lb.http import _fast
+from lb import _compiled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +50,7 @@ def _pxd_classes(path: Path) -> dict[str, set[str]]:
         if m and current is not None:
             current.update(n.strip() for n in m.group(1).split(","))
     for cls, base in bases.items():
-        for other in _fast.COMPILED_MODULES:
+        for other in _compiled.COMPILED_MODULES:
             found = _pxd_classes(_source(other, ".pxd")).get(base)
             if found is not None:
                 classes[cls] |= found
@@ -102,7 +107,7 @@ def _py_classes(path: Path) -> dict[str, tuple[set[str], set[str] | None]]:
     return out
 
 
-@pytest.mark.parametrize("name", _fast.COMPILED_MODULES)
+@pytest.mark.parametrize("name", _compiled.COMPILED_MODULES)
 def test_pxd_declares_every_attribute_the_class_sets(name: str) -> None:
     pxd = _source(name, ".pxd")
     assert pxd.exists(), f"{name} is compiled, so it needs a .pxd (its C types)"
@@ -121,28 +126,98 @@ def test_pxd_declares_every_attribute_the_class_sets(name: str) -> None:
 
 
 def test_compiled_when_required() -> None:
-    state = _fast.compiled_modules()
-    if os.environ.get("LB_REQUIRE_SPEEDUPS") == "1":
+    state = _compiled.compiled_modules()
+    if _compiled.speedups_required():
         assert all(state.values()), f"LB_REQUIRE_SPEEDUPS=1 but some run as Python: {state}"
     elif not any(state.values()):
         pytest.skip("the L7 modules are not compiled here")
 
 
 def test_no_compiled_module_is_older_than_its_source() -> None:
-    stale = _fast.stale_modules()
+    stale = _compiled.stale_modules()
     assert not stale, (
         f"{stale} were compiled before their .py/.pxd last changed, and the old build still "
         "runs: rebuild with `pip install -e .` (or `make test`)"
     )
 
 
-def test_no_extensions_at_run_time_imports_every_module_from_source() -> None:
+def _run_time(no_extensions: str | None) -> subprocess.CompletedProcess[str]:
+    """(any module compiled, the scan loaded) in a fresh interpreter with that setting."""
     code = (
-        "from lb.http import _fast; import lb.proxy.http;"
-        "print(any(_fast.compiled_modules().values()), _fast.compiled())"
+        "import lb.proxy.http; from lb import _compiled;"
+        "print(any(_compiled.compiled_modules().values()), _compiled.speedups_loaded())"
     )
-    env = {**os.environ, "LB_NO_EXTENSIONS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    env = {k: v for k, v in os.environ.items() if k != "LB_NO_EXTENSIONS"}
+    if no_extensions is not None:
+        env["LB_NO_EXTENSIONS"] = no_extensions
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+def test_no_extensions_at_run_time_imports_every_module_from_source() -> None:
+    out = _run_time("1")
+    assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_no_extensions_0_at_run_time_is_unset() -> None:
+    unset, zero = _run_time(None), _run_time("0")
+    assert unset.returncode == zero.returncode == 0, unset.stderr + zero.stderr
+    assert zero.stdout == unset.stdout
+
+
+def test_a_no_extensions_value_that_means_nothing_is_refused_at_run_time() -> None:
+    out = _run_time("maybe")
+    assert out.returncode != 0
+    assert "LB_NO_EXTENSIONS='maybe' is neither on (1, true, yes) nor off" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"),
+    [
+        *[(v, False) for v in ("", "0", "false", "no", "off", " No ")],
+        *[(v, True) for v in ("1", "true", "yes", "on", "TRUE ")],
+    ],
+)
+def test_extensions_disabled_has_one_meaning(value: str, disabled: bool) -> None:
+    assert _compiled.extensions_disabled({"LB_NO_EXTENSIONS": value}) is disabled
+    assert _compiled.speedups_required({"LB_REQUIRE_SPEEDUPS": value}) is disabled
+
+
+def test_extensions_disabled_refuses_what_means_nothing() -> None:
+    assert _compiled.extensions_disabled({}) is False
+    for value in ("2", "disable", "-1"):
+        with pytest.raises(ValueError, match=f"LB_NO_EXTENSIONS='{value}' is neither on"):
+            _compiled.extensions_disabled({"LB_NO_EXTENSIONS": value})
+
+
+def _setup_py_extensions(monkeypatch: pytest.MonkeyPatch, no_extensions: str) -> list[str]:
+    """The extension modules setup.py asks for with that setting (nothing is compiled:
+    ``cythonize`` and ``setup`` are stand-ins that record what they were given)."""
+    captured: dict[str, Any] = {}
+    fake = types.ModuleType("Cython.Build")
+    fake.cythonize = lambda sources, **kw: list(sources)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "Cython.Build", fake)
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    monkeypatch.setenv("LB_NO_EXTENSIONS", no_extensions)
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
+    return [ext.name for ext in captured["ext_modules"]]
+
+
+@pytest.mark.parametrize("value", ["", "0", "false"])
+def test_setup_py_builds_everything_unless_disabled(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # Before lb/_compiled.py, setup.py skipped the build for any non-empty value, "0" too.
+    built = _setup_py_extensions(monkeypatch, value)
+    assert built == [_compiled.SPEEDUPS, *_compiled.COMPILED_MODULES]
+
+
+@pytest.mark.parametrize("value", ["1", "yes"])
+def test_setup_py_builds_nothing_when_disabled(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    assert _setup_py_extensions(monkeypatch, value) == []
+
+
+def test_setup_py_refuses_what_means_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="LB_NO_EXTENSIONS='y' is neither on"):
+        _setup_py_extensions(monkeypatch, "y")

@@ -10,7 +10,7 @@ import pytest
 
 from lb.config import parse_config
 from lb.health.manager import HealthManager
-from lb.health.rules import SLOW_START_FLOOR
+from lb.health_rules import SLOW_START_FLOOR
 from lb.model import HealthState
 from lb.state import ClusterState
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lb.health.rules import (
+from lb.health_rules import (
     SLOW_START_FLOOR,
     Streaks,
     changing,

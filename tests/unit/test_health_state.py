@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lb.config import parse_config
-from lb.health.rules import SLOW_START_FLOOR
+from lb.health_rules import SLOW_START_FLOOR
 from lb.model import Backend, HealthState
 from lb.proxy.pool import PoolRuntime
 from lb.state import ClusterState, StateError

@@ -11,22 +11,25 @@ benchmark figures assume it.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lb.http import _fast, build_upstream_head, rewrite_response_head
+from lb import _compiled
+from lb.http import build_upstream_head, rewrite_response_head
 from lb.http.heads import RequestHead, ResponseHead
 from tests.unit.test_http_helpers import Event, python_only, request_parser, response_parser
 
-compiled = pytest.mark.skipif(not _fast.compiled(), reason="lb.http._speedups is not built")
+compiled = pytest.mark.skipif(
+    not _compiled.speedups_loaded(), reason="lb.http._speedups is not built"
+)
 
 
 def test_extension_is_built_when_required() -> None:
-    if os.environ.get("LB_REQUIRE_SPEEDUPS") == "1":
-        assert _fast.compiled(), "LB_REQUIRE_SPEEDUPS=1 but lb.http._speedups did not load"
+    if _compiled.speedups_required():
+        assert _compiled.speedups_loaded(), (
+            "LB_REQUIRE_SPEEDUPS=1 but lb.http._speedups did not load"
+        )
     else:
         pytest.skip("LB_REQUIRE_SPEEDUPS is not set")
 

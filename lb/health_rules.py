@@ -24,7 +24,10 @@ only ever *shortens* a wait, so the detection bound ``fall * interval + timeout`
 Slow start scales a backend's weight linearly from ``SLOW_START_FLOOR`` of its weight, when it
 comes up, to all of it ``slow_start`` later.
 
-This module does no I/O, never reads a clock and never imports asyncio.
+This module does no I/O, never reads a clock and never imports asyncio. It imports only
+``lb.model``: it sits below ``lb.config`` (which parses ``expect_status`` with it) and
+``lb.state`` (which counts streaks and weighs slow start with it), and ``lb.health``, the
+asyncio side of health checking, sits above all three (``[tool.importlinter]`` holds that).
 """
 
 from __future__ import annotations
