@@ -265,10 +265,23 @@ class ProcessProvider:
                 if cmdline[:3] == _LAUNCHER:
                     cmdline = cmdline[4:]  # not exec'd yet: what it is about to run
                 strays.append(
-                    Record(f"stray-{pid}", pid, 0, "", cmdline, st[1], 0, "", run_id=run_id)
+                    Record(
+                        id=f"stray-{pid}",
+                        pid=pid,
+                        port=0,
+                        address="",
+                        cmdline=cmdline,
+                        start_ticks=st[1],
+                        started=0.0,
+                        log="",
+                        run_id=run_id,
+                    )
                 )
         if changed:
-            self._save()
+            try:
+                self._save()
+            except OSError as exc:  # the records in memory are complete; the next save writes them
+                log.error("cannot write %s: %s", self.state_file, exc.strerror)
         for stray in strays:
             log.warning(
                 "pid %d (%s) was started by a scaler with %s (run id %s) but is on no record; "
