@@ -4,7 +4,9 @@
 
 The socket is ``--socket``, else ``[lb] control_socket`` of the config (``-c``, default
 ``config.toml``), relative to the config file's folder. Only that one field is read, so
-lbctl works while the rest of the file is being edited.
+lbctl works while the rest of the file is being edited: a file that is not even valid TOML
+is scanned line by line for it (else the default ``run/lb.sock``), so that ``lbctl reload``
+still reaches lb and shows lb's own 422 about the file.
 
 Exit codes: 0 done; 1 the API refused the call (or ``wait`` timed out); 2 bad usage; 3 lb
 cannot be reached.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,23 +36,77 @@ class UsageError(Exception):
     pass
 
 
-def socket_from_config(config: str) -> Path:
+DEFAULT_SOCKET = "run/lb.sock"  # [lb] control_socket when the file does not set it
+
+
+def socket_from_config(config: str, note: Callable[[str], None] = lambda _: None) -> Path:
+    """``[lb] control_socket`` of ``config``, relative to its folder. A file that is not valid
+    TOML (an edit under way, or the very edit ``lbctl reload`` is about to have lb refuse) is
+    scanned line by line for that one key, else the default applies: either way lbctl still
+    reaches lb, whose own answer then names the problem. ``note`` says that it did so."""
     path = Path(config)
     try:
-        data = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(
             f"no config file {config} to take the control socket from; "
             "pass -c CONFIG or --socket PATH"
         ) from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {config}: {exc}; pass --socket PATH") from None
-    section = data.get("lb", {})
-    value = section.get("control_socket", "run/lb.sock") if isinstance(section, dict) else None
+    except OSError as exc:
+        raise UsageError(f"cannot read {config}: {exc.strerror}; pass --socket PATH") from None
+    value: object
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        found = scan_control_socket(raw.decode(errors="replace"))
+        value = found or DEFAULT_SOCKET
+        where = "its [lb] control_socket line" if found else "the default (no such line found)"
+        note(f"{config} is not valid TOML ({exc}); control socket {value} from {where}")
+    else:
+        section = data.get("lb", {})
+        value = section.get("control_socket", DEFAULT_SOCKET) if isinstance(section, dict) else None
     if not isinstance(value, str) or not value:
         raise UsageError(f"{config}: lb.control_socket is not a path; pass --socket PATH")
     p = Path(value)
     return p if p.is_absolute() else path.resolve().parent / p
+
+
+_TABLE = re.compile(r"^\s*\[\s*([^\[\]]*?)\s*\](?:\s*#.*)?\s*$")
+_KEY = re.compile(r"^\s*(lb\s*\.\s*)?control_socket\s*=(.*)$")
+
+
+def scan_control_socket(text: str) -> str | None:
+    """The value of ``control_socket`` in the ``[lb]`` table (or ``lb.control_socket`` at the
+    top level) of a file that does not parse as a whole, read line by line; None if no such
+    line parses. Lines inside multi-line strings are skipped."""
+    table = ""
+    in_string: str | None = None  # the delimiter of the multi-line string we are in
+    for line in text.splitlines():
+        if in_string is not None:
+            if line.count(in_string) % 2 == 1:
+                in_string = None
+            continue
+        for quote in ('"""', "'''"):
+            if line.count(quote) % 2 == 1:
+                in_string = quote
+        if in_string is not None:
+            continue
+        if line.lstrip().startswith("[["):
+            table = "[["  # an array of tables: not [lb]
+            continue
+        m = _TABLE.match(line)
+        if m is not None:
+            table = re.sub(r"\s*\.\s*", ".", m.group(1)).replace('"', "")
+            continue
+        m = _KEY.match(line)
+        if m is None or (table != "lb" if m.group(1) is None else table != ""):
+            continue
+        try:
+            value = tomllib.loads(f"v = {m.group(2).strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            return None  # the broken line is this one
+        return value if isinstance(value, str) and value else None
+    return None
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -321,7 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "socket", None):
             socket_path = Path(args.socket)
         else:
-            socket_path = socket_from_config(getattr(args, "config", "config.toml"))
+            socket_path = socket_from_config(
+                getattr(args, "config", "config.toml"),
+                lambda text: print(f"lbctl: note: {text}", file=sys.stderr),
+            )
         return asyncio.run(_main(args, socket_path))
     except UsageError as exc:
         print(f"lbctl: {exc}", file=sys.stderr)

@@ -9,6 +9,13 @@ an earlier one started, and a container whose start was interrupted (state ``cre
 that died (``exited``) is reported not running, to be removed. Nothing is pulled: the image
 must be on the engine.
 
+The labels are written by the create, before the start, so a scaler killed at any moment
+leaves nothing unknown: killed before or during the create, the engine has no container, or
+a labelled one; between the create and the start, a ``created`` container, which the next
+scaler (or ``stop-all``) removes; between the start and the registration in lb, a running
+one, which the next scaler adopts and registers (``tests/docker/test_scaler_docker_orphans.py``
+kills it at both moments).
+
 With ``network_mode = "host"`` a member gets a port from ``port_range`` and binds
 ``host:port`` itself (``{port}`` in the command, ``$PORT`` in its environment); with
 ``"bridge"`` it listens on ``container_port`` inside the container, which is published on
