@@ -216,7 +216,9 @@ def stop_scaler(scaler: Proc | None, config: Path, members: Path) -> None:
         )
     with contextlib.suppress(OSError, ValueError):
         for rec in orjson.loads(members.read_bytes()).get("members", []):
-            pid = int(rec["pid"])
+            if not isinstance(rec["pid"], int) or rec["pid"] <= 1:
+                continue  # null: recorded, never spawned
+            pid = rec["pid"]
             with contextlib.suppress(OSError):
                 if b"lb.backend" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGKILL)

@@ -168,8 +168,9 @@ def scaled(procs: ProcessGroup, tmp_path: Path) -> Iterator[Scaled]:
             if p.name.startswith("scaler"):
                 p.stop(signal.SIGKILL)
         for m in s.recorded():
-            with contextlib.suppress(OSError):
-                os.killpg(m["pid"], signal.SIGKILL)
+            if isinstance(m["pid"], int) and m["pid"] > 1:  # null: recorded, never spawned
+                with contextlib.suppress(OSError):
+                    os.killpg(m["pid"], signal.SIGKILL)
 
 
 def up(b: BackendView) -> bool:

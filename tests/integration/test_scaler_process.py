@@ -51,8 +51,9 @@ BACKEND = "{python} -m lb.backend --port {port} --name web-{port}"
 def kill_recorded(state_file: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         for m in json.loads(state_file.read_text())["members"]:
-            with contextlib.suppress(OSError):
-                os.killpg(m["pid"], signal.SIGKILL)
+            if isinstance(m["pid"], int) and m["pid"] > 1:  # null: recorded, never spawned
+                with contextlib.suppress(OSError):
+                    os.killpg(m["pid"], signal.SIGKILL)
 
 
 @pytest.fixture
