@@ -449,9 +449,11 @@ def test_sigterm_finishes_the_scale_down_in_progress(scaled: Scaled) -> None:
 
     # One slow request on each member (least_conn spreads them), so the victim is busy.
     results: list[int] = []
+    finished: list[float] = []
 
     def slow() -> None:
         results.append(http_get(scaled.port, "/sleep?ms=4000", timeout=15)[0])
+        finished.append(time.time())
 
     threads = [threading.Thread(target=slow) for _ in range(2)]
     for t in threads:
@@ -482,6 +484,8 @@ def test_sigterm_finishes_the_scale_down_in_progress(scaled: Scaled) -> None:
     removed = [e for e in events if e.get("event") == "scaler_member_removed"]
     stopped = [e for e in events if e.get("event") == "scaler_stopped"]
     assert len(removed) == 1 and stopped and removed[0]["time"] <= stopped[0]["time"]
-    assert exited - signalled >= 2.5  # it waited for the slow request
+    # It waited for the victim's slow request (both end about together; the clock of a loaded
+    # machine decides how much of the 4 s was left when the drain began, so no fixed figure).
+    assert exited >= min(finished) - 0.25, (exited, finished)
     assert len(scaled.backends()) == 1 and len(scaled.recorded()) == 1
     print(f"\nSIGTERM during a drain: exited {exited - signalled:.2f}s later, after the removal")
