@@ -343,7 +343,9 @@ class Exchange:
         assert req is not None
         self.status = head.status
         self.response_started = True
-        if head.close_delimited:
+        if head.close_delimited or not self.request_complete:
+            # (an answer that starts before the request ended: the connection closes after the
+            # request, so the client is told at once)
             self.keep_alive = False
         extra = b"X-Request-ID: " + self.request_id + b"\r\n" + self.set_cookie
         return client_response_head(head, not self.keep_alive, extra, req.version == b"1.0")

@@ -423,8 +423,11 @@ def test_an_early_answer_drops_the_rest_of_the_body_and_closes_after_the_request
         << ResumeReading("client")  # the rest of the body may come
         # The backend answers before it has read the whole body.
         >> DataReceived("a1", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope\n")
-        << Write(
-            "client", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n" + rid(1) + b"\r\nnope\n"
+        << Write(  # the connection will close after the request: the client is told now
+            "client",
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\nConnection: close\r\n"
+            + rid(1)
+            + b"\r\nnope\n",
         )
         << Close("a1")  # half a request went up it: not reusable
     )
