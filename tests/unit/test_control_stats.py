@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,6 +10,7 @@ from hypothesis import strategies as st
 
 from lb.control.stats import N_BUCKETS, StatsAggregator, merge_histograms, percentile
 from lb.stats import LATENCY_BOUNDS, latency_bucket
+from lb.wire import BackendCounters, Stats
 
 
 class Histogram:
@@ -26,12 +26,10 @@ class Histogram:
         return list(self.counts)
 
 
-def snap(total: int, errors: int = 0, cf: int = 0, hist: list[int] | None = None) -> dict[str, Any]:
-    counters = {"active": 1, "total": total, "errors": errors, "connect_failures": cf}
-    doc: dict[str, Any] = {"pools": {"web": {"b": counters}}}
-    if hist is not None:
-        doc["latency"] = {"web": {"b": hist}}
-    return doc
+def snap(total: int, errors: int = 0, cf: int = 0, hist: list[int] | None = None) -> Stats:
+    counters = BackendCounters(active=1, total=total, errors=errors, connect_failures=cf)
+    latency = {"web": {"b": tuple(hist)}} if hist is not None else {}
+    return Stats(worker=1, pools={"web": {"b": counters}}, latency=latency)
 
 
 def test_rate_over_window_sums_workers() -> None:

@@ -15,6 +15,7 @@ from lb.config import parse_config
 from lb.proxy.http import HttpContext, HttpUpstreamProtocol
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
+from lb.wire import BackendEntry
 
 
 class FakeTransport:
@@ -49,7 +50,7 @@ def setup() -> tuple[HttpContext, PoolRuntime]:
     )
     pool = PoolRuntime("p", cfg.pools["p"])
     pool.apply_snapshot(
-        [{"id": "a", "address": "127.0.0.1:2", "weight": 1, "admin": "ready", "health": "up"}]
+        [BackendEntry(id="a", address="127.0.0.1:2", weight=1, effective_weight=1.0)]
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
     listener.http = ctx = HttpContext(listener)
