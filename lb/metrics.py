@@ -53,7 +53,7 @@ from lb.control.plane import ControlPlane
 from lb.control.server import ControlServer
 from lb.model import AdminState, HealthState
 from lb.stats import LATENCY_BOUNDS, LATENCY_BUCKETS
-from lb.wire import Failure, Stats
+from lb.wire import Failure, Stats, counter_items
 
 log = logging.getLogger("lb.metrics")
 
@@ -93,18 +93,16 @@ class CounterTotals:
             self._last_hist.pop(old, None)
         prev = self._last.get(generation, {})
         cur: dict[tuple[str, ...], int] = {}
-        # A counter that is 0 and was never counted stays out of the totals (a tcp listener
-        # has no ``requests``): the exposition reads a missing one as 0.
         for name, lc in snapshot.listeners.items():
             acc = self.listeners.setdefault(name, {})
-            for k, v in lc.items():
-                if k not in LISTENER_GAUGES and (v or k in acc):
+            for k, v in counter_items(lc):
+                if k not in LISTENER_GAUGES:
                     _add(acc, k, ("l", name, k), v, prev, cur)
         for pool, backends in snapshot.pools.items():
             for bid, bc in backends.items():
                 acc = self.backends.setdefault((pool, bid), {})
-                for k, v in bc.items():
-                    if k not in BACKEND_GAUGES and (v or k in acc):
+                for k, v in counter_items(bc):
+                    if k not in BACKEND_GAUGES:
                         _add(acc, k, ("b", pool, bid, k), v, prev, cur)
         self._last[generation] = cur
         prev_h = self._last_hist.get(generation, {})
@@ -290,7 +288,7 @@ class LbCollector:
         active: dict[str, int] = {}
         for snap in plane.snapshots():
             for name, counters in snap.listeners.items():
-                active[name] = active.get(name, 0) + counters.active
+                active[name] = active.get(name, 0) + counters.get("active", 0)
         lab = ["listener"]
         info = InfoMetricFamily(
             "lb_listener",
@@ -363,8 +361,9 @@ class LbCollector:
             for pool, per_backend in snap.pools.items():
                 for bid, counters in per_backend.items():
                     g = gauges.setdefault((pool, bid), {"active": 0, "connections": 0})
-                    g["active"] += counters.active
-                    g["connections"] += counters.open_connections
+                    a = counters.get("active", 0)
+                    g["active"] += a
+                    g["connections"] += counters.get("connections", a)
         pl = ["pool"]
         bl = ["pool", "backend"]
         n_backends = _gauge("lb_pool_backends", "Backends in the pool (any state)", pl)

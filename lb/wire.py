@@ -46,9 +46,9 @@ import dataclasses
 import enum
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, cast
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -73,9 +73,12 @@ __all__ = [
     "ToSupervisor",
     "ToWorker",
     "WireError",
+    "counter_items",
+    "counters_of",
     "decode_to_supervisor",
     "decode_to_worker",
     "encode",
+    "no_backend_counters",
 ]
 
 
@@ -159,94 +162,89 @@ ToWorker = NewConfig | PoolsSnapshot | BackendUpdate | RemoveBackend | CloseBack
 
 
 # -- the stats snapshot ----------------------------------------------------------------------
-
-_C = TypeVar("_C", "ListenerCounters", "BackendCounters")
-
-
-def _int_fields(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls) if f.type in ("int", int))
+# The counters are TypedDicts, not dataclasses: a worker writes one per backend every second,
+# and plain dicts cost a fraction of slotted dataclasses to build and to serialize (a
+# snapshot of 1000 backends: about 0.5 ms against 8 ms). They are just as checked: by mypy
+# where they are built and read, and by the decoder on the wire.
 
 
-def _counter_items(c: ListenerCounters | BackendCounters) -> Iterator[tuple[str, int]]:
-    for name in c._INTS:
-        yield name, getattr(c, name)
+class _ListenerAlways(TypedDict):
+    accepted: int
+    active: int  # gauge: client connections open now
+    rejected: int  # refused at max_connections
+    connect_failures: int
+    no_backend: int  # tcp: closed because no backend could be reached
+    idle_timeouts: int
+    bytes_in: int
+    bytes_out: int
 
 
-def _add_ints(a: _C, b: _C) -> dict[str, int]:
-    return {name: getattr(a, name) + getattr(b, name) for name in a._INTS}
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerCounters:
+class ListenerCounters(_ListenerAlways, total=False):
     """One listener's counters in one worker, cumulative since the worker started (``active``
-    is a gauge). The http-only ones stay 0 on a tcp listener."""
+    is a gauge). The keys below are sent by http listeners only."""
 
-    _INTS: ClassVar[tuple[str, ...]]
-    accepted: int = 0
-    active: int = 0  # gauge: client connections open now
-    rejected: int = 0  # refused at max_connections
-    connect_failures: int = 0
-    no_backend: int = 0  # tcp: closed because no backend could be reached
-    idle_timeouts: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    requests: int = 0  # http
-    retries: int = 0  # http
-    responses_1xx: int = 0  # http: answers to clients by status class (lb's own included)
-    responses_2xx: int = 0
-    responses_3xx: int = 0
-    responses_4xx: int = 0
-    responses_5xx: int = 0
-
-    def items(self) -> Iterator[tuple[str, int]]:
-        """(name, value) of every counter, in declaration order."""
-        return _counter_items(self)
-
-    def __add__(self, other: ListenerCounters) -> ListenerCounters:
-        return ListenerCounters(**_add_ints(self, other))
+    requests: int
+    retries: int
+    responses_1xx: int  # answers to clients by status class (lb's own included)
+    responses_2xx: int
+    responses_3xx: int
+    responses_4xx: int
+    responses_5xx: int
 
 
-@dataclass(frozen=True, slots=True)
-class BackendCounters:
+class _BackendAlways(TypedDict):
+    active: int  # gauge: open connections (L4) or in-flight requests (L7)
+    total: int  # connections established (L4) or requests sent (L7)
+    connect_failures: int  # failed attempts, not in ``total``
+    errors: int  # L7: 5xx answers to requests counted in ``total``
+    bytes_in: int
+    bytes_out: int
+    retries: int  # failed here before reaching it, retried on another backend
+    responses_1xx: int  # L7: responses by status class
+    responses_2xx: int
+    responses_3xx: int
+    responses_4xx: int
+    responses_5xx: int
+    latency_us: int  # the latency histogram's sum, in microseconds
+
+
+class BackendCounters(_BackendAlways, total=False):
     """One backend's counters in one worker, cumulative since the worker started, except the
     gauges ``active`` and ``connections``."""
 
-    _INTS: ClassVar[tuple[str, ...]]
-    active: int = 0  # gauge: open connections (L4) or in-flight requests (L7)
-    total: int = 0  # connections established (L4) or requests sent (L7)
-    connect_failures: int = 0  # failed attempts, not in ``total``
-    errors: int = 0  # L7: 5xx answers to requests counted in ``total``
-    bytes_in: int = 0
-    bytes_out: int = 0
-    retries: int = 0  # failed here before reaching it, retried on another backend
-    responses_1xx: int = 0  # L7: responses by status class
-    responses_2xx: int = 0
-    responses_3xx: int = 0
-    responses_4xx: int = 0
-    responses_5xx: int = 0
-    latency_us: int = 0  # the latency histogram's sum, in microseconds
-    # Gauge, optional: open upstream connections, pooled idle ones included. None: the worker
-    # does not count them apart, and ``active`` stands for them (``open_connections``).
-    connections: int | None = None
-
-    @property
-    def open_connections(self) -> int:
-        return self.active if self.connections is None else self.connections
-
-    def items(self) -> Iterator[tuple[str, int]]:
-        """(name, value) of every counter, in declaration order (``connections`` when set)."""
-        yield from _counter_items(self)
-        if self.connections is not None:
-            yield "connections", self.connections
-
-    def __add__(self, other: BackendCounters) -> BackendCounters:
-        both_none = self.connections is None and other.connections is None
-        connections = None if both_none else self.open_connections + other.open_connections
-        return BackendCounters(**_add_ints(self, other), connections=connections)
+    # Gauge, optional: open upstream connections, pooled idle ones included. Without it,
+    # ``active`` stands for them.
+    connections: int
 
 
-ListenerCounters._INTS = _int_fields(ListenerCounters)
-BackendCounters._INTS = _int_fields(BackendCounters)
+def counters_of(counters: ListenerCounters | BackendCounters) -> Mapping[str, int]:
+    """The counters as a mapping of names to ints (what they are: the decoder checks it), for
+    code that reads them by a name it holds in a variable."""
+    return cast("Mapping[str, int]", counters)
+
+
+def counter_items(counters: ListenerCounters | BackendCounters) -> ItemsView[str, int]:
+    """(name, value) of every counter."""
+    return counters_of(counters).items()
+
+
+def no_backend_counters() -> BackendCounters:
+    """All zeros: a backend no worker reported yet."""
+    return BackendCounters(
+        active=0,
+        total=0,
+        connect_failures=0,
+        errors=0,
+        bytes_in=0,
+        bytes_out=0,
+        retries=0,
+        responses_1xx=0,
+        responses_2xx=0,
+        responses_3xx=0,
+        responses_4xx=0,
+        responses_5xx=0,
+        latency_us=0,
+    )
 
 
 # -- worker -> supervisor --------------------------------------------------------------------
@@ -450,6 +448,8 @@ def _reader(tp: Any) -> Reader:
         reader = _model_reader(tp)
     elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
         reader = _dataclass_reader(tp)
+    elif typing.is_typeddict(tp):
+        reader = _typeddict_reader(tp)
     elif origin in (Mapping, dict) and args[0] is str:
         reader = _mapping_reader(_reader(args[1]))
     elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
@@ -460,6 +460,46 @@ def _reader(tp: Any) -> Reader:
         raise TypeError(f"no wire reader for {tp!r}")
     _READERS[tp] = reader
     return reader
+
+
+def _keys_error(value: dict[Any, Any], required: frozenset[str], allowed: frozenset[str]) -> None:
+    unknown = [str(k) for k in value if k not in allowed]
+    if unknown:
+        raise WireError(f"unexpected field(s) {', '.join(sorted(unknown))}")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise WireError(f"missing field(s) {', '.join(sorted(missing))}")
+
+
+def _typeddict_reader(cls: Any) -> Reader:
+    hints = typing.get_type_hints(cls)
+    readers = {name: _reader(tp) for name, tp in hints.items()}
+    required: frozenset[str] = cls.__required_keys__
+    allowed = frozenset(hints)
+    only_ints = all(r is _read_int for r in readers.values())
+
+    def read(value: Any) -> dict[str, Any]:
+        if type(value) is not dict:
+            raise WireError(f"expected an object, got {_describe(value)}")
+        keys = value.keys()
+        if not (required <= keys and keys <= allowed):
+            _keys_error(value, required, allowed)
+        if only_ints:
+            # The counters of a stats snapshot, one per backend per second: one pass, no copy.
+            for v in value.values():
+                if type(v) is not int:
+                    break
+            else:
+                return value
+        out = {}
+        for k, v in value.items():
+            try:
+                out[k] = readers[k](v)
+            except WireError as exc:
+                raise exc.at(k) from None
+        return out
+
+    return read
 
 
 def _dataclass_reader(cls: type[Any]) -> Reader:
@@ -474,24 +514,6 @@ def _dataclass_reader(cls: type[Any]) -> Reader:
     ]
     names = frozenset(name for name, _, _ in fields)
     required = [name for name, _, needed in fields if needed]
-    nullable = frozenset(name for name, rd, _ in fields if rd is not _read_int)
-    only_ints = all(rd is _read_int or name in nullable for name, rd, _ in fields) and all(
-        hints[name] == int | None for name in nullable
-    )
-
-    def read_ints(value: Any) -> Any:
-        # The counters of a stats snapshot, one per backend per second: check the values in one
-        # pass and let the constructor check the names; anything odd takes the full path,
-        # which names the problem.
-        if type(value) is dict:
-            for k, v in value.items():
-                if type(v) is not int and (v is not None or k not in nullable):
-                    return read(value)
-            try:
-                return cls(**value)
-            except TypeError:
-                pass
-        return read(value)
 
     def read(value: Any) -> Any:
         if type(value) is not dict:
@@ -511,7 +533,7 @@ def _dataclass_reader(cls: type[Any]) -> Reader:
             raise WireError(f"missing field(s) {missing}")
         return cls(**kwargs)
 
-    return read_ints if only_ints else read
+    return read
 
 
 _TO_WORKER: tuple[type[ToWorker], ...] = (

@@ -249,24 +249,24 @@ class DataPlane:
 
     def snapshot(self) -> wire.Stats:
         listeners = {lst.config.name: _listener_counters(lst) for lst in self.listeners}
-        backends = {
+        backends: dict[str, dict[str, wire.BackendCounters]] = {
             name: {
-                b.id: wire.BackendCounters(
-                    active=b.active,
-                    total=b.total,
-                    connect_failures=b.connect_failures,
-                    errors=b.responses[5],  # 5xx answers (L7)
-                    bytes_in=b.bytes_in,
-                    bytes_out=b.bytes_out,
+                b.id: {
+                    "active": b.active,
+                    "total": b.total,
+                    "connect_failures": b.connect_failures,
+                    "errors": b.responses[5],  # 5xx answers (L7)
+                    "bytes_in": b.bytes_in,
+                    "bytes_out": b.bytes_out,
                     # For /metrics (lb/metrics.py): existing counters, flattened.
-                    retries=b.retries,
-                    responses_1xx=b.responses[1],
-                    responses_2xx=b.responses[2],
-                    responses_3xx=b.responses[3],
-                    responses_4xx=b.responses[4],
-                    responses_5xx=b.responses[5],
-                    latency_us=int(b.latency_sum * 1e6),  # the latency histogram's sum
-                )
+                    "retries": b.retries,
+                    "responses_1xx": b.responses[1],
+                    "responses_2xx": b.responses[2],
+                    "responses_3xx": b.responses[3],
+                    "responses_4xx": b.responses[4],
+                    "responses_5xx": b.responses[5],
+                    "latency_us": int(b.latency_sum * 1e6),  # the latency histogram's sum
+                }
                 for b in pool.backends.values()
             }
             for name, pool in self.pools.items()
@@ -291,36 +291,29 @@ class DataPlane:
 
 
 def _listener_counters(lst: Listener) -> wire.ListenerCounters:
-    """A listener's counters for the stats snapshot (``active`` is a gauge)."""
+    """A listener's counters for the stats snapshot (flat integers; ``active`` is a gauge)."""
+    out: wire.ListenerCounters = {
+        "accepted": lst.accepted,
+        "active": lst.active,
+        "rejected": lst.rejected,
+        "connect_failures": lst.connect_failures,
+        "no_backend": lst.no_backend,
+        "idle_timeouts": lst.idle_timeouts,
+        "bytes_in": lst.bytes_in,
+        "bytes_out": lst.bytes_out,
+    }
     ctx = lst.http
-    if ctx is None:
-        return wire.ListenerCounters(
-            accepted=lst.accepted,
-            active=lst.active,
-            rejected=lst.rejected,
-            connect_failures=lst.connect_failures,
-            no_backend=lst.no_backend,
-            idle_timeouts=lst.idle_timeouts,
-            bytes_in=lst.bytes_in,
-            bytes_out=lst.bytes_out,
-        )
-    return wire.ListenerCounters(
-        accepted=lst.accepted,
-        active=lst.active,
-        rejected=lst.rejected,
-        connect_failures=lst.connect_failures,
-        no_backend=lst.no_backend,
-        idle_timeouts=lst.idle_timeouts,
-        bytes_in=ctx.bytes_in,
-        bytes_out=ctx.bytes_out,
-        requests=ctx.requests,
-        retries=ctx.retries,
-        responses_1xx=ctx.responses[1],
-        responses_2xx=ctx.responses[2],
-        responses_3xx=ctx.responses[3],
-        responses_4xx=ctx.responses[4],
-        responses_5xx=ctx.responses[5],
-    )
+    if ctx is not None:
+        out["requests"] = ctx.requests
+        out["retries"] = ctx.retries
+        out["bytes_in"] = ctx.bytes_in
+        out["bytes_out"] = ctx.bytes_out
+        out["responses_1xx"] = ctx.responses[1]
+        out["responses_2xx"] = ctx.responses[2]
+        out["responses_3xx"] = ctx.responses[3]
+        out["responses_4xx"] = ctx.responses[4]
+        out["responses_5xx"] = ctx.responses[5]
+    return out
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -27,7 +27,6 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 import lb
-from lb import wire
 from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
 from lb.control.events import (
@@ -141,10 +140,6 @@ class Services(Protocol):
         """Re-read the config file (ApiError 422 when refused)."""
 
 
-_NO_COUNTERS = wire.BackendCounters()
-_NO_LISTENER_COUNTERS = wire.ListenerCounters()
-
-
 class ControlApi:
     def __init__(self, plane: ControlPlane, service: Services) -> None:
         self.plane = plane
@@ -159,18 +154,18 @@ class ControlApi:
         snaps = self.plane.snapshots()
         out = []
         for b in backends:
-            c = counters.get(b.pool, {}).get(b.id, _NO_COUNTERS)
+            c = counters.get(b.pool, {}).get(b.id, {})
             st = self.service.drains.status(b, snaps)
             out.append(
                 BackendView.model_validate(
                     {
                         **b.view(now),
-                        "active": c.active,
-                        "total": c.total,
-                        "connect_failures": c.connect_failures,
-                        "errors": c.errors,
-                        "bytes_in": c.bytes_in,
-                        "bytes_out": c.bytes_out,
+                        "active": c.get("active", 0),
+                        "total": c.get("total", 0),
+                        "connect_failures": c.get("connect_failures", 0),
+                        "errors": c.get("errors", 0),
+                        "bytes_in": c.get("bytes_in", 0),
+                        "bytes_out": c.get("bytes_out", 0),
                         "removable": st.removable,
                     }
                 )
@@ -212,20 +207,10 @@ class ControlApi:
         counters = self.plane.totals().listeners
         views = []
         for lc in self.plane.config.listeners:
-            c = counters.get(lc.name, _NO_LISTENER_COUNTERS)
+            c = counters.get(lc.name, {})
             pools = [lc.pool] if lc.pool is not None else []
             pools += [p for p in dict.fromkeys(r.pool for r in lc.routes) if p not in pools]
-            responses = (
-                {
-                    "1xx": c.responses_1xx,
-                    "2xx": c.responses_2xx,
-                    "3xx": c.responses_3xx,
-                    "4xx": c.responses_4xx,
-                    "5xx": c.responses_5xx,
-                }
-                if lc.mode == "http"
-                else {}
-            )
+            classes = ("1xx", "2xx", "3xx", "4xx", "5xx") if lc.mode == "http" else ()
             views.append(
                 ListenerView(
                     name=lc.name,
@@ -233,14 +218,14 @@ class ControlApi:
                     mode=lc.mode,
                     pool=lc.pool,
                     pools=pools,
-                    accepted=c.accepted,
-                    active=c.active,
-                    rejected=c.rejected,
-                    requests=c.requests,
-                    responses=responses,
-                    retries=c.retries,
-                    bytes_in=c.bytes_in,
-                    bytes_out=c.bytes_out,
+                    accepted=c.get("accepted", 0),
+                    active=c.get("active", 0),
+                    rejected=c.get("rejected", 0),
+                    requests=c.get("requests", 0),
+                    responses={k: c.get(f"responses_{k}", 0) for k in classes},
+                    retries=c.get("retries", 0),
+                    bytes_in=c.get("bytes_in", 0),
+                    bytes_out=c.get("bytes_out", 0),
                 )
             )
         return 200, ListenersResponse(listeners=views)
@@ -363,11 +348,11 @@ class ControlApi:
             stats_of: list[WindowStats] = []
             in_flight = connections = eligible = 0
             for b in backends.values():
-                g = gauges.get(name, {}).get(b.id, _NO_COUNTERS)
+                g = gauges.get(name, {}).get(b.id, {})
                 ws = window.get((name, b.id), empty)
                 stats_of.append(ws)
-                active = g.active
-                conns = g.open_connections
+                active = int(g.get("active", 0))
+                conns = int(g.get("connections", active))
                 is_eligible = (
                     b.admin is AdminState.READY
                     and b.health is HealthState.UP

@@ -72,8 +72,8 @@ def removability(
             pending += 1
             continue
         counters = snap.pools.get(b.pool, {}).get(b.id)
-        if counters is not None:
-            active += counters.active
+        if counters:
+            active += counters.get("active", 0)
     if pending:
         return Removability(
             False, active, workers, pending, f"waiting for {pending} worker(s) to report"

@@ -76,10 +76,11 @@ class WorkerLink(Protocol):
 
 @dataclass
 class Totals:
-    """The latest snapshot of every worker, summed counter by counter."""
+    """The latest snapshot of every worker, summed counter by counter (a counter no worker
+    sent is missing: read it with ``.get(name, 0)``)."""
 
-    listeners: dict[str, wire.ListenerCounters] = field(default_factory=dict)
-    pools: dict[str, dict[str, wire.BackendCounters]] = field(default_factory=dict)
+    listeners: dict[str, dict[str, int]] = field(default_factory=dict)
+    pools: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
 def backend_entry(b: ManagedBackend, now: float) -> wire.BackendEntry:
@@ -157,14 +158,12 @@ class ControlPlane:
             snap = w.latest_stats()
             if snap is None:
                 continue
-            for name, lc in snap.listeners.items():
-                prev = out.listeners.get(name)
-                out.listeners[name] = lc if prev is None else prev + lc
+            for name, counters in snap.listeners.items():
+                _add_into(out.listeners.setdefault(name, {}), counters)
             for pool, backends in snap.pools.items():
-                acc = out.pools.setdefault(pool, {})
+                pacc = out.pools.setdefault(pool, {})
                 for bid, bc in backends.items():
-                    prev_b = acc.get(bid)
-                    acc[bid] = bc if prev_b is None else prev_b + bc
+                    _add_into(pacc.setdefault(bid, {}), bc)
         return out
 
     def restarts(self) -> int:
@@ -217,6 +216,11 @@ class ControlPlane:
             extra={"event": {"event": "reload", "changes": changes}},
         )
         return ReloadResult(changes=changes, restart_required=restart)
+
+
+def _add_into(acc: dict[str, int], counters: wire.ListenerCounters | wire.BackendCounters) -> None:
+    for k, v in wire.counter_items(counters):
+        acc[k] = acc.get(k, 0) + v
 
 
 def check_binds(config_path: Path, old: Config, new: Config) -> None:

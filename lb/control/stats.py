@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from lb.stats import LATENCY_BUCKETS as N_BUCKETS
 from lb.stats import percentile
-from lb.wire import Stats
+from lb.wire import Stats, counters_of
 
 __all__ = ["N_BUCKETS", "StatsAggregator", "WindowStats", "merge_histograms", "percentile"]
 
@@ -80,8 +80,9 @@ class _Series:
                 prev = self.last_counters.get(key, {})
                 acc = self.totals.setdefault(key, [0] * len(COUNTERS))
                 cur: dict[str, int] = {}
+                flat = counters_of(bc)
                 for i, name in enumerate(COUNTERS):
-                    v: int = getattr(bc, name)
+                    v = flat.get(name, 0)
                     p = prev.get(name, 0)
                     acc[i] += v - p if v >= p else v  # went down: the worker restarted
                     cur[name] = v

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from lb.control.drain import Drain, DrainTracker, removability
 from lb.model import AdminState
 from lb.state import ManagedBackend
-from lb.wire import BackendCounters, Stats
+from lb.wire import Stats
 
 
 def backend(admin: AdminState = AdminState.DRAIN) -> ManagedBackend:
@@ -15,7 +16,7 @@ def backend(admin: AdminState = AdminState.DRAIN) -> ManagedBackend:
 
 
 def snap(seq: int, active: int | None) -> Stats:
-    pools = {} if active is None else {"web": {"127.0.0.1:9001": BackendCounters(active=active)}}
+    pools: Any = {} if active is None else {"web": {"127.0.0.1:9001": {"active": active}}}
     return Stats(worker=1, seq=seq, pools=pools)
 
 

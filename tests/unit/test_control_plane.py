@@ -75,7 +75,9 @@ class FakeWorker:
     def report(self) -> None:
         pools: dict[str, dict[str, wire.BackendCounters]] = {}
         for (pool, bid), n in self.active.items():
-            pools.setdefault(pool, {})[bid] = wire.BackendCounters(active=n, total=10 * n)
+            counters = wire.no_backend_counters()
+            counters["active"], counters["total"] = n, 10 * n
+            pools.setdefault(pool, {})[bid] = counters
         self.stats = wire.Stats(worker=self.index, seq=self.seq, pools=pools)
         if self.service is not None:
             self.service.worker_stats(self.index, self.restarts, self.stats)
@@ -156,7 +158,7 @@ async def test_snapshots_are_the_live_workers_and_totals_every_worker(
     snaps = plane.snapshots()
     assert snaps == [w1.stats, wire.Stats(worker=2)]  # w2 has not reported: seq 0, nothing
     totals = plane.totals().pools["web"][A]
-    assert (totals.active, totals.total) == (7, 70)  # a dead worker's last word still counts
+    assert (totals["active"], totals["total"]) == (7, 70)  # a dead worker's last word counts
 
 
 async def test_apply_config_makes_it_current_before_the_workers_hear(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from lb.control.drain import DrainTracker
 from lb.logs import JsonFormatter, TextFormatter, logfmt_value
 from lb.model import AdminState, HealthState
 from lb.state import ClusterState, ManagedBackend
-from lb.wire import BackendCounters, Stats
+from lb.wire import Stats
 
 EVENT = {
     "event": "health_state",
@@ -122,7 +123,8 @@ async def test_a_completed_drain_is_one_log_line(caplog: pytest.LogCaptureFixtur
     loop = asyncio.get_running_loop()
 
     def snap(seq: int, active: int) -> Stats:
-        return Stats(worker=1, seq=seq, pools={"p": {"b": BackendCounters(active=active)}})
+        pools: Any = {"p": {"b": {"active": active}}}
+        return Stats(worker=1, seq=seq, pools=pools)
 
     snaps = [snap(0, 1)]
     tracker = DrainTracker(loop, lambda: snaps, lambda pool: 30.0, lambda pool, bid: None)

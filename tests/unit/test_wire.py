@@ -18,6 +18,19 @@ from lb.config import Config, parse_config
 from lb.model import AdminState, HealthState
 from lb.stats import LATENCY_BUCKETS
 
+FULL = wire.no_backend_counters()
+TCP: wire.ListenerCounters = {
+    "accepted": 1,
+    "active": 0,
+    "rejected": 0,
+    "connect_failures": 0,
+    "no_backend": 0,
+    "idle_timeouts": 0,
+    "bytes_in": 5,
+    "bytes_out": 6,
+}
+
+
 # -- strategies ------------------------------------------------------------------------------
 
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
@@ -37,11 +50,12 @@ entries = st.builds(
 )
 
 
-def counters(cls: type[Any]) -> st.SearchStrategy[Any]:
-    kwargs: dict[str, Any] = {name: counts for name in cls._INTS}
-    if cls is wire.BackendCounters:
-        kwargs["connections"] = st.none() | counts
-    return st.builds(cls, **kwargs)
+def counters(cls: Any) -> st.SearchStrategy[Any]:
+    """Every key the TypedDict requires, and any of its optional ones."""
+    return st.fixed_dictionaries(
+        dict.fromkeys(cls.__required_keys__, counts),
+        optional=dict.fromkeys(cls.__optional_keys__, counts),
+    )
 
 
 stats = st.builds(
@@ -172,8 +186,8 @@ async def test_local_bus_carries_the_same_decoded_values() -> None:
     snap = wire.Stats(
         worker=0,
         seq=4,
-        listeners={"web": wire.ListenerCounters(accepted=2)},
-        pools={"p": {"a": wire.BackendCounters(active=1, total=9)}},
+        listeners={"web": {**TCP, "requests": 2}},
+        pools={"p": {"a": {**FULL, "active": 1, "total": 9}}},
         latency={"p": {"a": (0, 3, 1)}},
     )
     a.send(wire.encode(snap))
@@ -184,6 +198,11 @@ async def test_local_bus_carries_the_same_decoded_values() -> None:
 # -- refusals --------------------------------------------------------------------------------
 
 ENTRY = {"id": "a", "address": "x:1", "weight": 1, "effective_weight": 1.0}
+
+
+def stats_frame(**doc: Any) -> bytes:
+    return orjson.dumps({"type": "stats", "worker": 1, **doc})
+
 
 REFUSED_BY_THE_SUPERVISOR: list[tuple[bytes, str]] = [
     (b"not json", "bus message: not JSON"),
@@ -198,12 +217,16 @@ REFUSED_BY_THE_SUPERVISOR: list[tuple[bytes, str]] = [
     (b'{"type": "ready", "worker": true}', "'ready', field worker: expected an integer"),
     (b'{"type": "ready", "worker": 1.0}', "'ready', field worker: expected an integer"),
     (
-        b'{"type": "stats", "worker": 1, "pools": {"p": {"b": {"active": "3"}}}}',
+        stats_frame(pools={"p": {"b": {**FULL, "active": "3"}}}),
         "'stats', field pools.p.b.active: expected an integer, got str '3'",
     ),
     (
-        b'{"type": "stats", "worker": 1, "pools": {"p": {"b": {"activ": 3}}}}',
+        stats_frame(pools={"p": {"b": {**FULL, "activ": 3}}}),
         "'stats', field pools.p.b: unexpected field(s) activ",
+    ),
+    (
+        stats_frame(pools={"p": {"b": {"active": 3}}}),
+        "'stats', field pools.p.b: missing field(s) bytes_in, bytes_out, connect_failures",
     ),
     (
         b'{"type": "stats", "worker": 1, "pools": {"p": []}}',
@@ -214,7 +237,7 @@ REFUSED_BY_THE_SUPERVISOR: list[tuple[bytes, str]] = [
         "'stats', field latency.p.b.2: expected an integer, got float -0.5",
     ),
     (
-        b'{"type": "stats", "worker": 1, "listeners": {"web": {"requests": null}}}',
+        stats_frame(listeners={"web": {**TCP, "requests": None}}),
         "'stats', field listeners.web.requests: expected an integer, got NoneType None",
     ),
 ]
@@ -279,14 +302,14 @@ def test_a_damaged_frame_is_a_wire_error_or_a_message(
 # -- counters --------------------------------------------------------------------------------
 
 
-def test_counters_add_field_by_field() -> None:
-    a = wire.BackendCounters(active=1, total=10, responses_2xx=9, latency_us=5)
-    b = wire.BackendCounters(active=2, total=5, errors=1)
-    s = a + b
-    assert (s.active, s.total, s.errors, s.responses_2xx, s.latency_us) == (3, 15, 1, 9, 5)
-    assert s.connections is None and s.open_connections == 3
-    c = wire.BackendCounters(active=1, connections=4)
-    assert (a + c).connections == 5  # a worker without the gauge counts its active ones
-    lc = wire.ListenerCounters(accepted=1, requests=2) + wire.ListenerCounters(accepted=3)
-    assert (lc.accepted, lc.requests) == (4, 2)
-    assert dict(c.items())["connections"] == 4 and "connections" not in dict(a.items())
+def test_counters_need_their_keys_and_only_ints() -> None:
+    full = wire.no_backend_counters()
+    ok = orjson.dumps({"type": "stats", "worker": 1, "pools": {"p": {"b": full}}})
+    out = wire.decode_to_supervisor(ok)
+    assert isinstance(out, wire.Stats) and out.pools["p"]["b"] == full
+    partial = {k: v for k, v in full.items() if k != "latency_us"}
+    frame = orjson.dumps({"type": "stats", "worker": 1, "pools": {"p": {"b": partial}}})
+    with pytest.raises(wire.WireError, match=r"pools\.p\.b: missing field\(s\) latency_us"):
+        wire.decode_to_supervisor(frame)
+    out = wire.decode_to_supervisor(stats_frame(listeners={"raw": TCP}))
+    assert isinstance(out, wire.Stats) and out.listeners["raw"] == TCP  # http keys optional
