@@ -5,8 +5,9 @@ does: framing or I/O (``lb/bus.py`` frames the bytes and moves them), or act on 
 
 Theory of operation
 -------------------
-A message is a frozen, slotted dataclass. ``encode`` turns one into the body of a bus frame:
-an orjson object whose ``"type"`` names the message (``TYPE``), followed by its fields.
+A message is a frozen, slotted dataclass (the counters inside a stats snapshot are
+TypedDicts: see there). ``encode`` turns one into the body of a bus frame: an orjson object
+whose ``"type"`` names the message (``TYPE``), followed by its fields.
 Supervisor-to-worker frames also carry ``"seq"``: the supervisor stamps every frame it sends
 with a sequence number (``ControlPlane.broadcast``), the worker remembers the last one it
 applied, and its stats snapshots echo it, which is how the supervisor knows that a drain
@@ -78,7 +79,6 @@ __all__ = [
     "decode_to_supervisor",
     "decode_to_worker",
     "encode",
-    "no_backend_counters",
 ]
 
 
@@ -226,25 +226,6 @@ def counters_of(counters: ListenerCounters | BackendCounters) -> Mapping[str, in
 def counter_items(counters: ListenerCounters | BackendCounters) -> ItemsView[str, int]:
     """(name, value) of every counter."""
     return counters_of(counters).items()
-
-
-def no_backend_counters() -> BackendCounters:
-    """All zeros: a backend no worker reported yet."""
-    return BackendCounters(
-        active=0,
-        total=0,
-        connect_failures=0,
-        errors=0,
-        bytes_in=0,
-        bytes_out=0,
-        retries=0,
-        responses_1xx=0,
-        responses_2xx=0,
-        responses_3xx=0,
-        responses_4xx=0,
-        responses_5xx=0,
-        latency_us=0,
-    )
 
 
 # -- worker -> supervisor --------------------------------------------------------------------

@@ -32,6 +32,7 @@ from lb.control.service import ControlService
 from lb.model import AdminState
 from lb.state import ManagedBackend
 from tests.helpers import to_toml
+from tests.unit.test_wire import zero_counters
 
 A, B = "127.0.0.1:9001", "127.0.0.1:9002"
 
@@ -75,7 +76,7 @@ class FakeWorker:
     def report(self) -> None:
         pools: dict[str, dict[str, wire.BackendCounters]] = {}
         for (pool, bid), n in self.active.items():
-            counters = wire.no_backend_counters()
+            counters = zero_counters()
             counters["active"], counters["total"] = n, 10 * n
             pools.setdefault(pool, {})[bid] = counters
         self.stats = wire.Stats(worker=self.index, seq=self.seq, pools=pools)

@@ -18,7 +18,27 @@ from lb.config import Config, parse_config
 from lb.model import AdminState, HealthState
 from lb.stats import LATENCY_BUCKETS
 
-FULL = wire.no_backend_counters()
+
+def zero_counters() -> wire.BackendCounters:
+    """Every counter a worker sends for a backend, all 0."""
+    return {
+        "active": 0,
+        "total": 0,
+        "connect_failures": 0,
+        "errors": 0,
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "retries": 0,
+        "responses_1xx": 0,
+        "responses_2xx": 0,
+        "responses_3xx": 0,
+        "responses_4xx": 0,
+        "responses_5xx": 0,
+        "latency_us": 0,
+    }
+
+
+FULL = zero_counters()
 TCP: wire.ListenerCounters = {
     "accepted": 1,
     "active": 0,
@@ -303,7 +323,7 @@ def test_a_damaged_frame_is_a_wire_error_or_a_message(
 
 
 def test_counters_need_their_keys_and_only_ints() -> None:
-    full = wire.no_backend_counters()
+    full = zero_counters()
     ok = orjson.dumps({"type": "stats", "worker": 1, "pools": {"p": {"b": full}}})
     out = wire.decode_to_supervisor(ok)
     assert isinstance(out, wire.Stats) and out.pools["p"]["b"] == full
