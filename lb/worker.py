@@ -71,9 +71,9 @@ class DataPlane:
                 self._apply_config(msg.config)
             case wire.PoolsSnapshot():
                 for name, entries in msg.pools.items():
-                    runtime = self.pools.get(name)
-                    if runtime is not None:
-                        runtime.apply_snapshot(entries)
+                    pool = self.pools.get(name)
+                    if pool is not None:
+                        pool.apply_snapshot(entries)
                 if not self.configured.done():
                     self.configured.set_result(None)
                 if self._pending:
