@@ -29,6 +29,7 @@ from lb.proxy.exchange import HttpUpstreamProtocol
 from lb.proxy.http import HttpClientProtocol
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
+from lb.wire import BackendEntry
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18180\r\n\r\n"
 RESPONSE = (
@@ -72,7 +73,7 @@ async def measure(repeats: int, batch: int) -> tuple[float, float]:
     )
     pool = PoolRuntime("p", cfg.pools["p"])
     pool.apply_snapshot(
-        [{"id": "a", "address": "127.0.0.1:2", "weight": 1, "admin": "ready", "health": "up"}]
+        [BackendEntry(id="a", address="127.0.0.1:2", weight=1, effective_weight=1.0)]
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
     listener.http = ctx = HttpContext(

@@ -1,30 +1,13 @@
-"""The message bus between the control plane (supervisor) and data-plane workers.
+"""The message bus between the control plane (supervisor) and data-plane workers: framing.
 
-Messages are plain dicts. Between processes they travel over a socketpair as frames: a 4-byte
-big-endian length followed by an orjson document. With ``workers = 0`` the same ``Bus``
-interface connects the two sides inside one process, so there is a single code path for the
-logic on either side.
+Between processes, frames travel over a socketpair: a 4-byte big-endian length followed by the
+frame body, an orjson document. With ``workers = 0`` the same ``Bus`` interface connects the
+two sides inside one process (``LocalBus``), so there is a single code path for the logic on
+either side, and the bodies are the very same bytes.
 
-Messages, supervisor -> worker:
-  ``{"type": "config", "config": {...}}``   the validated config (first frame, and on reload)
-  ``{"type": "pools", "pools": {name: [backend, ...]}}``  a full snapshot of pool membership
-  ``{"type": "backend", "pool": name, "backend": {...}}``  one backend added or changed
-  ``{"type": "remove", "pool": name, "id": id}``  one backend removed
-  ``{"type": "close_backend", "pool": name, "id": id}``  abort what still uses the backend
-      (drain_timeout expired, or a forced delete)
-  Every message carries ``"seq"``, increasing; stats echo the last one applied, which is how
-  the supervisor knows a drain reached a worker (lb/control/drain.py).
-Messages, worker -> supervisor:
-  ``{"type": "ready", "worker": i}``  listeners are bound
-  ``{"type": "stats", "worker": i, "seq": n, ...}``  counter snapshot, about once a second,
-      and at once when a drain is applied or a draining backend's last connection closes
-      (fields: lb/control/stats.py)
-  ``{"type": "failure", "worker": i, "pool": name, "id": id, "kind": k, "error": e}``  a
-      backend failed real traffic (kind "connect", "reset", "timeout" or "5xx"): passive health
-  ``{"type": "success", "worker": i, "pool": name, "id": id, "after": n}``  the backend
-      succeeded after n failures reported by this worker (sent only then)
-
-This module owns framing only; it never interprets a message.
+This module owns framing only; it never interprets a frame. What the bodies mean, and how a
+message becomes one, is ``lb/wire.py``: a sender passes ``wire.encode(msg)`` to ``send`` and
+a receiver's handler decodes with ``wire.decode_to_worker`` or ``wire.decode_to_supervisor``.
 """
 
 from __future__ import annotations
@@ -33,41 +16,38 @@ import asyncio
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
-import orjson
-
-Message = dict[str, Any]
-Handler = Callable[[Message], None]
+Handler = Callable[[bytes], None]  # called with each frame body, on the loop
 
 _LEN = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
 
 
 class Bus(Protocol):
-    """One end of a bus. ``send`` never blocks; ``on_message`` is called on the loop."""
+    """One end of a bus. ``send`` takes a frame body and never blocks; the handler of the other
+    end is called with it on the loop."""
 
-    def send(self, msg: Message) -> None: ...
+    def send(self, body: bytes) -> None: ...
 
     def close(self) -> None: ...
 
 
-def encode_frame(msg: Message) -> bytes:
-    body = orjson.dumps(msg)
+def encode_frame(body: bytes) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
 class FrameDecoder:
-    """Accumulates bytes and yields complete messages."""
+    """Accumulates bytes and yields the body of every complete frame."""
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
-        out: list[Message] = []
+        out: list[bytes] = []
         buf = self._buf
         pos = 0
         while len(buf) - pos >= 4:
@@ -76,7 +56,7 @@ class FrameDecoder:
                 raise ValueError(f"bus frame of {n} bytes exceeds {MAX_FRAME}")
             if len(buf) - pos - 4 < n:
                 break
-            out.append(orjson.loads(bytes(buf[pos + 4 : pos + 4 + n])))
+            out.append(bytes(buf[pos + 4 : pos + 4 + n]))
             pos += 4 + n
         if pos:
             del buf[:pos]
@@ -109,8 +89,8 @@ class PipeBus(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        for msg in self._decoder.feed(data):
-            self._on_message(msg)
+        for body in self._decoder.feed(data):
+            self._on_message(body)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -119,9 +99,9 @@ class PipeBus(asyncio.Protocol):
         if self._on_close is not None:
             self._on_close()
 
-    def send(self, msg: Message) -> None:
+    def send(self, body: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(encode_frame(msg))
+            self._transport.write(encode_frame(body))
 
     def close(self) -> None:
         if self._transport is not None:
@@ -130,11 +110,12 @@ class PipeBus(asyncio.Protocol):
 
 class LocalBus:
     """A bus end inside one process. Delivery is deferred with ``call_soon`` so that ordering
-    and re-entrancy match the pipe: a handler never runs inside ``send``."""
+    and re-entrancy match the pipe: a handler never runs inside ``send``. It carries the same
+    frame bodies as the pipe, so both ends decode exactly what a worker process would."""
 
     def __init__(self) -> None:
         self.peer: LocalBus | None = None
-        self.on_message: Handler = lambda _msg: None
+        self.on_message: Handler = lambda _body: None
         self._loop = asyncio.get_running_loop()
 
     @staticmethod
@@ -143,10 +124,9 @@ class LocalBus:
         a.peer, b.peer = b, a
         return a, b
 
-    def send(self, msg: Message) -> None:
+    def send(self, body: bytes) -> None:
         if self.peer is not None:
-            # Round-trip through orjson so in-process and piped messages are identical values.
-            self._loop.call_soon(self.peer.on_message, orjson.loads(orjson.dumps(msg)))
+            self._loop.call_soon(self.peer.on_message, body)
 
     def close(self) -> None:
         self.peer = None

@@ -6,8 +6,10 @@ Theory of operation
 initial backends; the control API, the health checker and passive outlier detection change
 them at runtime through the methods below. Every change is validated first and applied whole,
 or not at all (a refused call raises ``StateError`` and changes nothing). After a change the
-state calls ``on_change(pool, backend)`` (or ``on_remove(pool, id)``), which the supervisor
-uses to send deltas to the workers and to persist runtime changes.
+state calls ``on_change(pool, backend)`` (or ``on_remove(pool, id)``): a typed report of what
+changed, which the supervisor turns into bus deltas for the workers (``lb/control/plane.py``
+builds the wire messages of ``lb/wire.py``) and uses to persist runtime changes. This module
+knows nothing of the bus.
 
 Runtime changes (added/removed backends, weights, admin states) survive a restart through the
 state file (see ``lb/persist.py``); health is never persisted: a backend that comes back after a
@@ -47,7 +49,8 @@ class StateError(Exception):
 
 
 class ManagedBackend:
-    """A backend as the control plane knows it (a superset of what workers receive)."""
+    """A backend as the control plane knows it (a superset of what workers receive, which is
+    ``lb.wire.BackendEntry``)."""
 
     __slots__ = (
         "address",
@@ -105,8 +108,8 @@ class ManagedBackend:
     def ejected(self, now: float) -> bool:
         return now < self.ejected_until
 
-    def entry(self, now: float) -> dict[str, Any]:
-        """How this backend travels to the workers over the bus."""
+    def view(self, now: float) -> dict[str, Any]:
+        """How the control API shows this backend (counters are merged in by the caller)."""
         return {
             "id": self.id,
             "address": self.address,
@@ -115,12 +118,6 @@ class ManagedBackend:
             "admin": self.admin.value,
             "health": self.health.value,
             "ejected": self.ejected(now),
-        }
-
-    def view(self, now: float) -> dict[str, Any]:
-        """How the control API shows this backend (counters are merged in by the caller)."""
-        return {
-            **self.entry(now),
             "pool": self.pool,
             "metadata": self.metadata,
             "dynamic": self.dynamic,
@@ -463,14 +460,3 @@ class ClusterState:
                 if changed:
                     self.on_change(name, b)
         return changes
-
-    # -- bus --------------------------------------------------------------------------------
-
-    def pools_message(self, now: float) -> dict[str, Any]:
-        return {
-            "type": "pools",
-            "pools": {
-                name: [b.entry(now) for b in backends.values()]
-                for name, backends in self.pools.items()
-            },
-        }

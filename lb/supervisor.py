@@ -7,6 +7,11 @@ stop accepting and finish its open connections within the grace period.
 
 With ``workers = 0`` the data plane runs inside this process, connected by a ``LocalBus``; the
 code path is otherwise the same.
+
+The state, the config and the way to the workers live in the ``ControlPlane``
+(``lb/control/plane.py``), which is all the control service, its API and the metrics see of
+this process. The supervisor keeps what is about processes: spawning, restarting and stopping
+workers, and routing what they send (``lb/wire.py``) to the health manager and the service.
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import assert_never
 
-from lb.bus import LocalBus, Message, PipeBus
+from lb import wire
+from lb.bus import LocalBus, PipeBus
 from lb.config import Config
 from lb.control.errors import ControlStartupError
+from lb.control.plane import ControlPlane
 from lb.control.service import ControlService
 from lb.health.manager import HealthManager
-from lb.state import BackendSpec, ClusterState, ManagedBackend
+from lb.state import ClusterState, ManagedBackend
 from lb.worker import DataPlane
 
 log = logging.getLogger("lb.supervisor")
@@ -36,15 +42,32 @@ RESTART_BACKOFF_MAX = 5.0
 
 @dataclass
 class WorkerHandle:
+    """One worker slot; a ``WorkerLink`` for the control plane."""
+
     index: int
     proc: asyncio.subprocess.Process | None = None
     bus: PipeBus | LocalBus | None = None
-    plane: DataPlane | None = None  # only with workers = 0
+    local: DataPlane | None = None  # only with workers = 0
     ready: asyncio.Future[None] | None = None
     started_at: float = 0.0
     restarts: int = 0
     fatal: str | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: wire.Stats | None = None  # the latest snapshot it sent
+
+    def send(self, frame: bytes) -> None:
+        if self.bus is not None:
+            self.bus.send(frame)
+
+    def latest_stats(self) -> wire.Stats | None:
+        if self.local is not None:
+            self.stats = self.local.snapshot()  # in-process: always current
+        return self.stats
+
+    def alive(self) -> bool:
+        if self.local is not None:
+            return True
+        # A dead (or restarting) worker's connections died with it.
+        return isinstance(self.bus, PipeBus) and not self.bus.closed.done()
 
 
 class StartupError(Exception):
@@ -53,47 +76,50 @@ class StartupError(Exception):
 
 class Supervisor:
     def __init__(self, config: Config, config_path: str, log_format: str, log_level: str) -> None:
-        self.config = config
         self.config_path = config_path
         self.log_format = log_format
         self.log_level = log_level
         self.loop = asyncio.get_running_loop()
-        self.state = ClusterState(config, now=self.loop.time())
-        self.state.on_change = self._backend_changed
-        self.state.on_remove = self._backend_removed
-        self.health = HealthManager(self.state, self.loop)
         self.workers: list[WorkerHandle] = []
+        self.plane = ControlPlane(config, config_path, self.loop)
+        self.plane.workers = self.workers
+        self.plane.state.on_change = self._backend_changed
+        self.plane.state.on_remove = self._backend_removed
+        self.plane.on_config.append(self._config_applied)
+        self.health = HealthManager(self.plane.state, self.loop)
         self.stopping = False
         self._stop = self.loop.create_future()
-        # Every message to the workers carries ``seq``; their stats echo the last one applied,
-        # which tells the drain logic that a drain reached every worker (lb/control/drain.py).
-        self.seq = 0
-        self.control = ControlService(self)
+        self.control = ControlService(self.plane)
+
+    @property
+    def config(self) -> Config:
+        return self.plane.config
+
+    @property
+    def state(self) -> ClusterState:
+        return self.plane.state
 
     # -- state ------------------------------------------------------------------------------
 
     def _backend_changed(self, pool: str, b: ManagedBackend) -> None:
-        self.broadcast({"type": "backend", "pool": pool, "backend": b.entry(self.loop.time())})
+        self.plane.broadcast(self.plane.backend_update(pool, b))
         self.health.backend_changed(pool, b)
-        self.control.backend_changed(pool, b, self.seq)
+        # The drain logic waits for snapshots that echo this message's sequence number.
+        self.control.backend_changed(pool, b, self.plane.seq)
 
     def _backend_removed(self, pool: str, backend_id: str) -> None:
-        self.broadcast({"type": "remove", "pool": pool, "id": backend_id})
+        self.plane.broadcast(wire.RemoveBackend(pool, backend_id))
         self.health.backend_removed(pool, backend_id)
         self.control.backend_removed(pool, backend_id)
 
-    def pools_message(self) -> Message:
-        return {**self.state.pools_message(self.loop.time()), "seq": self.seq}
+    def _config_applied(self, config: Config) -> None:
+        if self.health.started:
+            self.health.checker.sync()  # checks turned on or off for a pool
 
-    def config_message(self) -> Message:
-        return {"type": "config", "config": self.config.model_dump(mode="json")}
-
-    def broadcast(self, msg: Message) -> None:
-        self.seq += 1
-        msg["seq"] = self.seq
-        for w in self.workers:
-            if w.bus is not None:
-                w.bus.send(msg)
+    def _greet(self, w: WorkerHandle) -> None:
+        """A worker that starts gets the config, then a full snapshot of the pools."""
+        w.send(self.plane.frame(self.plane.new_config()))
+        w.send(self.plane.frame(self.plane.pools_snapshot()))
 
     # -- worker lifecycle -------------------------------------------------------------------
 
@@ -132,15 +158,14 @@ class Supervisor:
     async def _start_local(self) -> None:
         sup_end, plane_end = LocalBus.pair()
         w = WorkerHandle(index=0, bus=sup_end, ready=self.loop.create_future())
-        plane = DataPlane(0, plane_end)
-        plane_end.on_message = plane.on_message
-        sup_end.on_message = lambda msg: self._on_worker_message(w, msg)
-        w.plane = plane
+        local = DataPlane(0, plane_end)
+        plane_end.on_message = local.on_frame
+        sup_end.on_message = lambda frame: self._on_worker_frame(w, frame)
+        w.local = local
         self.workers.append(w)
-        sup_end.send(self.config_message())
-        sup_end.send(self.pools_message())
+        self._greet(w)
         try:
-            await plane.start()
+            await local.start()
         except OSError as exc:
             raise StartupError(f"cannot bind: {exc}") from None
 
@@ -166,10 +191,9 @@ class Supervisor:
         w.ready = self.loop.create_future()
         w.started_at = time.monotonic()
         w.bus = await PipeBus.connect(
-            parent, lambda msg: self._on_worker_message(w, msg), lambda: self._on_worker_gone(w)
+            parent, lambda frame: self._on_worker_frame(w, frame), lambda: self._on_worker_gone(w)
         )
-        w.bus.send(self.config_message())
-        w.bus.send(self.pools_message())
+        self._greet(w)
 
     def _on_worker_gone(self, w: WorkerHandle) -> None:
         if w.ready is not None and not w.ready.done():
@@ -198,45 +222,32 @@ class Supervisor:
         if not self.stopping:
             await self._spawn(w)
 
-    def _on_worker_message(self, w: WorkerHandle, msg: Message) -> None:
-        kind = msg.get("type")
-        if kind == "stats":
-            w.stats = msg
-            self.control.worker_stats(w, msg)
-        elif kind == "ready":
-            if w.ready is not None and not w.ready.done():
-                w.ready.set_result(None)
-        elif kind == "fatal":
-            w.fatal = str(msg.get("error"))
-            log.error("worker %d: %s", w.index, w.fatal)
-        elif kind == "failure":
-            self.health.on_failure(msg)
-            self.control.metrics.failure(msg)  # errors by kind, for /metrics
-        elif kind == "success":
-            self.health.on_success(msg)
-        else:
-            log.warning("unknown message from worker %d: %r", w.index, kind)
+    def _on_worker_frame(self, w: WorkerHandle, frame: bytes) -> None:
+        try:
+            msg = wire.decode_to_supervisor(frame)
+        except wire.WireError as exc:
+            log.warning("worker %d sent a bad message, ignored: %s", w.index, exc)
+            return
+        self._on_worker_message(w, msg)
 
-    # -- stats ------------------------------------------------------------------------------
-
-    def aggregate_stats(self) -> dict[str, Any]:
-        """Sum the latest snapshot of every worker."""
-        listeners: dict[str, dict[str, int]] = {}
-        pools: dict[str, dict[str, dict[str, int]]] = {}
-        for w in self.workers:
-            if w.plane is not None:
-                w.stats = w.plane.snapshot()
-            for name, counters in w.stats.get("listeners", {}).items():
-                acc = listeners.setdefault(name, {})
-                for k, v in counters.items():
-                    acc[k] = acc.get(k, 0) + v
-            for pool, backends in w.stats.get("pools", {}).items():
-                pacc = pools.setdefault(pool, {})
-                for bid, counters in backends.items():
-                    bacc = pacc.setdefault(bid, {})
-                    for k, v in counters.items():
-                        bacc[k] = bacc.get(k, 0) + v
-        return {"listeners": listeners, "pools": pools}
+    def _on_worker_message(self, w: WorkerHandle, msg: wire.ToSupervisor) -> None:
+        match msg:
+            case wire.Stats():
+                w.stats = msg
+                self.control.worker_stats(w.index, w.restarts, msg)
+            case wire.Ready():
+                if w.ready is not None and not w.ready.done():
+                    w.ready.set_result(None)
+            case wire.Fatal():
+                w.fatal = msg.error
+                log.error("worker %d: %s", w.index, w.fatal)
+            case wire.Failure():
+                self.health.on_failure(msg)
+                self.control.worker_failure(msg)
+            case wire.Success():
+                self.health.on_success(msg)
+            case _:
+                assert_never(msg)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -252,20 +263,6 @@ class Supervisor:
         log.info("stopping (%s): no new connections; open ones may finish", why)
         await self.stop()
 
-    def apply_config(
-        self, config: Config, backends: Mapping[str, Sequence[BackendSpec]]
-    ) -> list[str]:
-        """Hot reload of a validated config; ``backends`` is the merged membership
-        (``lb/persist.py``). Workers get the config, then a full snapshot: they start new
-        listeners only after that snapshot, so a new listener never sees an empty pool."""
-        changes = self.state.apply_config(config, backends, self.loop.time())
-        self.config = config
-        if self.health.started:
-            self.health.checker.sync()  # checks turned on or off for a pool
-        self.broadcast(self.config_message())
-        self.broadcast(self.pools_message())
-        return changes
-
     async def stop(self) -> None:
         self.stopping = True
         await self.control.close()
@@ -273,8 +270,8 @@ class Supervisor:
         grace = self.config.lb.grace
         waits = []
         for w in self.workers:
-            if w.plane is not None:
-                waits.append(w.plane.stop(grace))
+            if w.local is not None:
+                waits.append(w.local.stop(grace))
             elif w.proc is not None and w.proc.returncode is None:
                 w.proc.send_signal(signal.SIGTERM)
                 waits.append(self._reap(w, grace + 5))

@@ -19,14 +19,15 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, assert_never
 
 import uvloop
 
-from lb.bus import Bus, Message, PipeBus
+from lb import wire
+from lb.bus import Bus, PipeBus
 from lb.config import Config, ListenerConfig
 from lb.logs import setup_logging
-from lb.model import Backend
+from lb.model import AdminState, Backend
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
 
@@ -54,45 +55,54 @@ class DataPlane:
 
     # -- messages from the supervisor -------------------------------------------------------
 
-    def on_message(self, msg: Message) -> None:
-        kind = msg.get("type")
-        self.seq = msg.get("seq", self.seq)
-        if kind == "config":
-            self._apply_config(Config.model_validate(msg["config"]))
-        elif kind == "pools":
-            for name, entries in msg["pools"].items():
-                pool = self.pools.get(name)
+    def on_frame(self, frame: bytes) -> None:
+        """A frame body from the bus (``lb/wire.py``)."""
+        try:
+            seq, msg = wire.decode_to_worker(frame)
+        except wire.WireError as exc:
+            log.error("worker %d: ignored a bad message from the supervisor: %s", self.index, exc)
+            return
+        self.on_message(seq, msg)
+
+    def on_message(self, seq: int, msg: wire.ToWorker) -> None:
+        self.seq = seq
+        match msg:
+            case wire.NewConfig():
+                self._apply_config(msg.config)
+            case wire.PoolsSnapshot():
+                for name, entries in msg.pools.items():
+                    pool = self.pools.get(name)
+                    if pool is not None:
+                        pool.apply_snapshot(entries)
+                if not self.configured.done():
+                    self.configured.set_result(None)
+                if self._pending:
+                    pending, self._pending = self._pending, []
+                    self.loop.create_task(self._start_listeners(pending))
+            case wire.BackendUpdate():
+                pool = self.pools.get(msg.pool)
                 if pool is not None:
-                    pool.apply_snapshot(entries)
-            if not self.configured.done():
-                self.configured.set_result(None)
-            if self._pending:
-                pending, self._pending = self._pending, []
-                self.loop.create_task(self._start_listeners(pending))
-        elif kind == "backend":
-            pool = self.pools.get(msg["pool"])
-            if pool is not None:
-                pool.apply_backend(msg["backend"])
-                if msg["backend"]["admin"] != "ready":
-                    # A drain: pooled idle upstream connections close at once, and the
-                    # supervisor hears at once what is still active here.
-                    b = pool.backends.get(msg["backend"]["id"])
-                    if b is not None:
+                    pool.apply_backend(msg.backend)
+                    if msg.backend.admin is not AdminState.READY:
+                        # A drain: pooled idle upstream connections close at once, and the
+                        # supervisor hears at once what is still active here.
+                        b = pool.backends.get(msg.backend.id)
+                        if b is not None:
+                            for listener in self.listeners:
+                                listener.close_idle_upstreams(b)
+                        self._report_soon()
+            case wire.CloseBackend():
+                self._close_backend(msg.pool, msg.id)
+            case wire.RemoveBackend():
+                pool = self.pools.get(msg.pool)
+                if pool is not None:
+                    gone = pool.backends.get(msg.id)
+                    if gone is not None:
                         for listener in self.listeners:
-                            listener.close_idle_upstreams(b)
-                    self._report_soon()
-        elif kind == "close_backend":
-            self._close_backend(msg["pool"], msg["id"])
-        elif kind == "remove":
-            pool = self.pools.get(msg["pool"])
-            if pool is not None:
-                gone = pool.backends.get(msg["id"])
-                if gone is not None:
-                    for listener in self.listeners:
-                        listener.close_idle_upstreams(gone)
-                pool.remove(msg["id"])
-        else:
-            log.warning("unknown bus message %r", kind)
+                            listener.close_idle_upstreams(gone)
+                    pool.remove(msg.id)
+            case _:
+                assert_never(msg)
 
     def _apply_config(self, config: Config) -> None:
         self.config = config
@@ -192,7 +202,7 @@ class DataPlane:
             await self._start_listener(lc)
         self.started = True
         self._stats_handle = self.loop.call_later(STATS_INTERVAL, self._send_stats)
-        self._send({"type": "ready", "worker": self.index})
+        self._send(wire.Ready(self.index))
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let open connections finish for up to ``grace`` seconds."""
@@ -223,9 +233,9 @@ class DataPlane:
 
     # -- reporting --------------------------------------------------------------------------
 
-    def _send(self, msg: Message) -> None:
+    def _send(self, msg: wire.ToSupervisor) -> None:
         if self.bus is not None:
-            self.bus.send(msg)
+            self.bus.send(wire.encode(msg))
 
     def _report_failure(
         self, pool: str, backend: Backend, kind: str, exc: BaseException | None
@@ -233,32 +243,15 @@ class DataPlane:
         """Passive health: ``kind`` is "connect", "reset" (before a response), "timeout"
         (no response in time) or "5xx"."""
         backend.failure_streak += 1
-        self._send(
-            {
-                "type": "failure",
-                "worker": self.index,
-                "pool": pool,
-                "id": backend.id,
-                "kind": kind,
-                "error": _describe(exc),
-            }
-        )
+        self._send(wire.Failure(self.index, pool, backend.id, kind, _describe(exc)))
 
     def _report_success(self, pool: str, backend: Backend, failures: int) -> None:
         """Passive health: ``backend`` succeeded after ``failures`` reported failures."""
-        self._send(
-            {
-                "type": "success",
-                "worker": self.index,
-                "pool": pool,
-                "id": backend.id,
-                "after": failures,
-            }
-        )
+        self._send(wire.Success(self.index, pool, backend.id, failures))
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> wire.Stats:
         listeners = {lst.config.name: _listener_counters(lst) for lst in self.listeners}
-        backends = {
+        backends: dict[str, dict[str, wire.BackendCounters]] = {
             name: {
                 b.id: {
                     "active": b.active,
@@ -267,7 +260,7 @@ class DataPlane:
                     "errors": b.responses[5],  # 5xx answers (L7)
                     "bytes_in": b.bytes_in,
                     "bytes_out": b.bytes_out,
-                    # For /metrics (lb/metrics.py): existing counters, flattened.
+                    # For /metrics (lb/control/metrics.py): existing counters, flattened.
                     "retries": b.retries,
                     "responses_1xx": b.responses[1],
                     "responses_2xx": b.responses[2],
@@ -282,17 +275,16 @@ class DataPlane:
         }
         # Upstream response times (L7) for the scaler's percentiles (lb/control/stats.py).
         latency = {
-            name: {b.id: list(b.latency) for b in pool.backends.values() if any(b.latency)}
+            name: {b.id: tuple(b.latency) for b in pool.backends.values() if any(b.latency)}
             for name, pool in self.pools.items()
         }
-        return {
-            "type": "stats",
-            "worker": self.index,
-            "seq": self.seq,
-            "listeners": listeners,
-            "pools": backends,
-            "latency": latency,
-        }
+        return wire.Stats(
+            worker=self.index,
+            seq=self.seq,
+            listeners=listeners,
+            pools=backends,
+            latency=latency,
+        )
 
     def _send_stats(self, reschedule: bool = True) -> None:
         self._send(self.snapshot())
@@ -300,9 +292,9 @@ class DataPlane:
             self._stats_handle = self.loop.call_later(STATS_INTERVAL, self._send_stats)
 
 
-def _listener_counters(lst: Listener) -> dict[str, int]:
+def _listener_counters(lst: Listener) -> wire.ListenerCounters:
     """A listener's counters for the stats snapshot (flat integers; ``active`` is a gauge)."""
-    out = {
+    out: wire.ListenerCounters = {
         "accepted": lst.accepted,
         "active": lst.active,
         "rejected": lst.rejected,
@@ -318,8 +310,11 @@ def _listener_counters(lst: Listener) -> dict[str, int]:
         out["retries"] = ctx.retries
         out["bytes_in"] = ctx.bytes_in
         out["bytes_out"] = ctx.bytes_out
-        for i in range(1, 6):
-            out[f"responses_{i}xx"] = ctx.responses[i]
+        out["responses_1xx"] = ctx.responses[1]
+        out["responses_2xx"] = ctx.responses[2]
+        out["responses_3xx"] = ctx.responses[3]
+        out["responses_4xx"] = ctx.responses[4]
+        out["responses_5xx"] = ctx.responses[5]
     return out
 
 
@@ -351,7 +346,7 @@ async def _worker_main(bus_fd: int, index: int) -> int:
         if not done.done():
             done.set_result("supervisor gone")
 
-    bus = await PipeBus.connect(sock, plane.on_message, on_bus_closed)
+    bus = await PipeBus.connect(sock, plane.on_frame, on_bus_closed)
     plane.bus = bus
 
     def on_signal(sig: signal.Signals) -> None:
@@ -375,7 +370,7 @@ async def _worker_main(bus_fd: int, index: int) -> int:
     try:
         starting.result()
     except OSError as exc:
-        bus.send({"type": "fatal", "worker": index, "error": f"cannot bind: {exc}"})
+        bus.send(wire.encode(wire.Fatal(index, f"cannot bind: {exc}")))
         await asyncio.sleep(0.05)
         bus.close()
         return 2

@@ -8,6 +8,11 @@ cannot drift from what is enforced.
 Every write validates everything first, then changes the state through ``ClusterState``
 (which refuses a bad change whole), then waits until the state file holds the change before
 it answers: a 2xx answer survives ``kill -9``.
+
+The operations see two narrow interfaces, never the supervisor: the ``ControlPlane`` (state,
+config, worker snapshots, broadcast, reload) and ``Services``, what the control service adds
+(drains, stats windows, the event log, the state file). This module imports neither the
+service nor the server, so the arrows point one way: service -> server -> api.
 """
 
 from __future__ import annotations
@@ -16,13 +21,22 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 import lb
-from lb.control import events as scaling_events
+from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
+from lb.control.events import (
+    KEEP,
+    EventLog,
+    EventsQuery,
+    EventsResponse,
+    PostEvents,
+    PostEventsResult,
+)
 from lb.control.models import (
     AddBackend,
     AddResult,
@@ -45,13 +59,10 @@ from lb.control.models import (
     WaitQuery,
     WaitResult,
 )
-from lb.control.stats import WindowStats, merge_histograms, percentile
+from lb.control.plane import ControlPlane
+from lb.control.stats import StatsAggregator, WindowStats, merge_histograms, percentile
 from lb.model import AdminState, HealthState
 from lb.state import ManagedBackend
-
-if TYPE_CHECKING:
-    from lb.control.service import ControlService
-
 
 DRAIN_ACK_TIMEOUT = 2.0
 
@@ -95,18 +106,52 @@ class Route:
         return self.handler.__name__
 
 
+class Services(Protocol):
+    """What the API uses of the control service (``ControlService``), besides the plane."""
+
+    @property
+    def drains(self) -> DrainTracker: ...
+
+    @property
+    def stats(self) -> StatsAggregator: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def started(self) -> float: ...  # time.monotonic() when lb started
+
+    @property
+    def socket_path(self) -> Path: ...
+
+    @property
+    def state_path(self) -> Path: ...
+
+    @property
+    def state_file_error(self) -> str | None: ...
+
+    async def persisted(self) -> None:
+        """Return once the current state is in the state file."""
+
+    def close_backend(self, pool: str, backend_id: str) -> None:
+        """Abort what every worker still has on the backend."""
+
+    async def reload(self, cause: str) -> ReloadResult:
+        """Re-read the config file (ApiError 422 when refused)."""
+
+
 class ControlApi:
-    def __init__(self, service: ControlService) -> None:
+    def __init__(self, plane: ControlPlane, service: Services) -> None:
+        self.plane = plane
         self.service = service
-        self.sup = service.sup
-        self.state = service.sup.state
+        self.state = plane.state
 
     # -- views ----------------------------------------------------------------------------------
 
     def _views(self, backends: list[ManagedBackend]) -> list[BackendView]:
-        now = self.sup.loop.time()
-        counters = self.sup.aggregate_stats()["pools"]
-        snaps = self.service.live_snapshots()
+        now = self.plane.now()
+        counters = self.plane.totals().pools
+        snaps = self.plane.snapshots()
         out = []
         for b in backends:
             c = counters.get(b.pool, {}).get(b.id, {})
@@ -132,11 +177,12 @@ class ControlApi:
 
     def _pool_view(self, name: str) -> PoolView:
         backends = self.state.pool(name)
-        pc = self.sup.config.pools[name]
+        config = self.plane.config
+        pc = config.pools[name]
         return PoolView(
             name=name,
             strategy=pc.strategy,
-            listeners=[lc.name for lc in self.sup.config.listeners if lc.pool == name],
+            listeners=[lc.name for lc in config.listeners if lc.pool == name],
             health_checks=self.state.initial_health(pc) is HealthState.CHECKING,
             drain_timeout=pc.drain_timeout,
             backends=self._views(list(backends.values())),
@@ -149,8 +195,8 @@ class ControlApi:
         return 200, Info(
             version=lb.__version__,
             pid=os.getpid(),
-            config=str(s.config_path),
-            workers=len(self.sup.workers),
+            config=str(self.plane.config_path),
+            workers=len(self.plane.workers),
             uptime=round(time.monotonic() - s.started, 3),
             control_socket=str(s.socket_path),
             state_file=str(s.state_path),
@@ -158,9 +204,9 @@ class ControlApi:
         )
 
     async def list_listeners(self, call: Call) -> Result:
-        counters = self.sup.aggregate_stats()["listeners"]
+        counters = self.plane.totals().listeners
         views = []
-        for lc in self.sup.config.listeners:
+        for lc in self.plane.config.listeners:
             c = counters.get(lc.name, {})
             pools = [lc.pool] if lc.pool is not None else []
             pools += [p for p in dict.fromkeys(r.pool for r in lc.routes) if p not in pools]
@@ -204,7 +250,7 @@ class ControlApi:
             body.weight,
             id=body.id,
             metadata=body.metadata,
-            now=self.sup.loop.time(),
+            now=self.plane.now(),
         )
         await self.service.persisted()
         return (201 if created else 200), AddResult(created=created, backend=self._view(b))
@@ -265,7 +311,7 @@ class ControlApi:
             raise ApiError(
                 409, "admin", f"{pool}/{b.id} is ready: set admin to drain or maint first"
             )
-        t0 = self.sup.loop.time()
+        t0 = self.plane.now()
         st = await self.service.drains.wait(lambda: self.state.backend(pool, b.id), query.timeout)
         b = self.state.backend(pool, b.id)
         return 200, WaitResult(
@@ -277,7 +323,7 @@ class ControlApi:
             active=st.active,
             workers=st.workers,
             pending_workers=st.pending,
-            waited=round(self.sup.loop.time() - t0, 3),
+            waited=round(self.plane.now() - t0, 3),
             reason=st.reason,
         )
 
@@ -291,8 +337,8 @@ class ControlApi:
 
     def _stats(self, query: StatsQuery, only: str | None) -> StatsResponse:
         span, window = self.service.stats.window(query.window)
-        gauges = self.sup.aggregate_stats()["pools"]
-        now = self.sup.loop.time()
+        gauges = self.plane.totals().pools
+        now = self.plane.now()
         pools: dict[str, PoolStats] = {}
         empty = WindowStats(0, 0.0, 0, 0, 0.0, None)
         for name, backends in self.state.pools.items():
@@ -349,6 +395,25 @@ class ControlApi:
 
     async def reload(self, call: Call) -> Result:
         return 200, await self.service.reload("api")
+
+    # -- scaling events (lb/control/events.py) --------------------------------------------------
+
+    async def post_events(self, call: Call) -> Result:
+        pool = call.path["pool"]
+        self.state.pool(pool)  # 404 for an unknown pool
+        body: PostEvents = call.body
+        log = self.service.events
+        stored = log.add(pool, body.source, list(body.events), time.time())
+        return 201, PostEventsResult(stored=stored, last_seq=log.seq)
+
+    async def list_events(self, call: Call) -> Result:
+        query: EventsQuery = call.query
+        if query.pool is not None:
+            self.state.pool(query.pool)
+        log = self.service.events
+        return 200, EventsResponse(
+            events=log.query(query.pool, query.since, query.limit), last_seq=log.seq
+        )
 
 
 def _percentiles(hist: tuple[int, ...] | None) -> Percentiles | None:
@@ -492,5 +557,26 @@ ROUTES: tuple[Route, ...] = (
         write=True,
         tag="lb",
     ),
-    *scaling_events.routes(Route),
+    Route(
+        "POST",
+        "/v1/pools/{pool}/events",
+        ControlApi.post_events,
+        "Store scaling events for a pool (the scaler's decisions and actions); lb keeps "
+        f"the last {KEEP} over all pools, in memory",
+        {201: (PostEventsResult, "stored")},
+        {400: "the body is not JSON", 404: "unknown pool", 422: "invalid field"},
+        body=PostEvents,
+        write=True,
+        tag="events",
+    ),
+    Route(
+        "GET",
+        "/v1/events",
+        ControlApi.list_events,
+        "Recent scaling events, oldest first",
+        {200: (EventsResponse, "the events")},
+        {404: "unknown pool", 422: "invalid query parameter"},
+        query=EventsQuery,
+        tag="events",
+    ),
 )

@@ -13,7 +13,7 @@ remembers the sequence number of the message that started it. A snapshot older t
 Workers make waiting prompt: they send a snapshot at once when they apply a drain, and when a
 draining backend's last connection closes (``lb/worker.py``). When ``drain_timeout`` (per
 pool) expires the supervisor tells every worker to close the backend's remaining
-connections (``{"type": "close_backend"}``); the next snapshots then show it removable.
+connections (``wire.CloseBackend``); the next snapshots then show it removable.
 
 ``removability`` is a pure function of the backend, the drain and the worker snapshots.
 """
@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from lb.model import AdminState
 from lb.state import ManagedBackend
+from lb.wire import Stats
 
 log = logging.getLogger("lb.drain")
 
@@ -60,20 +60,20 @@ class _Waiter:
 
 
 def removability(
-    b: ManagedBackend, drain: Drain | None, snapshots: Iterable[Mapping[str, Any]]
+    b: ManagedBackend, drain: Drain | None, snapshots: Iterable[Stats]
 ) -> Removability:
-    """``snapshots``: the latest stats message of every live worker ({} if none yet)."""
+    """``snapshots``: the latest stats of every live worker (an empty one if none yet)."""
     if b.admin is AdminState.READY or drain is None:
         return Removability(False, 0, 0, 0, "admin is ready: drain it first")
     active = workers = pending = 0
     for snap in snapshots:
         workers += 1
-        if int(snap.get("seq", 0)) < drain.seq:
+        if snap.seq < drain.seq:
             pending += 1
             continue
-        counters = (snap.get("pools") or {}).get(b.pool, {}).get(b.id)
+        counters = snap.pools.get(b.pool, {}).get(b.id)
         if counters:
-            active += int(counters.get("active", 0))
+            active += counters.get("active", 0)
     if pending:
         return Removability(
             False, active, workers, pending, f"waiting for {pending} worker(s) to report"
@@ -87,7 +87,7 @@ class DrainTracker:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        snapshots: Callable[[], list[Mapping[str, Any]]],
+        snapshots: Callable[[], list[Stats]],
         drain_timeout: Callable[[str], float],
         close_backend: Callable[[str, str], None],
     ) -> None:
@@ -163,9 +163,7 @@ class DrainTracker:
 
     # -- queries --------------------------------------------------------------------------------
 
-    def status(
-        self, b: ManagedBackend, snapshots: list[Mapping[str, Any]] | None = None
-    ) -> Removability:
+    def status(self, b: ManagedBackend, snapshots: list[Stats] | None = None) -> Removability:
         snaps = self._snapshots() if snapshots is None else snapshots
         return removability(b, self.drains.get((b.pool, b.id)), snaps)
 

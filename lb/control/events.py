@@ -5,22 +5,18 @@ oldest first (the dashboard and ``lbctl`` read it). The log is in memory only, b
 (``KEEP`` events over all pools), and lost on restart: the scaler's own log and
 ``lb-scaler status`` are the record; this is the live view next to lb's state.
 
-The routes are registered in ``lb/control/api.py`` through ``routes()``; this module does not
-import the API at run time, so it cannot create an import cycle.
+This module holds the models and the log; the control service owns the one ``EventLog`` of an
+lb (``ControlService.events``), its API serves the routes (``ControlApi.post_events`` and
+``list_events`` in ``lb/control/api.py``) and ``lb/control/metrics.py`` reads the scaler's decisions
+from it. It imports nothing of the control plane.
 """
 
 from __future__ import annotations
 
-import time
-import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
-
-if TYPE_CHECKING:
-    from lb.control.api import Call, ControlApi, Result, Route
-    from lb.control.service import ControlService
 
 KEEP = 500  # events kept over all pools
 
@@ -102,60 +98,3 @@ class EventLog:
     def query(self, pool: str | None, since: int, limit: int) -> list[EventView]:
         found = [e for e in self.events if e.seq > since and (pool is None or e.pool == pool)]
         return found[-limit:]
-
-
-_logs: weakref.WeakKeyDictionary[ControlService, EventLog] = weakref.WeakKeyDictionary()
-
-
-def log_of(service: ControlService) -> EventLog:
-    log = _logs.get(service)
-    if log is None:
-        log = _logs[service] = EventLog()
-    return log
-
-
-async def post_events(api: ControlApi, call: Call) -> Result:
-    pool = call.path["pool"]
-    api.state.pool(pool)  # 404 for an unknown pool
-    body: PostEvents = call.body
-    log = log_of(api.service)
-    stored = log.add(pool, body.source, list(body.events), time.time())
-    return 201, PostEventsResult(stored=stored, last_seq=log.seq)
-
-
-async def list_events(api: ControlApi, call: Call) -> Result:
-    query: EventsQuery = call.query
-    if query.pool is not None:
-        api.state.pool(query.pool)
-    log = log_of(api.service)
-    return 200, EventsResponse(
-        events=log.query(query.pool, query.since, query.limit), last_seq=log.seq
-    )
-
-
-def routes(route: type[Route]) -> tuple[Route, ...]:
-    """The event routes, for ``ROUTES`` in ``lb/control/api.py``."""
-    return (
-        route(
-            "POST",
-            "/v1/pools/{pool}/events",
-            post_events,
-            "Store scaling events for a pool (the scaler's decisions and actions); lb keeps "
-            f"the last {KEEP} over all pools, in memory",
-            {201: (PostEventsResult, "stored")},
-            {400: "the body is not JSON", 404: "unknown pool", 422: "invalid field"},
-            body=PostEvents,
-            write=True,
-            tag="events",
-        ),
-        route(
-            "GET",
-            "/v1/events",
-            list_events,
-            "Recent scaling events, oldest first",
-            {200: (EventsResponse, "the events")},
-            {404: "unknown pool", 422: "invalid query parameter"},
-            query=EventsQuery,
-            tag="events",
-        ),
-    )

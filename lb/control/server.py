@@ -25,7 +25,7 @@ import socket
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -36,11 +36,9 @@ from lb.config import Config
 from lb.control import openapi
 from lb.control.api import ROUTES, Call, ControlApi, Route
 from lb.control.errors import ApiError, ControlStartupError, from_validation
+from lb.control.plane import resolve_path
 from lb.model import IllegalTransition, parse_address
 from lb.state import StateError
-
-if TYPE_CHECKING:
-    from lb.control.service import ControlService
 
 log = logging.getLogger("lb.control")
 
@@ -176,10 +174,10 @@ def make_app(
 
 
 class ControlServer:
-    def __init__(self, service: ControlService, socket_path: Path, config: Config) -> None:
-        self.api = ControlApi(service)
+    def __init__(self, api: ControlApi, socket_path: Path, config: Config) -> None:
+        self.api = api
         self.socket_path = socket_path
-        self.config_path = service.config_path
+        self.config_path = api.plane.config_path
         self.admin = config.admin
         self._sock: socket.socket | None = None
         self._owned: tuple[int, int] | None = None  # (dev, inode) of the socket file we made
@@ -262,8 +260,6 @@ class ControlServer:
     def _read_token(self) -> bytes | None:
         if self.admin.token_file is None:
             return None
-        from lb.control.service import resolve_path
-
         path = resolve_path(self.config_path, self.admin.token_file)
         try:
             token = path.read_bytes().strip()

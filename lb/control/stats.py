@@ -11,24 +11,9 @@ window query subtracts the sample at the start of the window from the newest tot
 by worker, and adds the results up: rates, error rates and latency percentiles over the
 window, without keeping per-request data.
 
-The worker snapshot contract (``{"type": "stats", ...}``):
-
-``seq``
-    the highest supervisor message sequence number the worker had applied when it took the
-    snapshot (``lb/control/drain.py`` uses it to know a drain reached the worker).
-``pools: {pool: {backend_id: {counter: int}}}``
-    flat integers only (``Supervisor.aggregate_stats`` sums them key by key):
-    ``active`` (gauge: open connections for L4, in-flight requests for L7),
-    ``connections`` (gauge, optional: open upstream connections, L7 pooled ones included;
-    defaults to ``active``), ``total`` (connections established for L4, requests sent for L7),
-    ``errors`` (optional, L7: 5xx answers to requests counted in ``total``),
-    ``connect_failures`` (failed attempts, not in ``total``), ``bytes_in``, ``bytes_out``;
-    for /metrics (``lb/metrics.py``): ``retries``, ``responses_1xx`` .. ``responses_5xx``,
-    ``latency_us`` (the latency histogram's sum). ``listeners`` has flat integers too.
-``latency: {pool: {backend_id: [count, ...]}}`` (optional, L7)
-    upstream response-time histograms: ``Backend.latency``, counts per bucket of
-    ``lb.stats.LATENCY_BOUNDS`` (plus a last bucket for anything slower), cumulative since
-    the worker started. Backends without a sample may be left out.
+The worker snapshot is ``lb.wire.Stats`` (its fields and their meaning are documented there):
+this module reads ``total``, ``errors``, ``connect_failures``, ``bytes_in`` and ``bytes_out``
+of every backend, and the ``latency`` histograms.
 
 This module is pure: no I/O, no asyncio.
 """
@@ -36,12 +21,12 @@ This module is pure: no I/O, no asyncio.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from lb.stats import LATENCY_BUCKETS as N_BUCKETS
 from lb.stats import percentile
+from lb.wire import Stats, counters_of
 
 __all__ = ["N_BUCKETS", "StatsAggregator", "WindowStats", "merge_histograms", "percentile"]
 
@@ -87,26 +72,27 @@ class _Series:
         self.samples: deque[_Sample] = deque()
         self.updated = 0.0
 
-    def ingest(self, snapshot: Mapping[str, Any], now: float) -> None:
+    def ingest(self, snapshot: Stats, now: float) -> None:
         seen: dict[Key, dict[str, int]] = {}
-        for pool, backends in (snapshot.get("pools") or {}).items():
-            for bid, counters in backends.items():
+        for pool, backends in snapshot.pools.items():
+            for bid, bc in backends.items():
                 key = (pool, bid)
                 prev = self.last_counters.get(key, {})
                 acc = self.totals.setdefault(key, [0] * len(COUNTERS))
                 cur: dict[str, int] = {}
+                flat = counters_of(bc)
                 for i, name in enumerate(COUNTERS):
-                    v = int(counters.get(name, 0))
+                    v = flat.get(name, 0)
                     p = prev.get(name, 0)
                     acc[i] += v - p if v >= p else v  # went down: the worker restarted
                     cur[name] = v
                 seen[key] = cur
         self.last_counters = seen
         seen_h: dict[Key, list[int]] = {}
-        for pool, backends in (snapshot.get("latency") or {}).items():
-            for bid, counts in backends.items():
+        for pool, per_backend in snapshot.latency.items():
+            for bid, counts in per_backend.items():
                 key = (pool, bid)
-                cur_h = [int(c) for c in counts[:N_BUCKETS]]
+                cur_h = list(counts[:N_BUCKETS])
                 prev_h = self.last_hist.get(key)
                 if prev_h is None or sum(cur_h) < sum(prev_h):
                     delta = cur_h
@@ -147,7 +133,7 @@ class StatsAggregator:
     def __init__(self) -> None:
         self._workers: dict[int, _Series] = {}
 
-    def ingest(self, worker: int, snapshot: Mapping[str, Any], now: float) -> None:
+    def ingest(self, worker: int, snapshot: Stats, now: float) -> None:
         self._workers.setdefault(worker, _Series()).ingest(snapshot, now)
 
     def forget(self, key: Key) -> None:

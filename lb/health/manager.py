@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from lb.config import PassiveConfig
 from lb.health.checker import ActiveChecker
@@ -40,6 +39,7 @@ from lb.health.passive import Ejection, EjectionPolicy, OutlierDetector, Refusal
 from lb.health_rules import format_seconds, ramping, slow_start_weight
 from lb.model import AdminState, HealthState
 from lb.state import ClusterState, ManagedBackend, StateError
+from lb.wire import Failure, Success
 
 log = logging.getLogger("lb.health")
 
@@ -161,16 +161,13 @@ class HealthManager:
 
     # -- passive health (events from the workers) -------------------------------------------
 
-    def on_failure(self, msg: dict[str, Any]) -> None:
-        pool, bid = str(msg.get("pool")), str(msg.get("id"))
-        kind, error = str(msg.get("kind", "connect")), str(msg.get("error", ""))
+    def on_failure(self, msg: Failure) -> None:
+        pool, bid, kind, error = msg.pool, msg.id, msg.kind, msg.error
         try:
             b = self.state.backend(pool, bid)
         except StateError:
             return  # removed since
-        log.debug(
-            "%s: %s failure reported by worker %s: %s", b.name, kind, msg.get("worker"), error
-        )
+        log.debug("%s: %s failure reported by worker %s: %s", b.name, kind, msg.worker, error)
         cfg = self.state.config.pools.get(pool)
         if cfg is None or cfg.passive is None:
             return
@@ -224,8 +221,8 @@ class HealthManager:
                 },
             )
 
-    def on_success(self, msg: dict[str, Any]) -> None:
-        key = (str(msg.get("pool")), str(msg.get("id")))
+    def on_success(self, msg: Success) -> None:
+        key = (msg.pool, msg.id)
         self.detector.success(key)
         self._refusal_logged.discard(key)
 

@@ -13,14 +13,14 @@ the supervisor). No I/O here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import xxhash
 
 from lb.balancing import StrategyOptions, create_strategy, needs_key
 from lb.balancing.base import Strategy
 from lb.config import PoolConfig
-from lb.model import AdminState, Backend, HealthState
+from lb.model import AdminState, Backend
+from lb.wire import BackendEntry
 
 
 def sticky_token(backend_id: str) -> bytes:
@@ -109,17 +109,17 @@ class PoolRuntime:
             self._rebuild_tokens()
             self.strategy.update(list(self.backends.values()))
 
-    def apply_snapshot(self, entries: Iterable[dict[str, Any]]) -> None:
+    def apply_snapshot(self, entries: Iterable[BackendEntry]) -> None:
         seen: set[str] = set()
         for entry in entries:
             self._upsert(entry)
-            seen.add(entry["id"])
+            seen.add(entry.id)
         for gone in set(self.backends) - seen:
             del self.backends[gone]
         self._rebuild_tokens()
         self.strategy.update(list(self.backends.values()))
 
-    def apply_backend(self, entry: dict[str, Any]) -> None:
+    def apply_backend(self, entry: BackendEntry) -> None:
         self._upsert(entry)
         self._rebuild_tokens()
         self.strategy.update(list(self.backends.values()))
@@ -133,16 +133,16 @@ class PoolRuntime:
         if self.sticky_cookie is not None:
             self.by_token = {sticky_token(b.id): b for b in self.backends.values()}
 
-    def _upsert(self, e: dict[str, Any]) -> None:
-        b = self.backends.get(e["id"])
-        if b is None or b.address != e["address"]:
-            b = Backend(e["address"], e["weight"], id=e["id"])
+    def _upsert(self, e: BackendEntry) -> None:
+        b = self.backends.get(e.id)
+        if b is None or b.address != e.address:
+            b = Backend(e.address, e.weight, id=e.id)
             self.backends[b.id] = b
-        b.weight = e["weight"]
-        b.effective_weight = float(e.get("effective_weight", e["weight"]))
-        b.admin = AdminState(e["admin"])
-        b.health = HealthState(e["health"])
-        b.ejected = bool(e.get("ejected", False))
+        b.weight = e.weight
+        b.effective_weight = float(e.effective_weight)
+        b.admin = e.admin
+        b.health = e.health
+        b.ejected = e.ejected
 
     def pick(self, key: bytes | None, tried: Iterable[Backend] = ()) -> Backend | None:
         """Pick an eligible backend, avoiding ``tried`` (used by retries)."""

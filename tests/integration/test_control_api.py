@@ -17,6 +17,7 @@ from lb.config import load_config
 from lb.control.client import ApiError, ControlClient, Unreachable
 from lb.control.openapi import build
 from lb.supervisor import StartupError, Supervisor
+from lb.wire import ToWorker
 from tests.helpers import free_port, to_toml
 
 
@@ -173,11 +174,11 @@ async def test_drain_wait_delete_without_workers(lb: tuple[Supervisor, ControlCl
 
 async def test_force_delete_of_a_ready_backend(lb: tuple[Supervisor, ControlClient]) -> None:
     sup, c = lb
-    sent: list[dict[str, Any]] = []
-    sup.broadcast = sent.append  # type: ignore[method-assign]
+    sent: list[ToWorker] = []
+    sup.plane.broadcast = sent.append  # type: ignore[method-assign]
     removed = await c.remove("web", "127.0.0.1:9001", force=True)
     assert removed.forced
-    kinds = [m["type"] for m in sent]
+    kinds = [m.TYPE for m in sent]
     assert kinds.index("close_backend") < kinds.index("remove")
 
 

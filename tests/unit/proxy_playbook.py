@@ -57,11 +57,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from lb.config import parse_config
-from lb.model import Backend
+from lb.model import AdminState, Backend, HealthState
 from lb.proxy.context import HttpContext, TimedConnection
 from lb.proxy.http import HttpClientProtocol
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
+from lb.wire import BackendEntry
 
 CLIENT_IP = "127.0.0.9"
 START = 1000.0  # the fake clock's reading when a playbook starts
@@ -362,7 +363,14 @@ class Playbook:
         self.pool = PoolRuntime("p", cfg.pools["p"])
         self.pool.apply_snapshot(
             [
-                {"id": b, "address": a, "weight": 1, "admin": admin[b], "health": health}
+                BackendEntry(
+                    id=b,
+                    address=a,
+                    weight=1,
+                    effective_weight=1.0,
+                    admin=AdminState(admin[b]),
+                    health=HealthState(health),
+                )
                 for a, b in self.addresses.items()
             ]
         )
@@ -442,8 +450,15 @@ class Playbook:
             self.loop.now += event.seconds
         elif isinstance(event, SetAdmin):
             b = self.backend(event.backend)
-            entry = {"id": b.id, "address": b.address, "weight": b.weight, "health": b.health}
-            self.pool.apply_backend({**entry, "admin": event.admin})
+            entry = BackendEntry(
+                id=b.id,
+                address=b.address,
+                weight=b.weight,
+                effective_weight=float(b.weight),
+                admin=AdminState(event.admin),
+                health=b.health,
+            )
+            self.pool.apply_backend(entry)
             if event.admin != "ready":
                 self.listener.close_idle_upstreams(b)
         elif isinstance(event, Connected | Refused):

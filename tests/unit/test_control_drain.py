@@ -8,15 +8,16 @@ from typing import Any
 from lb.control.drain import Drain, DrainTracker, removability
 from lb.model import AdminState
 from lb.state import ManagedBackend
+from lb.wire import Stats
 
 
 def backend(admin: AdminState = AdminState.DRAIN) -> ManagedBackend:
     return ManagedBackend("web", "127.0.0.1:9001", 1, admin=admin)
 
 
-def snap(seq: int, active: int | None) -> dict[str, Any]:
-    pools = {} if active is None else {"web": {"127.0.0.1:9001": {"active": active}}}
-    return {"seq": seq, "pools": pools}
+def snap(seq: int, active: int | None) -> Stats:
+    pools: Any = {} if active is None else {"web": {"127.0.0.1:9001": {"active": active}}}
+    return Stats(worker=1, seq=seq, pools=pools)
 
 
 def test_ready_is_never_removable() -> None:
@@ -40,7 +41,7 @@ def test_active_anywhere_blocks_and_zero_everywhere_allows() -> None:
 
 async def test_tracker_wakes_waiters_and_closes_after_drain_timeout() -> None:
     loop = asyncio.get_running_loop()
-    snaps: list[dict[str, Any]] = [snap(0, 1)]
+    snaps: list[Stats] = [snap(0, 1)]
     closed: list[tuple[str, str]] = []
     tracker = DrainTracker(
         loop, lambda: list(snaps), lambda pool: 0.05, lambda p, i: closed.append((p, i))

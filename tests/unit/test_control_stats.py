@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from lb.control.stats import N_BUCKETS, StatsAggregator, merge_histograms, percentile
 from lb.stats import LATENCY_BOUNDS, latency_bucket
+from lb.wire import Stats
 
 
 class Histogram:
@@ -26,12 +27,10 @@ class Histogram:
         return list(self.counts)
 
 
-def snap(total: int, errors: int = 0, cf: int = 0, hist: list[int] | None = None) -> dict[str, Any]:
-    counters = {"active": 1, "total": total, "errors": errors, "connect_failures": cf}
-    doc: dict[str, Any] = {"pools": {"web": {"b": counters}}}
-    if hist is not None:
-        doc["latency"] = {"web": {"b": hist}}
-    return doc
+def snap(total: int, errors: int = 0, cf: int = 0, hist: list[int] | None = None) -> Stats:
+    counters: Any = {"active": 1, "total": total, "errors": errors, "connect_failures": cf}
+    latency = {"web": {"b": tuple(hist)}} if hist is not None else {}
+    return Stats(worker=1, pools={"web": {"b": counters}}, latency=latency)
 
 
 def test_rate_over_window_sums_workers() -> None:

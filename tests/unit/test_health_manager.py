@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 from lb.config import parse_config
+from lb.control.plane import backend_entry
 from lb.health.manager import HealthManager
 from lb.health_rules import SLOW_START_FLOOR
 from lb.model import HealthState
 from lb.state import ClusterState
+from lb.wire import BackendEntry, Failure, Success
 
 ADDRS = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004"]
 
@@ -31,13 +33,13 @@ class Harness:
     def __init__(self, st: ClusterState) -> None:
         self.state = st
         self.loop = asyncio.get_running_loop()
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[BackendEntry] = []
         self.health = HealthManager(st, self.loop)
         # Unit tests drive health by hand: no check task may probe anything.
         self.health.checker.stopped = True
 
         def changed(pool: str, b: Any) -> None:
-            self.sent.append(b.entry(self.loop.time()))
+            self.sent.append(backend_entry(b, self.loop.time()))
             self.health.backend_changed(pool, b)
 
         st.on_change = changed
@@ -45,13 +47,10 @@ class Harness:
 
     def fail(self, addr: str, n: int = 1, kind: str = "connect") -> None:
         for _ in range(n):
-            self.health.on_failure(
-                {"type": "failure", "worker": 1, "pool": "web", "id": addr, "kind": kind,
-                 "error": "connection refused"}
-            )  # fmt: skip
+            self.health.on_failure(Failure(1, "web", addr, kind, "connection refused"))
 
     def succeed(self, addr: str) -> None:
-        self.health.on_success({"type": "success", "worker": 1, "pool": "web", "id": addr})
+        self.health.on_success(Success(1, "web", addr, 0))
 
 
 @pytest.fixture
@@ -83,11 +82,11 @@ async def test_ejection_reaches_workers_and_expires(
     passive.fail(ADDRS[0], 2)
     assert passive.sent == []
     passive.fail(ADDRS[0])
-    assert passive.sent[-1]["ejected"] is True and b.ejections == 1
+    assert passive.sent[-1].ejected is True and b.ejections == 1
     assert "3 consecutive connect failures (connection refused); out for 100ms" in caplog.text
     await asyncio.sleep(0.15)
     # The readmission timer re-sent the backend, now computed as not ejected.
-    assert passive.sent[-1]["ejected"] is False and len(passive.sent) == 2
+    assert passive.sent[-1].ejected is False and len(passive.sent) == 2
     assert "readmitted: ejection of 100ms ended" in caplog.text
 
 
@@ -105,7 +104,7 @@ async def test_repeat_ejections_double_up_to_the_cap(passive: Harness) -> None:
 async def test_failures_while_ejected_are_ignored(passive: Harness) -> None:
     passive.fail(ADDRS[0], 3)
     passive.fail(ADDRS[0], 10)
-    assert [e["ejected"] for e in passive.sent] == [True]
+    assert [e.ejected for e in passive.sent] == [True]
 
 
 async def test_max_ejection_percent_holds_and_is_logged_once(
@@ -123,8 +122,8 @@ async def test_max_ejection_percent_holds_and_is_logged_once(
 
 async def test_5xx_needs_on_5xx_and_unknown_backends_are_ignored(passive: Harness) -> None:
     passive.fail(ADDRS[0], 5, kind="5xx")
-    passive.health.on_failure({"type": "failure", "pool": "web", "id": "nope", "kind": "connect"})
-    passive.health.on_failure({"type": "failure", "pool": "nopool", "id": "x"})
+    passive.health.on_failure(Failure(1, "web", "nope", "connect"))
+    passive.health.on_failure(Failure(1, "nopool", "x", "connect"))
     assert passive.sent == []
 
 
@@ -143,11 +142,11 @@ async def test_slow_start_ramps_a_backend_that_comes_up() -> None:
         t0 = h.loop.time()
         # Up at its first check after lb started: it was serving already, so no ramp.
         h.state.set_health("web", ADDRS[0], HealthState.UP, "first TCP check passed", now=t0)
-        assert h.sent[-1]["effective_weight"] == 10.0 and not h.health.ramps
+        assert h.sent[-1].effective_weight == 10.0 and not h.health.ramps
         # Back from down: it ramps from the floor.
         h.state.set_health("web", ADDRS[0], HealthState.DOWN, "3 failed TCP checks", now=t0)
         h.state.set_health("web", ADDRS[0], HealthState.UP, "2 passed TCP checks", now=t0)
-        assert h.sent[-1]["effective_weight"] == pytest.approx(10 * SLOW_START_FLOOR)
+        assert h.sent[-1].effective_weight == pytest.approx(10 * SLOW_START_FLOOR)
         weights = []
         for t in (2.5, 5.0, 7.5, 10.0, 12.0):
             h.health.step_ramps(t0 + t)
@@ -171,7 +170,7 @@ async def test_slow_start_for_runtime_added_backend_without_checks() -> None:
         assert h.state.backend("web", ADDRS[0]).effective_weight == 10.0
         b, _ = h.state.add_backend("web", "127.0.0.1:9005", 10, now=h.loop.time())
         assert b.health is HealthState.UP
-        assert h.sent[-1]["effective_weight"] == pytest.approx(10 * SLOW_START_FLOOR)
+        assert h.sent[-1].effective_weight == pytest.approx(10 * SLOW_START_FLOOR)
         assert list(h.health.ramps) == [("web", "127.0.0.1:9005")]
         h.state.remove("web", "127.0.0.1:9005")
         assert not h.health.ramps

@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from lb.config import parse_config
+from lb.control.plane import backend_entry
 from lb.health_rules import SLOW_START_FLOOR
-from lb.model import Backend, HealthState
+from lb.model import AdminState, Backend, HealthState
 from lb.proxy.pool import PoolRuntime
 from lb.state import ClusterState, StateError
+from lb.wire import BackendEntry
 
 
 def config(**pool: Any) -> Any:
@@ -27,10 +29,10 @@ def config(**pool: Any) -> Any:
     )
 
 
-def make(**pool: Any) -> tuple[ClusterState, list[dict[str, Any]]]:
+def make(**pool: Any) -> tuple[ClusterState, list[BackendEntry]]:
     st = ClusterState(config(**pool), now=0.0)
-    sent: list[dict[str, Any]] = []
-    st.on_change = lambda _pool, b: sent.append(b.entry(5.0))
+    sent: list[BackendEntry] = []
+    st.on_change = lambda _pool, b: sent.append(backend_entry(b, 5.0))
     return st, sent
 
 
@@ -59,14 +61,14 @@ def test_record_check_keeps_streaks_and_last_check_quietly() -> None:
 def test_coming_up_with_slow_start_starts_at_the_floor() -> None:
     st, sent = make(health={}, slow_start="30s")
     st.set_health("web", B, HealthState.UP, "first TCP check passed", now=1.0)
-    assert sent[-1]["effective_weight"] == pytest.approx(4 * SLOW_START_FLOOR)
-    assert sent[-1]["health"] == "up"
+    assert sent[-1].effective_weight == pytest.approx(4 * SLOW_START_FLOOR)
+    assert sent[-1].health == "up"
 
 
 def test_coming_up_without_slow_start_keeps_the_weight() -> None:
     st, sent = make(health={})
     st.set_health("web", B, HealthState.UP, "first TCP check passed", now=1.0)
-    assert sent[-1]["effective_weight"] == 4.0
+    assert sent[-1].effective_weight == 4.0
 
 
 def test_set_effective_weight_clamps_and_notifies_on_change_only() -> None:
@@ -75,14 +77,14 @@ def test_set_effective_weight_clamps_and_notifies_on_change_only() -> None:
     st.set_effective_weight("web", B, 2.5)
     st.set_effective_weight("web", B, 99)
     st.set_effective_weight("web", B, -1)
-    assert [e["effective_weight"] for e in sent] == [2.5, 4.0, 0.0]
+    assert [e.effective_weight for e in sent] == [2.5, 4.0, 0.0]
 
 
 def test_eject_and_readmit(caplog: pytest.LogCaptureFixture) -> None:
     st, sent = make()
     caplog.set_level("INFO", logger="lb.state")
     st.eject("web", B, until=10.0, ejections=1, cause="3 consecutive connect failures", now=2.0)
-    assert sent[-1]["ejected"] is True  # sent at t=5, before the deadline
+    assert sent[-1].ejected is True  # sent at t=5, before the deadline
     b = st.backend("web", B)
     assert b.ejected(9.9) and not b.ejected(10.0)
     st.readmit("web", B, "ejection of 8s ended", now=9.999)
@@ -97,8 +99,8 @@ def test_eject_and_readmit(caplog: pytest.LogCaptureFixture) -> None:
 # -- the worker side ----------------------------------------------------------------------
 
 
-def entry(i: int, **kw: Any) -> dict[str, Any]:
-    return {
+def entry(i: int, **kw: Any) -> BackendEntry:
+    fields = {
         "id": f"b{i}",
         "address": f"127.0.0.1:{9000 + i}",
         "weight": 1,
@@ -108,9 +110,12 @@ def entry(i: int, **kw: Any) -> dict[str, Any]:
         "ejected": False,
         **kw,
     }
+    return BackendEntry(
+        **{**fields, "admin": AdminState(fields["admin"]), "health": HealthState(fields["health"])}
+    )
 
 
-def runtime(panic: str, entries: list[dict[str, Any]]) -> PoolRuntime:
+def runtime(panic: str, entries: list[BackendEntry]) -> PoolRuntime:
     pool = PoolRuntime("web", config(panic=panic).pools["web"])
     pool.apply_snapshot(entries)
     return pool

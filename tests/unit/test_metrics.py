@@ -20,31 +20,31 @@ from prometheus_client.parser import text_string_to_metric_families
 import lb
 from lb.config import Config
 from lb.control.events import EventLog, NewEvent
-from lb.metrics import (
+from lb.control.metrics import (
     CounterTotals,
     EventLogFeed,
     Metrics,
     ScalerPool,
     histogram_buckets,
 )
+from lb.control.plane import ControlPlane
 from lb.model import AdminState, HealthState
 from lb.state import ClusterState
 from lb.stats import LATENCY_BOUNDS, LATENCY_BUCKETS
 from lb.web import ASSETS, load_assets
+from lb.wire import Failure, Stats
 
 # -- monotonic totals ----------------------------------------------------------------------------
 
 
 def snapshot(
     total: int, *, active: int = 0, accepted: int = 0, hist: list[int] | None = None
-) -> Any:
-    doc: dict[str, Any] = {
-        "listeners": {"web": {"accepted": accepted, "active": active, "requests": accepted}},
-        "pools": {"p": {"b1": {"active": active, "connections": active, "total": total}}},
-    }
-    if hist is not None:
-        doc["latency"] = {"p": {"b1": hist}}
-    return doc
+) -> Stats:
+    # Partial counters on purpose: the totals keep what was sent.
+    listeners: Any = {"web": {"accepted": accepted, "active": active, "requests": accepted}}
+    pools: Any = {"p": {"b1": {"active": active, "connections": active, "total": total}}}
+    latency = {"p": {"b1": tuple(hist)}} if hist is not None else {}
+    return Stats(worker=1, listeners=listeners, pools=pools, latency=latency)
 
 
 def test_totals_add_deltas_and_skip_gauges() -> None:
@@ -122,22 +122,35 @@ def make_config() -> Config:
     )
 
 
-class FakeSup:
-    """What ``Metrics`` reads of the supervisor."""
+class FakeWorker:
+    """A ``WorkerLink``: what the control plane knows of a worker."""
 
-    def __init__(self) -> None:
-        self.config = make_config()
-        self.state = ClusterState(self.config)
-        self.loop = SimpleNamespace(time=lambda: 100.0)
-        self.workers = [SimpleNamespace(index=1, restarts=2), SimpleNamespace(index=2, restarts=0)]
-        self.snapshots: list[dict[str, Any]] = []
-        self.control = SimpleNamespace(live_snapshots=lambda: self.snapshots)
+    def __init__(self, index: int, restarts: int) -> None:
+        self.index, self.restarts = index, restarts
+        self.stats: Stats | None = None
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def latest_stats(self) -> Stats | None:
+        return self.stats
+
+    def alive(self) -> bool:
+        return True
 
 
-def worker_snapshot(n: int, active: int) -> dict[str, Any]:
+def make_plane() -> tuple[ControlPlane, list[FakeWorker]]:
+    """The control plane ``Metrics`` reads, with two workers and a clock stopped at 100."""
+    plane = ControlPlane(make_config(), "/etc/lb/config.toml", SimpleNamespace(time=lambda: 100.0))  # type: ignore[arg-type]
+    workers = [FakeWorker(1, 2), FakeWorker(2, 0)]
+    plane.workers = workers
+    return plane, workers
+
+
+def worker_snapshot(n: int, active: int) -> Stats:
     hist = [0] * LATENCY_BUCKETS
     hist[1], hist[4], hist[-1] = n - 3, 2, 1
-    backend = {
+    backend: Any = {
         "active": active,
         "connections": active + 1,
         "total": n,
@@ -150,7 +163,7 @@ def worker_snapshot(n: int, active: int) -> dict[str, Any]:
         "responses_5xx": 1,
         "latency_us": 1500 * n,
     }
-    listener = {
+    listener: Any = {
         "accepted": n,
         "active": active,
         "rejected": 0,
@@ -161,28 +174,28 @@ def worker_snapshot(n: int, active: int) -> dict[str, Any]:
         "responses_2xx": n - 1,
         "responses_5xx": 1,
     }
-    return {
-        "type": "stats",
-        "listeners": {"web": listener, "raw": {"accepted": 3, "active": 1, "bytes_in": 7}},
-        "pools": {"p": {"127.0.0.1:9001": backend}},
-        "latency": {"p": {"127.0.0.1:9001": hist}},
-    }
+    raw: Any = {"accepted": 3, "active": 1, "bytes_in": 7}
+    return Stats(
+        worker=1,
+        listeners={"web": listener, "raw": raw},
+        pools={"p": {"127.0.0.1:9001": backend}},
+        latency={"p": {"127.0.0.1:9001": tuple(hist)}},
+    )
 
 
 @pytest.fixture
 def metrics() -> Metrics:
-    sup = FakeSup()
-    m = Metrics(sup)  # type: ignore[arg-type]
-    m.scaler = None
+    plane, workers = make_plane()
+    m = Metrics(plane)
     for w in (1, 2):
         snap = worker_snapshot(10, active=w)
         m.ingest(w, 0, snap)
-        sup.snapshots.append(snap)
-    m.failure({"pool": "p", "id": "127.0.0.1:9001", "kind": "connect"})
-    m.failure({"pool": "p", "id": "127.0.0.1:9001", "kind": "timeout"})
-    m.failure({"pool": "p", "id": "127.0.0.1:9001", "kind": "reset"})
-    m.failure({"pool": "p", "id": "gone", "kind": "reset"})  # not a backend: ignored
-    m.failure({"pool": "p", "id": "127.0.0.1:9001", "kind": "5xx"})  # counted from responses
+        workers[w - 1].stats = snap
+    m.failure(Failure(1, "p", "127.0.0.1:9001", "connect"))
+    m.failure(Failure(1, "p", "127.0.0.1:9001", "timeout"))
+    m.failure(Failure(1, "p", "127.0.0.1:9001", "reset"))
+    m.failure(Failure(1, "p", "gone", "reset"))  # not a backend: ignored
+    m.failure(Failure(1, "p", "127.0.0.1:9001", "5xx"))  # counted from responses
     return m
 
 
@@ -245,7 +258,7 @@ def test_exposition_parses_and_counts(metrics: Metrics) -> None:
 
 
 def test_the_health_gauge_follows_the_state(metrics: Metrics) -> None:
-    state: ClusterState = metrics.sup.state
+    state: ClusterState = metrics.plane.state
     b = {"pool": "p", "backend": "127.0.0.1:9002"}
     state.set_health("p", "127.0.0.1:9002", HealthState.UP, "test", now=1.0)
     found = samples(metrics.exposition()[0].decode())
@@ -262,7 +275,7 @@ def test_the_health_gauge_follows_the_state(metrics: Metrics) -> None:
 
 
 def test_a_removed_backend_leaves_the_exposition(metrics: Metrics) -> None:
-    metrics.sup.state.remove("p", "127.0.0.1:9001")
+    metrics.plane.state.remove("p", "127.0.0.1:9001")
     metrics.forget("p", "127.0.0.1:9001")
     text = metrics.exposition()[0].decode()
     assert "127.0.0.1:9001" not in text

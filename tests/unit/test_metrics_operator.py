@@ -17,6 +17,7 @@ from lb.control.drain import DrainTracker
 from lb.logs import JsonFormatter, TextFormatter, logfmt_value
 from lb.model import AdminState, HealthState
 from lb.state import ClusterState, ManagedBackend
+from lb.wire import Stats
 
 EVENT = {
     "event": "health_state",
@@ -120,17 +121,22 @@ def test_banner_without_admin_listener_says_how_to_turn_it_on() -> None:
 
 async def test_a_completed_drain_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     loop = asyncio.get_running_loop()
-    snaps: list[dict[str, Any]] = [{"seq": 0, "pools": {"p": {"b": {"active": 1}}}}]
+
+    def snap(seq: int, active: int) -> Stats:
+        pools: Any = {"p": {"b": {"active": active}}}
+        return Stats(worker=1, seq=seq, pools=pools)
+
+    snaps = [snap(0, 1)]
     tracker = DrainTracker(loop, lambda: snaps, lambda pool: 30.0, lambda pool, bid: None)
     b = ManagedBackend("p", "127.0.0.1:9001", 1, id="b")
     b.admin = AdminState.DRAIN
     caplog.set_level(logging.INFO, logger="lb.drain")
     tracker.backend_changed("p", b, seq=1)
     tracker.stats_updated()  # the worker has not applied the drain yet
-    snaps[0] = {"seq": 1, "pools": {"p": {"b": {"active": 1}}}}
+    snaps[0] = snap(1, 1)
     tracker.stats_updated()  # one request still in flight
     assert not [r for r in caplog.records if "drained" in r.getMessage()]
-    snaps[0] = {"seq": 2, "pools": {"p": {"b": {"active": 0}}}}
+    snaps[0] = snap(2, 0)
     tracker.stats_updated()
     tracker.stats_updated()
     lines = [r for r in caplog.records if getattr(r, "event", {}).get("event") == "drained"]

@@ -16,6 +16,7 @@ from lb.proxy.context import HttpContext
 from lb.proxy.exchange import HttpUpstreamProtocol
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
+from lb.wire import BackendEntry
 
 
 class FakeTransport:
@@ -50,7 +51,7 @@ def setup() -> tuple[HttpContext, PoolRuntime]:
     )
     pool = PoolRuntime("p", cfg.pools["p"])
     pool.apply_snapshot(
-        [{"id": "a", "address": "127.0.0.1:2", "weight": 1, "admin": "ready", "health": "up"}]
+        [BackendEntry(id="a", address="127.0.0.1:2", weight=1, effective_weight=1.0)]
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
     listener.http = ctx = HttpContext(

@@ -18,7 +18,8 @@ supervisor keeps three small things here:
 * ``LbCollector`` is a prometheus-client custom collector: on each scrape it builds metric
   families from those totals, the gauges of the live workers' latest snapshots, the
   authoritative pool state (``ClusterState``: health, admin state, weights) and the scaler's
-  recent decisions (``ScalerFeed``). Nothing is kept per scrape.
+  recent decisions (``ScalerFeed``). Nothing is kept per scrape. It reads all of these
+  through the ``ControlPlane`` (``lb/control/plane.py``), never the supervisor itself.
 
 Names follow the Prometheus conventions: ``lb_`` prefix, ``_total`` for counters, base units
 (``_seconds``, ``_bytes``). The upstream latency histogram is the workers' per-bucket counts
@@ -31,9 +32,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client.core import (
@@ -47,13 +48,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 import lb
-from lb.control.events import EventLog, EventView, log_of
+from lb.control.events import EventLog, EventView
+from lb.control.plane import ControlPlane
+from lb.control.server import ControlServer
 from lb.model import AdminState, HealthState
 from lb.stats import LATENCY_BOUNDS, LATENCY_BUCKETS
-
-if TYPE_CHECKING:
-    from lb.control.server import ControlServer
-    from lb.supervisor import Supervisor
+from lb.wire import Failure, Stats, counter_items
 
 log = logging.getLogger("lb.metrics")
 
@@ -86,31 +86,31 @@ class CounterTotals:
         self._last: dict[tuple[int, int], dict[tuple[str, ...], int]] = {}
         self._last_hist: dict[tuple[int, int], dict[BackendKey, list[int]]] = {}
 
-    def ingest(self, generation: tuple[int, int], snapshot: Mapping[str, Any]) -> None:
+    def ingest(self, generation: tuple[int, int], snapshot: Stats) -> None:
         index = generation[0]
         for old in [g for g in self._last if g[0] == index and g != generation]:
             del self._last[old]  # that process is gone: what it counted stays in the totals
             self._last_hist.pop(old, None)
         prev = self._last.get(generation, {})
         cur: dict[tuple[str, ...], int] = {}
-        for name, counters in (snapshot.get("listeners") or {}).items():
+        for name, lc in snapshot.listeners.items():
             acc = self.listeners.setdefault(name, {})
-            for k, v in counters.items():
+            for k, v in counter_items(lc):
                 if k not in LISTENER_GAUGES:
-                    _add(acc, k, ("l", name, k), int(v), prev, cur)
-        for pool, backends in (snapshot.get("pools") or {}).items():
-            for bid, counters in backends.items():
+                    _add(acc, k, ("l", name, k), v, prev, cur)
+        for pool, backends in snapshot.pools.items():
+            for bid, bc in backends.items():
                 acc = self.backends.setdefault((pool, bid), {})
-                for k, v in counters.items():
+                for k, v in counter_items(bc):
                     if k not in BACKEND_GAUGES:
-                        _add(acc, k, ("b", pool, bid, k), int(v), prev, cur)
+                        _add(acc, k, ("b", pool, bid, k), v, prev, cur)
         self._last[generation] = cur
         prev_h = self._last_hist.get(generation, {})
         cur_h: dict[BackendKey, list[int]] = {}
-        for pool, backends in (snapshot.get("latency") or {}).items():
-            for bid, counts in backends.items():
+        for pool, hists in snapshot.latency.items():
+            for bid, counts in hists.items():
                 key = (pool, bid)
-                now_h = [int(c) for c in counts[:LATENCY_BUCKETS]]
+                now_h = list(counts[:LATENCY_BUCKETS])
                 before = prev_h.get(key)
                 if before is None or sum(now_h) < sum(before):
                     delta = now_h  # new, or a new Backend object under the same id
@@ -249,22 +249,21 @@ def histogram_buckets(counts: Sequence[int]) -> list[tuple[str, float]]:
 
 
 class LbCollector:
-    """Builds every ``lb_*`` family from the supervisor's state at scrape time."""
+    """Builds every ``lb_*`` family from the control plane's state at scrape time."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        m = self.metrics
-        sup = m.sup
-        yield from self._process(sup)
-        yield from self._listeners(sup)
-        yield from self._backends(sup)
-        yield from self._scaler(sup)
+        plane = self.metrics.plane
+        yield from self._process(plane)
+        yield from self._listeners(plane)
+        yield from self._backends(plane)
+        yield from self._scaler()
 
     # -- lb itself ----------------------------------------------------------------------------
 
-    def _process(self, sup: Supervisor) -> Iterator[Metric]:
+    def _process(self, plane: ControlPlane) -> Iterator[Metric]:
         yield InfoMetricFamily("lb_build", "lb's version", value={"version": lb.__version__})
         yield GaugeMetricFamily(
             "lb_start_time_seconds",
@@ -272,22 +271,24 @@ class LbCollector:
             value=self.metrics.started,
         )
         yield GaugeMetricFamily(
-            "lb_workers", "Data-plane worker processes (1 with workers = 0)", value=len(sup.workers)
+            "lb_workers",
+            "Data-plane worker processes (1 with workers = 0)",
+            value=len(plane.workers),
         )
         yield CounterMetricFamily(
             "lb_worker_restarts_total",
             "Worker processes that died and were restarted",
-            value=sum(w.restarts for w in sup.workers),
+            value=plane.restarts(),
         )
 
     # -- listeners ----------------------------------------------------------------------------
 
-    def _listeners(self, sup: Supervisor) -> Iterator[Metric]:
+    def _listeners(self, plane: ControlPlane) -> Iterator[Metric]:
         totals = self.metrics.totals.listeners
         active: dict[str, int] = {}
-        for snap in self.metrics.live_snapshots():
-            for name, counters in (snap.get("listeners") or {}).items():
-                active[name] = active.get(name, 0) + int(counters.get("active", 0))
+        for snap in plane.snapshots():
+            for name, counters in snap.listeners.items():
+                active[name] = active.get(name, 0) + counters.get("active", 0)
         lab = ["listener"]
         info = InfoMetricFamily(
             "lb_listener",
@@ -331,7 +332,7 @@ class LbCollector:
             "backend sent them, and lb's own answers)",
             lab,
         )
-        for lc in sup.config.listeners:
+        for lc in plane.config.listeners:
             name = lc.name
             c = totals.get(name, {})
             info.add_metric([name], {"bind": lc.bind, "mode": lc.mode, "pool": lc.pool or ""})
@@ -352,17 +353,17 @@ class LbCollector:
 
     # -- pools and backends -------------------------------------------------------------------
 
-    def _backends(self, sup: Supervisor) -> Iterator[Metric]:
+    def _backends(self, plane: ControlPlane) -> Iterator[Metric]:
         m = self.metrics
-        now = sup.loop.time()
+        now = plane.now()
         gauges: dict[BackendKey, dict[str, int]] = {}
-        for snap in m.live_snapshots():
-            for pool, backends in (snap.get("pools") or {}).items():
-                for bid, counters in backends.items():
+        for snap in plane.snapshots():
+            for pool, per_backend in snap.pools.items():
+                for bid, counters in per_backend.items():
                     g = gauges.setdefault((pool, bid), {"active": 0, "connections": 0})
-                    a = int(counters.get("active", 0))
+                    a = counters.get("active", 0)
                     g["active"] += a
-                    g["connections"] += int(counters.get("connections", a))
+                    g["connections"] += counters.get("connections", a)
         pl = ["pool"]
         bl = ["pool", "backend"]
         n_backends = _gauge("lb_pool_backends", "Backends in the pool (any state)", pl)
@@ -434,7 +435,7 @@ class LbCollector:
             "http: time from sending a request to the backend to the end of its response",
             labels=bl,
         )
-        for pool, backends in sup.state.pools.items():
+        for pool, backends in plane.state.pools.items():
             eligible_count = 0
             for b in backends.values():
                 key = (pool, b.id)
@@ -486,7 +487,7 @@ class LbCollector:
 
     # -- the scaler ---------------------------------------------------------------------------
 
-    def _scaler(self, sup: Supervisor) -> Iterator[Metric]:
+    def _scaler(self) -> Iterator[Metric]:
         feed = self.metrics.scaler
         pools = list(feed.scaler_pools()) if feed is not None else []
         current = _gauge(
@@ -516,34 +517,32 @@ class LbCollector:
 
 
 class Metrics:
-    """The supervisor's metrics: counting hooks, the registry, and the ``/metrics`` handler.
+    """The control plane's metrics: counting hooks, the registry, and the ``/metrics`` handler.
 
-    The supervisor (through ``ControlService``) calls ``ingest`` with every worker stats
-    message, ``failure`` with every failure event, ``forget`` when a backend is removed, and
-    ``install`` before the admin listener starts."""
+    ``ControlService`` calls ``ingest`` with every worker stats snapshot, ``failure`` with
+    every failure event, ``forget`` when a backend is removed, and ``install`` before the
+    admin listener starts. ``events``: the scaling-event log the scaler posts to."""
 
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
+    def __init__(self, plane: ControlPlane, events: EventLog | None = None) -> None:
+        self.plane = plane
         self.started = time.time()
         self.totals = CounterTotals()
         self.failures = FailureCounts()
-        # The scaler's decisions, as posted to the control API (sup.control exists by the
-        # time anything scrapes).
-        self.scaler: ScalerFeed | None = EventLogFeed(lambda: log_of(self.sup.control))
+        # The scaler's decisions, as posted to the control API.
+        self.scaler: ScalerFeed | None = (
+            EventLogFeed(lambda: events) if events is not None else None
+        )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(LbCollector(self))
 
-    def live_snapshots(self) -> Iterable[Mapping[str, Any]]:
-        return self.sup.control.live_snapshots()
-
     # -- hooks ----------------------------------------------------------------------------------
 
-    def ingest(self, worker: int, restarts: int, snapshot: Mapping[str, Any]) -> None:
+    def ingest(self, worker: int, restarts: int, snapshot: Stats) -> None:
         self.totals.ingest((worker, restarts), snapshot)
 
-    def failure(self, msg: Mapping[str, Any]) -> None:
-        pool, bid, kind = str(msg.get("pool")), str(msg.get("id")), str(msg.get("kind"))
-        if kind in EVENT_KINDS and bid in self.sup.state.pools.get(pool, {}):
+    def failure(self, event: Failure) -> None:
+        pool, bid, kind = event.pool, event.id, event.kind
+        if kind in EVENT_KINDS and bid in self.plane.state.pools.get(pool, {}):
             self.failures.record(pool, bid, kind)
 
     def forget(self, pool: str, backend_id: str) -> None:

@@ -1,0 +1,277 @@
+"""The seam between the supervisor and the control plane's services.
+
+Owns: the current config and the authoritative ``ClusterState``; the workers as the services
+see them (their latest stats snapshots); the sequence-numbered broadcast to the workers and
+the wire messages built from the state; and config changes: ``apply_config`` and, next to
+it, ``reload`` (re-read the file, refuse it whole or apply it). Never does: spawn, signal or
+restart a process (the supervisor does), serve HTTP or write the state file (the control
+service does), or act on what a worker sends (the supervisor routes it).
+
+Theory of operation
+-------------------
+The supervisor builds one ``ControlPlane`` and hands it to everything else on the control
+side: the control service, its API, the metrics. None of them sees the ``Supervisor``. The
+supervisor keeps the list of its workers in ``workers`` (each a ``WorkerLink``), routes their
+stats snapshots into them, and turns ``ClusterState``'s change reports into deltas with
+``broadcast(BackendUpdate(...))``.
+
+Every frame to the workers is stamped with ``seq``, which ``broadcast`` increments; a worker
+echoes the last one it applied in its snapshots (``lb/control/drain.py`` relies on that).
+``frame`` stamps a message with the current ``seq`` without a new number: what a worker
+that starts receives (its config and a full snapshot), so that it knows everything up to
+``seq``.
+
+A new config becomes current in ``apply_config``: the state first (backends added, changed,
+removed, each reported as usual), then ``config``, then the ``on_config`` callbacks (objects
+derived from the config on this side: the health checker's tasks, the admin token), then the
+workers get the config and a full snapshot, in that order, so that a listener a worker adds
+never sees an empty pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from lb import persist, wire
+from lb.config import Config, ConfigError, load_config
+from lb.control.errors import ApiError
+from lb.control.models import ReloadResult
+from lb.model import parse_address
+from lb.state import BackendSpec, ClusterState, ManagedBackend
+
+log = logging.getLogger("lb.control")
+
+
+def resolve_path(config_path: str | os.PathLike[str], value: str) -> Path:
+    """``value`` from the config, relative to the config file's folder unless absolute."""
+    p = Path(value)
+    return p if p.is_absolute() else Path(config_path).resolve().parent / p
+
+
+class WorkerLink(Protocol):
+    """One worker as the control plane sees it (the supervisor's ``WorkerHandle``)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame body (``wire.encode``) to the worker; dropped if it is gone."""
+
+    def latest_stats(self) -> wire.Stats | None:
+        """Its latest snapshot (None before the first); a dead worker's last one."""
+
+    def alive(self) -> bool:
+        """False while it is dead or being restarted: its connections died with it."""
+
+
+@dataclass
+class Totals:
+    """The latest snapshot of every worker, summed counter by counter (a counter no worker
+    sent is missing: read it with ``.get(name, 0)``)."""
+
+    listeners: dict[str, dict[str, int]] = field(default_factory=dict)
+    pools: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+
+
+def backend_entry(b: ManagedBackend, now: float) -> wire.BackendEntry:
+    """How a backend travels to the workers (``ejected`` is computed now, so a readmission
+    must be sent again: ``HealthManager`` does)."""
+    return wire.BackendEntry(
+        id=b.id,
+        address=b.address,
+        weight=b.weight,
+        effective_weight=b.effective_weight,
+        admin=b.admin,
+        health=b.health,
+        ejected=b.ejected(now),
+    )
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | os.PathLike[str],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.config = config
+        self.config_path = Path(config_path).resolve()
+        self.loop = loop
+        self.state = ClusterState(config, now=loop.time())
+        self.workers: Sequence[WorkerLink] = ()
+        self.seq = 0
+        # Called with the new config once it is current (see the module docstring).
+        self.on_config: list[Callable[[Config], None]] = []
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # -- to the workers -------------------------------------------------------------------------
+
+    def broadcast(self, msg: wire.ToWorker) -> None:
+        """Send ``msg`` to every worker, stamped with the next sequence number."""
+        self.seq += 1
+        frame = wire.encode(msg, self.seq)
+        for w in self.workers:
+            w.send(frame)
+
+    def frame(self, msg: wire.ToWorker) -> bytes:
+        """``msg`` stamped with the current sequence number, for a worker that starts."""
+        return wire.encode(msg, self.seq)
+
+    def backend_update(self, pool: str, b: ManagedBackend) -> wire.BackendUpdate:
+        return wire.BackendUpdate(pool, backend_entry(b, self.now()))
+
+    def pools_snapshot(self) -> wire.PoolsSnapshot:
+        now = self.now()
+        return wire.PoolsSnapshot(
+            {
+                name: tuple(backend_entry(b, now) for b in backends.values())
+                for name, backends in self.state.pools.items()
+            }
+        )
+
+    def new_config(self) -> wire.NewConfig:
+        return wire.NewConfig(self.config)
+
+    # -- from the workers -----------------------------------------------------------------------
+
+    def snapshots(self) -> list[wire.Stats]:
+        """The latest snapshot of every live worker (an empty one before its first)."""
+        return [w.latest_stats() or wire.Stats(worker=w.index) for w in self.workers if w.alive()]
+
+    def totals(self) -> Totals:
+        """The latest snapshot of every worker, summed (a dead worker's last one counts until
+        its replacement reports)."""
+        out = Totals()
+        for w in self.workers:
+            snap = w.latest_stats()
+            if snap is None:
+                continue
+            for name, counters in snap.listeners.items():
+                _add_into(out.listeners.setdefault(name, {}), counters)
+            for pool, backends in snap.pools.items():
+                pacc = out.pools.setdefault(pool, {})
+                for bid, bc in backends.items():
+                    _add_into(pacc.setdefault(bid, {}), bc)
+        return out
+
+    def restarts(self) -> int:
+        return sum(w.restarts for w in self.workers)
+
+    # -- config ---------------------------------------------------------------------------------
+
+    def apply_config(
+        self, config: Config, backends: Mapping[str, Sequence[BackendSpec]]
+    ) -> list[str]:
+        """Make a validated config current; ``backends`` is the merged membership
+        (``lb/persist.py``). Returns one readable line per backend change. Workers get the
+        config, then a full snapshot: they start new listeners only after that snapshot, so
+        a new listener never sees an empty pool."""
+        changes = self.state.apply_config(config, backends, self.now())
+        self.config = config
+        for callback in self.on_config:
+            callback(config)
+        self.broadcast(self.new_config())
+        self.broadcast(self.pools_snapshot())
+        return changes
+
+    def reload(self, cause: str) -> ReloadResult:
+        """Re-read the config file; refuse it whole (ApiError 422, nothing changed) or apply it.
+        Backends added at runtime survive (``persist.merge``)."""
+        old = self.config
+        try:
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                raise ApiError(422, "config", str(exc)) from None
+            check_binds(self.config_path, old, new)
+        except ApiError as exc:
+            log.error(
+                "reload (%s) refused; the running config is unchanged:\n%s",
+                cause,
+                exc.message,
+                extra={"event": {"event": "reload_refused", "field": exc.field}},
+            )
+            raise
+        restart = restart_required(old, new)
+        specs = persist.merge(new, persist.dump(old, self.state))
+        changes = self.apply_config(new, specs)
+        changes += config_changes(old, new)
+        log.info(
+            "reload (%s): %d change(s)%s",
+            cause,
+            len(changes),
+            f"; restart needed for {', '.join(restart)}" if restart else "",
+            extra={"event": {"event": "reload", "changes": changes}},
+        )
+        return ReloadResult(changes=changes, restart_required=restart)
+
+
+def _add_into(acc: dict[str, int], counters: wire.ListenerCounters | wire.BackendCounters) -> None:
+    for k, v in wire.counter_items(counters):
+        acc[k] = acc.get(k, 0) + v
+
+
+def check_binds(config_path: Path, old: Config, new: Config) -> None:
+    """A new listener address that cannot be bound refuses the reload before anything
+    changes (workers bind with SO_REUSEPORT, as this probe does)."""
+    current = {lc.bind for lc in old.listeners}
+    for i, lc in enumerate(new.listeners):
+        if lc.bind in current:
+            continue
+        host, port = parse_address(lc.bind)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                s.bind((host, port))
+            except OSError as exc:
+                raise ApiError(
+                    422,
+                    f"listeners[{i}].bind",
+                    f"{config_path}: listeners[{i}].bind: cannot bind {lc.bind}: "
+                    f"{exc.strerror or exc}; the running config is unchanged",
+                ) from None
+
+
+def restart_required(old: Config, new: Config) -> list[str]:
+    out = [
+        f"lb.{name}"
+        for name in ("workers", "control_socket", "state_file", "log_format", "log_level")
+        if getattr(old.lb, name) != getattr(new.lb, name)
+    ]
+    if old.admin.bind != new.admin.bind:
+        out.append("admin.bind")
+    return out
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """Readable lines for listener and pool-setting changes (backends are listed by the state)."""
+    out: list[str] = []
+    before = {lc.name: lc for lc in old.listeners}
+    after = {lc.name: lc for lc in new.listeners}
+    out += [f"listener {n} added ({after[n].bind})" for n in after if n not in before]
+    out += [f"listener {n} removed" for n in before if n not in after]
+    out += [f"listener {n} changed" for n in after if n in before and before[n] != after[n]]
+    for name, pc in new.pools.items():
+        prev = old.pools.get(name)
+        if prev is None:
+            continue
+        a = prev.model_dump(exclude={"backends"})
+        b = pc.model_dump(exclude={"backends"})
+        out += [f"pool {name} {k}: {a[k]!r} -> {b[k]!r}" for k in b if a.get(k) != b[k]]
+    if old.lb.grace != new.lb.grace:
+        out.append(f"lb.grace: {old.lb.grace:g}s -> {new.lb.grace:g}s")
+    return out
