@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,6 @@ from lb import persist, wire
 from lb.config import Config, ConfigError, load_config
 from lb.control.errors import ApiError
 from lb.control.models import ReloadResult
-from lb.model import parse_address
 from lb.state import BackendSpec, ClusterState, ManagedBackend
 
 log = logging.getLogger("lb.control")
@@ -112,6 +110,10 @@ class ControlPlane:
         self.seq = 0
         # Called with the new config once it is current (see the module docstring).
         self.on_config: list[Callable[[Config], None]] = []
+        # Called with (old, new) when a reload has validated a config, before anything
+        # changes; one may refuse it with an ApiError (the supervisor binds new listeners'
+        # sockets here).
+        self.before_apply: list[Callable[[Config, Config], None]] = []
 
     def now(self) -> float:
         return self.loop.time()
@@ -195,7 +197,8 @@ class ControlPlane:
                 new = load_config(self.config_path)
             except ConfigError as exc:
                 raise ApiError(422, "config", str(exc)) from None
-            check_binds(self.config_path, old, new)
+            for prepare in self.before_apply:
+                prepare(old, new)
         except ApiError as exc:
             log.error(
                 "reload (%s) refused; the running config is unchanged:\n%s",
@@ -221,29 +224,6 @@ class ControlPlane:
 def _add_into(acc: dict[str, int], counters: wire.ListenerCounters | wire.BackendCounters) -> None:
     for k, v in wire.counter_items(counters):
         acc[k] = acc.get(k, 0) + v
-
-
-def check_binds(config_path: Path, old: Config, new: Config) -> None:
-    """A new listener address that cannot be bound refuses the reload before anything
-    changes (workers bind with SO_REUSEPORT, as this probe does)."""
-    current = {lc.bind for lc in old.listeners}
-    for i, lc in enumerate(new.listeners):
-        if lc.bind in current:
-            continue
-        host, port = parse_address(lc.bind)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                s.bind((host, port))
-            except OSError as exc:
-                raise ApiError(
-                    422,
-                    f"listeners[{i}].bind",
-                    f"{config_path}: listeners[{i}].bind: cannot bind {lc.bind}: "
-                    f"{exc.strerror or exc}; the running config is unchanged",
-                ) from None
 
 
 def restart_required(old: Config, new: Config) -> list[str]:
