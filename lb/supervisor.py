@@ -61,6 +61,7 @@ class WorkerHandle:
     started_at: float = 0.0
     restarts: int = 0  # deaths after the first start (each one restarted)
     is_ready: bool = False  # the current process said "ready"
+    retiring: bool = False  # a reload lowered ``workers``: let it finish, do not restart it
     failed_starts: int = 0  # consecutive deaths before "ready" (the restart backoff)
     fatal: str | None = None
     stats: wire.Stats | None = None  # the latest snapshot it sent
@@ -132,13 +133,52 @@ class Supervisor:
         # Workers retire the listeners that went away when they get this config; our copies
         # of their sockets go now.
         self.sockets.release_unused(config)
+        if (
+            self.started
+            and config.lb.worker_count != len(self.workers)
+            and self.workers[0].local is None
+        ):
+            self.loop.create_task(self._resize(config.lb.worker_count))
+
+    @staticmethod
+    def _resizable(old: Config, new: Config) -> bool:
+        """``workers`` changes on reload between process counts (not to or from 0, the
+        in-process mode, which needs a restart)."""
+        a, b = old.lb.worker_count, new.lb.worker_count
+        return a != b and a > 0 and b > 0
+
+    async def _resize(self, n: int) -> None:
+        """A reload changed ``workers``: start the new slots (their sockets are bound), or
+        retire the highest ones (they stop accepting and finish their connections within
+        ``grace``, as on a stop; their sockets close)."""
+        while len(self.workers) < n and not self.stopping:
+            w = WorkerHandle(index=len(self.workers) + 1)
+            self.workers.append(w)
+            log.info("workers: starting worker %d (reload)", w.index)
+            await self._spawn(w)
+        if len(self.workers) > n:
+            retired = self.workers[n:]
+            del self.workers[n:]
+            for w in retired:
+                log.info("workers: retiring worker %d (reload)", w.index)
+                w.retiring = True
+                self.sockets.drop_slot(w.index)
+                if w.proc is not None and w.proc.returncode is None:
+                    w.proc.send_signal(signal.SIGTERM)
+            await asyncio.gather(*(self._reap(w, self.config.lb.grace + 5) for w in retired))
+            for w in retired:
+                if w.channel is not None:
+                    w.channel.close()
 
     def _prepare_sockets(self, old: Config, new: Config) -> None:
         """Before a reload applies: bind the sockets that new or moved listeners need, for
         every worker slot, and hand them to the workers. A bind that fails refuses the reload
         (ApiError 422) with nothing bound and nothing changed."""
+        slots = [w.index for w in self.workers]
+        if self._resizable(old, new):
+            slots += range(len(self.workers) + 1, new.lb.worker_count + 1)
         try:
-            fresh = self.sockets.bind(new, [w.index for w in self.workers])
+            fresh = self.sockets.bind(new, slots)
         except BindError as exc:
             i = exc.index
             raise ApiError(
@@ -272,7 +312,7 @@ class Supervisor:
                 # The first start: lb refuses to run (StartupError) rather than restart.
                 w.fatal = w.fatal or f"worker {w.index} exited during startup"
                 return
-        if self.stopping:
+        if self.stopping or w.retiring:
             return
         # Any other death, ready or not (a replacement killed while it starts, too), is
         # restarted: lb never stays without a worker for a slot.
@@ -376,7 +416,8 @@ class Supervisor:
                 w.channel.close()
 
     async def _reap(self, w: WorkerHandle, limit: float) -> None:
-        assert w.proc is not None
+        if w.proc is None:
+            return
         try:
             async with asyncio.timeout(limit):
                 await w.proc.wait()

@@ -229,9 +229,14 @@ def _add_into(acc: dict[str, int], counters: wire.ListenerCounters | wire.Backen
 def restart_required(old: Config, new: Config) -> list[str]:
     out = [
         f"lb.{name}"
-        for name in ("workers", "control_socket", "state_file", "log_format", "log_level")
+        for name in ("control_socket", "state_file", "log_format", "log_level")
         if getattr(old.lb, name) != getattr(new.lb, name)
     ]
+    # A change of the worker count applies at once (workers are started or retired), but not
+    # to or from 0, which runs the data plane inside the supervisor.
+    a, b = old.lb.worker_count, new.lb.worker_count
+    if a != b and 0 in (a, b):
+        out.append("lb.workers")
     if old.admin.bind != new.admin.bind:
         out.append("admin.bind")
     return out
@@ -252,6 +257,9 @@ def config_changes(old: Config, new: Config) -> list[str]:
         a = prev.model_dump(exclude={"backends"})
         b = pc.model_dump(exclude={"backends"})
         out += [f"pool {name} {k}: {a[k]!r} -> {b[k]!r}" for k in b if a.get(k) != b[k]]
+    n_old, n_new = old.lb.worker_count, new.lb.worker_count
+    if n_old != n_new and n_old > 0 and n_new > 0:
+        out.append(f"lb.workers: {n_old} -> {n_new}")
     if old.lb.grace != new.lb.grace:
         out.append(f"lb.grace: {old.lb.grace:g}s -> {new.lb.grace:g}s")
     return out

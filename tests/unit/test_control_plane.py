@@ -194,7 +194,10 @@ async def test_a_refused_reload_changes_nothing(plane: ControlPlane, tmp_path: P
         plane.reload("test")
     assert (ei.value.status, ei.value.field) == (422, "config")
     assert plane.config is before and plane.seq == 0
-    write_config(tmp_path / "lb.toml", workers=4)
+    write_config(tmp_path / "lb.toml", workers=4)  # between process counts: applied
+    result = plane.reload("test")
+    assert result.restart_required == [] and "lb.workers: 2 -> 4" in result.changes
+    write_config(tmp_path / "lb.toml", workers=0)  # to the in-process mode: a restart
     assert plane.reload("test").restart_required == ["lb.workers"]
 
 
