@@ -45,7 +45,7 @@ COMPILED_MODULES = (
     "lb.http.response",
     "lb.http.rewrite",
     "lb.proxy.pool",
-    "lb.proxy.upstream_pool",
+    "lb.proxy.idle",
     "lb.proxy.context",
     "lb.proxy.exchange",
     "lb.proxy.http",

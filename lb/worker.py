@@ -333,7 +333,7 @@ class DataPlane:
             }
             for name, pool in self.pools.items()
         }
-        # Upstream response times (L7) for the scaler's percentiles (lb/control/stats.py).
+        # Upstream response times (L7) for the scaler's percentiles (lb/control/aggregate.py).
         latency = {
             name: {b.id: tuple(b.latency) for b in pool.backends.values() if any(b.latency)}
             for name, pool in self.pools.items()

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 import lb
+from lb.control.aggregate import StatsAggregator, WindowStats, merge_histograms, percentile
 from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
 from lb.control.events import (
@@ -60,7 +61,6 @@ from lb.control.models import (
     WaitResult,
 )
 from lb.control.plane import ControlPlane
-from lb.control.stats import StatsAggregator, WindowStats, merge_histograms, percentile
 from lb.model import AdminState, HealthState
 from lb.state import ManagedBackend
 

@@ -25,6 +25,7 @@ import time
 
 from lb import persist, wire
 from lb.config import Config
+from lb.control.aggregate import StatsAggregator
 from lb.control.api import ControlApi
 from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
@@ -33,7 +34,6 @@ from lb.control.metrics import Metrics
 from lb.control.models import ReloadResult
 from lb.control.plane import ControlPlane, resolve_path
 from lb.control.server import ControlServer
-from lb.control.stats import StatsAggregator
 from lb.state import ManagedBackend
 from lb.web import install_dashboard
 

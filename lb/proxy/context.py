@@ -23,7 +23,7 @@ from typing import Protocol
 from lb.config import ListenerConfig
 from lb.http import RequestLimits
 from lb.proxy.accesslog import AccessLog
-from lb.proxy.upstream_pool import UpstreamPool
+from lb.proxy.idle import IdleUpstreams
 from lb.routing import Router
 
 
@@ -44,7 +44,7 @@ class HttpContext:
         self.loop = loop
         self.connections = connections
         self.access = access
-        self.upstreams = UpstreamPool(loop)
+        self.upstreams = IdleUpstreams(loop)
         self.stopping = False
         # Counters (plain ints): requests, responses by class, retries, bytes.
         self.requests = 0

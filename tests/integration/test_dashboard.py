@@ -220,7 +220,7 @@ def stop_scaler(scaler: Proc | None, config: Path, members: Path) -> None:
                 continue  # null: recorded, never spawned
             pid = rec["pid"]
             with contextlib.suppress(OSError):
-                if b"lb.backend" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"lb.demo_server" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGKILL)
 
 
@@ -269,7 +269,7 @@ def test_dashboard_in_chromium(procs: ProcessGroup, browser: Any, tmp_path: Path
                 "drain_timeout": "1s",
                 "stop_timeout": "2s",
                 "process": {
-                    "command": "{python} -m lb.backend --port {port}",
+                    "command": "{python} -m lb.demo_server --port {port}",
                     "port_range": f"{members_base}-{members_base + 40}",
                     "state_file": str(members),
                     "log_dir": str(tmp_path / "members"),
