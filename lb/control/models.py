@@ -249,6 +249,12 @@ class ListenersResponse(_Response):
     listeners: list[ListenerView]
 
 
+class DiscardedStateFile(_Response):
+    error: str = Field(description="why the state file could not be used")
+    moved_to: str = Field(description="where it was moved (kept for inspection)")
+    at: float = Field(description="when (Unix time, seconds)")
+
+
 class Info(_Response):
     version: str
     pid: int
@@ -257,4 +263,11 @@ class Info(_Response):
     uptime: float
     control_socket: str
     state_file: str
-    state_file_error: str | None
+    state_file_error: str | None = Field(
+        description="why the last write of the state file failed; null once a write succeeds"
+    )
+    state_file_discarded: DiscardedStateFile | None = Field(
+        default=None,
+        description="the state file found at startup could not be used: it was moved aside "
+        "and lb started from config.toml alone (its runtime changes are not applied)",
+    )

@@ -21,11 +21,14 @@ echoes the last one it applied in its snapshots (``lb/control/drain.py`` relies 
 that starts receives (its config and a full snapshot), so that it knows everything up to
 ``seq``.
 
-A new config becomes current in ``apply_config``: the state first (backends added, changed,
-removed, each reported as usual), then ``config``, then the ``on_config`` callbacks (objects
-derived from the config on this side: the health checker's tasks, the admin token), then the
-workers get the config and a full snapshot, in that order, so that a listener a worker adds
-never sees an empty pool.
+A reload is refused whole, before anything changes, when the file does not validate, when a
+new listener address cannot be bound, or when a ``reload_checks`` callback refuses it (the
+control server checks the admin token file there). A new config becomes current in
+``apply_config``: the state first (backends added, changed, removed, each reported as
+usual), then ``config``, then the ``on_config`` callbacks (objects derived from the config
+on this side: the health checker's tasks, the admin token), then the workers get the config
+and a full snapshot, in that order, so that a listener a worker adds never sees an empty
+pool.
 """
 
 from __future__ import annotations
@@ -110,9 +113,12 @@ class ControlPlane:
         self.seq = 0
         # Called with the new config once it is current (see the module docstring).
         self.on_config: list[Callable[[Config], None]] = []
-        # Called with (old, new) when a reload has validated a config, before anything
-        # changes; one may refuse it with an ApiError (the supervisor binds new listeners'
-        # sockets here).
+        # Called with a reload's new config before anything changes: raise ApiError to
+        # refuse it whole (what the config file names besides itself: the admin token).
+        self.reload_checks: list[Callable[[Config], None]] = []
+        # Called with (old, new) after every check passed, before anything changes; one may
+        # still refuse it with an ApiError (the supervisor binds new listeners' sockets here,
+        # last, so that a refusal leaves nothing bound).
         self.before_apply: list[Callable[[Config, Config], None]] = []
 
     def now(self) -> float:
@@ -197,6 +203,8 @@ class ControlPlane:
                 new = load_config(self.config_path)
             except ConfigError as exc:
                 raise ApiError(422, "config", str(exc)) from None
+            for check in self.reload_checks:
+                check(new)
             for prepare in self.before_apply:
                 prepare(old, new)
         except ApiError as exc:

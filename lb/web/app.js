@@ -163,6 +163,36 @@
       fact("uptime", fmtUptime(info.uptime)),
       fact("config", info.config),
     );
+    renderStateFile(info);
+  }
+
+  // What is wrong with the state file, which otherwise shows only in lb's log.
+  function renderStateFile(info) {
+    const problems = [];
+    const gone = info.state_file_discarded;
+    if (gone) {
+      const when = new Date(gone.at * 1000).toLocaleString("en-GB", { hour12: false });
+      problems.push(
+        el("div", {
+          text:
+            `The state file could not be used at startup; it was moved to ${gone.moved_to} ` +
+            `at ${when}, and lb started from the config alone, without the runtime changes ` +
+            `it held.\n${gone.error}`,
+        }),
+      );
+    }
+    if (info.state_file_error) {
+      problems.push(
+        el("div", {
+          text:
+            "Cannot write the state file (runtime changes are not saved): " +
+            info.state_file_error,
+        }),
+      );
+    }
+    const box = $("state-file");
+    box.replaceChildren(...problems);
+    box.hidden = problems.length === 0;
   }
 
   function setStatus(kind, text) {

@@ -457,3 +457,32 @@ def post_decision(config: Path) -> None:
             )
 
     asyncio.run(post())
+
+
+def test_dashboard_shows_a_state_file_that_was_moved_aside(
+    procs: ProcessGroup, browser: Any, tmp_path: Path
+) -> None:
+    """Issue 14: an unreadable state file moved aside at start showed only in the log."""
+    admin, web = free_port(), free_port()
+    state = tmp_path / "run" / "state.json"
+    state.parent.mkdir()
+    state.write_text('{"version": 99}')
+    cfg: dict[str, Any] = {
+        "lb": {"workers": 1, "grace": "1s"},
+        "admin": {"bind": f"127.0.0.1:{admin}"},
+        "listeners": [{"name": "web", "bind": f"127.0.0.1:{web}", "mode": "http", "pool": "p"}],
+        "pools": {"p": {"backends": [{"address": f"127.0.0.1:{free_port()}"}]}},
+    }
+    procs.lb(cfg)
+    (moved,) = state.parent.glob("state.json.bad-*")
+    browser.get(f"http://127.0.0.1:{admin}/?interval={POLL}")
+    text = until(
+        "the state-file notice",
+        lambda: browser.execute_script(
+            "const box = document.getElementById('state-file');"
+            "return box && !box.hidden && box.offsetHeight > 0 ? box.textContent : null"
+        ),
+        10,
+    )
+    assert str(moved) in text and "format 99 is not supported" in text, text
+    assert "config.toml alone" in text or "config alone" in text, text
