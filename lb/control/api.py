@@ -201,7 +201,9 @@ class ControlApi:
             version=lb.__version__,
             pid=os.getpid(),
             config=str(self.plane.config_path),
-            workers=len(self.plane.workers),
+            workers=self.plane.config.lb.worker_count,
+            workers_live=sum(1 for w in self.plane.workers if w.alive()),
+            worker_restarts=self.plane.restarts(),
             uptime=round(time.monotonic() - s.started, 3),
             control_socket=str(s.socket_path),
             state_file=str(s.state_path),
@@ -213,9 +215,11 @@ class ControlApi:
 
     async def list_listeners(self, call: Call) -> Result:
         counters = self.plane.totals().listeners
+        live = self.plane.snapshots()  # the live workers' (a dead one serves nothing)
         views = []
         for lc in self.plane.config.listeners:
             c = counters.get(lc.name, {})
+            serving = [snap.listeners[lc.name] for snap in live if lc.name in snap.listeners]
             pools = [lc.pool] if lc.pool is not None else []
             pools += [p for p in dict.fromkeys(r.pool for r in lc.routes) if p not in pools]
             classes = ("1xx", "2xx", "3xx", "4xx", "5xx") if lc.mode == "http" else ()
@@ -227,13 +231,15 @@ class ControlApi:
                     pool=lc.pool,
                     pools=pools,
                     accepted=c.get("accepted", 0),
-                    active=c.get("active", 0),
+                    active=sum(x.get("active", 0) for x in serving),
                     rejected=c.get("rejected", 0),
                     requests=c.get("requests", 0),
                     responses={k: c.get(f"responses_{k}", 0) for k in classes},
                     retries=c.get("retries", 0),
                     bytes_in=c.get("bytes_in", 0),
                     bytes_out=c.get("bytes_out", 0),
+                    workers_serving=len(serving),
+                    up=bool(serving),
                 )
             )
         return 200, ListenersResponse(listeners=views)

@@ -278,8 +278,12 @@ async def cmd_reload(args: argparse.Namespace, client: ControlClient) -> int:
 def info_text(info: Info) -> str:
     lines = []
     for k, v in info.model_dump().items():
-        if k == "state_file_discarded":
+        if k in ("state_file_discarded", "workers_live", "worker_restarts"):
             continue
+        if k == "workers":
+            missing = "" if info.workers_live >= max(1, v) else "  (MISSING WORKERS)"
+            v = f"{v} configured, {info.workers_live} live, {info.worker_restarts} restart(s)"
+            v += missing
         lines.append(f"{k}: {_cell(v)}")
     gone = info.state_file_discarded
     if gone is None:

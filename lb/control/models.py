@@ -243,6 +243,10 @@ class ListenerView(_Response):
     retries: int = Field(description="http: requests retried on another backend")
     bytes_in: int = Field(description="bytes from clients (tcp: counted when connections end)")
     bytes_out: int = Field(description="bytes to clients (tcp: counted when connections end)")
+    workers_serving: int = Field(
+        description="live workers that serve this listener (reported in their last snapshot)"
+    )
+    up: bool = Field(description="at least one live worker serves it; false: down")
 
 
 class ListenersResponse(_Response):
@@ -259,7 +263,9 @@ class Info(_Response):
     version: str
     pid: int
     config: str
-    workers: int
+    workers: int = Field(description="configured: [lb] workers (0: in-process)")
+    workers_live: int = Field(description="worker processes running now (in-process: 1)")
+    worker_restarts: int = Field(description="worker deaths since start (each restarted)")
     uptime: float
     control_socket: str
     state_file: str

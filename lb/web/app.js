@@ -159,7 +159,11 @@
     const fact = (k, v) => el("span", null, k + " ", el("b", { text: v }));
     $("facts").replaceChildren(
       fact("pid", String(info.pid)),
-      fact("workers", String(info.workers)),
+      fact(
+        "workers",
+        `${info.workers_live}/${Math.max(1, info.workers)} live` +
+          (info.worker_restarts ? `, ${info.worker_restarts} restarts` : ""),
+      ),
       fact("uptime", fmtUptime(info.uptime)),
       fact("config", info.config),
     );
@@ -218,7 +222,12 @@
       return el(
         "tr",
         { "data-listener": l.name },
-        el("td", { class: "lead", "data-label": "Listener", text: l.name }),
+        el(
+          "td",
+          { class: "lead", "data-label": "Listener", title: `${l.workers_serving} worker(s)` },
+          l.name,
+          l.up ? null : [" ", badge("down", "no worker")],
+        ),
         el("td", { "data-label": "Mode", text: l.mode }),
         el("td", { class: "mono", "data-label": "Bind", text: l.bind }),
         el("td", { "data-label": "Pools", text: l.pools.join(", ") || "–" }),

@@ -77,6 +77,14 @@ def test_a_replacement_killed_while_starting_is_restarted_ten_times(procs: Proce
     serves(port)
     deaths = lb.output().count("died (exit code -9)")
     assert deaths >= 21, lb.output()[-3000:]  # 1 + 10 during startup + 10 serving ones
+    assert lb.output().count("before it was ready") >= 10
+    info = subprocess.run(
+        [sys.executable, "-m", "lb.control.lbctl", "-c", str(lb.extra["config_path"]), "info"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert "workers: 1 configured, 1 live, 21 restart(s)" in info, info
 
 
 async def _client(
