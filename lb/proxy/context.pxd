@@ -7,7 +7,8 @@ from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
 cdef class HttpContext:
-    cdef public object loop, connections, access, config, router, limits, via, _sweep_handle
+    cdef public object loop, connections, access, access_lines, config, router, limits, via
+    cdef public object _sweep_handle
     cdef public CIdleUpstreams upstreams
     cdef public double keepalive_timeout, header_timeout, response_timeout, _sweep_interval
     cdef public double connect_timeout, idle_timeout

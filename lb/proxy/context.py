@@ -71,6 +71,9 @@ class HttpContext:
         self.response_timeout = cfg.response_timeout
         self.connect_timeout = cfg.connect_timeout
         self.idle_timeout = cfg.idle_timeout
+        # The access log's line buffer (None: off), read per request; the listener has
+        # reconfigured the log itself before this runs.
+        self.access_lines = self.access.lines
         shortest = min(self.header_timeout, self.response_timeout, self.keepalive_timeout)
         self._sweep_interval = min(1.0, max(0.05, shortest / 4))
 

@@ -36,6 +36,7 @@ cdef class Exchange:
     cdef public double t_start, t_mark
     cdef public bint request_complete, response_started, done, keep_alive
 
+    @cython.locals(head=CRequestHead, ctx=HttpContext)
     cpdef start(self)
     cpdef request_body(self, data)
     cpdef request_end(self)

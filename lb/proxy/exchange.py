@@ -147,7 +147,7 @@ class Exchange:
         self.request_complete = False
         self.response_started = False
         self.done = False
-        self.keep_alive = head is not None and head.keep_alive and not conn.ctx.stopping
+        self.keep_alive = False  # (start() says, from the head)
 
     # -- the request side (from the client connection) ----------------------------------------
 
@@ -155,6 +155,7 @@ class Exchange:
         head = self.head
         assert head is not None
         ctx = self.ctx
+        self.keep_alive = head.keep_alive and not ctx.stopping
         router = ctx.router
         pool_name = router.match(head.host, head.path) if router.routes else router.default
         pool = self.conn.listener.pools.get(pool_name) if pool_name is not None else None
@@ -505,7 +506,7 @@ class Exchange:
         head = self.head
         if head is not None:
             ctx.bytes_in += len(head.raw) + head.body_bytes
-        lines = ctx.access.lines
+        lines = ctx.access_lines
         if lines is not None:
             lines.append(
                 orjson.dumps(
