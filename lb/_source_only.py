@@ -20,6 +20,7 @@ from types import ModuleType
 #: be in place before any of them is imported.)
 COMPILED_MODULES = (
     "lb.http.heads",
+    "lb.http.framing",
     "lb.http.request",
     "lb.http.response",
     "lb.http.rewrite",

@@ -28,14 +28,31 @@ def _source(name: str, suffix: str) -> Path:
     return ROOT / (name.replace(".", "/") + suffix)
 
 
-def _pxd_classes(path: Path) -> dict[str, set[str]]:
-    """``cdef class`` name -> the attribute names it declares."""
-    classes: dict[str, set[str]] = {}
+def _pxd_layouts(path: Path) -> dict[str, tuple[set[str], set[str]]]:
+    """``cdef class`` name -> (the attribute names it declares, those it inherits from a base
+    class cimported from another compiled module)."""
+    text = path.read_text()
+    cimported = {
+        alias or name: (module, name)
+        for module, name, alias in re.findall(
+            r"^from ([\w.]+) cimport (\w+)(?: as (\w+))?$", text, re.MULTILINE
+        )
+    }
+    classes: dict[str, tuple[set[str], set[str]]] = {}
     current: set[str] | None = None
-    for line in path.read_text().splitlines():
-        m = re.match(r"cdef class (\w+)", line)
+    for line in text.splitlines():
+        m = re.match(r"cdef class (\w+)(?:\((\w+)\))?", line)
         if m:
-            current = classes.setdefault(m.group(1), set())
+            inherited: set[str] = set()
+            if m.group(2) in cimported:
+                module, base = cimported[m.group(2)]
+                attrs, more = _pxd_layouts(_source(module, ".pxd"))[base]
+                inherited = attrs | more
+            elif m.group(2):
+                attrs, more = classes[m.group(2)]
+                inherited = attrs | more
+            current = set()
+            classes[m.group(1)] = (current, inherited)
             continue
         m = re.match(r"    cdef public \w+ (.+)$", line)
         if m and current is not None:
@@ -80,15 +97,16 @@ def _py_classes(path: Path) -> dict[str, tuple[set[str], set[str] | None]]:
 def test_pxd_declares_every_attribute_the_class_sets(name: str) -> None:
     pxd = _source(name, ".pxd")
     assert pxd.exists(), f"{name} is compiled, so it needs a .pxd (its C types)"
-    declared = _pxd_classes(pxd)  # (none for a module of functions, lb.http.rewrite)
+    declared = _pxd_layouts(pxd)  # (none for a module of functions, lb.http.rewrite)
     py = _py_classes(_source(name, ".py"))
-    for cls, attrs in declared.items():
+    for cls, (attrs, inherited) in declared.items():
         assert cls in py, f"{pxd} declares {cls}, which {name} does not define"
         assigned, slots = py[cls]
-        missing = assigned - attrs
+        missing = assigned - attrs - inherited
         assert not missing, f"{name}.{cls} sets {sorted(missing)}: declare them in {pxd.name}"
         if slots is not None:
-            # The plain-Python class keeps __slots__ (memory, speed): the same names.
+            # The plain-Python class keeps __slots__ (memory, speed): the same names, those
+            # of a base class in the base's __slots__.
             assert slots == attrs, f"{name}.{cls}: __slots__ and {pxd.name} differ"
 
 
