@@ -31,6 +31,7 @@ Never does: I/O, limits, error texts, or anything a head means.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -49,7 +50,8 @@ _QUIET = Quiet()
 
 class MessageParser:
     """Steps through the heads and bodies of one connection's messages; subclass it (see the
-    module docstring). ``ll_class`` is httptools' request or response parser class."""
+    module docstring). ``ll_class`` is httptools' request or response parser class,
+    ``on_body`` the handler's body callback, ``state`` the state to start in."""
 
     __slots__ = (
         "_buf",
@@ -66,7 +68,12 @@ class MessageParser:
         "_state",
     )
 
-    def __init__(self, ll_class: Any, on_body: Any, state: int) -> None:
+    def __init__(
+        self,
+        ll_class: type[httptools.HttpRequestParser] | type[httptools.HttpResponseParser],
+        on_body: Callable[[bytes], None],
+        state: int,
+    ) -> None:
         self._ll_class = ll_class
         self._on_body = on_body
         self._state = state
@@ -76,7 +83,7 @@ class MessageParser:
         self._ll = ll_class(self._cb)
         self._ll_clean = True
         # llhttp without callbacks, for the heads the compiled scan takes (see _quick_check).
-        self._llf: Any = None
+        self._llf: Any = None  # (an instance of ll_class)
         self._buf = bytearray()
         self._fed = 0  # bytes of _buf that llhttp has seen
         self._remaining = 0  # Content-Length body bytes still to come
