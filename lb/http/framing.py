@@ -22,9 +22,13 @@ head means through a few hooks:
 * Errors go to ``_bad_head`` (llhttp's words about a head) and ``_bad_body`` (the chunked
   framer's), which say them in the subclass's terms.
 
-``_state`` is the subclass's: this machinery reads only ``BODY`` (a callback may have moved the
-state on, which ends the step) and never sets it except to ``BODY``. The functions below read the
-header fields both directions frame by.
+``_state`` is the subclass's: this machinery reads only ``HEAD`` and ``BODY`` (``_steps`` goes on
+while the state is one of them; a callback may move it on, which ends the step) and never sets it
+except to ``BODY``. The functions below read the header fields both directions frame by.
+
+Why a base class with hooks: compiled (``framing.pxd``), every method here and every hook is a C
+call through the class's vtable, so sharing costs the compiled path nothing; in plain Python each
+is a Python call, which the reference implementation can afford.
 
 Never does: I/O, limits, error texts, or anything a head means.
 """
