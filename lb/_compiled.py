@@ -41,6 +41,7 @@ SPEEDUPS = "lb.http._speedups"
 
 COMPILED_MODULES = (
     "lb.http.heads",
+    "lb.http.framing",
     "lb.http.request",
     "lb.http.response",
     "lb.http.rewrite",
