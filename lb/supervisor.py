@@ -177,8 +177,10 @@ class Supervisor:
         slots = [w.index for w in self.workers]
         if self._resizable(old, new):
             slots += range(len(self.workers) + 1, new.lb.worker_count + 1)
+        # (no worker yet, as before the first start: a probe, so that the answer is the same)
+        table = self.sockets if slots else SocketTable()
         try:
-            fresh = self.sockets.bind(new, slots)
+            fresh = table.bind(new, slots or [0])
         except BindError as exc:
             i = exc.index
             raise ApiError(
@@ -186,6 +188,9 @@ class Supervisor:
                 f"listeners[{i}].bind",
                 f"{self.config_path}: listeners[{i}].bind: {exc}; the running config is unchanged",
             ) from None
+        if table is not self.sockets:
+            table.close()
+            return
         for w in self.workers:
             for key, sock in fresh.get(w.index, {}).items():
                 self._hand_over(w, key, sock)
