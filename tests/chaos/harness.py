@@ -41,6 +41,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -53,7 +54,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.helpers import Proc, ProcessGroup, free_port, to_toml, wait_port
+from tests.helpers import ROOT, Proc, ProcessGroup, free_port, to_toml, wait_port
 
 DEFAULT_SEED = 1414
 TAG_ENV = "LB_CHAOS_TAG"
@@ -285,10 +286,6 @@ class TaggedGroup(ProcessGroup):
         self._names: Counter[str] = Counter()
 
     def spawn(self, name: str, args: list[str], port: int = 0) -> Proc:
-        import subprocess
-
-        from tests.helpers import ROOT
-
         self._names[name] += 1
         if self._names[name] > 1:
             name = f"{name}-{self._names[name]}"
@@ -513,13 +510,6 @@ class ApiPlan:
     every: tuple[float, float] = (0.15, 0.4)
 
 
-class _Pause:
-    """Lets the test hold the API writer while it reads the state (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-
 class Traffic:
     """A steady load (and optionally an API writer) in a thread of its own, until ``stop``."""
 
@@ -547,7 +537,7 @@ class Traffic:
         self.plan = api
         self.records: list[Record] = []
         self.ops: list[ApiOp] = []
-        self.pause = _Pause()
+        self.api_lock = threading.Lock()  # held by each API call, and by the test to read
         self._stopping = threading.Event()
         self._conn_ids = itertools.count(1)
         self._thread = threading.Thread(target=self._main, name="chaos-traffic", daemon=True)
@@ -578,7 +568,7 @@ class Traffic:
     @contextlib.contextmanager
     def api_paused(self) -> Iterator[None]:
         """No API call is in flight inside this block."""
-        with self.pause.lock:
+        with self.api_lock:
             yield
 
     def ok_between(self, t0: float, t1: float) -> int:
@@ -725,11 +715,11 @@ class Traffic:
                 else:
                     address, kind = rng.choice(plan.existing + added), "weight"
                 # The test holds the lock while it reads the state: no call is in flight then.
-                await asyncio.to_thread(self.pause.lock.acquire)
+                await asyncio.to_thread(self.api_lock.acquire)
                 try:
                     op = await self._api_call(session, plan, kind, address, weight)
                 finally:
-                    self.pause.lock.release()
+                    self.api_lock.release()
                 self.ops.append(op)
                 if kind == "add" and op.outcome in ("ok", "info"):
                     # An unanswered add may have landed: weight it later (a 404 then says no).
@@ -1056,14 +1046,14 @@ class Checker:
         if refused_live:
             near: dict[str, list[float]] = {}
             for r in refused_live:
-                k, t_kill = self._nearest(r.end)
-                near.setdefault(k, []).append(r.end - t_kill)
+                what, t_kill = self._nearest(r.end)
+                near.setdefault(what, []).append(r.end - t_kill)
             detail = (
                 f"{len(refused_live)} refused with the supervisor alive "
                 f"(of {len(refused)} refused): "
                 + "; ".join(
-                    f"{len(ts)} after {k} (from +{min(ts):.2f}s to +{max(ts):.2f}s)"
-                    for k, ts in near.items()
+                    f"{len(ts)} after {what} (from +{min(ts):.2f}s to +{max(ts):.2f}s)"
+                    for what, ts in near.items()
                 )
             )
         else:
@@ -1275,6 +1265,13 @@ class Checker:
             f"{sum(r.method == 'POST' for r in records)} POST; failed {sum(kinds.values())}"
             + (": " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) if kinds else "")
         )
+        ok = sorted(r.end - r.start for r in records if not r.failed)
+        if ok:
+            slowest = max((r for r in records if not r.failed), key=lambda r: r.end - r.start)
+            lines.append(
+                f"latency of the answered: p50 {_ms(ok, 0.5)}, p99 {_ms(ok, 0.99)}, max "
+                f"{_ms(ok, 1.0)} (from {slowest.start - self.t0:.2f}s, slot {slowest.slot})"
+            )
         if ops:
             oc = Counter(o.outcome for o in ops)
             lines.append(
@@ -1304,6 +1301,11 @@ class Checker:
             + f"; {time.monotonic() - self.t0:.0f}s"
         )
         assert not failed, f"seed {self.seed}: invariant(s) failed: {failed}\n{text}"
+
+
+def _ms(sorted_values: Sequence[float], q: float) -> str:
+    k = min(len(sorted_values) - 1, int(q * len(sorted_values)))
+    return f"{sorted_values[k] * 1000:.0f} ms"
 
 
 def _kinds(rs: Sequence[Record]) -> str:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import aiodocker
@@ -159,6 +160,8 @@ def kill_worker(lab: Lab, chk: Checker, step: Step, n: int) -> bool:
             + ("already accepting" if ready else "not accepting yet")
             + ("" if exec_done else ", before its exec"),
         )
+        if ready:  # not a kill during startup after all: what it held is unknown
+            second.held = None
         chk.incidents.append(second)
         incidents[0].chained = True
         incidents.append(second)
@@ -267,7 +270,8 @@ def test_backend_kills(lab: Lab, seed: int) -> None:
     family = "backend"
     steps = backend_steps(schedule_rng(family, seed), 4)
     chk = Checker(family, seed, steps)
-    backends = lab.backends("b0", "b1", "b2")
+    names = ["b0", "b1", "b2"]
+    backends = lab.backends(*names)
     spares = lab.backends("s0")
     lab.write(lb_config(free_port(), [b.port for b in backends], workers=2))
     lab.start_lb()
@@ -279,7 +283,7 @@ def test_backend_kills(lab: Lab, seed: int) -> None:
             victim = backends[k]
             t = time.monotonic()
             victim.popen.send_signal(signal_named(step.sig))
-            inc = Incident("backend", victim.name, step.sig, t)
+            inc = Incident("backend", f"{names[k]} :{victim.port}", step.sig, t)
             chk.incidents.append(inc)
             try:
                 victim.popen.wait(10)
@@ -288,7 +292,7 @@ def test_backend_kills(lab: Lab, seed: int) -> None:
                 inc.note = "ignored SIGTERM for 10s"
             inc.t_gone = time.monotonic()
             time.sleep(step.delay)
-            backends[k] = lab.backend(victim.name, port=victim.port)
+            backends[k] = lab.backend(names[k], port=victim.port)  # the same address
             inc.t_back = time.monotonic()
             time.sleep(step.pause)
         time.sleep(0.3)
@@ -446,6 +450,7 @@ def test_scaler_kills(lab: Lab, seed: int) -> None:
             p = start_scaler(lab)
             cond = trigger(lab, p, step.trigger, up)
             _, seen = wait_until(cond, 15, 0.002)
+            inc = None
             if seen is None:
                 chk.note(f"step {k}: {step.trigger} not seen in 15s; scaler stopped normally")
                 stop_scaler(p)
@@ -455,20 +460,18 @@ def test_scaler_kills(lab: Lab, seed: int) -> None:
                 p.popen.send_signal(signal_named(step.sig))
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.popen.wait(30)
-                chk.incidents.append(
-                    Incident(
-                        "scaler",
-                        f"step {k} {'up' if up else 'in'} at {step.trigger}",
-                        step.sig,
-                        t,
-                        t_back=None,
-                        note=f"{(t - seen) * 1000:.0f} ms after the trigger",
-                    )
+                inc = Incident(
+                    "scaler",
+                    f"step {k} {'up' if up else 'in'} at {step.trigger}",
+                    step.sig,
+                    t,
+                    note=f"{(t - seen) * 1000:.0f} ms after the trigger",
                 )
+                chk.incidents.append(inc)
             again = start_scaler(lab)
             settled = settle(lab, chk, step.target, f"after step {k}")
-            if chk.incidents and chk.incidents[-1].kind == "scaler" and settled:
-                chk.incidents[-1].t_back = time.monotonic()
+            if inc is not None and settled:
+                inc.t_back = time.monotonic()
             stop_scaler(again)
             if not settled:
                 chk.note(f"step {k}: not settled: {again.output()[-1500:]}")
@@ -508,8 +511,8 @@ async def _containers(label: str) -> list[dict[str, Any]]:
         return [
             {
                 "id": c.id,
-                "state": c._container.get("State", ""),
-                "port": (c._container.get("Labels") or {}).get("lb.port", "0"),
+                "state": c["State"],
+                "port": (c["Labels"] or {}).get("lb.port", "0"),
             }
             for c in found
         ]
@@ -599,7 +602,7 @@ def test_docker_member_kills(lab: Lab, seed: int, run_label: str) -> None:
                 "member", f"container {victim['id'][:12]} :{victim['port']}", step.sig, t
             )
             chk.incidents.append(inc)
-            _, inc.t_gone = wait_until(lambda v=victim: port_closed(int(v["port"])), 10, 0.005)
+            _, inc.t_gone = wait_until(partial(port_closed, int(victim["port"])), 10, 0.005)
             settled = docker_settle(
                 lab, chk, run_label, target, f"after kill {k}", gone=victim["id"]
             )
