@@ -384,7 +384,7 @@ def lb_config(
 
 @dataclass
 class Lab:
-    """Processes of one schedule, all tagged; the config file is written once and reused."""
+    """The processes of one schedule, all tagged; `lb run` again reads the same config file."""
 
     group: TaggedGroup
     tmp: Path
@@ -1083,11 +1083,7 @@ class Checker:
                 + ", ".join(
                     f"{self.incidents[k].kind} {self.incidents[k].sig}@"
                     f"{self.incidents[k].t_kill - self.t0:.2f}s {len(rs)} ({_kinds(rs)})"
-                    + (
-                        f" of {len(self.incidents[k].held or ())} held"
-                        if self.incidents[k].held is not None
-                        else ""
-                    )
+                    + _held_text(self.incidents[k], rs)
                     for k, rs in sorted(per.items())
                 )
                 + f"; bound {concurrency} per kill (the client's connections)"
@@ -1296,11 +1292,23 @@ class Checker:
             f"{self.family} seed {self.seed}: {len(self.steps)} steps, {len(records)} requests, "
             f"failed {sum(kinds.values())}"
             + (" (" + ", ".join(f"{k} {v}" for k, v in kinds.most_common()) + ")" if kinds else "")
+            + (f"; api {dict(Counter(o.outcome for o in ops))}" if ops else "")
             + f"; invariants {n_pass} pass, {len(failed)} FAIL, {n_na} n/a"
             + (f": {'; '.join(failed)}" if failed else "")
             + f"; {time.monotonic() - self.t0:.0f}s"
         )
         assert not failed, f"seed {self.seed}: invariant(s) failed: {failed}\n{text}"
+
+
+def _held_text(i: Incident, rs: Sequence[Record]) -> str:
+    """How the failures of a kill split between the connections it held and later ones."""
+    if i.held is None:
+        return ""
+    on_held = sum(r.lport in i.held for r in rs)
+    text = f", {on_held} on the {len(i.held)} connection(s) it held"
+    if on_held < len(rs):
+        text += f", {len(rs) - on_held} opened since that was read"
+    return text
 
 
 def _ms(sorted_values: Sequence[float], q: float) -> str:

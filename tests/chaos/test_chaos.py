@@ -218,7 +218,14 @@ def test_supervisor_kills(lab: Lab, seed: int) -> None:
     spares = lab.backends("s0", "s1", "s2")
     lab.write(lb_config(free_port(), [b.port for b in backends], workers=2))
     lab.start_lb()
-    plan = ApiPlan(lab.sock, POOL, [address(b) for b in backends], [address(s) for s in spares])
+    # Calls close together: some are in flight when the supervisor dies (answered or not).
+    plan = ApiPlan(
+        lab.sock,
+        POOL,
+        [address(b) for b in backends],
+        [address(s) for s in spares],
+        every=(0.02, 0.08),
+    )
     with Traffic(lab.port, seed, api=plan) as load:
         time.sleep(0.5)
         for k, step in enumerate(steps, 1):
