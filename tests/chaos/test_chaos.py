@@ -59,6 +59,7 @@ from tests.chaos.harness import (
     pick,
     polled_inodes,
     pool_backends,
+    prompt,
     rounds,
     scaler_steps,
     schedule_rng,
@@ -127,27 +128,29 @@ def kill_worker(lab: Lab, chk: Checker, step: Step, n: int) -> bool:
     """One worker step; False when lb did not recover (the schedule stops there)."""
     victim = pick(lab.accepting_workers() or lab.workers(), step.pick)
     before = set(lab.workers())
-    t_snap = time.monotonic()
-    held = client_ports([victim], lab.port)
-    t = time.monotonic()
-    os.kill(victim, signal_named(step.sig))
+    with prompt():
+        t_snap = time.monotonic()
+        held = client_ports([victim], lab.port)
+        t = time.monotonic()
+        os.kill(victim, signal_named(step.sig))
     incidents = [Incident("worker", f"pid {victim}", step.sig, t, held=held, t_snap=t_snap)]
     chk.incidents.append(incidents[0])
     killed = {victim}
     if step.action == "kill-worker-in-startup":
-        new, seen = wait_until(
-            lambda: [p for p in lab.workers() if p not in before], RECOVERY_LIMIT, 0.001
-        )
-        if seen is None:
-            incidents[0].note = "no replacement appeared"
-            return False
-        repl = new[0]
-        time.sleep(max(0.0, step.delay - (time.monotonic() - seen)))
-        # Only cheap reads before the kill; whether it was accepting is worked out after.
-        polled = polled_inodes(repl)
-        exec_done = any("lb.worker" in a for a in cmdline(repl))
-        t2 = time.monotonic()
-        os.kill(repl, signal_named(step.sig2))
+        with prompt():
+            new, seen = wait_until(
+                lambda: [p for p in lab.workers() if p not in before], RECOVERY_LIMIT, 0.001
+            )
+            if seen is None:
+                incidents[0].note = "no replacement appeared"
+                return False
+            repl = new[0]
+            time.sleep(max(0.0, step.delay - (time.monotonic() - seen)))
+            # Only cheap reads before the kill; whether it was accepting is worked out after.
+            polled = polled_inodes(repl)
+            exec_done = any("lb.worker" in a for a in cmdline(repl))
+            t2 = time.monotonic()
+            os.kill(repl, signal_named(step.sig2))
         ready = bool(polled & listening_inodes(lab.port))
         second = Incident(
             "worker-startup",
@@ -231,10 +234,11 @@ def test_supervisor_kills(lab: Lab, seed: int) -> None:
         for k, step in enumerate(steps, 1):
             sup = lab.lb
             assert sup is not None
-            t_snap = time.monotonic()
-            held = client_ports(lab.workers(), lab.port)  # the supervisor's are its workers'
-            t = time.monotonic()
-            sup.popen.send_signal(signal_named(step.sig))
+            with prompt():
+                t_snap = time.monotonic()
+                held = client_ports(lab.workers(), lab.port)  # the supervisor's: its workers'
+                t = time.monotonic()
+                sup.popen.send_signal(signal_named(step.sig))
             inc = Incident("supervisor", f"pid {sup.pid}", step.sig, t, held=held, t_snap=t_snap)
             chk.incidents.append(inc)
             try:
