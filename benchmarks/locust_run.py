@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                     [
                         sys.executable,
                         "-m",
-                        "lb.backend",
+                        "lb.demo_server",
                         "--port",
                         str(port),
                         "--name",

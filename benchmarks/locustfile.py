@@ -6,7 +6,7 @@ The easy way runs everything (3 demo backends, lb with a sticky cookie, locust) 
     python -m benchmarks.locust_run --users 100 --time 60s
 
 Against an lb you started yourself (its pool needs ``sticky_cookie = "lb_sticky"``, or set
-``LB_STICKY_COOKIE`` to your cookie name; the backends must be ``python -m lb.backend``, which
+``LB_STICKY_COOKIE`` to your cookie name; the backends must be ``python -m lb.demo_server``, which
 answers every path and says who it is in ``X-Backend``):
 
     locust -f benchmarks/locustfile.py --headless --host http://127.0.0.1:8080 \\

@@ -41,11 +41,12 @@ SPEEDUPS = "lb.http._speedups"
 
 COMPILED_MODULES = (
     "lb.http.heads",
+    "lb.http.framing",
     "lb.http.request",
     "lb.http.response",
     "lb.http.rewrite",
     "lb.proxy.pool",
-    "lb.proxy.upstream_pool",
+    "lb.proxy.idle",
     "lb.proxy.context",
     "lb.proxy.exchange",
     "lb.proxy.http",

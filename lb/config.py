@@ -347,12 +347,22 @@ class PoolConfig(_Model):
 
     @model_validator(mode="after")
     def _unique_backends(self) -> PoolConfig:
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for i, b in enumerate(self.backends):
             key = b.id or b.address
             if key in seen:
-                raise ValueError(f"backends[{i}] {key!r} is listed twice; give each one id once")
-            seen.add(key)
+                # Name the backend, not the pool: the error's location is the pool, and
+                # its value would be the whole pool as a dict.
+                first = f"backends[{seen[key]}]"
+                why = (
+                    f"listed twice: {first} has the same id; give each backend of a pool its own id"
+                    if b.id
+                    else f"listed twice: {first} has the same id (an id defaults to the "
+                    "address); remove one, or give one of them its own id"
+                )
+                field = "id" if b.id else "address"
+                raise ConfigFieldError(f"backends[{i}].{field}", key, why, relative=True)
+            seen[key] = i
         return self
 
 
@@ -465,13 +475,16 @@ class Config(_Model):
 
 
 class ConfigFieldError(ValueError):
-    """A cross-field error that knows its field path (raised inside model validators)."""
+    """A cross-field error that knows its field path (raised inside model validators).
+    ``relative``: ``path`` starts at the model that raised it (``backends[1].address`` in a
+    pool), and the error's location is put in front of it (``pools.web.``)."""
 
-    def __init__(self, path: str, value: object, message: str) -> None:
+    def __init__(self, path: str, value: object, message: str, *, relative: bool = False) -> None:
         super().__init__(message)
         self.path = path
         self.value = value
         self.message = message
+        self.relative = relative
 
 
 class ConfigError(Exception):
@@ -489,12 +502,21 @@ def loc_to_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _join_path(base: str, rest: str) -> str:
+    if not base:
+        return rest
+    return base + rest if rest.startswith("[") else f"{base}.{rest}"
+
+
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid configuration ({exc.error_count()} problem(s))"]
     for err in exc.errors():
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, ConfigFieldError):
-            lines.append(f"  {ctx_err.path}: {ctx_err.value!r} is invalid: {ctx_err.message}")
+            where = ctx_err.path
+            if ctx_err.relative:
+                where = _join_path(loc_to_path(tuple(err["loc"])), where)
+            lines.append(f"  {where}: {ctx_err.value!r} is invalid: {ctx_err.message}")
             continue
         field = loc_to_path(tuple(err["loc"])) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")

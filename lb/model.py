@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 
-from lb.stats import LATENCY_BUCKETS
+from lb.histogram import LATENCY_BUCKETS
 
 
 class AdminState(enum.StrEnum):
@@ -140,7 +140,7 @@ class Backend:
         self.bytes_in = 0
         self.bytes_out = 0
         # L7 only: responses by status class (index status // 100) and a per-bucket (not
-        # cumulative) histogram of upstream response times (bounds: lb.stats.LATENCY_BOUNDS).
+        # cumulative) histogram of upstream response times (bounds: lb.histogram.LATENCY_BOUNDS).
         self.responses = [0, 0, 0, 0, 0, 0]
         self.latency = [0] * LATENCY_BUCKETS
         self.latency_sum = 0.0  # seconds, the histogram's sum (Prometheus ``_sum``)

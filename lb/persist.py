@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,11 +203,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def set_aside(path: Path) -> Path:
-    """Move an unusable state file out of the way (kept for the operator to inspect)."""
-    dest = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+@dataclass(frozen=True)
+class Discarded:
+    """A state file found unusable at startup and moved aside: lb started from the config
+    alone. Kept for ``GET /v1/info``, since the log line alone is easy to miss."""
+
+    error: str  # why it could not be used (StateFileError's message)
+    moved_to: Path
+    at: float  # time.time() when it was moved
+
+
+def set_aside(path: Path, at: float | None = None) -> Path:
+    """Move an unusable state file out of the way (kept for the operator to inspect), to
+    ``NAME.bad-TIMESTAMP`` (local time ``at``, default now). Raises OSError."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(at))
+    dest = path.with_name(f"{path.name}.bad-{stamp}")
     os.replace(path, dest)
     return dest
+
+
+def discard(path: Path, error: StateFileError) -> Discarded:
+    """``set_aside`` with the record of what happened. Raises OSError."""
+    at = time.time()
+    return Discarded(str(error), set_aside(path, at), at)
 
 
 class Persister:

@@ -8,6 +8,13 @@ stop accepting and finish its open connections within the grace period.
 With ``workers = 0`` the data plane runs inside this process, connected by a ``LocalBus``; the
 code path is otherwise the same.
 
+The supervisor also owns the listening sockets (``lb/sockets.py``): it binds each listener once
+per worker slot before any worker starts, hands a worker its slot's sockets when it spawns it
+(and a replacement the same ones), and sends new ones over each worker's socket channel when a
+reload adds or moves a listener. A worker that dies, at any moment, even before it said it was
+ready, is restarted with backoff; while it restarts, new connections for its slot wait in the
+kernel's accept queue.
+
 The state, the config and the way to the workers live in the ``ControlPlane``
 (``lb/control/plane.py``), which is all the control service, its API and the metrics see of
 this process. The supervisor keeps what is about processes: spawning, restarting and stopping
@@ -28,10 +35,11 @@ from typing import assert_never
 from lb import wire
 from lb.bus import LocalBus, PipeBus
 from lb.config import Config
-from lb.control.errors import ControlStartupError
+from lb.control.errors import ApiError, ControlStartupError
 from lb.control.plane import ControlPlane
 from lb.control.service import ControlService
 from lb.health.manager import HealthManager
+from lb.sockets import BindError, SocketTable, fds_argument, send_socket
 from lb.state import ClusterState, ManagedBackend
 from lb.worker import DataPlane
 
@@ -47,10 +55,14 @@ class WorkerHandle:
     index: int
     proc: asyncio.subprocess.Process | None = None
     bus: PipeBus | LocalBus | None = None
+    channel: socket.socket | None = None  # the socket channel (lb/sockets.py)
     local: DataPlane | None = None  # only with workers = 0
     ready: asyncio.Future[None] | None = None
     started_at: float = 0.0
-    restarts: int = 0
+    restarts: int = 0  # deaths after the first start (each one restarted)
+    is_ready: bool = False  # the current process said "ready"
+    retiring: bool = False  # a reload lowered ``workers``: let it finish, do not restart it
+    failed_starts: int = 0  # consecutive deaths before "ready" (the restart backoff)
     fatal: str | None = None
     stats: wire.Stats | None = None  # the latest snapshot it sent
 
@@ -86,7 +98,10 @@ class Supervisor:
         self.plane.state.on_change = self._backend_changed
         self.plane.state.on_remove = self._backend_removed
         self.plane.on_config.append(self._config_applied)
+        self.plane.before_apply.append(self._prepare_sockets)
         self.health = HealthManager(self.plane.state, self.loop)
+        self.sockets = SocketTable()
+        self.started = False  # the first start is over: every later death is restarted
         self.stopping = False
         self._stop = self.loop.create_future()
         self.control = ControlService(self.plane)
@@ -115,6 +130,81 @@ class Supervisor:
     def _config_applied(self, config: Config) -> None:
         if self.health.started:
             self.health.checker.sync()  # checks turned on or off for a pool
+        # Workers retire the listeners that went away when they get this config; our copies
+        # of their sockets go now.
+        self.sockets.release_unused(config)
+        if (
+            self.started
+            and config.lb.worker_count != len(self.workers)
+            and self.workers[0].local is None
+        ):
+            self.loop.create_task(self._resize(config.lb.worker_count))
+
+    @staticmethod
+    def _resizable(old: Config, new: Config) -> bool:
+        """``workers`` changes on reload between process counts (not to or from 0, the
+        in-process mode, which needs a restart)."""
+        a, b = old.lb.worker_count, new.lb.worker_count
+        return a != b and a > 0 and b > 0
+
+    async def _resize(self, n: int) -> None:
+        """A reload changed ``workers``: start the new slots (their sockets are bound), or
+        retire the highest ones (they stop accepting and finish their connections within
+        ``grace``, as on a stop; their sockets close)."""
+        while len(self.workers) < n and not self.stopping:
+            w = WorkerHandle(index=len(self.workers) + 1)
+            self.workers.append(w)
+            log.info("workers: starting worker %d (reload)", w.index)
+            await self._spawn(w)
+        if len(self.workers) > n:
+            retired = self.workers[n:]
+            del self.workers[n:]
+            for w in retired:
+                log.info("workers: retiring worker %d (reload)", w.index)
+                w.retiring = True
+                self.sockets.drop_slot(w.index)
+                if w.proc is not None and w.proc.returncode is None:
+                    w.proc.send_signal(signal.SIGTERM)
+            await asyncio.gather(*(self._reap(w, self.config.lb.grace + 5) for w in retired))
+            for w in retired:
+                if w.channel is not None:
+                    w.channel.close()
+
+    def _prepare_sockets(self, old: Config, new: Config) -> None:
+        """Before a reload applies: bind the sockets that new or moved listeners need, for
+        every worker slot, and hand them to the workers. A bind that fails refuses the reload
+        (ApiError 422) with nothing bound and nothing changed."""
+        slots = [w.index for w in self.workers]
+        if self._resizable(old, new):
+            slots += range(len(self.workers) + 1, new.lb.worker_count + 1)
+        # (no worker yet, as before the first start: a probe, so that the answer is the same)
+        table = self.sockets if slots else SocketTable()
+        try:
+            fresh = table.bind(new, slots or [0])
+        except BindError as exc:
+            i = exc.index
+            raise ApiError(
+                422,
+                f"listeners[{i}].bind",
+                f"{self.config_path}: listeners[{i}].bind: {exc}; the running config is unchanged",
+            ) from None
+        if table is not self.sockets:
+            table.close()
+            return
+        for w in self.workers:
+            for key, sock in fresh.get(w.index, {}).items():
+                self._hand_over(w, key, sock)
+
+    def _hand_over(self, w: WorkerHandle, key: str, sock: socket.socket) -> None:
+        if w.local is not None:
+            w.local.add_sockets([(key, sock.dup())])
+            return
+        if w.channel is None or not w.alive():
+            return  # restarting: the replacement gets every socket of its slot at spawn
+        try:
+            send_socket(w.channel, key, sock)
+        except OSError as exc:  # it died meanwhile; its replacement gets the socket
+            log.warning("worker %d: cannot hand over %s: %s", w.index, key, exc)
 
     def _greet(self, w: WorkerHandle) -> None:
         """A worker that starts gets the config, then a full snapshot of the pools."""
@@ -132,9 +222,13 @@ class Supervisor:
         except ControlStartupError as exc:
             raise StartupError(str(exc)) from None
         await self.control.serve()
+        n = self.config.lb.worker_count
+        try:
+            self.sockets.bind(self.config, range(1, n + 1) if n else [0])
+        except BindError as exc:
+            raise StartupError(f"{self.config_path}: listeners[{exc.index}].bind: {exc}") from None
         # Checks run while the workers start; they get the states in their first snapshot.
         self.health.start()
-        n = self.config.lb.worker_count
         if n == 0:
             await self._start_local()
         else:
@@ -152,13 +246,15 @@ class Supervisor:
         failed = [w for w in self.workers if w.fatal]
         if failed:
             raise StartupError(failed[0].fatal or "worker failed")
+        self.started = True
         # Announce "running" once the first checks said who is up (bounded by about a check).
         await self.health.wait_initial()
 
     async def _start_local(self) -> None:
         sup_end, plane_end = LocalBus.pair()
         w = WorkerHandle(index=0, bus=sup_end, ready=self.loop.create_future())
-        local = DataPlane(0, plane_end)
+        sockets = {key: sock.dup() for key, sock in self.sockets.of(0).items()}
+        local = DataPlane(0, plane_end, sockets=sockets)
         plane_end.on_message = local.on_frame
         sup_end.on_message = lambda frame: self._on_worker_frame(w, frame)
         w.local = local
@@ -171,6 +267,8 @@ class Supervisor:
 
     async def _spawn(self, w: WorkerHandle) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        chan_parent, chan_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        listening = self.sockets.of(w.index)
         try:
             w.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -180,16 +278,33 @@ class Supervisor:
                 str(child.fileno()),
                 "--index",
                 str(w.index),
+                "--sockets",
+                fds_argument(listening),
+                "--socket-channel-fd",
+                str(chan_child.fileno()),
                 "--log-format",
                 self.log_format,
                 "--log-level",
                 self.log_level,
-                pass_fds=(child.fileno(),),
+                pass_fds=(
+                    child.fileno(),
+                    chan_child.fileno(),
+                    *(s.fileno() for s in listening.values()),
+                ),
             )
+        except BaseException:
+            parent.close()
+            chan_parent.close()
+            raise
         finally:
             child.close()
+            chan_child.close()
+        if w.channel is not None:
+            w.channel.close()
+        w.channel = chan_parent
         w.ready = self.loop.create_future()
         w.started_at = time.monotonic()
+        w.is_ready = False
         w.bus = await PipeBus.connect(
             parent, lambda frame: self._on_worker_frame(w, frame), lambda: self._on_worker_gone(w)
         )
@@ -197,30 +312,48 @@ class Supervisor:
 
     def _on_worker_gone(self, w: WorkerHandle) -> None:
         if w.ready is not None and not w.ready.done():
-            w.fatal = w.fatal or f"worker {w.index} exited during startup"
             w.ready.set_result(None)
+            if not self.started:
+                # The first start: lb refuses to run (StartupError) rather than restart.
+                w.fatal = w.fatal or f"worker {w.index} exited during startup"
+                return
+        if self.stopping or w.retiring:
             return
-        if self.stopping:
-            return
+        # Any other death, ready or not (a replacement killed while it starts, too), is
+        # restarted: lb never stays without a worker for a slot.
         self.loop.create_task(self._restart(w))
 
     async def _restart(self, w: WorkerHandle) -> None:
         code = await w.proc.wait() if w.proc is not None else None
         w.restarts += 1
-        # Restart at once after a long healthy run; back off when a worker keeps dying.
         lived = time.monotonic() - w.started_at
-        delay = 0.0 if lived > 10 else min(RESTART_BACKOFF_MAX, 0.2 * 2 ** min(w.restarts, 5))
+        # A worker that had started (said "ready") and ran for a second is replaced at once.
+        # One that keeps dying before it is ready (a crash at import, a bad host), or at once
+        # after, is retried with a doubling delay, 0.1 s to RESTART_BACKOFF_MAX; the count
+        # starts again when a worker gets ready.
+        if w.is_ready and lived >= 1.0:
+            delay = 0.0
+        else:
+            w.failed_starts += 1
+            delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** min(w.failed_starts - 1, 6))
         log.error(
-            "worker %d died (exit code %s) after %.1fs; restarting in %.1fs",
+            "worker %d died (exit code %s) after %.1fs%s; restarting in %.1fs",
             w.index,
             code,
             lived,
+            "" if w.is_ready else ", before it was ready",
             delay,
             extra={"event": {"event": "worker_restart", "worker": w.index, "exit_code": code}},
         )
         await asyncio.sleep(delay)
-        if not self.stopping:
+        if self.stopping:
+            return
+        try:
             await self._spawn(w)
+        except OSError as exc:  # fork failed (out of memory, pids): try again, later
+            log.error("worker %d: cannot start a replacement: %s", w.index, exc)
+            w.started_at = time.monotonic()
+            self.loop.create_task(self._restart(w))
 
     def _on_worker_frame(self, w: WorkerHandle, frame: bytes) -> None:
         try:
@@ -236,6 +369,8 @@ class Supervisor:
                 w.stats = msg
                 self.control.worker_stats(w.index, w.restarts, msg)
             case wire.Ready():
+                w.is_ready = True
+                w.failed_starts = 0
                 if w.ready is not None and not w.ready.done():
                     w.ready.set_result(None)
             case wire.Fatal():
@@ -265,6 +400,9 @@ class Supervisor:
 
     async def stop(self) -> None:
         self.stopping = True
+        # Workers stop accepting; with our copies closed too, new connections are refused
+        # instead of waiting in a queue that nobody will read.
+        self.sockets.close()
         await self.control.close()
         await self.health.stop()
         grace = self.config.lb.grace
@@ -279,9 +417,12 @@ class Supervisor:
         for w in self.workers:
             if w.bus is not None:
                 w.bus.close()
+            if w.channel is not None:
+                w.channel.close()
 
     async def _reap(self, w: WorkerHandle, limit: float) -> None:
-        assert w.proc is not None
+        if w.proc is None:
+            return
         try:
             async with asyncio.timeout(limit):
                 await w.proc.wait()

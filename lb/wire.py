@@ -246,12 +246,12 @@ class Fatal:
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """A worker's counter snapshot (consumers: ``lb/control/stats.py``, ``lb/control/metrics.py``,
-    ``lb/control/drain.py``, the API's views).
+    """A worker's counter snapshot (consumers: ``lb/control/aggregate.py``,
+    ``lb/control/metrics.py``, ``lb/control/drain.py``, the API's views).
 
     ``seq`` is the last supervisor sequence number the worker had applied when it took the
     snapshot. ``latency`` holds upstream response-time histograms (L7): counts per bucket of
-    ``lb.stats.LATENCY_BOUNDS`` plus a last bucket for anything slower, cumulative since the
+    ``lb.histogram.LATENCY_BOUNDS`` plus a last bucket for anything slower, cumulative since the
     worker started; backends without a sample may be left out."""
 
     TYPE: ClassVar[str] = "stats"

@@ -30,16 +30,29 @@ from lb.logs import setup_logging
 from lb.model import AdminState, Backend
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
+from lb.sockets import parse_fds_argument, receive_sockets, socket_key
 
 log = logging.getLogger("lb.worker")
 
 STATS_INTERVAL = 1.0
+SOCKET_WAIT = 5.0  # seconds a new listener waits for the supervisor's socket
 
 
 class DataPlane:
-    def __init__(self, index: int, bus: Bus | None = None) -> None:
+    def __init__(
+        self,
+        index: int,
+        bus: Bus | None = None,
+        sockets: dict[str, socket.socket] | None = None,
+    ) -> None:
         self.index = index
         self.bus: Bus | None = bus
+        # Listening sockets the supervisor handed over, by key (lb/sockets.py); a listener
+        # takes its own when it starts. Without any (a data plane run on its own), a listener
+        # binds one itself.
+        self.sockets: dict[str, socket.socket] = dict(sockets or {})
+        self.handed_sockets = sockets is not None
+        self._socket_waiters: dict[str, asyncio.Future[None]] = {}
         self.loop = asyncio.get_running_loop()
         self.config: Config | None = None
         self.pools: dict[str, PoolRuntime] = {}
@@ -138,6 +151,9 @@ class DataPlane:
                 self.retired.append(listener)
         names = {lst.config.name for lst in kept}
         self.listeners = kept
+        keys = {socket_key(lc) for lc in config.listeners}
+        for key in [k for k in self.sockets if k not in keys]:
+            self.sockets.pop(key).close()
         self._pending = [lc for lc in config.listeners if lc.name not in names]
 
     async def _start_listeners(self, configs: list[ListenerConfig]) -> None:
@@ -149,8 +165,52 @@ class DataPlane:
 
     async def _start_listener(self, lc: ListenerConfig) -> None:
         listener = Listener(lc, self.pools, self.loop, self._report_failure)
-        await listener.start()
+        await listener.start(await self._socket_for(lc))
         self.listeners.append(listener)
+
+    # -- listening sockets from the supervisor ------------------------------------------------
+
+    def add_sockets(self, items: list[tuple[str, socket.socket]]) -> None:
+        for key, sock in items:
+            old = self.sockets.pop(key, None)
+            if old is not None:
+                old.close()
+            self.sockets[key] = sock
+            waiter = self._socket_waiters.get(key)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def watch_socket_channel(self, channel: socket.socket) -> None:
+        """Sockets for listeners that a reload adds arrive here (lb/sockets.py)."""
+        channel.setblocking(False)
+
+        def readable() -> None:
+            try:
+                items = receive_sockets(channel)
+            except EOFError:
+                self.loop.remove_reader(channel.fileno())
+                channel.close()
+                return
+            self.add_sockets(items)
+
+        self.loop.add_reader(channel.fileno(), readable)
+
+    async def _socket_for(self, lc: ListenerConfig) -> socket.socket | None:
+        """The supervisor's socket for ``lc``: already here, or on its way over the socket
+        channel (a reload sends it before the config, but the two travel apart)."""
+        key = socket_key(lc)
+        sock = self.sockets.pop(key, None)
+        if sock is not None or not self.handed_sockets:
+            return sock
+        waiter = self._socket_waiters[key] = self.loop.create_future()
+        try:
+            async with asyncio.timeout(SOCKET_WAIT):
+                await waiter
+        except TimeoutError:
+            log.warning("worker %d: no socket for listener %s; binding one", self.index, key)
+        finally:
+            del self._socket_waiters[key]
+        return self.sockets.pop(key, None)
 
     def _close_backend(self, pool: str, backend_id: str) -> None:
         """drain_timeout expired or a forced delete: abort what still uses the backend here
@@ -273,7 +333,7 @@ class DataPlane:
             }
             for name, pool in self.pools.items()
         }
-        # Upstream response times (L7) for the scaler's percentiles (lb/control/stats.py).
+        # Upstream response times (L7) for the scaler's percentiles (lb/control/aggregate.py).
         latency = {
             name: {b.id: tuple(b.latency) for b in pool.backends.values() if any(b.latency)}
             for name, pool in self.pools.items()
@@ -334,10 +394,12 @@ def _describe(exc: BaseException | None) -> str:
 # -- process entry point ------------------------------------------------------------------
 
 
-async def _worker_main(bus_fd: int, index: int) -> int:
+async def _worker_main(bus_fd: int, index: int, sockets: str, channel_fd: int | None) -> int:
     loop = asyncio.get_running_loop()
     sock = socket.socket(fileno=bus_fd)
-    plane = DataPlane(index)
+    plane = DataPlane(index, sockets=parse_fds_argument(sockets))
+    if channel_fd is not None:
+        plane.watch_socket_channel(socket.socket(fileno=channel_fd))
 
     done: asyncio.Future[str] = loop.create_future()
 
@@ -400,13 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lb.worker")
     p.add_argument("--bus-fd", type=int, required=True)
     p.add_argument("--index", type=int, required=True)
+    p.add_argument("--sockets", default="{}", help="inherited listening sockets: {key: fd}")
+    p.add_argument("--socket-channel-fd", type=int, default=None)
     p.add_argument("--log-format", default="text")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     setup_logging(args.log_format, args.log_level, f"worker {args.index}")
     _die_with_parent()
     # The loop is created here, after the process started, never inherited from a parent.
-    return uvloop.run(_worker_main(args.bus_fd, args.index))
+    return uvloop.run(_worker_main(args.bus_fd, args.index, args.sockets, args.socket_channel_fd))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ class ProcessSettings(_Model):
         except ValueError as exc:
             raise ValueError(f"cannot split the command like a shell would: {exc}") from None
         if not argv:
-            raise ValueError('an empty command; e.g. "{python} -m lb.backend --port {port}"')
+            raise ValueError('an empty command; e.g. "{python} -m lb.demo_server --port {port}"')
         _check_template(v, PROCESS_PLACEHOLDERS)
         exe = argv[0].replace("{python}", sys.executable)
         if "{" not in exe and "/" not in exe and shutil.which(exe) is None:
@@ -324,7 +324,7 @@ class ScalerConfig(_Model):
         if provider == "process" and v is None:
             raise ValueError(
                 'provider = "process" needs [scalers.process] with a command, e.g. '
-                'command = "{python} -m lb.backend --port {port}"'
+                'command = "{python} -m lb.demo_server --port {port}"'
             )
         if provider == "docker" and v is not None:
             raise ValueError('only applies to provider = "process"; remove it or change provider')

@@ -121,7 +121,7 @@ class ProcessGroup:
         name = name or f"backend-{port}"
         p = self.spawn(
             name,
-            [sys.executable, "-m", "lb.backend", "--port", str(port), "--name", name, *extra],
+            [sys.executable, "-m", "lb.demo_server", "--port", str(port), "--name", name, *extra],
             port,
         )
         wait_port(port)

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 import lb
+from lb import persist
+from lb.control.aggregate import StatsAggregator, WindowStats, merge_histograms, percentile
 from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
 from lb.control.events import (
@@ -44,6 +46,7 @@ from lb.control.models import (
     BackendStats,
     BackendView,
     DeleteQuery,
+    DiscardedStateFile,
     Info,
     ListenersResponse,
     ListenerView,
@@ -60,7 +63,6 @@ from lb.control.models import (
     WaitResult,
 )
 from lb.control.plane import ControlPlane
-from lb.control.stats import StatsAggregator, WindowStats, merge_histograms, percentile
 from lb.model import AdminState, HealthState
 from lb.state import ManagedBackend
 
@@ -130,6 +132,9 @@ class Services(Protocol):
     @property
     def state_file_error(self) -> str | None: ...
 
+    @property
+    def state_file_discarded(self) -> persist.Discarded | None: ...
+
     async def persisted(self) -> None:
         """Return once the current state is in the state file."""
 
@@ -196,18 +201,25 @@ class ControlApi:
             version=lb.__version__,
             pid=os.getpid(),
             config=str(self.plane.config_path),
-            workers=len(self.plane.workers),
+            workers=self.plane.config.lb.worker_count,
+            workers_live=sum(1 for w in self.plane.workers if w.alive()),
+            worker_restarts=self.plane.restarts(),
             uptime=round(time.monotonic() - s.started, 3),
             control_socket=str(s.socket_path),
             state_file=str(s.state_path),
             state_file_error=s.state_file_error,
+            state_file_discarded=None
+            if (gone := s.state_file_discarded) is None
+            else DiscardedStateFile(error=gone.error, moved_to=str(gone.moved_to), at=gone.at),
         )
 
     async def list_listeners(self, call: Call) -> Result:
         counters = self.plane.totals().listeners
+        live = self.plane.snapshots()  # the live workers' (a dead one serves nothing)
         views = []
         for lc in self.plane.config.listeners:
             c = counters.get(lc.name, {})
+            serving = [snap.listeners[lc.name] for snap in live if lc.name in snap.listeners]
             pools = [lc.pool] if lc.pool is not None else []
             pools += [p for p in dict.fromkeys(r.pool for r in lc.routes) if p not in pools]
             classes = ("1xx", "2xx", "3xx", "4xx", "5xx") if lc.mode == "http" else ()
@@ -219,13 +231,15 @@ class ControlApi:
                     pool=lc.pool,
                     pools=pools,
                     accepted=c.get("accepted", 0),
-                    active=c.get("active", 0),
+                    active=sum(x.get("active", 0) for x in serving),
                     rejected=c.get("rejected", 0),
                     requests=c.get("requests", 0),
                     responses={k: c.get(f"responses_{k}", 0) for k in classes},
                     retries=c.get("retries", 0),
                     bytes_in=c.get("bytes_in", 0),
                     bytes_out=c.get("bytes_out", 0),
+                    workers_serving=len(serving),
+                    up=bool(serving),
                 )
             )
         return 200, ListenersResponse(listeners=views)
@@ -431,7 +445,6 @@ def _percentiles(hist: tuple[int, ...] | None) -> Percentiles | None:
 _E404_POOL = {404: "unknown pool"}
 _E404 = {404: "unknown pool or backend"}
 _E422 = {422: "invalid field (named in the error)"}
-_E400 = {400: "the body is not JSON"}
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -482,7 +495,7 @@ ROUTES: tuple[Route, ...] = (
         "Add a backend (idempotent for the same address and id). It starts in `checking` "
         "when the pool has health checks.",
         {201: (AddResult, "added"), 200: (AddResult, "already registered; nothing changed")},
-        {**_E400, **_E404_POOL, 409: "the id names another address", **_E422},
+        {**_E404_POOL, 409: "the id names another address", **_E422},
         body=AddBackend,
         write=True,
     ),
@@ -500,7 +513,7 @@ ROUTES: tuple[Route, ...] = (
         ControlApi.patch_backend,
         "Set the weight and/or the admin state (ready, drain, maint)",
         {200: (BackendView, "the backend after the change")},
-        {**_E400, **_E404, **_E422},
+        {**_E404, **_E422},
         body=PatchBackend,
         write=True,
     ),
@@ -552,7 +565,10 @@ ROUTES: tuple[Route, ...] = (
         "Re-read config.toml: validated first (refused whole with the error), then applied. "
         "Backends added at runtime survive.",
         {200: (ReloadResult, "applied")},
-        {**_E400, 422: "the config file is invalid (field `config`); nothing changed"},
+        {
+            422: "the config file is invalid (field `config`), or the admin token file "
+            "cannot be used (field `admin.token_file`); nothing changed"
+        },
         body=NoBody,
         write=True,
         tag="lb",
@@ -564,7 +580,7 @@ ROUTES: tuple[Route, ...] = (
         "Store scaling events for a pool (the scaler's decisions and actions); lb keeps "
         f"the last {KEEP} over all pools, in memory",
         {201: (PostEventsResult, "stored")},
-        {400: "the body is not JSON", 404: "unknown pool", 422: "invalid field"},
+        {404: "unknown pool", 422: "invalid field"},
         body=PostEvents,
         write=True,
         tag="events",

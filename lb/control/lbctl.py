@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import re
 import sys
+import time
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ import orjson
 from pydantic import BaseModel
 
 from lb.control.client import ApiError, ControlClient, ControlClientError, Unreachable
-from lb.control.models import BackendView, Percentiles
+from lb.control.models import BackendView, Info, Percentiles
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -274,9 +275,32 @@ async def cmd_reload(args: argparse.Namespace, client: ControlClient) -> int:
     return EXIT_OK
 
 
+def info_text(info: Info) -> str:
+    lines = []
+    for k, v in info.model_dump().items():
+        if k in ("state_file_discarded", "workers_live", "worker_restarts"):
+            continue
+        if k == "workers":
+            missing = "" if info.workers_live >= max(1, v) else "  (MISSING WORKERS)"
+            v = f"{v} configured, {info.workers_live} live, {info.worker_restarts} restart(s)"
+            v += missing
+        lines.append(f"{k}: {_cell(v)}")
+    gone = info.state_file_discarded
+    if gone is None:
+        lines.append("state_file_discarded: -")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gone.at))
+        lines.append(
+            f"state_file_discarded: moved to {gone.moved_to} at {when}; lb started from the "
+            "config alone, without the runtime changes it held"
+        )
+        lines += [f"  {line}" for line in gone.error.splitlines()]
+    return "\n".join(lines)
+
+
 async def cmd_info(args: argparse.Namespace, client: ControlClient) -> int:
     info = await client.info()
-    _out(args, info, "\n".join(f"{k}: {_cell(v)}" for k, v in info.model_dump().items()))
+    _out(args, info, info_text(info))
     return EXIT_OK
 
 

@@ -23,7 +23,7 @@ supervisor keeps three small things here:
 
 Names follow the Prometheus conventions: ``lb_`` prefix, ``_total`` for counters, base units
 (``_seconds``, ``_bytes``). The upstream latency histogram is the workers' per-bucket counts
-(``lb.stats.LATENCY_BOUNDS``) made cumulative, with ``le`` labels.
+(``lb.histogram.LATENCY_BOUNDS``) made cumulative, with ``le`` labels.
 
 This module never runs in a worker and never touches a data-plane socket.
 """
@@ -51,8 +51,8 @@ import lb
 from lb.control.events import EventLog, EventView
 from lb.control.plane import ControlPlane
 from lb.control.server import ControlServer
+from lb.histogram import LATENCY_BOUNDS, LATENCY_BUCKETS
 from lb.model import AdminState, HealthState
-from lb.stats import LATENCY_BOUNDS, LATENCY_BUCKETS
 from lb.wire import Failure, Stats, counter_items
 
 log = logging.getLogger("lb.metrics")

@@ -243,18 +243,37 @@ class ListenerView(_Response):
     retries: int = Field(description="http: requests retried on another backend")
     bytes_in: int = Field(description="bytes from clients (tcp: counted when connections end)")
     bytes_out: int = Field(description="bytes to clients (tcp: counted when connections end)")
+    workers_serving: int = Field(
+        description="live workers that serve this listener (reported in their last snapshot)"
+    )
+    up: bool = Field(description="at least one live worker serves it; false: down")
 
 
 class ListenersResponse(_Response):
     listeners: list[ListenerView]
 
 
+class DiscardedStateFile(_Response):
+    error: str = Field(description="why the state file could not be used")
+    moved_to: str = Field(description="where it was moved (kept for inspection)")
+    at: float = Field(description="when (Unix time, seconds)")
+
+
 class Info(_Response):
     version: str
     pid: int
     config: str
-    workers: int
+    workers: int = Field(description="configured: [lb] workers (0: in-process)")
+    workers_live: int = Field(description="worker processes running now (in-process: 1)")
+    worker_restarts: int = Field(description="worker deaths since start (each restarted)")
     uptime: float
     control_socket: str
     state_file: str
-    state_file_error: str | None
+    state_file_error: str | None = Field(
+        description="why the last write of the state file failed; null once a write succeeds"
+    )
+    state_file_discarded: DiscardedStateFile | None = Field(
+        default=None,
+        description="the state file found at startup could not be used: it was moved aside "
+        "and lb started from config.toml alone (its runtime changes are not applied)",
+    )

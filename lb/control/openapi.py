@@ -27,6 +27,25 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+def _errors_of(r: Route, auth: bool) -> dict[int, str]:
+    """The refusals every route of its kind can answer (the server's, not the operation's)."""
+    bad = ["a query parameter is given more than once (`field`: the parameter)"]
+    errors: dict[int, str] = {}
+    if r.body is not None:
+        bad.insert(0, "the body is not JSON, or an object in it repeats a key (`field`: the key)")
+        errors[415] = (
+            "the body is not sent as `Content-Type: application/json` (charset utf-8 if "
+            "any); `field`: `Content-Type`"
+        )
+    errors[400] = "; or ".join(bad)
+    if r.query is not NoQuery:
+        errors[422] = "invalid query parameter"
+    if auth and r.write:
+        errors[401] = "missing or wrong bearer token"
+        errors[403] = "writes are disabled (no token_file)"
+    return errors
+
+
 def build(routes: tuple[Route, ...] = ROUTES, *, auth: bool = False) -> dict[str, Any]:
     """``auth``: describe the bearer token that write calls need (the admin TCP listener)."""
     entries: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorResponse, "serialization")]
@@ -65,22 +84,9 @@ def build(routes: tuple[Route, ...] = ROUTES, *, auth: bool = False) -> dict[str
             str(status): {"description": desc, "content": content(refs[(model, "serialization")])}
             for status, (model, desc) in sorted(r.responses.items())
         }
-        for status, desc in sorted(r.errors.items()):
+        errors = {**_errors_of(r, auth), **r.errors}
+        for status, desc in sorted(errors.items()):
             responses[str(status)] = {"description": desc, "content": content(error_ref)}
-        if r.query is not NoQuery and "422" not in responses:
-            responses["422"] = {
-                "description": "invalid query parameter",
-                "content": content(error_ref),
-            }
-        if auth and r.write:
-            responses["401"] = {
-                "description": "missing or wrong bearer token",
-                "content": content(error_ref),
-            }
-            responses["403"] = {
-                "description": "writes are disabled (no token_file)",
-                "content": content(error_ref),
-            }
         responses["default"] = {
             "description": "any other refusal (unknown path or field, method not allowed, ...)",
             "content": content(error_ref),
@@ -129,7 +135,10 @@ def build(routes: tuple[Route, ...] = ROUTES, *, auth: bool = False) -> dict[str
                 "Runtime control of lb's pools and backends. Served on the unix socket "
                 "`[lb] control_socket` (mode 0600) and, read-only unless a bearer token is "
                 "given, on the optional admin listener `[admin] bind`. Errors are "
-                '`{"error": {"status", "field", "message"}}`; a refused call changes nothing.'
+                '`{"error": {"status", "field", "message"}}`; a refused call changes nothing. '
+                "Requests are strict: a body must be sent as `Content-Type: application/json` "
+                "(415 otherwise), and a key repeated in a JSON object or a query parameter "
+                "given twice is refused (400), never resolved by picking one."
             ),
         },
         "paths": paths,

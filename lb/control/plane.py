@@ -21,11 +21,14 @@ echoes the last one it applied in its snapshots (``lb/control/drain.py`` relies 
 that starts receives (its config and a full snapshot), so that it knows everything up to
 ``seq``.
 
-A new config becomes current in ``apply_config``: the state first (backends added, changed,
-removed, each reported as usual), then ``config``, then the ``on_config`` callbacks (objects
-derived from the config on this side: the health checker's tasks, the admin token), then the
-workers get the config and a full snapshot, in that order, so that a listener a worker adds
-never sees an empty pool.
+A reload is refused whole, before anything changes, when the file does not validate, when a
+new listener address cannot be bound, or when a ``reload_checks`` callback refuses it (the
+control server checks the admin token file there). A new config becomes current in
+``apply_config``: the state first (backends added, changed, removed, each reported as
+usual), then ``config``, then the ``on_config`` callbacks (objects derived from the config
+on this side: the health checker's tasks, the admin token), then the workers get the config
+and a full snapshot, in that order, so that a listener a worker adds never sees an empty
+pool.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,6 @@ from lb import persist, wire
 from lb.config import Config, ConfigError, load_config
 from lb.control.errors import ApiError
 from lb.control.models import ReloadResult
-from lb.model import parse_address
 from lb.state import BackendSpec, ClusterState, ManagedBackend
 
 log = logging.getLogger("lb.control")
@@ -112,6 +113,13 @@ class ControlPlane:
         self.seq = 0
         # Called with the new config once it is current (see the module docstring).
         self.on_config: list[Callable[[Config], None]] = []
+        # Called with a reload's new config before anything changes: raise ApiError to
+        # refuse it whole (what the config file names besides itself: the admin token).
+        self.reload_checks: list[Callable[[Config], None]] = []
+        # Called with (old, new) after every check passed, before anything changes; one may
+        # still refuse it with an ApiError (the supervisor binds new listeners' sockets here,
+        # last, so that a refusal leaves nothing bound).
+        self.before_apply: list[Callable[[Config, Config], None]] = []
 
     def now(self) -> float:
         return self.loop.time()
@@ -195,7 +203,10 @@ class ControlPlane:
                 new = load_config(self.config_path)
             except ConfigError as exc:
                 raise ApiError(422, "config", str(exc)) from None
-            check_binds(self.config_path, old, new)
+            for check in self.reload_checks:
+                check(new)
+            for prepare in self.before_apply:
+                prepare(old, new)
         except ApiError as exc:
             log.error(
                 "reload (%s) refused; the running config is unchanged:\n%s",
@@ -223,35 +234,17 @@ def _add_into(acc: dict[str, int], counters: wire.ListenerCounters | wire.Backen
         acc[k] = acc.get(k, 0) + v
 
 
-def check_binds(config_path: Path, old: Config, new: Config) -> None:
-    """A new listener address that cannot be bound refuses the reload before anything
-    changes (workers bind with SO_REUSEPORT, as this probe does)."""
-    current = {lc.bind for lc in old.listeners}
-    for i, lc in enumerate(new.listeners):
-        if lc.bind in current:
-            continue
-        host, port = parse_address(lc.bind)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                s.bind((host, port))
-            except OSError as exc:
-                raise ApiError(
-                    422,
-                    f"listeners[{i}].bind",
-                    f"{config_path}: listeners[{i}].bind: cannot bind {lc.bind}: "
-                    f"{exc.strerror or exc}; the running config is unchanged",
-                ) from None
-
-
 def restart_required(old: Config, new: Config) -> list[str]:
     out = [
         f"lb.{name}"
-        for name in ("workers", "control_socket", "state_file", "log_format", "log_level")
+        for name in ("control_socket", "state_file", "log_format", "log_level")
         if getattr(old.lb, name) != getattr(new.lb, name)
     ]
+    # A change of the worker count applies at once (workers are started or retired), but not
+    # to or from 0, which runs the data plane inside the supervisor.
+    a, b = old.lb.worker_count, new.lb.worker_count
+    if a != b and 0 in (a, b):
+        out.append("lb.workers")
     if old.admin.bind != new.admin.bind:
         out.append("admin.bind")
     return out
@@ -272,6 +265,9 @@ def config_changes(old: Config, new: Config) -> list[str]:
         a = prev.model_dump(exclude={"backends"})
         b = pc.model_dump(exclude={"backends"})
         out += [f"pool {name} {k}: {a[k]!r} -> {b[k]!r}" for k in b if a.get(k) != b[k]]
+    n_old, n_new = old.lb.worker_count, new.lb.worker_count
+    if n_old != n_new and n_old > 0 and n_new > 0:
+        out.append(f"lb.workers: {n_old} -> {n_new}")
     if old.lb.grace != new.lb.grace:
         out.append(f"lb.grace: {old.lb.grace:g}s -> {new.lb.grace:g}s")
     return out

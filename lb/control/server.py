@@ -19,20 +19,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import hmac
+import json
 import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
-from lb.config import Config
+from lb.config import AdminConfig, Config, loc_to_path
 from lb.control import openapi
 from lb.control.api import ROUTES, Call, ControlApi, Route
 from lb.control.errors import ApiError, ControlStartupError, from_validation
@@ -111,24 +112,115 @@ async def _errors(request: web.Request, handler: WebHandler) -> web.StreamRespon
         return error_response(500, "", "internal error (logged by lb)")
 
 
+# -- strict request parsing: what a call means is never a guess -----------------------------------
+
+
+def query_params(request: web.Request) -> dict[str, str]:
+    """The query parameters, each given once: ``?force=1&force=0`` is refused (400 naming it)
+    instead of one of the values silently winning."""
+    params: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key in params:
+            n = len(request.query.getall(key))
+            raise ApiError(400, key, f"query parameter {key!r} is given {n} times; give it once")
+        params[key] = value
+    return params
+
+
+def check_json_type(request: web.Request) -> None:
+    """A body must be declared JSON: ``Content-Type: application/json``, with no charset or
+    ``charset=utf-8`` (415 naming ``Content-Type`` otherwise)."""
+    given = request.headers.get(hdrs.CONTENT_TYPE)
+    if given is None:
+        raise ApiError(
+            415, "Content-Type", "a body needs the header 'Content-Type: application/json'"
+        )
+    charset = request.charset
+    if request.content_type != "application/json" or (
+        charset is not None and charset.lower() not in ("utf-8", "utf8")
+    ):
+        raise ApiError(
+            415,
+            "Content-Type",
+            f"the body must be JSON sent as 'Content-Type: application/json' (charset utf-8, "
+            f"if any), not {given!r}",
+        )
+
+
+class _Members(list[tuple[str, Any]]):
+    """A JSON object as the list of its members, in order, duplicates kept."""
+
+
+def duplicate_key(raw: bytes) -> str | None:
+    """The path of the first key given twice in one object of the JSON document ``raw``
+    (``metadata.a``), or None. orjson keeps the last value of a repeated key without a word,
+    so the members are read once more with the standard parser, which can show them all.
+    Raises ValueError (RecursionError) for what that parser cannot read."""
+    if b"," not in raw:
+        return None  # no object with two members: the common one-field PATCH
+    doc = json.loads(raw, object_pairs_hook=_Members)
+    # Depth first in document order, without recursion: one frame per open object (with the
+    # keys seen so far) or array (None).
+    Loc = tuple[int | str, ...]
+    stack: list[tuple[Loc, Iterator[tuple[Any, Any]], set[str] | None]] = []
+
+    def enter(loc: Loc, node: Any) -> None:
+        if isinstance(node, _Members):
+            stack.append((loc, iter(node), set()))
+        elif isinstance(node, list):
+            stack.append((loc, iter(enumerate(node)), None))
+
+    enter((), doc)
+    while stack:
+        loc, members, seen = stack[-1]
+        member = next(members, None)
+        if member is None:
+            stack.pop()
+            continue
+        key, value = member
+        if seen is not None:
+            if key in seen:
+                return loc_to_path((*loc, key))
+            seen.add(key)
+        enter((*loc, key), value)
+    return None
+
+
+def parse_json_body(request: web.Request, raw: bytes) -> Any:
+    """The body of a call that takes one: empty means ``{}``; anything else must be declared
+    JSON (415), be JSON (400), and give each key of an object once (400 naming the key)."""
+    if not raw:
+        return {}
+    check_json_type(request)
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "body", f"the body is not valid JSON: {exc}") from None
+    try:
+        repeated = duplicate_key(raw)
+    except RecursionError:
+        raise ApiError(400, "body", "the body is nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "body", f"the body is not valid JSON: {exc}") from None
+    if repeated is not None:
+        raise ApiError(400, repeated, f"key {repeated!r} is repeated in the body; give it once")
+    return data
+
+
 def _endpoint(api: ControlApi, route: Route) -> WebHandler:
     query_fields = list(route.query.model_fields)
     body_fields = list(route.body.model_fields) if route.body is not None else []
 
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
-            query = route.query.model_validate(dict(request.query))
+            query = route.query.model_validate(query_params(request))
         except ValidationError as exc:
             raise from_validation(exc, "query", query_fields) from None
         body = None
         if route.body is not None:
-            raw = await request.read()
-            data: Any = {}
-            if raw.strip():
-                try:
-                    data = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise ApiError(400, "body", f"the body is not valid JSON: {exc}") from None
+            data = parse_json_body(request, await request.read())
             if not isinstance(data, dict):
                 raise ApiError(422, "body", "the body must be a JSON object")
             try:
@@ -173,6 +265,29 @@ def make_app(
     return app
 
 
+class TokenFileError(Exception):
+    """``[admin] token_file`` cannot be used: ``problem`` names the file and what is wrong
+    with it, ``str()`` the field too."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"admin.token_file: {problem}")
+        self.problem = problem
+
+
+def read_token(config_path: Path, admin: AdminConfig) -> bytes | None:
+    """The bearer token of ``admin`` (None without a token file). Raises TokenFileError."""
+    if admin.token_file is None:
+        return None
+    path = resolve_path(config_path, admin.token_file)
+    try:
+        token = path.read_bytes().strip()
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise TokenFileError(f"{path} is empty")
+    return token
+
+
 class ControlServer:
     def __init__(self, api: ControlApi, socket_path: Path, config: Config) -> None:
         self.api = api
@@ -183,6 +298,7 @@ class ControlServer:
         self._owned: tuple[int, int] | None = None  # (dev, inode) of the socket file we made
         self._admin_sock: socket.socket | None = None
         self._token: bytes | None = None
+        self._pending: tuple[str | None, bytes | None] | None = None  # from check_config
         self._runners: list[web.AppRunner] = []
         self._admin_routes: list[tuple[str, str, WebHandler]] = []
 
@@ -223,7 +339,10 @@ class ControlServer:
         self._sock = sock
         self._owned = (st.st_dev, st.st_ino)
         if self.admin.bind is not None:
-            self._token = self._read_token()
+            try:
+                self._token = read_token(self.config_path, self.admin)
+            except TokenFileError as exc:
+                raise ControlStartupError(str(exc)) from None
             self._admin_sock = self._bind_admin(self.admin.bind)
 
     @staticmethod
@@ -256,20 +375,6 @@ class ControlServer:
             f"another lb is serving the control socket {path}; stop it first, or give this "
             "one another [lb] control_socket"
         )
-
-    def _read_token(self) -> bytes | None:
-        if self.admin.token_file is None:
-            return None
-        path = resolve_path(self.config_path, self.admin.token_file)
-        try:
-            token = path.read_bytes().strip()
-        except OSError as exc:
-            raise ControlStartupError(
-                f"admin.token_file: cannot read {path}: {exc.strerror}"
-            ) from None
-        if not token:
-            raise ControlStartupError(f"admin.token_file: {path} is empty")
-        return token
 
     @staticmethod
     def _bind_admin(address: str) -> socket.socket:
@@ -306,15 +411,40 @@ class ControlServer:
                 "write calls need the header 'Authorization: Bearer <token from token_file>'",
             )
 
+    def check_config(self, config: Config) -> None:
+        """Before a reload changes anything: the new config's token file must be usable, or
+        the reload is refused whole (ApiError 422 naming ``admin.token_file`` and the file).
+        Checked when the admin listener runs (the token applies now) and when the new config
+        sets ``[admin] bind`` (the token applies at the next start, which it would stop).
+        The token read here is the one ``reload`` applies."""
+        self._pending = None
+        if self._admin_sock is None and config.admin.bind is None:
+            return
+        try:
+            token = read_token(self.config_path, config.admin)
+        except TokenFileError as exc:
+            raise ApiError(
+                422,
+                "admin.token_file",
+                f"{exc.problem} (named in {self.config_path}); the running config and the "
+                "admin token are unchanged",
+            ) from None
+        self._pending = (config.admin.token_file, token)
+
     def reload(self, config: Config) -> None:
-        """A reload re-reads the token file (token rotation); a new bind needs a restart."""
-        if self._admin_sock is not None and config.admin.token_file != self.admin.token_file:
-            self.admin = self.admin.model_copy(update={"token_file": config.admin.token_file})
-        if self._admin_sock is not None:
-            try:
-                self._token = self._read_token()
-            except ControlStartupError as exc:
-                log.error("reload: keeping the previous admin token: %s", exc)
+        """A reload applies the token file (token rotation) that ``check_config`` read; a new
+        bind needs a restart."""
+        pending, self._pending = self._pending, None
+        if self._admin_sock is None:
+            return
+        self.admin = self.admin.model_copy(update={"token_file": config.admin.token_file})
+        if pending is not None and pending[0] == config.admin.token_file:
+            self._token = pending[1]
+            return
+        try:  # a config applied without check_config (not a reload): read it now
+            self._token = read_token(self.config_path, config.admin)
+        except TokenFileError as exc:
+            log.error("keeping the previous admin token: %s", exc)
 
     # -- run ------------------------------------------------------------------------------------
 

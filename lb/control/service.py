@@ -8,7 +8,9 @@ changes). It calls the hooks (``backend_changed``, ``backend_removed``, ``worker
 
 1. ``prepare()`` at the start of ``Supervisor.start()``, before any worker exists: it claims the
    control socket (so a second ``lb`` on the same config fails before it binds anything) and
-   merges the state file into the pool state, so workers start with the registered backends;
+   merges the state file into the pool state, so workers start with the registered backends
+   (an unusable state file is moved aside and kept in ``state_file_discarded`` for
+   ``GET /v1/info``);
 2. ``serve()`` right after, so the API answers while the workers come up (calls are applied
    to the state and reach each worker with its first snapshot);
 3. ``close()`` in ``Supervisor.stop()``: the API stops first, then pending state is written.
@@ -25,15 +27,15 @@ import time
 
 from lb import persist, wire
 from lb.config import Config
+from lb.control.aggregate import StatsAggregator
 from lb.control.api import ControlApi
 from lb.control.drain import DrainTracker
-from lb.control.errors import ApiError
+from lb.control.errors import ApiError, ControlStartupError
 from lb.control.events import EventLog
 from lb.control.metrics import Metrics
 from lb.control.models import ReloadResult
 from lb.control.plane import ControlPlane, resolve_path
 from lb.control.server import ControlServer
-from lb.control.stats import StatsAggregator
 from lb.state import ManagedBackend
 from lb.web import install_dashboard
 
@@ -57,10 +59,13 @@ class ControlService:
             self.loop, plane.snapshots, self._drain_timeout, self.close_backend
         )
         self.persister: persist.Persister | None = None
+        # The state file found unusable at startup and moved aside (GET /v1/info shows it).
+        self.state_file_discarded: persist.Discarded | None = None
         self.server: ControlServer | None = None
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         plane.on_config.append(self._config_applied)
+        plane.reload_checks.append(self._check_config)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -74,8 +79,21 @@ class ControlService:
         try:
             saved = persist.read(self.state_path)
         except persist.StateFileError as exc:
-            moved = persist.set_aside(self.state_path)
-            log.error("%s; moved it to %s and started from the config alone", exc, moved)
+            try:
+                self.state_file_discarded = persist.discard(self.state_path, exc)
+            except OSError as move:
+                # Starting anyway would overwrite it with the config alone: the runtime
+                # changes it may hold would be lost without a trace.
+                raise ControlStartupError(
+                    f"{exc}; and it cannot be moved aside ({move.strerror or move}): "
+                    "fix or remove it"
+                ) from None
+            log.error(
+                "%s; moved it to %s and started from the config alone",
+                exc,
+                self.state_file_discarded.moved_to,
+                extra={"event": {"event": "state_file_discarded"}},
+            )
             saved = None
         specs = persist.merge(config, saved)
         changes = self.plane.state.apply_config(config, specs, self.plane.now())
@@ -146,6 +164,10 @@ class ControlService:
     def _drain_timeout(self, pool: str) -> float:
         pc = self.plane.config.pools.get(pool)
         return pc.drain_timeout if pc is not None else 30.0
+
+    def _check_config(self, config: Config) -> None:
+        if self.server is not None:
+            self.server.check_config(config)  # the admin token file (ApiError 422)
 
     def _config_applied(self, config: Config) -> None:
         if self.server is not None:

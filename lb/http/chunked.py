@@ -36,7 +36,10 @@ _MAX_HEX_DIGITS = 16
 
 
 class FramingError(Exception):
-    """The body is not valid chunked coding (status 400), or it is too large (413)."""
+    """A message breaks HTTP/1.1 or a limit: ``reason`` says how, ``status`` what a client gets
+    for it. Raised by the chunked framer (a body that is not valid chunked coding: 400; too
+    large: 413) and by the parsers' head readers (:func:`lb.http.request.read_request_head`,
+    :func:`lb.http.response.read_response_head`, where a response's status is not used)."""
 
     def __init__(self, reason: str, status: int = 400) -> None:
         super().__init__(reason)

@@ -5,17 +5,15 @@
 
 cimport cython
 
+from lb.http.framing cimport MessageParser
 from lb.http.heads cimport RequestHead as CRequestHead
 
 
-cdef class RequestParser:
-    cdef public object _on_head, _on_body, _on_end, _on_error
+cdef class RequestParser(MessageParser):
+    cdef public object _on_head, _on_end, _on_error
     cdef public Py_ssize_t _max_line, _max_header_bytes, _max_headers
-    cdef public object _max_body, _max_body_or_none, _remaining
-    cdef public object _cb, _ll, _llf, _framer, _buf, _stash
-    cdef public bint _ll_clean, _last_closes, _running, _eof
-    cdef public int _state
-    cdef public Py_ssize_t _fed
+    cdef public object _max_body, _max_body_or_none, _stash
+    cdef public bint _last_closes, _running, _eof
     cdef public CRequestHead _head
     cdef public object requests
 
@@ -26,5 +24,18 @@ cdef class RequestParser:
     cpdef _run(self, data)
     cpdef _fail(self, status, reason)
     @cython.locals(head=CRequestHead)
-    cpdef _complete_head(self, raw)
+    cdef Py_ssize_t _complete_head(self, raw, data, Py_ssize_t end) except? -2
+    @cython.locals(head=CRequestHead, line_end=Py_ssize_t)
+    cdef CRequestHead _read_head(self, raw)
     cpdef _end(self)
+    cdef bint _head_limits(self) except -1
+    cdef _bad_head(self, text)
+    cdef _bad_body(self, exc)
+    cdef _count_body(self, Py_ssize_t n)
+    cdef Py_ssize_t _message_end(self, Py_ssize_t end, Py_ssize_t n) except? -2
+
+
+@cython.locals(head=CRequestHead)
+cpdef CRequestHead read_request_head(
+    bytes raw, Py_ssize_t line_end, bint upgraded, bint message_complete, max_body
+)

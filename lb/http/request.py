@@ -48,8 +48,16 @@ from typing import Protocol
 import httptools
 
 from lb.http._fast import SCAN_REQUEST
-from lb.http._llhttp import Collector, Quiet, error_text
 from lb.http.chunked import ChunkedFramer, FramingError
+from lb.http.framing import (
+    BODY,
+    DEAD,
+    HEAD,
+    MessageParser,
+    content_length,
+    cut_connection_options,
+    keep_alive_option,
+)
 from lb.http.heads import RequestHead, raw_values, split_tokens
 
 
@@ -139,60 +147,43 @@ _REQUEST_LINE = re.compile(rb"([A-Z]+) ((/[^ ?#]*)(?:\?[^ #]*)?) HTTP/1\.([01])\
 _HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
 _MAX_REQUEST_ID = 200
 
-_HEAD = 0
-_BODY = 1
-_PAUSED = 2
-_DEAD = 3
+#: After HEAD, BODY and DEAD (lb.http.framing): a request is complete, the next waits.
+_PAUSED = 3
 
 #: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
 _SCAN = SCAN_REQUEST
-#: The callback target of the llhttp parser that validates the heads the scan takes: none.
-_QUIET = Quiet()
 #: llhttp's words for a request after one that closes the connection. Said by the parser
 #: itself, since the llhttp parser that saw that request may not be the one that sees this one.
 AFTER_CLOSE = "Data after `Connection: close`"
 
 
-class RequestParser:
-    """Parses the requests of one client connection; see the module docstring."""
+class RequestParser(MessageParser):
+    """Parses the requests of one client connection; see the module docstring. The stepping
+    through heads and bodies is :class:`lb.http.framing.MessageParser`'s."""
 
     __slots__ = (
-        "_buf",
-        "_cb",
         "_eof",
-        "_fed",
-        "_framer",
         "_head",
         "_last_closes",
-        "_ll",
-        "_ll_clean",
-        "_llf",
         "_max_body",
         "_max_body_or_none",
         "_max_header_bytes",
         "_max_headers",
         "_max_line",
-        "_on_body",
         "_on_end",
         "_on_error",
         "_on_head",
-        "_remaining",
         "_running",
         "_stash",
-        "_state",
         "requests",
     )
 
     def __init__(self, handler: RequestHandler, limits: RequestLimits = DEFAULT_LIMITS) -> None:
+        MessageParser.__init__(self, httptools.HttpRequestParser, handler.on_request_body, HEAD)
         self._on_head = handler.on_request_head
-        self._on_body = handler.on_request_body
         self._on_end = handler.on_request_end
         self._on_error = handler.on_request_error
         self.set_limits(limits)
-        self._cb = Collector()
-        self._ll = httptools.HttpRequestParser(self._cb)
-        self._ll_clean = True
-        self._llf: httptools.HttpRequestParser | None = None
         # The last request did not let the connection stay open (Connection: close, or
         # HTTP/1.0 without keep-alive): any further request is an error, in llhttp's words.
         # The rule is ours, not llhttp's closed state: a head may be validated by either of
@@ -200,13 +191,8 @@ class RequestParser:
         # it is replaced after a body, and llhttp also takes Proxy-Connection for Connection,
         # which we do not (a parser that saw one is replaced).
         self._last_closes = False
-        self._state = _HEAD
-        self._buf = bytearray()
-        self._fed = 0
         self._stash: list[bytes] = []
         self._head: RequestHead | None = None
-        self._remaining = 0
-        self._framer: ChunkedFramer | None = None
         self._running = False
         self._eof = False
         #: Requests completed on this connection (for keep-alive request limits).
@@ -222,7 +208,7 @@ class RequestParser:
     @property
     def closed(self) -> bool:
         """After an error, :meth:`close` or :meth:`detach`: the parser takes no more input."""
-        return self._state == _DEAD
+        return self._state == DEAD
 
     @property
     def pending_bytes(self) -> int:
@@ -232,7 +218,7 @@ class RequestParser:
     @property
     def in_message(self) -> bool:
         """Part of a request has been received but it is not complete (408 on timeout)."""
-        return (self._state == _HEAD and bool(self._buf)) or self._state == _BODY
+        return (self._state == HEAD and bool(self._buf)) or self._state == BODY
 
     @property
     def head(self) -> RequestHead | None:
@@ -248,25 +234,20 @@ class RequestParser:
         state = self._state
         if state == _PAUSED or self._running:
             self._stash.append(data)
-        elif state == _HEAD and not self._buf and 0 <= data.find(b"\r\n\r\n") == len(data) - 4:
+        elif state == HEAD and not self._buf and 0 <= data.find(b"\r\n\r\n") == len(data) - 4:
             # Fast path: the buffer is exactly one head (and no body), as for most requests.
             c = data[0]
             if c == 13 or c == 10:
                 return self._run(data)
-            if not self._ll_clean:
-                self._ll = httptools.HttpRequestParser(self._cb)
-                self._ll_clean = True
-            cb = self._cb
-            cb.headers_complete = cb.message_complete = False
-            self._fed = 0
+            self._begin_head()
             self._running = True
             try:
-                self._complete_head(data)
+                self._complete_head(data, data, len(data))
             finally:
                 self._running = False
             if self._stash or self._eof:
                 self._after_callbacks()
-        elif state != _DEAD:
+        elif state != DEAD:
             self._run(data)
 
     def feed_eof(self) -> None:
@@ -287,7 +268,7 @@ class RequestParser:
         """The response to the last request is done: parse what was stashed, if anything."""
         if self._state != _PAUSED:
             return
-        self._state = _HEAD
+        self._state = HEAD
         if self._running:
             return  # the loop in _run picks the stash up
         if self._stash:
@@ -299,7 +280,7 @@ class RequestParser:
 
     def close(self) -> None:
         """Stop parsing for good (the adapter is closing the connection)."""
-        self._state = _DEAD
+        self._state = DEAD
         self._stash.clear()
         self._buf.clear()
 
@@ -316,21 +297,14 @@ class RequestParser:
         self._running = True
         try:
             while True:
-                pos = 0
-                n = len(data)
-                while pos < n:
-                    state = self._state
-                    if state == _HEAD:
-                        pos = self._head_step(data, pos)
-                    elif state == _BODY:
-                        pos = self._body_step(data, pos)
-                    elif state == _PAUSED:
-                        # Bytes fed from inside a callback come after these ones.
-                        self._stash.insert(0, data[pos:] if pos else data)
-                        break
-                    else:
-                        return
-                if not self._stash or (self._state != _HEAD and self._state != _BODY):
+                pos = self._steps(data, 0)
+                state = self._state
+                if state == DEAD:
+                    return
+                if pos < len(data):  # _PAUSED
+                    # Bytes fed from inside a callback come after these ones.
+                    self._stash.insert(0, data[pos:] if pos else data)
+                if not self._stash or (state != HEAD and state != BODY):
                     break
                 data = b"".join(self._stash)
                 self._stash.clear()
@@ -342,7 +316,7 @@ class RequestParser:
     def _after_callbacks(self) -> None:
         """Input that arrived from inside a callback, or an EOF seen meanwhile."""
         state = self._state
-        if self._stash and state in (_HEAD, _BODY):
+        if self._stash and state in (HEAD, BODY):
             data = b"".join(self._stash)
             self._stash.clear()
             self._run(data)
@@ -350,399 +324,327 @@ class RequestParser:
             self._check_eof()
 
     def _check_eof(self) -> None:
-        if self._state == _BODY:
+        if self._state == BODY:
             self._fail(400, "connection closed before the request body was complete")
-        elif self._state == _HEAD and self._buf:
+        elif self._state == HEAD and self._buf:
             self._fail(400, "connection closed before the request head was complete")
 
     def _fail(self, status: int, reason: str) -> None:
         self.close()
         self._on_error(status, reason)
 
-    def _head_step(self, data: bytes, pos: int) -> int:
-        """Consume head bytes from ``data[pos:]``; return where the head ended, or ``len``."""
-        buf = self._buf
-        if not buf:
-            c = data[pos]
-            if c == 13 or c == 10:
-                # Empty lines before a request line are ignored (RFC 9112 section 2.2).
-                n = len(data)
-                while pos < n and data[pos] in b"\r\n":
-                    pos += 1
-                if pos == n:
-                    return n
-            if not self._ll_clean:
-                self._ll = httptools.HttpRequestParser(self._cb)
-                self._ll_clean = True
-            cb = self._cb
-            cb.headers_complete = cb.message_complete = False
-            self._fed = 0
-            end = data.find(b"\r\n\r\n", pos)
-            if end < 0:
-                buf += data[pos:] if pos else data
-                self._partial_head()
-                return len(data)
-            end += 4
-            self._complete_head(data if pos == 0 and end == len(data) else data[pos:end])
-            return end
-        old = len(buf)
-        buf += data[pos:] if pos else data
-        end = buf.find(b"\r\n\r\n", old - 3 if old > 3 else 0)
-        if end < 0:
-            self._partial_head()
-            return len(data)
-        end += 4
-        head = bytes(buf[:end])
-        buf.clear()
-        self._complete_head(head)
-        return pos + end - old
+    def _complete_head(self, raw: bytes, data: bytes, end: int) -> int:
+        head = self._read_head(raw)
+        if head is None:
+            return end  # failed
+        self._head = head
+        self._last_closes = not head.keep_alive
+        self._on_head(head)
+        if self._state != HEAD:
+            return end  # the handler closed us
+        if head.chunked:
+            framer = ChunkedFramer(self._max_body, max_trailer=self._max_header_bytes)
+            self._expect_body(0, framer)
+        elif head.content_length:
+            self._expect_body(head.content_length, None)
+        else:
+            self._end()
+        return end
 
-    def _partial_head(self) -> None:
-        buf = self._buf
-        line_end = buf.find(b"\r\n")
-        if line_end < 0:
-            if len(buf) > self._max_line:
-                return self._fail(414, "request line too long")
-        elif line_end > self._max_line:
-            return self._fail(414, "request line too long")
-        elif len(buf) - line_end - 2 > self._max_header_bytes:
-            return self._fail(431, "request header section too large")
-        if self._last_closes:
-            return self._fail(400, AFTER_CLOSE)
-        # Feed llhttp what we have, so garbage is rejected now rather than at a timeout.
-        chunk = bytes(buf[self._fed :])
-        self._fed = len(buf)
-        try:
-            self._ll.feed_data(chunk)
-        except httptools.HttpParserError as exc:
-            self._fail(400, error_text(exc))
-
-    def _complete_head(self, raw: bytes) -> None:
+    def _read_head(self, raw: bytes) -> RequestHead | None:
+        """Checks the limits on the complete head ``raw``, and reads it: the compiled scan for
+        the common heads, :func:`read_request_head` for the others. ``None``: it failed."""
         line_end = raw.find(b"\r\n")
         if line_end > self._max_line:
-            return self._fail(414, "request line too long")
+            self._fail(414, "request line too long")
+            return None
         if len(raw) - line_end - 2 > self._max_header_bytes:
-            return self._fail(431, "request header section too large")
+            self._fail(431, "request header section too large")
+            return None
         # A header line takes at least 4 bytes ("a:" CRLF): count lines only for large heads.
         if (len(raw) - line_end) // 4 > self._max_headers and (
             raw.count(b"\r\n", line_end + 2) - 1 > self._max_headers
         ):
-            return self._fail(431, "too many header fields")
+            self._fail(431, "too many header fields")
+            return None
         if self._last_closes:
-            return self._fail(400, AFTER_CLOSE)
+            self._fail(400, AFTER_CLOSE)
+            return None
         scan = _SCAN
         if scan is not None and not self._fed:
             fast = scan(raw, self._max_body_or_none)
-            if fast is not None:
-                # llhttp validates what the scan does not look at. This parser has no callbacks
-                # (four Python calls fewer per request): the scan already knows the framing.
-                ll = self._llf
-                if ll is None:
-                    ll = self._llf = httptools.HttpRequestParser(_QUIET)
-                try:
-                    ll.feed_data(raw)
-                except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-                    self._llf = None  # the general path below says what is wrong
-                else:
-                    method, target, path, version, low, line_end, host, keep_alive, length, drop = (
-                        fast
-                    )
-                    if length or b"proxy-connection" in drop:
-                        # It waits for a body it will never see, or it may have taken
-                        # Proxy-Connection for Connection (see _last_closes): a fresh one.
-                        self._llf = None
-                    head = RequestHead(
-                        method,
-                        target,
-                        path,
-                        version,
-                        raw,
-                        low,
-                        line_end,
-                        host,
-                        keep_alive,
-                        length,
-                        False,
-                        None,
-                        False,
-                        None,
-                    )
-                    if drop:
-                        head._cut = drop
-                    self._head = head
-                    self._last_closes = not keep_alive
-                    self._on_head(head)
-                    if self._state != _HEAD:
-                        return  # the handler closed us
-                    if length:
-                        self._framer = None
-                        self._remaining = length
-                        self._state = _BODY
-                    else:  # _end(), inline
-                        self._state = _PAUSED
-                        self.requests += 1
-                        self._on_end()
-                    return
+            # llhttp validates what the scan does not look at, on a parser without callbacks
+            # (four Python calls fewer per request): the scan already knows the framing.
+            if fast is not None and self._quick_check(raw):
+                method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
+                if length or b"proxy-connection" in drop:
+                    # It waits for a body it will never see, or it may have taken
+                    # Proxy-Connection for Connection (see _last_closes): a fresh one.
+                    self._llf = None
+                head = RequestHead(
+                    method,
+                    target,
+                    path,
+                    version,
+                    raw,
+                    low,
+                    line_end,
+                    host,
+                    keep_alive,
+                    length,
+                    False,
+                    None,
+                    False,
+                    None,
+                )
+                if drop:
+                    head._cut = drop
+                return head
 
+        upgraded = self._feed_head(raw, False)
+        if upgraded < 0:
+            return None
         cb = self._cb
-        upgraded = False
-        try:
-            self._ll.feed_data(raw[self._fed :] if self._fed else raw)
-        except httptools.HttpParserUpgrade:
-            upgraded = True
-        except httptools.HttpParserError as exc:
-            return self._fail(400, error_text(exc))
         if not cb.headers_complete:
-            return self._fail(400, "malformed request head")
-        # llhttp waits for a body it will never see: use a fresh one for the next request.
-        self._ll_clean = cb.message_complete
-        m = _REQUEST_LINE.match(raw)
-        if m is not None:
-            method, target, path, minor = m.groups()
-            version = b"1.1" if minor == b"1" else b"1.0"
-            authority = origin_target = None
-            if method == b"CONNECT":
-                return self._fail(501, "CONNECT is not supported")
-        else:
-            line = self._odd_request_line(raw[:line_end])
-            if line is None:
-                return None
-            method, target, path, version, authority, origin_target = line
-
-        low = raw.lower()
-        host = None
-        content_length = None
-        transfer_encoding = None
-        connection = None
-        upgrade = None
-        upgrades = 0
-        expect_continue = False
-        request_ids = 0
-        xff = False
-        # Names of the header lines that never go upstream as received; ``once`` while each
-        # of them names a single line (the rewrite then stops at the first match).
-        cut: list[bytes] = []
-        once = True
-        for name, value in _SPECIAL.findall(low, line_end):
-            code = _CODES[name]
-            if code >= _CUT_FROM:
-                if name in cut:
-                    once = False
-                else:
-                    cut.append(name)
-                if code == _CONN:
-                    connection = value if connection is None else connection + b"," + value
-                elif code == _XFF:
-                    xff = True
-            elif code == _HOST:
-                if host is not None:
-                    return self._fail(400, "duplicate Host header")
-                host = value.rstrip(b" \t")
-            elif code == _CL:
-                if content_length is not None:
-                    return self._fail(400, "duplicate Content-Length")
-                content_length = value
-            elif code == _TE:
-                if transfer_encoding is None:
-                    transfer_encoding = value
-                else:
-                    transfer_encoding += b"," + value
-            elif code == _UPGRADE:
-                upgrade = value.rstrip(b" \t") if upgrade is None else upgrade + b"," + value
-                upgrades += 1
-            elif code == _EXPECT:
-                expect_continue = value.rstrip(b" \t") == b"100-continue"
-            else:  # _XRID
-                request_ids += 1
-
-        # Connection: keep-alive / close decide the client side; other tokens name hop-by-hop
-        # headers to drop, except those the proxy owns (a client must not strip framing).
-        keep_alive = version == b"1.1"
-        upgrade_requested = False
-        if connection is not None:
-            connection = connection.rstrip(b" \t")
-            if connection == b"close":
-                keep_alive = False
-            elif connection == b"keep-alive":
-                keep_alive = True
-            else:
-                tokens = split_tokens(connection)
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-                upgrade_requested = b"upgrade" in tokens
-                for token in set(tokens) - _NOT_HOP_BY_HOP:
-                    if token not in cut and b"\r\n" + token + b":" in low:
-                        cut.append(token)
-                        once = False  # not counted
-        if upgrade is not None:
-            if not upgrade_requested:
-                # Upgrade without Connection: upgrade is meaningless: drop it.
-                upgrade = None
-                cut.append(b"upgrade")
-                once = once and upgrades == 1
-            elif not upgrade:
-                return self._fail(400, "empty Upgrade header")
-        if upgraded != (upgrade is not None):
-            return self._fail(400, "ambiguous upgrade request")
-
-        chunked = False
-        length = None
-        if transfer_encoding is not None:
-            if version == b"1.0":
-                return self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if content_length is not None:
-                return self._fail(400, "both Content-Length and Transfer-Encoding")
-            codings = split_tokens(transfer_encoding)
-            if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-                return self._fail(400, "Transfer-Encoding must end with chunked")
-            chunked = True
-        elif content_length is not None:
-            content_length = content_length.rstrip(b" \t")
-            if not content_length.isdigit() or len(content_length) > 18:
-                return self._fail(400, "invalid Content-Length")
-            length = int(content_length)
-            if self._max_body is not None and length > self._max_body:
-                return self._fail(413, "request body too large")
-        has_body = chunked or bool(length)
-        if has_body and upgrade is not None:
-            return self._fail(400, "upgrade request with a body")
-        if has_body == cb.message_complete and not upgraded:
-            return self._fail(400, "ambiguous request framing")
-
-        if authority is not None:
-            if host is not None:
-                cut.append(b"host")
-            host = authority.lower()
-        elif host is None:
-            if version == b"1.1":
-                return self._fail(400, "missing Host header")
-        elif host.translate(None, _HOST_CHARS):
-            return self._fail(400, "invalid Host header")
-        request_id = None
-        if request_ids:
-            # Keep the client's X-Request-ID when there is exactly one usable value; otherwise
-            # drop them all and let the proxy generate one.
-            if request_ids == 1:
-                request_id = raw_values(raw, low, b"x-request-id", line_end)[0]
-            if request_id is None or not 0 < len(request_id) <= _MAX_REQUEST_ID:
-                request_id = None
-                cut.append(b"x-request-id")
-                once = once and request_ids == 1
-
-        head = RequestHead(
-            method,
-            target,
-            path,
-            version,
-            raw,
-            low,
-            line_end,
-            host,
-            keep_alive,
-            length,
-            chunked,
-            upgrade,
-            expect_continue and version == b"1.1",
-            request_id,
-        )
-        head._origin_target = origin_target
-        if cut:
-            head._cut = tuple(cut)
-            head._cut_once = once
-            if xff:
-                head._xff = [v for v in raw_values(raw, low, b"x-forwarded-for", line_end) if v]
-        self._head = head
-        self._last_closes = not keep_alive
-        if b"proxy-connection" in cut:
-            self._ll_clean = False  # (see _last_closes)
-        self._on_head(head)
-        if self._state != _HEAD:
-            return  # the handler closed us
-        if chunked:
-            self._framer = ChunkedFramer(self._max_body, max_trailer=self._max_header_bytes)
-            self._state = _BODY
-        elif length:
-            self._framer = None
-            self._remaining = length
-            self._state = _BODY
-        else:
-            self._end()
-
-    def _odd_request_line(
-        self, line: bytes
-    ) -> tuple[bytes, bytes, bytes, bytes, bytes | None, bytes | None] | None:
-        """The request lines ``_REQUEST_LINE`` does not take: the other target forms, and the
-        errors. Fails and returns ``None``, or returns the parsed line."""
+            self._fail(400, "malformed request head")
+            return None
         try:
-            method, target, proto = line.split(b" ")
-        except ValueError:
-            self._fail(400, "malformed request line")
+            head = read_request_head(
+                raw, line_end, upgraded == 1, cb.message_complete, self._max_body
+            )
+        except FramingError as exc:
+            self._fail(exc.status, exc.reason)
             return None
-        if proto == b"HTTP/1.1":
-            version = b"1.1"
-        elif proto == b"HTTP/1.0":
-            version = b"1.0"
-        elif proto.startswith(b"HTTP/"):
-            self._fail(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-            return None
-        else:
-            self._fail(400, "not an HTTP request")
-            return None
-        if method == b"CONNECT":
-            self._fail(501, "CONNECT is not supported")
-            return None
-        if b"#" in target:
-            self._fail(400, "fragment in request target")
-            return None
-        if target == b"*" and method == b"OPTIONS":
-            return method, target, target, version, None, None
-        split = _split_absolute(target)
-        if split is None:
-            self._fail(400, "invalid request target")
-            return None
-        authority, origin_target = split
-        q = origin_target.find(b"?")
-        path = origin_target if q < 0 else origin_target[:q]
-        return method, target, path, version, authority, origin_target
-
-    def _body_step(self, data: bytes, pos: int) -> int:
-        head = self._head
-        assert head is not None
-        framer = self._framer
-        n = len(data)
-        if framer is None:
-            remaining = self._remaining
-            if n - pos < remaining:
-                self._remaining = remaining - (n - pos)
-                head.body_bytes += n - pos
-                self._on_body(data[pos:] if pos else data)
-                return n
-            end = pos + remaining
-            self._remaining = 0
-            head.body_bytes += remaining
-            self._on_body(data if pos == 0 and end == n else data[pos:end])
-        else:
-            try:
-                end = framer.consume(data, pos)
-            except FramingError as exc:
-                self._fail(exc.status, exc.reason)
-                return n
-            if end > pos:
-                head.body_bytes += end - pos
-                self._on_body(data if pos == 0 and end == n else data[pos:end])
-            if not framer.done:
-                return end
-            self._framer = None
-        if self._state == _BODY:
-            self._end()
-        return end
+        if b"proxy-connection" in head._cut:
+            self._ll_clean = False  # (see _last_closes)
+        return head
 
     def _end(self) -> None:
         self._state = _PAUSED
         self.requests += 1
         self._on_end()
+
+    # -- the hooks of MessageParser ------------------------------------------------------------
+
+    def _head_limits(self) -> bool:
+        buf = self._buf
+        line_end = buf.find(b"\r\n")
+        if line_end < 0:
+            if len(buf) > self._max_line:
+                self._fail(414, "request line too long")
+                return False
+        elif line_end > self._max_line:
+            self._fail(414, "request line too long")
+            return False
+        elif len(buf) - line_end - 2 > self._max_header_bytes:
+            self._fail(431, "request header section too large")
+            return False
+        if self._last_closes:
+            self._fail(400, AFTER_CLOSE)
+            return False
+        return True
+
+    def _bad_head(self, text: str) -> None:
+        self._fail(400, text)
+
+    def _bad_body(self, exc: FramingError) -> None:
+        self._fail(exc.status, exc.reason)
+
+    def _count_body(self, n: int) -> None:
+        head = self._head
+        assert head is not None
+        head.body_bytes += n
+
+    def _message_end(self, end: int, n: int) -> int:
+        self._end()
+        return end
+
+
+def read_request_head(
+    raw: bytes, line_end: int, upgraded: bool, message_complete: bool, max_body: int | None
+) -> RequestHead:
+    """Reads the complete request head ``raw``, which llhttp has accepted: ``upgraded`` as an
+    upgrade request, ``message_complete`` as a request without a body. ``line_end`` is where
+    the request line ends. Raises :class:`FramingError` with the status to answer."""
+    m = _REQUEST_LINE.match(raw)
+    if m is not None:
+        method, target, path, minor = m.groups()
+        version = b"1.1" if minor == b"1" else b"1.0"
+        authority = origin_target = None
+        if method == b"CONNECT":
+            raise FramingError("CONNECT is not supported", 501)
+    else:
+        method, target, path, version, authority, origin_target = _odd_request_line(raw[:line_end])
+
+    low = raw.lower()
+    host = None
+    length_value = None
+    transfer_encoding = None
+    connection = None
+    upgrade = None
+    upgrades = 0
+    expect_continue = False
+    request_ids = 0
+    xff = False
+    # Names of the header lines that never go upstream as received; ``once`` while each
+    # of them names a single line (the rewrite then stops at the first match).
+    cut: list[bytes] = []
+    once = True
+    for name, value in _SPECIAL.findall(low, line_end):
+        code = _CODES[name]
+        if code >= _CUT_FROM:
+            if name in cut:
+                once = False
+            else:
+                cut.append(name)
+            if code == _CONN:
+                connection = value if connection is None else connection + b"," + value
+            elif code == _XFF:
+                xff = True
+        elif code == _HOST:
+            if host is not None:
+                raise FramingError("duplicate Host header")
+            host = value.rstrip(b" \t")
+        elif code == _CL:
+            if length_value is not None:
+                raise FramingError("duplicate Content-Length")
+            length_value = value
+        elif code == _TE:
+            if transfer_encoding is None:
+                transfer_encoding = value
+            else:
+                transfer_encoding += b"," + value
+        elif code == _UPGRADE:
+            upgrade = value.rstrip(b" \t") if upgrade is None else upgrade + b"," + value
+            upgrades += 1
+        elif code == _EXPECT:
+            expect_continue = value.rstrip(b" \t") == b"100-continue"
+        else:  # _XRID
+            request_ids += 1
+
+    # Connection: keep-alive / close decide the client side; other tokens name hop-by-hop
+    # headers to drop, except those the proxy owns (a client must not strip framing).
+    keep_alive = version == b"1.1"
+    upgrade_requested = False
+    if connection is not None:
+        connection = connection.rstrip(b" \t")
+        if connection == b"close":
+            keep_alive = False
+        elif connection == b"keep-alive":
+            keep_alive = True
+        else:
+            tokens = split_tokens(connection)
+            keep_alive = keep_alive_option(tokens, keep_alive)
+            upgrade_requested = b"upgrade" in tokens
+            if cut_connection_options(tokens, low, cut, _NOT_HOP_BY_HOP):
+                once = False  # not counted
+    if upgrade is not None:
+        if not upgrade_requested:
+            # Upgrade without Connection: upgrade is meaningless: drop it.
+            upgrade = None
+            cut.append(b"upgrade")
+            once = once and upgrades == 1
+        elif not upgrade:
+            raise FramingError("empty Upgrade header")
+    if upgraded != (upgrade is not None):
+        raise FramingError("ambiguous upgrade request")
+
+    chunked = False
+    length = None
+    if transfer_encoding is not None:
+        if version == b"1.0":
+            raise FramingError("Transfer-Encoding in an HTTP/1.0 request")
+        if length_value is not None:
+            raise FramingError("both Content-Length and Transfer-Encoding")
+        codings = split_tokens(transfer_encoding)
+        if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            raise FramingError("Transfer-Encoding must end with chunked")
+        chunked = True
+    elif length_value is not None:
+        length = content_length(length_value)
+        if length < 0:
+            raise FramingError("invalid Content-Length")
+        if max_body is not None and length > max_body:
+            raise FramingError("request body too large", 413)
+    has_body = chunked or bool(length)
+    if has_body and upgrade is not None:
+        raise FramingError("upgrade request with a body")
+    if has_body == message_complete and not upgraded:
+        raise FramingError("ambiguous request framing")
+
+    if authority is not None:
+        if host is not None:
+            cut.append(b"host")
+        host = authority.lower()
+    elif host is None:
+        if version == b"1.1":
+            raise FramingError("missing Host header")
+    elif host.translate(None, _HOST_CHARS):
+        raise FramingError("invalid Host header")
+    request_id = None
+    if request_ids:
+        # Keep the client's X-Request-ID when there is exactly one usable value; otherwise
+        # drop them all and let the proxy generate one.
+        if request_ids == 1:
+            request_id = raw_values(raw, low, b"x-request-id", line_end)[0]
+        if request_id is None or not 0 < len(request_id) <= _MAX_REQUEST_ID:
+            request_id = None
+            cut.append(b"x-request-id")
+            once = once and request_ids == 1
+
+    head = RequestHead(
+        method,
+        target,
+        path,
+        version,
+        raw,
+        low,
+        line_end,
+        host,
+        keep_alive,
+        length,
+        chunked,
+        upgrade,
+        expect_continue and version == b"1.1",
+        request_id,
+    )
+    head._origin_target = origin_target
+    if cut:
+        head._cut = tuple(cut)
+        head._cut_once = once
+        if xff:
+            head._xff = [v for v in raw_values(raw, low, b"x-forwarded-for", line_end) if v]
+    return head
+
+
+def _odd_request_line(line: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes | None, bytes | None]:
+    """The request lines ``_REQUEST_LINE`` does not take: the other target forms, and the
+    errors (raised as :class:`FramingError`)."""
+    try:
+        method, target, proto = line.split(b" ")
+    except ValueError:
+        raise FramingError("malformed request line") from None
+    if proto == b"HTTP/1.1":
+        version = b"1.1"
+    elif proto == b"HTTP/1.0":
+        version = b"1.0"
+    elif proto.startswith(b"HTTP/"):
+        raise FramingError("only HTTP/1.0 and HTTP/1.1 are supported", 505)
+    else:
+        raise FramingError("not an HTTP request")
+    if method == b"CONNECT":
+        raise FramingError("CONNECT is not supported", 501)
+    if b"#" in target:
+        raise FramingError("fragment in request target")
+    if target == b"*" and method == b"OPTIONS":
+        return method, target, target, version, None, None
+    split = _split_absolute(target)
+    if split is None:
+        raise FramingError("invalid request target")
+    authority, origin_target = split
+    q = origin_target.find(b"?")
+    path = origin_target if q < 0 else origin_target[:q]
+    return method, target, path, version, authority, origin_target
 
 
 def _split_absolute(target: bytes) -> tuple[bytes, bytes] | None:

@@ -5,17 +5,15 @@
 
 cimport cython
 
+from lb.http.framing cimport MessageParser
 from lb.http.heads cimport ResponseHead as CResponseHead
 
 
-cdef class ResponseParser:
-    cdef public object _on_interim, _on_head, _on_body, _on_end, _on_whole, _on_upgrade
-    cdef public object _on_error
+cdef class ResponseParser(MessageParser):
+    cdef public object _on_interim, _on_head, _on_end, _on_whole, _on_upgrade, _on_error
     cdef public Py_ssize_t _max_head
-    cdef public object _cb, _ll, _llf, _framer, _out, _scan, _buf, _remaining
-    cdef public bint _ll_clean, _head_request, _upgrade, _dechunk
-    cdef public int _state
-    cdef public Py_ssize_t _fed
+    cdef public object _scan
+    cdef public bint _head_request, _upgrade, _dechunk
     cdef public CResponseHead _head
     cdef public object bytes_received, extra_bytes, responses
 
@@ -26,4 +24,16 @@ cdef class ResponseParser:
     @cython.locals(head=CResponseHead)
     cpdef Py_ssize_t _scan_head(self, data, Py_ssize_t end) except? -2
     cpdef _fail(self, reason)
+    @cython.locals(head=CResponseHead)
+    cdef Py_ssize_t _complete_head(self, raw, data, Py_ssize_t end) except? -2
     cpdef Py_ssize_t _deliver(self, CResponseHead head, data, Py_ssize_t end) except? -2
+    cdef bint _head_limits(self) except -1
+    cdef _bad_head(self, text)
+    cdef _bad_body(self, exc)
+    cdef _count_body(self, Py_ssize_t n)
+    @cython.locals(head=CResponseHead)
+    cdef Py_ssize_t _message_end(self, Py_ssize_t end, Py_ssize_t n) except? -2
+
+
+@cython.locals(head=CResponseHead)
+cpdef CResponseHead read_response_head(bytes raw, bint head_request, bint dechunk)

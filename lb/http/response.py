@@ -52,8 +52,16 @@ from typing import Protocol
 import httptools
 
 from lb.http._fast import SCAN_RESPONSE, ScanResponse
-from lb.http._llhttp import Collector, Quiet, error_text
 from lb.http.chunked import ChunkedFramer, FramingError
+from lb.http.framing import (
+    BODY,
+    DEAD,
+    HEAD,
+    MessageParser,
+    content_length,
+    cut_connection_options,
+    keep_alive_option,
+)
 from lb.http.heads import ResponseHead, split_tokens
 
 
@@ -100,42 +108,29 @@ _NOT_HOP_BY_HOP = frozenset(
 
 #: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
 _SCAN = SCAN_RESPONSE
-#: The callback target of the llhttp parser that validates the heads the scan takes: none.
-_QUIET = Quiet()
 
-_IDLE = 0
-_HEAD = 1
-_BODY = 2
-_UNTIL_EOF = 3
-_DEAD = 4
+# After HEAD, BODY and DEAD (lb.http.framing): no response is expected (the connection may
+# be pooled); a body runs until the connection closes.
+_IDLE = 3
+_UNTIL_EOF = 4
 
 
-class ResponseParser:
-    """Frames the responses of one upstream connection; see the module docstring."""
+class ResponseParser(MessageParser):
+    """Frames the responses of one upstream connection; see the module docstring. The stepping
+    through heads and bodies is :class:`lb.http.framing.MessageParser`'s."""
 
     __slots__ = (
-        "_buf",
-        "_cb",
         "_dechunk",
-        "_fed",
-        "_framer",
         "_head",
         "_head_request",
-        "_ll",
-        "_ll_clean",
-        "_llf",
         "_max_head",
-        "_on_body",
         "_on_end",
         "_on_error",
         "_on_head",
         "_on_interim",
         "_on_upgrade",
         "_on_whole",
-        "_out",
-        "_remaining",
         "_scan",
-        "_state",
         "_upgrade",
         "bytes_received",
         "extra_bytes",
@@ -143,25 +138,15 @@ class ResponseParser:
     )
 
     def __init__(self, handler: ResponseHandler, *, max_head_bytes: int = 65536) -> None:
+        MessageParser.__init__(self, httptools.HttpResponseParser, handler.on_response_body, _IDLE)
         self._on_interim = handler.on_response_interim
         self._on_head = handler.on_response_head
-        self._on_body = handler.on_response_body
         self._on_end = handler.on_response_end
         self._on_whole = handler.on_response_whole
         self._on_upgrade = handler.on_response_upgrade
         self._on_error = handler.on_response_error
         self._max_head = max_head_bytes
-        self._cb = Collector()
-        self._ll = httptools.HttpResponseParser(self._cb)
-        self._ll_clean = True
-        self._llf: httptools.HttpResponseParser | None = None
-        self._state = _IDLE
-        self._buf = bytearray()
-        self._fed = 0
         self._head: ResponseHead | None = None
-        self._remaining = 0
-        self._framer: ChunkedFramer | None = None
-        self._out: list[bytes] | None = None
         self._head_request = False
         self._upgrade = False
         self._dechunk = False
@@ -180,7 +165,7 @@ class ResponseParser:
 
     @property
     def closed(self) -> bool:
-        return self._state == _DEAD
+        return self._state == DEAD
 
     @property
     def head(self) -> ResponseHead | None:
@@ -193,7 +178,7 @@ class ResponseParser:
         """Expect the response to a request about to be sent (call before sending it)."""
         if self._state != _IDLE:
             raise RuntimeError("start() while a response is in progress or after close")
-        self._state = _HEAD
+        self._state = HEAD
         self._head_request = head_request
         self._upgrade = upgrade
         self._dechunk = dechunk
@@ -203,19 +188,19 @@ class ResponseParser:
         self.bytes_received = 0
 
     def close(self) -> None:
-        self._state = _DEAD
+        self._state = DEAD
         self._buf.clear()
 
     def feed(self, data: bytes) -> None:
         """Frame bytes from the backend; events are delivered before this returns."""
         state = self._state
-        if state == _DEAD or not data:
+        if state == DEAD or not data:
             return
         if state == _IDLE:
             self.extra_bytes += len(data)
             return self._fail("unsolicited data from upstream")
         self.bytes_received += len(data)
-        if state == _HEAD and not self._buf and self._scan is not None:
+        if state == HEAD and not self._buf and self._scan is not None:
             # The common case first: the buffer starts with a whole head the compiled scan takes
             # (and usually holds the whole response). Anything else takes the general path.
             end = data.find(b"\r\n\r\n")
@@ -227,45 +212,35 @@ class ResponseParser:
                     self.feed_from(data, pos if pos > 0 else 0)
                 return
         if state == _UNTIL_EOF:
-            assert self._head is not None
-            self._head.body_bytes += len(data)
+            self._count_body(len(data))
             self._on_body(data)
             return
         self.feed_from(data, 0)
 
     def feed_from(self, data: bytes, pos: int) -> None:
         """The general loop over ``data[pos:]`` (bytes already counted)."""
+        pos = self._steps(data, pos)
         n = len(data)
-        while pos < n:
-            state = self._state
-            if state == _HEAD:
-                pos = self._head_step(data, pos)
-            elif state == _BODY:
-                pos = self._body_step(data, pos)
-            elif state == _UNTIL_EOF:
-                assert self._head is not None
-                self._head.body_bytes += n - pos
-                self._on_body(data[pos:] if pos else data)
-                return
-            else:
-                return
+        if pos < n and self._state == _UNTIL_EOF:
+            self._count_body(n - pos)
+            self._on_body(data[pos:] if pos else data)
 
     def feed_eof(self) -> None:
         """The backend closed the connection."""
         state = self._state
         if state == _UNTIL_EOF:
-            self._state = _DEAD
+            self._state = DEAD
             self.responses += 1
             self._on_end(False)
-        elif state == _HEAD:
+        elif state == HEAD:
             if self.bytes_received:
                 self._fail("upstream closed the connection before a complete response head")
             else:
                 self._fail("upstream closed the connection without responding")
-        elif state == _BODY:
+        elif state == BODY:
             self._fail("upstream closed the connection before the response body was complete")
         else:
-            self._state = _DEAD
+            self._state = DEAD
 
     # -- the machine ---------------------------------------------------------------------------
 
@@ -282,18 +257,11 @@ class ResponseParser:
             return -1
         (status, version, low, line_end, length, chunked, no_body, close_delimited,
          keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
-        # llhttp validates what the scan does not look at, on a parser without callbacks (the
-        # scan has framed the response). Given the whole message when a Content-Length body
-        # ends this buffer (the usual small response), it also reaches the end of the message
-        # and stays usable for the next response; otherwise it is replaced next time.
+        # llhttp validates what the scan does not look at (see _quick_check). Given the whole
+        # message when a Content-Length body ends this buffer (the usual small response), it
+        # also reaches the end of the message and stays usable for the next response.
         whole = length is not None and not no_body and end + length == n
-        ll = self._llf
-        if ll is None:
-            ll = self._llf = httptools.HttpResponseParser(_QUIET)
-        try:
-            ll.feed_data(data if whole else raw)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._llf = None
+        if not self._quick_check(data if whole else raw):
             return -1
         if not whole:
             self._llf = None
@@ -310,7 +278,7 @@ class ResponseParser:
             # The whole response is this buffer: one event instead of head, body and end.
             self._head = head
             self.responses += 1
-            self._state = _IDLE if keep_alive else _DEAD
+            self._state = _IDLE if keep_alive else DEAD
             if whole and length:
                 head.body_bytes = length
                 self._on_whole(head, data[end:], keep_alive)
@@ -323,199 +291,34 @@ class ResponseParser:
         self.close()
         self._on_error(reason)
 
-    def _head_step(self, data: bytes, pos: int) -> int:
-        buf = self._buf
-        if not buf:
-            c = data[pos]
-            if c == 13 or c == 10:
-                n = len(data)
-                while pos < n and data[pos] in b"\r\n":
-                    pos += 1
-                if pos == n:
-                    return n
-            if not self._ll_clean:
-                self._ll = httptools.HttpResponseParser(self._cb)
-                self._ll_clean = True
-            cb = self._cb
-            cb.headers_complete = cb.message_complete = False
-            self._fed = 0
-            end = data.find(b"\r\n\r\n", pos)
-            if end < 0:
-                buf += data[pos:] if pos else data
-                self._partial_head()
-                return len(data)
-            end += 4
-            return self._complete_head(
-                data if pos == 0 and end == len(data) else data[pos:end], data, end
-            )
-        old = len(buf)
-        buf += data[pos:] if pos else data
-        end = buf.find(b"\r\n\r\n", old - 3 if old > 3 else 0)
-        if end < 0:
-            self._partial_head()
-            return len(data)
-        end += 4
-        head = bytes(buf[:end])
-        buf.clear()
-        return self._complete_head(head, data, pos + end - old)
-
-    def _partial_head(self) -> None:
-        buf = self._buf
-        if len(buf) > self._max_head:
-            return self._fail("response head too large")
-        chunk = bytes(buf[self._fed :])
-        self._fed = len(buf)
-        try:
-            self._ll.feed_data(chunk)
-        except httptools.HttpParserError as exc:
-            self._fail("invalid response head: " + error_text(exc))
-
     def _complete_head(self, raw: bytes, data: bytes, end: int) -> int:
-        """Handle a complete head; ``data[end:]`` is what follows it. Returns where to go on."""
         n = len(data)
         if len(raw) > self._max_head:
             self._fail("response head too large")
             return n
-        cb = self._cb
-        try:
-            self._ll.feed_data(raw[self._fed :] if self._fed else raw)
-        except httptools.HttpParserUpgrade:
-            pass
-        except httptools.HttpParserError as exc:
-            # llhttp pauses after a 101 even without Upgrade headers; that is not an error.
-            if not (raw[9:12] == b"101" and cb.message_complete):
-                self._fail("invalid response head: " + error_text(exc))
-                return n
-        if not cb.headers_complete:
+        if self._feed_head(raw, raw[9:12] == b"101") < 0:
+            return n
+        if not self._cb.headers_complete:
             self._fail("malformed response head")
             return n
-        # llhttp waits for a body it will never see: use a fresh one for the next response.
-        self._ll_clean = cb.message_complete
-        proto = raw[:9]
-        if proto == b"HTTP/1.1 ":
-            version = b"1.1"
-        elif proto == b"HTTP/1.0 ":
-            version = b"1.0"
-        else:
-            self._fail("unsupported response version")
+        try:
+            head = read_response_head(raw, self._head_request, self._dechunk)
+        except FramingError as exc:
+            self._fail(exc.reason)
             return n
-        status_text = raw[9:12]
-        status = int(status_text) if status_text.isdigit() else 0
-        if not 100 <= status <= 599:
-            self._fail("invalid response status")
-            return n
-        line_end = raw.find(b"\r\n")
-        low = raw.lower()
-        head = ResponseHead(status, version, raw, low, line_end)
-
-        content_length = None
-        transfer_encoding = None
-        connection = None
-        has_upgrade = False
-        # Names of the header lines that never reach the client (see the request side).
-        cut: list[bytes] = []
-        once = True
-        for name, value in _SPECIAL.findall(low, line_end):
-            code = _CODES[name]
-            if code == _CL:
-                if content_length is not None:
-                    self._fail("duplicate Content-Length")
-                    return n
-                content_length = value
-            elif code == _CONN:
-                if connection is None:
-                    connection = value
-                else:
-                    connection += b"," + value
-                    once = False
-            elif code == _TE:
-                if transfer_encoding is None:
-                    transfer_encoding = value
-                else:
-                    transfer_encoding += b"," + value
-                    once = False
-            elif code == _UPGRADE:
-                if has_upgrade:
-                    once = False
-                has_upgrade = True
-            elif name in cut:
-                once = False
-            else:
-                cut.append(name)
-
-        keep_alive = version == b"1.1"
-        if connection is not None:
-            connection = connection.rstrip(b" \t")
-            if connection == b"keep-alive":
-                keep_alive = True
-                head._conn_keep_alive = status != 101
-            else:
-                tokens = split_tokens(connection)
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-                if status != 101:
-                    cut.append(b"connection")
-                for token in set(tokens) - _NOT_HOP_BY_HOP:
-                    if token not in cut and b"\r\n" + token + b":" in low:
-                        cut.append(token)
-                        once = False  # not counted
-
-        if status == 101:
+        if head.status == 101:
             if not self._upgrade:
                 self._fail("unexpected 101 Switching Protocols")
                 return n
-            head.no_body = True
-            head.keep_alive = False
-            if cut:
-                head._cut = tuple(cut)
-                head._cut_once = once
             self._head = head
-            self._state = _DEAD
+            self._state = DEAD
             self.responses += 1
             self._on_head(head)
             self._on_upgrade(data[end:])
             return n
-        if has_upgrade:
-            cut.append(b"upgrade")
-
-        chunked = False
-        if content_length is not None:
-            # (llhttp has rejected Content-Length together with Transfer-Encoding.)
-            content_length = content_length.rstrip(b" \t")
-            if not content_length.isdigit() or len(content_length) > 18:
-                self._fail("invalid Content-Length")
-                return n
-            head.content_length = int(content_length)
-        elif transfer_encoding is not None:
-            if version == b"1.0":
-                self._fail("Transfer-Encoding in an HTTP/1.0 response")
-                return n
-            codings = split_tokens(transfer_encoding)
-            if codings.count(b"chunked") > 1:
-                self._fail("invalid Transfer-Encoding")
-                return n
-            chunked = head.chunked = bool(codings) and codings[-1] == b"chunked"
-            if chunked and self._dechunk:
-                head.dechunked = True
-                cut.append(b"transfer-encoding")
-        if status < 200 or status == 204 or status == 304 or self._head_request:
-            head.no_body = True
-        elif chunked:
-            head.close_delimited = head.dechunked
-        elif head.content_length is None:
-            # No length, or a coding other than chunked: the body ends with the connection.
-            head.close_delimited = True
-            keep_alive = False
-        head.keep_alive = keep_alive
-        if cut:
-            head._cut = tuple(cut)
-            head._cut_once = once
-
-        if status < 200:
+        if head.status < 200:
             self._on_interim(head)
-            return end  # the final response follows; stay in _HEAD
+            return end  # the final response follows; stay in HEAD
         return self._deliver(head, data, end)
 
     def _deliver(self, head: ResponseHead, data: bytes, end: int) -> int:
@@ -523,10 +326,10 @@ class ResponseParser:
         n = len(data)
         self._head = head
         self._on_head(head)
-        if self._state != _HEAD:
+        if self._state != HEAD:
             return n  # the handler closed us
         if head.no_body:
-            return self._finish(end, n)
+            return self._message_end(end, n)
         length = head.content_length
         if length is not None:
             if end + length <= n:
@@ -534,58 +337,37 @@ class ResponseParser:
                 if length:
                     head.body_bytes = length
                     self._on_body(data[end:] if end + length == n else data[end : end + length])
-                    if self._state != _HEAD:
+                    if self._state != HEAD:
                         return n
-                return self._finish(end + length, n)
-            self._framer = None
-            self._remaining = length
-            self._state = _BODY
+                return self._message_end(end + length, n)
+            self._expect_body(length, None)
         elif head.chunked:
-            self._framer = ChunkedFramer(None)
             self._out = [] if head.dechunked else None
-            self._state = _BODY
+            self._expect_body(0, ChunkedFramer(None))
         else:
             self._state = _UNTIL_EOF
         return end
 
-    def _body_step(self, data: bytes, pos: int) -> int:
+    # -- the hooks of MessageParser ------------------------------------------------------------
+
+    def _head_limits(self) -> bool:
+        if len(self._buf) > self._max_head:
+            self._fail("response head too large")
+            return False
+        return True
+
+    def _bad_head(self, text: str) -> None:
+        self._fail("invalid response head: " + text)
+
+    def _bad_body(self, exc: FramingError) -> None:
+        self._fail("invalid chunked response body: " + exc.reason)
+
+    def _count_body(self, n: int) -> None:
         head = self._head
         assert head is not None
-        framer = self._framer
-        n = len(data)
-        if framer is None:
-            remaining = self._remaining
-            if n - pos < remaining:
-                self._remaining = remaining - (n - pos)
-                head.body_bytes += n - pos
-                self._on_body(data[pos:] if pos else data)
-                return n
-            end = pos + remaining
-            self._remaining = 0
-            head.body_bytes += remaining
-            self._on_body(data if pos == 0 and end == n else data[pos:end])
-        else:
-            out = self._out
-            try:
-                end = framer.consume(data, pos, out)
-            except FramingError as exc:
-                self._fail("invalid chunked response body: " + exc.reason)
-                return n
-            head.body_bytes += end - pos
-            if out is not None:
-                for piece in out:
-                    self._on_body(piece)
-                out.clear()
-            elif end > pos:
-                self._on_body(data if pos == 0 and end == n else data[pos:end])
-            if not framer.done:
-                return end
-            self._framer = None
-        if self._state != _BODY:
-            return n
-        return self._finish(end, n)
+        head.body_bytes += n
 
-    def _finish(self, end: int, n: int) -> int:
+    def _message_end(self, end: int, n: int) -> int:
         head = self._head
         assert head is not None
         self.responses += 1
@@ -594,10 +376,120 @@ class ResponseParser:
             # A backend that sends more than it framed is broken (or is answering a request we
             # never sent): forward nothing of it, and never reuse the connection.
             self.extra_bytes += extra
-            self._state = _DEAD
+            self._state = DEAD
             self._on_end(False)
             return n
         reusable = head.keep_alive
-        self._state = _IDLE if reusable else _DEAD
+        self._state = _IDLE if reusable else DEAD
         self._on_end(reusable)
         return n
+
+
+def read_response_head(raw: bytes, head_request: bool, dechunk: bool) -> ResponseHead:
+    """Reads the complete response head ``raw``, which llhttp has accepted, and frames it
+    (RFC 9112 section 6.3) for a ``HEAD`` request or not, and for a client that needs the body
+    de-chunked or not. Raises :class:`FramingError`. A ``101`` is not framed: its head ends the
+    HTTP part of the connection."""
+    proto = raw[:9]
+    if proto == b"HTTP/1.1 ":
+        version = b"1.1"
+    elif proto == b"HTTP/1.0 ":
+        version = b"1.0"
+    else:
+        raise FramingError("unsupported response version")
+    status_text = raw[9:12]
+    status = int(status_text) if status_text.isdigit() else 0
+    if not 100 <= status <= 599:
+        raise FramingError("invalid response status")
+    line_end = raw.find(b"\r\n")
+    low = raw.lower()
+    head = ResponseHead(status, version, raw, low, line_end)
+
+    length_value = None
+    transfer_encoding = None
+    connection = None
+    has_upgrade = False
+    # Names of the header lines that never reach the client (see the request side).
+    cut: list[bytes] = []
+    once = True
+    for name, value in _SPECIAL.findall(low, line_end):
+        code = _CODES[name]
+        if code == _CL:
+            if length_value is not None:
+                raise FramingError("duplicate Content-Length")
+            length_value = value
+        elif code == _CONN:
+            if connection is None:
+                connection = value
+            else:
+                connection += b"," + value
+                once = False
+        elif code == _TE:
+            if transfer_encoding is None:
+                transfer_encoding = value
+            else:
+                transfer_encoding += b"," + value
+                once = False
+        elif code == _UPGRADE:
+            if has_upgrade:
+                once = False
+            has_upgrade = True
+        elif name in cut:
+            once = False
+        else:
+            cut.append(name)
+
+    keep_alive = version == b"1.1"
+    if connection is not None:
+        connection = connection.rstrip(b" \t")
+        if connection == b"keep-alive":
+            keep_alive = True
+            head._conn_keep_alive = status != 101
+        else:
+            tokens = split_tokens(connection)
+            keep_alive = keep_alive_option(tokens, keep_alive)
+            if status != 101:
+                cut.append(b"connection")
+            if cut_connection_options(tokens, low, cut, _NOT_HOP_BY_HOP):
+                once = False  # not counted
+
+    if status == 101:
+        head.no_body = True
+        head.keep_alive = False
+        if cut:
+            head._cut = tuple(cut)
+            head._cut_once = once
+        return head
+    if has_upgrade:
+        cut.append(b"upgrade")
+
+    chunked = False
+    if length_value is not None:
+        # (llhttp has rejected Content-Length together with Transfer-Encoding.)
+        length = content_length(length_value)
+        if length < 0:
+            raise FramingError("invalid Content-Length")
+        head.content_length = length
+    elif transfer_encoding is not None:
+        if version == b"1.0":
+            raise FramingError("Transfer-Encoding in an HTTP/1.0 response")
+        codings = split_tokens(transfer_encoding)
+        if codings.count(b"chunked") > 1:
+            raise FramingError("invalid Transfer-Encoding")
+        chunked = head.chunked = bool(codings) and codings[-1] == b"chunked"
+        if chunked and dechunk:
+            head.dechunked = True
+            cut.append(b"transfer-encoding")
+    if status < 200 or status == 204 or status == 304 or head_request:
+        head.no_body = True
+    elif chunked:
+        head.close_delimited = head.dechunked
+    elif head.content_length is None:
+        # No length, or a coding other than chunked: the body ends with the connection.
+        head.close_delimited = True
+        keep_alive = False
+    head.keep_alive = keep_alive
+    if cut:
+        head._cut = tuple(cut)
+        head._cut_once = once
+    return head

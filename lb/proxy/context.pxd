@@ -3,12 +3,13 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
-from lb.proxy.upstream_pool cimport UpstreamPool as CUpstreamPool
+from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
 cdef class HttpContext:
-    cdef public object loop, connections, access, config, router, limits, via, _sweep_handle
-    cdef public CUpstreamPool upstreams
+    cdef public object loop, connections, access, access_lines, config, router, limits, via
+    cdef public object _sweep_handle
+    cdef public CIdleUpstreams upstreams
     cdef public double keepalive_timeout, header_timeout, response_timeout, _sweep_interval
     cdef public double connect_timeout, idle_timeout
     cdef public bint stopping

@@ -23,7 +23,7 @@ from typing import Protocol
 from lb.config import ListenerConfig
 from lb.http import RequestLimits
 from lb.proxy.accesslog import AccessLog
-from lb.proxy.upstream_pool import UpstreamPool
+from lb.proxy.idle import IdleUpstreams
 from lb.routing import Router
 
 
@@ -44,7 +44,7 @@ class HttpContext:
         self.loop = loop
         self.connections = connections
         self.access = access
-        self.upstreams = UpstreamPool(loop)
+        self.upstreams = IdleUpstreams(loop)
         self.stopping = False
         # Counters (plain ints): requests, responses by class, retries, bytes.
         self.requests = 0
@@ -71,6 +71,9 @@ class HttpContext:
         self.response_timeout = cfg.response_timeout
         self.connect_timeout = cfg.connect_timeout
         self.idle_timeout = cfg.idle_timeout
+        # The access log's line buffer (None: off), read per request; the listener has
+        # reconfigured the log itself before this runs.
+        self.access_lines = self.access.lines
         shortest = min(self.header_timeout, self.response_timeout, self.keepalive_timeout)
         self._sweep_interval = min(1.0, max(0.05, shortest / 4))
 

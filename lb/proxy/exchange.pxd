@@ -9,7 +9,7 @@ from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CRespons
 from lb.http.response cimport ResponseParser as CResponseParser
 from lb.proxy.context cimport HttpContext
 from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
-from lb.proxy.upstream_pool cimport UpstreamPool as CUpstreamPool
+from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
 cdef class ClientSide:
@@ -36,6 +36,7 @@ cdef class Exchange:
     cdef public double t_start, t_mark
     cdef public bint request_complete, response_started, done, keep_alive
 
+    @cython.locals(head=CRequestHead, ctx=HttpContext)
     cpdef start(self)
     cpdef request_body(self, data)
     cpdef request_end(self)
@@ -60,7 +61,7 @@ cdef class Exchange:
 cdef class HttpUpstreamProtocol:
     cdef public object transport, requests
     cdef public object backend
-    cdef public CUpstreamPool upstreams
+    cdef public CIdleUpstreams upstreams
     cdef public CResponseParser parser
     cdef public Exchange exchange
     cdef public bint closed

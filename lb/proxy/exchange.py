@@ -8,7 +8,7 @@ for each request head it creates an ``Exchange``, which:
 2. picks a backend (a sticky cookie first, then the strategy; a retry avoids what was tried)
    and takes it with ``PoolRuntime.acquire`` — every way out gives it back with
    ``PoolRuntime.release``, the one place where "a draining backend is now idle" is noticed;
-3. attaches an idle keep-alive ``HttpUpstreamProtocol`` from the listener's ``UpstreamPool``,
+3. attaches an idle keep-alive ``HttpUpstreamProtocol`` from the listener's ``IdleUpstreams``,
    or connects a new one (the head and any body read meanwhile wait in ``pending``);
 4. relays the response events from the upstream protocol to the client transport (the head
    goes out with the first body bytes), with flow control both ways;
@@ -35,13 +35,13 @@ from typing import Protocol, cast
 
 import orjson
 
+from lb.histogram import LATENCY_BOUNDS
 from lb.http import RequestHead, ResponseHead, ResponseParser, error_response
 from lb.http.rewrite import client_response_head, upstream_request_head
 from lb.model import Backend
 from lb.proxy.context import HttpContext
+from lb.proxy.idle import IdleUpstreams
 from lb.proxy.pool import PoolRuntime
-from lb.proxy.upstream_pool import UpstreamPool
-from lb.stats import LATENCY_BOUNDS
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 RETRY_AFTER = 1
@@ -147,7 +147,7 @@ class Exchange:
         self.request_complete = False
         self.response_started = False
         self.done = False
-        self.keep_alive = head is not None and head.keep_alive and not conn.ctx.stopping
+        self.keep_alive = False  # (start() says, from the head)
 
     # -- the request side (from the client connection) ----------------------------------------
 
@@ -155,6 +155,7 @@ class Exchange:
         head = self.head
         assert head is not None
         ctx = self.ctx
+        self.keep_alive = head.keep_alive and not ctx.stopping
         router = ctx.router
         pool_name = router.match(head.host, head.path) if router.routes else router.default
         pool = self.conn.listener.pools.get(pool_name) if pool_name is not None else None
@@ -505,7 +506,7 @@ class Exchange:
         head = self.head
         if head is not None:
             ctx.bytes_in += len(head.raw) + head.body_bytes
-        lines = ctx.access.lines
+        lines = ctx.access_lines
         if lines is not None:
             lines.append(
                 orjson.dumps(
@@ -541,7 +542,7 @@ class HttpUpstreamProtocol:
         "upstreams",
     )
 
-    def __init__(self, backend: Backend, upstreams: UpstreamPool) -> None:
+    def __init__(self, backend: Backend, upstreams: IdleUpstreams) -> None:
         self.backend = backend
         self.upstreams = upstreams
         self.exchange: Exchange | None = None

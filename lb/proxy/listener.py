@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
 from lb.config import ListenerConfig
-from lb.model import Backend, parse_address
+from lb.model import Backend
 from lb.proxy.accesslog import AccessLog
 from lb.proxy.context import HttpContext, TimedConnection
 from lb.proxy.http import HttpClientProtocol
 from lb.proxy.pool import PoolRuntime
 from lb.proxy.tcp import TcpClientProtocol
+from lb.sockets import bind_socket
 
 log = logging.getLogger("lb.listener")
 
@@ -41,23 +42,6 @@ class Connection(Protocol):
 
 
 FailureReporter = Callable[[str, Backend, str, BaseException | None], None]
-
-
-def bind_socket(address: str, backlog: int, reuse_port: bool = True) -> socket.socket:
-    host, port = parse_address(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class Listener:
@@ -92,9 +76,13 @@ class Listener:
         # Shared state of an http listener's connections (routing, upstream pool, sweep).
         self.http: HttpContext | None = None
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Serve on ``sock`` (the supervisor's, handed over), or on a socket of our own."""
         config = self.config
-        sock = bind_socket(config.bind, config.backlog)
+        if sock is None:
+            sock = bind_socket(config.bind, config.backlog)
+        else:
+            sock.setblocking(False)
         factory: Callable[[], asyncio.Protocol]
         try:
             self.access.reconfigure(config.access_log)

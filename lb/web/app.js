@@ -159,10 +159,44 @@
     const fact = (k, v) => el("span", null, k + " ", el("b", { text: v }));
     $("facts").replaceChildren(
       fact("pid", String(info.pid)),
-      fact("workers", String(info.workers)),
+      fact(
+        "workers",
+        `${info.workers_live}/${Math.max(1, info.workers)} live` +
+          (info.worker_restarts ? `, ${info.worker_restarts} restarts` : ""),
+      ),
       fact("uptime", fmtUptime(info.uptime)),
       fact("config", info.config),
     );
+    renderStateFile(info);
+  }
+
+  // What is wrong with the state file, which otherwise shows only in lb's log.
+  function renderStateFile(info) {
+    const problems = [];
+    const gone = info.state_file_discarded;
+    if (gone) {
+      const when = new Date(gone.at * 1000).toLocaleString("en-GB", { hour12: false });
+      problems.push(
+        el("div", {
+          text:
+            `The state file could not be used at startup; it was moved to ${gone.moved_to} ` +
+            `at ${when}, and lb started from the config alone, without the runtime changes ` +
+            `it held.\n${gone.error}`,
+        }),
+      );
+    }
+    if (info.state_file_error) {
+      problems.push(
+        el("div", {
+          text:
+            "Cannot write the state file (runtime changes are not saved): " +
+            info.state_file_error,
+        }),
+      );
+    }
+    const box = $("state-file");
+    box.replaceChildren(...problems);
+    box.hidden = problems.length === 0;
   }
 
   function setStatus(kind, text) {
@@ -188,7 +222,12 @@
       return el(
         "tr",
         { "data-listener": l.name },
-        el("td", { class: "lead", "data-label": "Listener", text: l.name }),
+        el(
+          "td",
+          { class: "lead", "data-label": "Listener", title: `${l.workers_serving} worker(s)` },
+          l.name,
+          l.up ? null : [" ", badge("down", "no worker")],
+        ),
         el("td", { "data-label": "Mode", text: l.mode }),
         el("td", { class: "mono", "data-label": "Bind", text: l.bind }),
         el("td", { "data-label": "Pools", text: l.pools.join(", ") || "–" }),

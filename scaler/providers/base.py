@@ -123,7 +123,7 @@ async def wait_listening(
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """Whether a member could bind ``host:port`` now (as lb.backend does: SO_REUSEADDR)."""
+    """Whether a member could bind ``host:port`` now (as lb.demo_server does: SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -504,7 +504,7 @@ class Lab:
             procs.append(
                 self.group.spawn(
                     name,
-                    [sys.executable, "-m", "lb.backend", "--port", str(port), "--name", name],
+                    [sys.executable, "-m", "lb.demo_server", "--port", str(port), "--name", name],
                     port,
                 )
             )

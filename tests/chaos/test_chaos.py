@@ -333,7 +333,7 @@ def scaler_config(lab: Lab, port: int, ports: str, target: int) -> dict[str, Any
             "stop_timeout": "3s",
             "backoff": "1s",
             "process": {
-                "command": "{python} -m lb.backend --port {port} --name web-{port}",
+                "command": "{python} -m lb.demo_server --port {port} --name web-{port}",
                 "port_range": ports,
                 "env": {TAG_ENV: lab.tag},
             },

@@ -220,7 +220,7 @@ def stop_scaler(scaler: Proc | None, config: Path, members: Path) -> None:
                 continue  # null: recorded, never spawned
             pid = rec["pid"]
             with contextlib.suppress(OSError):
-                if b"lb.backend" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"lb.demo_server" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGKILL)
 
 
@@ -269,7 +269,7 @@ def test_dashboard_in_chromium(procs: ProcessGroup, browser: Any, tmp_path: Path
                 "drain_timeout": "1s",
                 "stop_timeout": "2s",
                 "process": {
-                    "command": "{python} -m lb.backend --port {port}",
+                    "command": "{python} -m lb.demo_server --port {port}",
                     "port_range": f"{members_base}-{members_base + 40}",
                     "state_file": str(members),
                     "log_dir": str(tmp_path / "members"),
@@ -457,3 +457,32 @@ def post_decision(config: Path) -> None:
             )
 
     asyncio.run(post())
+
+
+def test_dashboard_shows_a_state_file_that_was_moved_aside(
+    procs: ProcessGroup, browser: Any, tmp_path: Path
+) -> None:
+    """Issue 14: an unreadable state file moved aside at start showed only in the log."""
+    admin, web = free_port(), free_port()
+    state = tmp_path / "run" / "state.json"
+    state.parent.mkdir()
+    state.write_text('{"version": 99}')
+    cfg: dict[str, Any] = {
+        "lb": {"workers": 1, "grace": "1s"},
+        "admin": {"bind": f"127.0.0.1:{admin}"},
+        "listeners": [{"name": "web", "bind": f"127.0.0.1:{web}", "mode": "http", "pool": "p"}],
+        "pools": {"p": {"backends": [{"address": f"127.0.0.1:{free_port()}"}]}},
+    }
+    procs.lb(cfg)
+    (moved,) = state.parent.glob("state.json.bad-*")
+    browser.get(f"http://127.0.0.1:{admin}/?interval={POLL}")
+    text = until(
+        "the state-file notice",
+        lambda: browser.execute_script(
+            "const box = document.getElementById('state-file');"
+            "return box && !box.hidden && box.offsetHeight > 0 ? box.textContent : null"
+        ),
+        10,
+    )
+    assert str(moved) in text and "format 99 is not supported" in text, text
+    assert "config.toml alone" in text or "config alone" in text, text

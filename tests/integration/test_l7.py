@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,13 @@ def status_of(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else -1
 
 
+# Bytes read past the end of a response (pipelined responses can share one read), by socket.
+_leftover: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def recv_response(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """Read one Content-Length-framed response from a keep-alive socket."""
-    buf = b""
+    buf = _leftover.pop(s, b"")
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(65536)
         assert chunk, f"closed before a response head: {buf!r}"
@@ -81,7 +86,9 @@ def recv_response(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
     n = int(headers.get("content-length", "0"))
     while len(rest) < n:
         rest += s.recv(65536)
-    return int(lines[0].split()[1]), headers, rest
+    if len(rest) > n:
+        _leftover[s] = rest[n:]
+    return int(lines[0].split()[1]), headers, rest[:n]
 
 
 @pytest.fixture

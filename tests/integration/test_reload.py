@@ -181,6 +181,7 @@ async def test_http_listener_reload_reaches_open_and_new_connections(
         new.close()
 
         # -- the header timeout -----------------------------------------------------------------
+        kept.close()  # closed by lb after its 414
         kept = Conn(port)
         assert (await t(kept.get, "/"))[0] == 200
         await t(reload, lb, http_config(port, a.port, b.port, header_timeout="1s"))
@@ -193,6 +194,7 @@ async def test_http_listener_reload_reaches_open_and_new_connections(
         new.close()
 
         # -- the access log ---------------------------------------------------------------------
+        kept.close()  # closed by lb after its 408
         log_path = tmp_path / "access.jsonl"
         kept = Conn(port)
         assert (await t(kept.get, "/before-log"))[0] == 200

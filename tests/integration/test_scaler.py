@@ -78,7 +78,7 @@ def config(**scaler: Any) -> dict[str, Any]:
                 "backoff": "1s",
                 **scaler,
                 "process": {
-                    "command": "{python} -m lb.backend --port {port} --name web-{port}",
+                    "command": "{python} -m lb.demo_server --port {port} --name web-{port}",
                     "port_range": port_block(10),
                     **process,
                 },

@@ -45,7 +45,7 @@ def provider(tmp: Path, command: str, start_timeout: float = 10.0, **kw: str) ->
     )
 
 
-BACKEND = "{python} -m lb.backend --port {port} --name web-{port}"
+BACKEND = "{python} -m lb.demo_server --port {port} --name web-{port}"
 
 
 def kill_recorded(state_file: Path) -> None:
@@ -77,7 +77,14 @@ async def test_members_start_in_their_own_session_and_are_adopted(tmp: Path) -> 
     doc = json.loads((tmp / "scaler-web.json").read_text())
     (rec,) = doc["members"]
     assert rec["pid"] == pid and rec["port"] == port
-    assert rec["cmdline"][1:] == ["-m", "lb.backend", "--port", str(port), "--name", f"web-{port}"]
+    assert rec["cmdline"][1:] == [
+        "-m",
+        "lb.demo_server",
+        "--port",
+        str(port),
+        "--name",
+        f"web-{port}",
+    ]
 
     # A second provider on the same file (a restarted scaler) adopts it.
     again = provider(tmp, BACKEND)

@@ -22,7 +22,7 @@ from scaler.providers.process import MEMBERS_FILE_ENV, RUN_ID_ENV, ProcessProvid
 from tests.integration.test_scaler import port_block, wait_for
 from tests.integration.test_scaler_orphans import kill_tagged
 
-BACKEND = "{python} -m lb.backend --port {port} --name web-{port}"
+BACKEND = "{python} -m lb.demo_server --port {port} --name web-{port}"
 
 
 @pytest.fixture

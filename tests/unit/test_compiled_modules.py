@@ -33,45 +33,35 @@ def _source(name: str, suffix: str) -> Path:
     return ROOT / (name.replace(".", "/") + suffix)
 
 
-def _pxd_classes(path: Path) -> dict[str, set[str]]:
-    """``cdef class`` name -> the attribute names it declares, its base class's included (a
-    base declared in another compiled module's ``.pxd``)."""
-    classes: dict[str, set[str]] = {}
-    bases: dict[str, str] = {}
+def _pxd_layouts(path: Path) -> dict[str, tuple[set[str], set[str]]]:
+    """``cdef class`` name -> (the attribute names it declares, those it inherits from a base
+    class cimported from another compiled module)."""
+    text = path.read_text()
+    cimported: dict[str, tuple[str, str]] = {}
+    for module, names in re.findall(r"^from ([\w.]+) cimport (.+)$", text, re.MULTILINE):
+        for item in names.split(","):
+            name, _, alias = item.strip().partition(" as ")
+            cimported[alias.strip() or name] = (module, name)
+    classes: dict[str, tuple[set[str], set[str]]] = {}
     current: set[str] | None = None
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         m = re.match(r"cdef class (\w+)(?:\((\w+)\))?", line)
         if m:
-            current = classes.setdefault(m.group(1), set())
-            if m.group(2):
-                bases[m.group(1)] = m.group(2)
+            inherited: set[str] = set()
+            if m.group(2) in cimported:
+                module, base = cimported[m.group(2)]
+                attrs, more = _pxd_layouts(_source(module, ".pxd"))[base]
+                inherited = attrs | more
+            elif m.group(2):
+                attrs, more = classes[m.group(2)]
+                inherited = attrs | more
+            current = set()
+            classes[m.group(1)] = (current, inherited)
             continue
         m = re.match(r"    cdef public \w+ (.+)$", line)
         if m and current is not None:
             current.update(n.strip() for n in m.group(1).split(","))
-    for cls, base in bases.items():
-        for other in _compiled.COMPILED_MODULES:
-            found = _pxd_classes(_source(other, ".pxd")).get(base)
-            if found is not None:
-                classes[cls] |= found
-                break
-        else:
-            raise AssertionError(f"{path.name}: base class {base} of {cls} is in no .pxd")
     return classes
-
-
-def _own_pxd_attributes(path: Path, cls: str) -> set[str]:
-    own: set[str] = set()
-    current = False
-    for line in path.read_text().splitlines():
-        m = re.match(r"cdef class (\w+)", line)
-        if m:
-            current = m.group(1) == cls
-            continue
-        m = re.match(r"    cdef public \w+ (.+)$", line)
-        if m and current:
-            own.update(n.strip() for n in m.group(1).split(","))
-    return own
 
 
 def _py_classes(path: Path) -> dict[str, tuple[set[str], set[str] | None]]:
@@ -111,18 +101,17 @@ def _py_classes(path: Path) -> dict[str, tuple[set[str], set[str] | None]]:
 def test_pxd_declares_every_attribute_the_class_sets(name: str) -> None:
     pxd = _source(name, ".pxd")
     assert pxd.exists(), f"{name} is compiled, so it needs a .pxd (its C types)"
-    declared = _pxd_classes(pxd)  # (none for a module of functions, lb.http.rewrite)
+    declared = _pxd_layouts(pxd)  # (none for a module of functions, lb.http.rewrite)
     py = _py_classes(_source(name, ".py"))
-    for cls, attrs in declared.items():
+    for cls, (attrs, inherited) in declared.items():
         assert cls in py, f"{pxd} declares {cls}, which {name} does not define"
         assigned, slots = py[cls]
-        missing = assigned - attrs
+        missing = assigned - attrs - inherited
         assert not missing, f"{name}.{cls} sets {sorted(missing)}: declare them in {pxd.name}"
         if slots is not None:
-            # The plain-Python class keeps __slots__ (memory, speed): the same names (a
-            # subclass lists only its own; its base's are declared with the base).
-            own = _own_pxd_attributes(pxd, cls)
-            assert slots == own, f"{name}.{cls}: __slots__ and {pxd.name} differ"
+            # The plain-Python class keeps __slots__ (memory, speed): the same names, those
+            # of a base class in the base's __slots__.
+            assert slots == attrs, f"{name}.{cls}: __slots__ and {pxd.name} differ"
 
 
 def test_compiled_when_required() -> None:

@@ -111,10 +111,28 @@ def test_tcp_listener_cannot_hash_on_header() -> None:
     assert "pools.web.hash_key" in msg and "source_ip" in msg
 
 
-def test_duplicate_backend() -> None:
+def test_duplicate_backend_names_the_item_not_the_whole_pool() -> None:
     cfg = base()
-    cfg["pools"]["web"]["backends"].append({"address": "127.0.0.1:9001"})
-    assert "listed twice" in error_for(cfg)
+    cfg["pools"]["web"]["backends"] += [
+        {"address": "127.0.0.1:9002"},
+        {"address": "127.0.0.1:9001", "weight": 3},
+    ]
+    msg = error_for(cfg)
+    line = msg.splitlines()[1]
+    assert line.startswith("  pools.web.backends[2].address: '127.0.0.1:9001' is invalid: "), msg
+    assert "listed twice" in line and "backends[0]" in line and "id" in line
+    assert "{" not in msg and "9002" not in msg  # the item, not the pool as a dict
+
+
+def test_duplicate_backend_id_names_the_id() -> None:
+    cfg = base()
+    cfg["pools"]["web"]["backends"] = [
+        {"address": "127.0.0.1:9001", "id": "a"},
+        {"address": "127.0.0.1:9002", "id": "a"},
+    ]
+    msg = error_for(cfg)
+    assert "  pools.web.backends[1].id: 'a' is invalid: listed twice" in msg, msg
+    assert "{" not in msg
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:

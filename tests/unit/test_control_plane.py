@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -194,7 +194,10 @@ async def test_a_refused_reload_changes_nothing(plane: ControlPlane, tmp_path: P
         plane.reload("test")
     assert (ei.value.status, ei.value.field) == (422, "config")
     assert plane.config is before and plane.seq == 0
-    write_config(tmp_path / "lb.toml", workers=4)
+    write_config(tmp_path / "lb.toml", workers=4)  # between process counts: applied
+    result = plane.reload("test")
+    assert result.restart_required == [] and "lb.workers: 2 -> 4" in result.changes
+    write_config(tmp_path / "lb.toml", workers=0)  # to the in-process mode: a restart
     assert plane.reload("test").restart_required == ["lb.workers"]
 
 
@@ -273,3 +276,27 @@ async def test_failure_events_count_for_metrics(
     service.worker_failure(wire.Failure(1, "web", "gone", "connect"))
     text = service.metrics.exposition()[0].decode()
     assert f'lb_backend_errors_total{{backend="{A}",kind="connect",pool="web"}} 1.0' in text
+
+
+async def test_info_and_listeners_show_live_workers_and_a_listener_nobody_serves(
+    plane: ControlPlane, service: ControlService
+) -> None:
+    w1, w2 = fakes(plane)
+    api = ControlApi(plane, service)
+    for w in (w1, w2):
+        w.stats = wire.Stats(
+            worker=w.index, listeners={"l": cast(wire.ListenerCounters, {"active": 3})}
+        )
+    _, listeners = await api.list_listeners(Call({}, None, None))
+    (view,) = listeners.listeners
+    assert (view.workers_serving, view.up, view.active) == (2, True, 6)
+    w2.up = False  # died; its replacement has not reported yet
+    _, info = await api.info(Call({}, None, None))
+    assert (info.workers, info.workers_live) == (2, 1)
+    _, listeners = await api.list_listeners(Call({}, None, None))
+    (view,) = listeners.listeners
+    assert (view.workers_serving, view.up, view.active) == (1, True, 3)  # not the dead one's
+    w1.up = False
+    _, listeners = await api.list_listeners(Call({}, None, None))
+    (view,) = listeners.listeners
+    assert (view.workers_serving, view.up) == (0, False)

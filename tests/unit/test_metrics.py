@@ -28,9 +28,9 @@ from lb.control.metrics import (
     histogram_buckets,
 )
 from lb.control.plane import ControlPlane
+from lb.histogram import LATENCY_BOUNDS, LATENCY_BUCKETS
 from lb.model import AdminState, HealthState
 from lb.state import ClusterState
-from lb.stats import LATENCY_BOUNDS, LATENCY_BUCKETS
 from lb.web import ASSETS, load_assets
 from lb.wire import Failure, Stats
 

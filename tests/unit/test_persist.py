@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +140,13 @@ def test_bad_state_file_is_refused_with_its_path(tmp_path: Path, content: bytes)
     path.write_bytes(content)
     with pytest.raises(persist.StateFileError, match=str(path)):
         persist.read(path)
-    moved = persist.set_aside(path)
-    assert not path.exists() and moved.read_bytes() == content
+    with pytest.raises(persist.StateFileError) as ei:
+        persist.read(path)
+    t0 = time.time()
+    gone = persist.discard(path, ei.value)
+    assert not path.exists() and gone.moved_to.read_bytes() == content
+    assert gone.moved_to.name.startswith("state.json.bad-") and gone.error == str(ei.value)
+    assert t0 <= gone.at <= time.time()
 
 
 async def test_persister_coalesces_bursts_and_flush_waits(tmp_path: Path) -> None:

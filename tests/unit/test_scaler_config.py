@@ -28,7 +28,7 @@ def entry(**kw: Any) -> dict[str, Any]:
         "pool": "web",
         "max": 5,
         "target": 20,
-        "process": {"command": "{python} -m lb.backend --port {port}"},
+        "process": {"command": "{python} -m lb.demo_server --port {port}"},
     }
     base.update(kw)
     return base
@@ -100,8 +100,8 @@ def test_durations_and_docker_settings() -> None:
         ({"interval": "5 parsecs"}, "scalers[0].interval: '5 parsecs' is invalid: a duration"),
         ({"pool": "api"}, "scalers[0].pool: 'api' is invalid: no such pool; defined pools: web"),
         (
-            {"process": {"command": "{python} -m lb.backend --port {prot}"}},
-            "scalers[0].process.command: '{python} -m lb.backend --port {prot}' is invalid: "
+            {"process": {"command": "{python} -m lb.demo_server --port {prot}"}},
+            "scalers[0].process.command: '{python} -m lb.demo_server --port {prot}' is invalid: "
             "unknown placeholder {prot}; the placeholders are {host}, {pool}, {port}, {python}",
         ),
         (
@@ -191,7 +191,7 @@ def test_the_shipped_config_runs_the_demo_pool_with_the_process_provider() -> No
     assert sc.pool == "web" and sc.provider == "process" and (sc.min, sc.max) == (1, 5)
     assert cfg.pools["web"].backends == []
     assert cfg.pools["web"].health is not None and cfg.pools["web"].health.path == "/healthz"
-    assert sc.process is not None and "{python} -m lb.backend" in sc.process.command
+    assert sc.process is not None and "{python} -m lb.demo_server" in sc.process.command
 
 
 def test_lb_scaler_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from lb import wire
 from lb.bus import LocalBus
 from lb.config import Config, parse_config
+from lb.histogram import LATENCY_BUCKETS
 from lb.model import AdminState, HealthState
-from lb.stats import LATENCY_BUCKETS
 
 
 def zero_counters() -> wire.BackendCounters:

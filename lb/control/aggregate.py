@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lb.stats import LATENCY_BUCKETS as N_BUCKETS
-from lb.stats import percentile
+from lb.histogram import LATENCY_BUCKETS as N_BUCKETS
+from lb.histogram import percentile
 from lb.wire import Stats, counters_of
 
 __all__ = ["N_BUCKETS", "StatsAggregator", "WindowStats", "merge_histograms", "percentile"]

@@ -1,4 +1,4 @@
-"""The demo backend (``python -m lb.backend``) as a real process, driven by real clients."""
+"""The demo backend (``python -m lb.demo_server``) as a real process, driven by real clients."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Backend:
 def run_backend(*args: str) -> Iterator[Backend]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lb.backend", "--port", "0", *args],
+        [sys.executable, "-m", "lb.demo_server", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lb.control.stats import N_BUCKETS, StatsAggregator, merge_histograms, percentile
-from lb.stats import LATENCY_BOUNDS, latency_bucket
+from lb.control.aggregate import N_BUCKETS, StatsAggregator, merge_histograms, percentile
+from lb.histogram import LATENCY_BOUNDS, latency_bucket
 from lb.wire import Stats
 
 

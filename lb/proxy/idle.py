@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from lb.proxy.exchange import HttpUpstreamProtocol
 
 
-class UpstreamPool:
+class IdleUpstreams:
     __slots__ = ("idle", "loop", "reused")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -1,6 +1,6 @@
 """A small, fast HTTP/1.1 backend for demos, tests and benchmarks.
 
-Run it as ``python -m lb.backend --port 8001 [--name a] [--size 16384] [--latency 5]``.
+Run it as ``python -m lb.demo_server --port 8001 [--name a] [--size 16384] [--latency 5]``.
 It prints ``listening on HOST:PORT`` once it accepts connections (``--port 0`` picks a free
 port), and exits 0 on SIGTERM or SIGINT.
 
@@ -798,7 +798,7 @@ def _non_negative_float(text: str) -> float:
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m lb.backend", description="A small, fast HTTP/1.1 demo backend."
+        prog="python -m lb.demo_server", description="A small, fast HTTP/1.1 demo backend."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=_non_negative_int, default=0, help="0 picks a free port")

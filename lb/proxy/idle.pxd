@@ -3,7 +3,7 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
-cdef class UpstreamPool:
+cdef class IdleUpstreams:
     cdef public object loop, idle, reused
 
     cpdef acquire(self, backend)
