@@ -317,6 +317,23 @@ def prompt() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+@contextlib.contextmanager
+def frozen(pids: Sequence[int], limit: float = 1.0) -> Iterator[None]:
+    """``pids`` stopped (SIGSTOP) inside, continued (SIGCONT) after: what they hold can be read
+    while they cannot accept, and a kill sent inside lands on exactly that (a SIGTERM is
+    handled once they continue). A stop of a millisecond or two is all it costs them."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: all(proc_state(p) in (None, "T", "t", "Z") for p in pids), limit, 0)
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def signal_named(name: str) -> signal.Signals:
     return signal.Signals[name]
 
@@ -891,24 +908,24 @@ def _sig(rng: random.Random, term_share: float = 0.35) -> str:
     return "SIGTERM" if rng.random() < term_share else "SIGKILL"
 
 
-def worker_steps(rng: random.Random, n: int = 4) -> list[Step]:
-    """``n`` worker kills: plain ones and at least one of a replacement during its startup
-    (never first, so the plain kills are measured even when that one goes wrong)."""
-    kinds = ["kill-worker"] * (n - 1) + ["kill-worker-in-startup"]
+def worker_steps(rng: random.Random, n: int = 5, startup: int = 2) -> list[Step]:
+    """``n`` worker kills, ``startup`` of them of a replacement during its startup (never the
+    first step, so that plain kills are measured even when that goes wrong)."""
+    kinds = ["kill-worker"] * (n - startup) + ["kill-worker-in-startup"] * startup
     rest = kinds[1:]
     rng.shuffle(rest)
     kinds = kinds[:1] + rest
     out = []
     for kind in kinds:
-        startup = kind == "kill-worker-in-startup"
+        in_startup = kind == "kill-worker-in-startup"
         out.append(
             Step(
                 kind,
                 _sig(rng),
                 pause=rng.uniform(0.4, 0.9),
-                delay=rng.uniform(0.0, 0.05) if startup else 0.0,
+                delay=rng.uniform(0.0, 0.05) if in_startup else 0.0,
                 pick=rng.random(),
-                sig2=_sig(rng) if startup else "",
+                sig2=_sig(rng) if in_startup else "",
             )
         )
     return out
@@ -1009,10 +1026,14 @@ class Incident:
     t_gone: float | None = None  # the process was seen gone (backends, members)
     note: str = ""
     chained: bool = False  # a second kill followed before recovery: that one's t_back counts
-    # lb processes: the client ports of the connections it held, read from ``t_snap`` on (just
-    # before the kill); None when not read (a worker still starting holds none).
+    # lb processes: the client ports of the connections it held at the kill (read while it
+    # was stopped); None when unknown (a worker that was not accepting yet holds none: empty).
     held: set[int] | None = None
-    t_snap: float = 0.0
+    # Only those may fail (a SIGKILL'd worker accepts nothing more). After a SIGTERM, or the
+    # supervisor's death (its workers get SIGTERM), a worker stopping gracefully may still
+    # accept a few connections and close them idle, or its queue is reset when the last copy
+    # of the socket closes: then ``held`` is only reported, and the bound is what holds.
+    strict: bool = False
 
     def describe(self, t0: float) -> str:
         if self.chained:
@@ -1037,9 +1058,9 @@ class Checker:
 
     * **failures only at lb kills** -- a failed request (anything but a 2xx, refusals apart)
       must be in flight at an lb-process kill (worker or supervisor): it ended after the kill
-      and started at most ``AFTER`` after it, on a connection the killed process held (read
-      just before the kill with ``client_ports``; the supervisor's are its workers') or one
-      opened after that read; per kill, no more of them than the client's connections. A
+      and started at most ``AFTER`` after it; per kill, no more of them than the client's
+      connections; after a SIGKILL'd worker, only on the connections it held at the kill
+      (read with ``client_ports`` while it is ``frozen``; reported for the other kills). A
       request in flight at a backend or member kill (until ``AFTER`` past its death) may fail
       with 502, no more of them than the client's connections. Nothing else may fail: not at
       a scaler kill, a drain, a scale-in, or a weight change.
@@ -1177,8 +1198,8 @@ class Checker:
         )
 
     def _attribute(self, r: Record) -> tuple[int | None, bool]:
-        """(the kill a failed request is charged to, or None; whether it was on a connection
-        the killed process held, or opened after that was read)."""
+        """(the kill a failed request is charged to, or None; False when it was on a connection
+        the killed process did not hold, where only those may fail)."""
         window = [
             k
             for k, i in enumerate(self.incidents)
@@ -1186,7 +1207,7 @@ class Checker:
         ]
         for k in window:
             i = self.incidents[k]
-            if i.held is None or r.lport in i.held or r.opened >= i.t_snap:
+            if not i.strict or i.held is None or r.lport in i.held:
                 return k, True
         if window:
             return window[0], False
@@ -1366,7 +1387,11 @@ def _held_text(i: Incident, rs: Sequence[Record]) -> str:
     on_held = sum(r.lport in i.held for r in rs)
     text = f", {on_held} on the {len(i.held)} connection(s) it held"
     if on_held < len(rs):
-        text += f", {len(rs) - on_held} opened since that was read"
+        first = sum(r.nth == 0 for r in rs if r.lport not in i.held)
+        text += (
+            f", {len(rs) - on_held} on connections it did not hold at the signal "
+            f"({first} of them at their first request)"
+        )
     return text
 
 
