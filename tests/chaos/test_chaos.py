@@ -53,12 +53,14 @@ from tests.chaos.harness import (
     children,
     client_ports,
     cmdline,
+    frozen,
     lb_config,
     listening_inodes,
     member_steps,
     pick,
     polled_inodes,
     pool_backends,
+    prompt,
     rounds,
     scaler_steps,
     schedule_rng,
@@ -127,27 +129,29 @@ def kill_worker(lab: Lab, chk: Checker, step: Step, n: int) -> bool:
     """One worker step; False when lb did not recover (the schedule stops there)."""
     victim = pick(lab.accepting_workers() or lab.workers(), step.pick)
     before = set(lab.workers())
-    t_snap = time.monotonic()
-    held = client_ports([victim], lab.port)
-    t = time.monotonic()
-    os.kill(victim, signal_named(step.sig))
-    incidents = [Incident("worker", f"pid {victim}", step.sig, t, held=held, t_snap=t_snap)]
+    with prompt(), frozen([victim]):
+        held = client_ports([victim], lab.port)
+        t = time.monotonic()
+        os.kill(victim, signal_named(step.sig))
+    strict = step.sig == "SIGKILL"
+    incidents = [Incident("worker", f"pid {victim}", step.sig, t, held=held, strict=strict)]
     chk.incidents.append(incidents[0])
     killed = {victim}
     if step.action == "kill-worker-in-startup":
-        new, seen = wait_until(
-            lambda: [p for p in lab.workers() if p not in before], RECOVERY_LIMIT, 0.001
-        )
-        if seen is None:
-            incidents[0].note = "no replacement appeared"
-            return False
-        repl = new[0]
-        time.sleep(max(0.0, step.delay - (time.monotonic() - seen)))
-        # Only cheap reads before the kill; whether it was accepting is worked out after.
-        polled = polled_inodes(repl)
-        exec_done = any("lb.worker" in a for a in cmdline(repl))
-        t2 = time.monotonic()
-        os.kill(repl, signal_named(step.sig2))
+        with prompt():
+            new, seen = wait_until(
+                lambda: [p for p in lab.workers() if p not in before], RECOVERY_LIMIT, 0.001
+            )
+            if seen is None:
+                incidents[0].note = "no replacement appeared"
+                return False
+            repl = new[0]
+            time.sleep(max(0.0, step.delay - (time.monotonic() - seen)))
+            # Only cheap reads before the kill; whether it was accepting is worked out after.
+            polled = polled_inodes(repl)
+            exec_done = any("lb.worker" in a for a in cmdline(repl))
+            t2 = time.monotonic()
+            os.kill(repl, signal_named(step.sig2))
         ready = bool(polled & listening_inodes(lab.port))
         second = Incident(
             "worker-startup",
@@ -155,7 +159,7 @@ def kill_worker(lab: Lab, chk: Checker, step: Step, n: int) -> bool:
             step.sig2,
             t2,
             held=set(),  # not accepting yet: it holds no client connection
-            t_snap=t2,
+            strict=step.sig2 == "SIGKILL",
             note=f"{(t2 - seen) * 1000:.0f} ms after it appeared, "
             + ("already accepting" if ready else "not accepting yet")
             + ("" if exec_done else ", before its exec"),
@@ -182,7 +186,7 @@ def kill_worker(lab: Lab, chk: Checker, step: Step, n: int) -> bool:
 @pytest.mark.parametrize("workers", [pytest.param(n, id=f"workers{n}") for n in (1, 2)])
 def test_worker_kills(lab: Lab, seed: int, workers: int) -> None:
     family = f"workers{workers}"
-    steps = worker_steps(schedule_rng(family, seed), 3)
+    steps = worker_steps(schedule_rng(family, seed))
     chk = Checker(family, seed, steps)
     backends = lab.backends("b0", "b1")
     spares = lab.backends("s0", "s1")
@@ -231,11 +235,12 @@ def test_supervisor_kills(lab: Lab, seed: int) -> None:
         for k, step in enumerate(steps, 1):
             sup = lab.lb
             assert sup is not None
-            t_snap = time.monotonic()
-            held = client_ports(lab.workers(), lab.port)  # the supervisor's are its workers'
-            t = time.monotonic()
-            sup.popen.send_signal(signal_named(step.sig))
-            inc = Incident("supervisor", f"pid {sup.pid}", step.sig, t, held=held, t_snap=t_snap)
+            workers = lab.workers()
+            with prompt(), frozen(workers):
+                held = client_ports(workers, lab.port)  # the supervisor's: its workers'
+                t = time.monotonic()
+                sup.popen.send_signal(signal_named(step.sig))
+            inc = Incident("supervisor", f"pid {sup.pid}", step.sig, t, held=held)
             chk.incidents.append(inc)
             try:
                 sup.popen.wait(15)
