@@ -8,6 +8,7 @@ and what would be valid, before anything binds or starts. It never opens sockets
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 import tomllib
@@ -27,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from lb import tls
 from lb.health_rules import parse_status_ranges
 from lb.model import parse_address
 
@@ -109,6 +111,66 @@ class RouteConfig(_Model):
         return v
 
 
+class CertificateConfig(_Model):
+    """One certificate/key pair (PEM; the certificate file may carry its chain)."""
+
+    cert: str = Field(min_length=1, description="PEM certificate (and chain), relative to the file")
+    key: str = Field(min_length=1, description="PEM private key (RSA or ECDSA), unencrypted")
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+class ListenerTlsConfig(_Model):
+    """``[listeners.tls]``: TLS termination (see docs/config.md, "TLS")."""
+
+    certificates: list[CertificateConfig] = Field(
+        min_length=1, description="chosen by SNI from their names; the first is the default"
+    )
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    ciphers: str = Field(
+        default=tls.INTERMEDIATE_CIPHERS,
+        description="TLS 1.2 ciphers, OpenSSL names; forward-secret AEAD ones only",
+    )
+    session_tickets: bool = True
+    handshake_timeout: Duration = Field(default=10.0, gt=0)
+    client_ca: str | None = Field(
+        default=None, description="mTLS: verify client certificates against this PEM bundle"
+    )
+    client_verify: Literal["required", "optional"] = "required"
+    client_subject_header: str | None = Field(
+        default=None,
+        description="http: the verified client subject goes to the backend in this header",
+    )
+    hsts: str | None = Field(
+        default=None, description='http: a Strict-Transport-Security value: "max-age=31536000"'
+    )
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, v: str) -> str:
+        tls.check_ciphers(v)
+        return v
+
+    @field_validator("client_subject_header")
+    @classmethod
+    def _subject_header(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if not _HEADER_NAME.match(v):
+            raise ValueError('a header name such as "X-Client-Subject"')
+        if info.data.get("client_ca") is None:
+            raise ValueError("needs client_ca: only a verified client certificate has a subject")
+        return v
+
+    @field_validator("hsts")
+    @classmethod
+    def _hsts(cls, v: str | None) -> str | None:
+        if v is not None and (not re.match(r"^max-age=\d+", v) or any(c in v for c in "\r\n\0")):
+            raise ValueError('a header value starting with max-age, e.g. "max-age=31536000"')
+        return v
+
+
 class ListenerConfig(_Model):
     name: str = Field(min_length=1)
     bind: str
@@ -141,11 +203,73 @@ class ListenerConfig(_Model):
         default=None, description="JSON-lines access log file (relative to the config file)"
     )
     via: str | None = Field(default=None, description='add "Via: 1.1 <this>" when set')
+    # -- the edge: TLS and PROXY protocol (docs/config.md, "TLS") ----------------------------
+    tls: ListenerTlsConfig | None = None
+    proxy_protocol: bool = Field(
+        default=False, description="expect a PROXY v1/v2 header on every connection"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="CIDRs allowed to send a PROXY header (and only them)"
+    )
+    proxy_protocol_timeout: Duration = Field(default=5.0, gt=0)
+    redirect_https: bool = Field(
+        default=False, description="http: answer every request with a redirect to https://"
+    )
+    redirect_status: Literal[301, 308] = 308
+    redirect_port: int | None = Field(
+        default=None, ge=1, le=65535, description="the https port in redirects (none: 443)"
+    )
 
     @field_validator("bind")
     @classmethod
     def _bind(cls, v: str) -> str:
         return _check_address(v)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f'{cidr!r} is not a CIDR; use networks such as "10.0.0.0/8" or "127.0.0.1/32"'
+                ) from None
+        return v
+
+    @model_validator(mode="after")
+    def _edge(self) -> ListenerConfig:
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ConfigFieldError(
+                "trusted_proxies",
+                [],
+                "proxy_protocol needs the balancers' addresses: list them as CIDRs",
+                relative=True,
+            )
+        if self.trusted_proxies and not self.proxy_protocol:
+            raise ConfigFieldError(
+                "trusted_proxies",
+                self.trusted_proxies,
+                "only used with proxy_protocol = true; set it or remove trusted_proxies",
+                relative=True,
+            )
+        if self.mode == "tcp":
+            for field in ("redirect_https",):
+                if getattr(self, field):
+                    raise ConfigFieldError(field, True, 'needs mode = "http"', relative=True)
+            if self.tls is not None and (self.tls.client_subject_header or self.tls.hsts):
+                which = "client_subject_header" if self.tls.client_subject_header else "hsts"
+                raise ConfigFieldError(
+                    f"tls.{which}", "...", 'an HTTP header: needs mode = "http"', relative=True
+                )
+        if self.redirect_https and self.tls is not None:
+            raise ConfigFieldError(
+                "redirect_https",
+                True,
+                "this listener is https already; set redirect_https on the plain http listener",
+                relative=True,
+            )
+        return self
 
 
 class BackendConfig(_Model):
@@ -321,6 +445,60 @@ class PoolConfig(_Model):
         default=10000, ge=1, description="http: requests per upstream connection before reuse stops"
     )
     backends: list[BackendConfig] = Field(default_factory=list)
+    # -- TLS and PROXY protocol to the backends (docs/config.md, "TLS") ----------------------
+    tls: bool = Field(default=False, description="TLS to the backends (and their health checks)")
+    tls_verify: bool = Field(
+        default=True, description="verify the backends' certificates (off only explicitly)"
+    )
+    tls_ca: str | None = Field(
+        default=None, description="PEM CA bundle for verification (none: the system's)"
+    )
+    tls_server_name: str | None = Field(
+        default=None, description="SNI and the name verified (none: the backend's host)"
+    )
+    tls_cert: str | None = Field(default=None, description="client certificate for the backends")
+    tls_key: str | None = None
+    send_proxy: Literal["v1", "v2"] | None = Field(
+        default=None, description="write a PROXY header with the client's address first"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _private_upstreams(cls, data: Any) -> Any:
+        # A connection that carries a PROXY header speaks for one client: it is never pooled.
+        if isinstance(data, dict) and data.get("send_proxy") is not None:
+            if data.get("upstream_max_idle", 0) != 0:
+                raise ConfigFieldError(
+                    "upstream_max_idle",
+                    data["upstream_max_idle"],
+                    "a connection that carries a PROXY header belongs to one client and is "
+                    "never pooled (send_proxy is set): remove upstream_max_idle",
+                    relative=True,
+                )
+            data = {**data, "upstream_max_idle": 0}
+        return data
+
+    @model_validator(mode="after")
+    def _tls_fields(self) -> PoolConfig:
+        if not self.tls:
+            for name in ("tls_ca", "tls_server_name", "tls_cert", "tls_key"):
+                if getattr(self, name) is not None:
+                    raise ConfigFieldError(
+                        name, getattr(self, name), "needs tls = true", relative=True
+                    )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise ConfigFieldError(
+                missing, None, "a client certificate needs both tls_cert and tls_key", relative=True
+            )
+        if self.tls and self.send_proxy is not None:
+            raise ConfigFieldError(
+                "send_proxy",
+                self.send_proxy,
+                "not supported together with tls = true yet; use one of them",
+                relative=True,
+            )
+        return self
 
     @field_validator("panic", mode="before")
     @classmethod
@@ -555,4 +733,80 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         else lc
         for lc in config.listeners
     ]
-    return config.model_copy(update={"listeners": listeners})
+    config = resolve_tls_paths(config.model_copy(update={"listeners": listeners}), base)
+    check_tls_files(config, p)
+    return config
+
+
+def _resolve(base: Path, path: str | None) -> str | None:
+    return None if path is None or Path(path).is_absolute() else str(base / path)
+
+
+def resolve_tls_paths(config: Config, base: Path) -> Config:
+    """Certificate, key and CA paths relative to the config file (``base``) made absolute."""
+    listeners = []
+    for lc in config.listeners:
+        t = lc.tls
+        if t is not None:
+            certs = [
+                CertificateConfig(
+                    cert=_resolve(base, c.cert) or c.cert, key=_resolve(base, c.key) or c.key
+                )
+                for c in t.certificates
+            ]
+            t = t.model_copy(
+                update={
+                    "certificates": certs,
+                    "client_ca": _resolve(base, t.client_ca) or t.client_ca,
+                }
+            )
+            lc = lc.model_copy(update={"tls": t})
+        listeners.append(lc)
+    pools = {
+        name: pc.model_copy(
+            update={
+                f: _resolve(base, getattr(pc, f)) or getattr(pc, f)
+                for f in ("tls_ca", "tls_cert", "tls_key")
+            }
+        )
+        for name, pc in config.pools.items()
+    }
+    return config.model_copy(update={"listeners": listeners, "pools": pools})
+
+
+def check_tls_files(config: Config, path: Path) -> None:
+    """Read every certificate, key and CA bundle the config names as a worker will; a bad one
+    refuses the whole file (before anything binds, and at a reload before anything changes)."""
+    problems: list[str] = []
+
+    def check(field: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except tls.TlsFileError as exc:
+            problems.append(f"  {field}: {exc.path}: {exc.reason}; fix the file or the path")
+
+    for i, lc in enumerate(config.listeners):
+        if lc.tls is None:
+            continue
+        for j, c in enumerate(lc.tls.certificates):
+            check(
+                f"listeners[{i}].tls.certificates[{j}]",
+                functools.partial(tls.check_certificate, c.cert, c.key),
+            )
+        if lc.tls.client_ca is not None:
+            check(
+                f"listeners[{i}].tls.client_ca",
+                functools.partial(tls.check_ca_bundle, lc.tls.client_ca),
+            )
+    for name, pc in config.pools.items():
+        if pc.tls_ca is not None:
+            check(f"pools.{name}.tls_ca", functools.partial(tls.check_ca_bundle, pc.tls_ca))
+        if pc.tls_cert is not None and pc.tls_key is not None:
+            check(
+                f"pools.{name}.tls_cert",
+                functools.partial(tls.check_certificate, pc.tls_cert, pc.tls_key),
+            )
+    if problems:
+        raise ConfigError(
+            f"{path}: unusable TLS file(s) ({len(problems)} problem(s))\n" + "\n".join(problems)
+        )

@@ -190,6 +190,24 @@ class ListenerCounters(_ListenerAlways, total=False):
     responses_3xx: int
     responses_4xx: int
     responses_5xx: int
+    # Listeners with TLS or PROXY protocol (lb/proxy/edge.py): handshakes by version, resumed
+    # sessions, handshake failures by reason (lb.tls.FAILURE_REASONS), PROXY refusals by reason.
+    tls_handshakes_tlsv1_2: int
+    tls_handshakes_tlsv1_3: int
+    tls_resumed: int
+    tls_failures_timeout: int
+    tls_failures_closed: int
+    tls_failures_not_tls: int
+    tls_failures_protocol_version: int
+    tls_failures_no_shared_cipher: int
+    tls_failures_client_certificate: int
+    tls_failures_alert: int
+    tls_failures_other: int
+    proxy_rejected_untrusted: int
+    proxy_rejected_missing: int
+    proxy_rejected_invalid: int
+    proxy_rejected_too_long: int
+    proxy_rejected_timeout: int
 
 
 class _BackendAlways(TypedDict):

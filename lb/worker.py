@@ -18,8 +18,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 import uvloop
 
@@ -28,6 +29,7 @@ from lb.bus import Bus, PipeBus
 from lb.config import Config, ListenerConfig
 from lb.logs import setup_logging
 from lb.model import AdminState, Backend
+from lb.proxy.edge import UpstreamTls, build_upstream_tls
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
 from lb.sockets import parse_fds_argument, receive_sockets, socket_key
@@ -65,6 +67,9 @@ class DataPlane:
         self.retired: list[Listener] = []  # removed by a reload; their connections finish
         self._pending: list[ListenerConfig] = []  # added by a reload; start after the snapshot
         self._report_pending = False
+        # TLS to backends, by pool (tls = true); the listeners share this dict, updated in place
+        self.upstream_tls: dict[str, UpstreamTls] = {}
+        self._tls_logged: dict[tuple[str, str], float] = {}  # (pool, backend) -> last log line
 
     # -- messages from the supervisor -------------------------------------------------------
 
@@ -129,6 +134,16 @@ class DataPlane:
                 existing.reconfigure(pool_cfg)
         for gone in [name for name in self.pools if name not in config.pools]:
             del self.pools[gone]  # connections in flight keep their Backend objects
+        tls, errors = build_upstream_tls(config.pools, self.upstream_tls)
+        for pool_name, exc in errors:
+            log.error(
+                "worker %d: pool %s: TLS files unusable, keeping the previous ones: %s",
+                self.index,
+                pool_name,
+                exc,
+            )
+        self.upstream_tls.clear()
+        self.upstream_tls.update(tls)
         if self.started:
             self._plan_listeners(config)
 
@@ -164,7 +179,7 @@ class DataPlane:
                 log.error("worker %d: cannot bind listener %s: %s", self.index, lc.name, exc)
 
     async def _start_listener(self, lc: ListenerConfig) -> None:
-        listener = Listener(lc, self.pools, self.loop, self._report_failure)
+        listener = Listener(lc, self.pools, self.loop, self._report_failure, self.upstream_tls)
         await listener.start(await self._socket_for(lc))
         self.listeners.append(listener)
 
@@ -303,7 +318,26 @@ class DataPlane:
         """Passive health: ``kind`` is "connect", "reset" (before a response), "timeout"
         (no response in time) or "5xx"."""
         backend.failure_streak += 1
+        if isinstance(exc, ssl.SSLError):
+            self._log_tls_failure(pool, backend, exc)
         self._send(wire.Failure(self.index, pool, backend.id, kind, _describe(exc)))
+
+    def _log_tls_failure(self, pool: str, backend: Backend, exc: ssl.SSLError) -> None:
+        """TLS to a backend failed (a certificate that does not verify, most often): say why,
+        at most every 10 s per backend, since every request to it fails the same way."""
+        key = (pool, backend.id)
+        now = self.loop.time()
+        if now - self._tls_logged.get(key, -1e9) < 10.0:
+            return
+        self._tls_logged[key] = now
+        log.error(
+            "worker %d: pool %s: TLS to backend %s failed: %s",
+            self.index,
+            pool,
+            backend.address,
+            _describe(exc),
+            extra={"event": {"event": "backend_tls_failure", "pool": pool, "id": backend.id}},
+        )
 
     def _report_success(self, pool: str, backend: Backend, failures: int) -> None:
         """Passive health: ``backend`` succeeded after ``failures`` reported failures."""
@@ -375,6 +409,8 @@ def _listener_counters(lst: Listener) -> wire.ListenerCounters:
         out["responses_3xx"] = ctx.responses[3]
         out["responses_4xx"] = ctx.responses[4]
         out["responses_5xx"] = ctx.responses[5]
+    if lst.edge is not None:
+        out.update(cast(wire.ListenerCounters, lst.edge_counters.snapshot()))
     return out
 
 
@@ -383,6 +419,10 @@ def _describe(exc: BaseException | None) -> str:
         return ""
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
         # asyncio replaces strerror with "Connect call failed (addr)"; errno says what failed.
         return os.strerror(exc.errno).lower()

@@ -211,3 +211,21 @@ def client_response_head(
         pieces.append(extra)
     pieces.append(b"\r\n")
     return b"".join(pieces)
+
+
+def replace_header(head: bytes, name: bytes, value: bytes | None) -> bytes:
+    """``head`` (a whole head, ending in an empty line) without any ``name`` line, and with
+    ``name: value`` added when ``value`` is given: a header only the proxy may set (the mTLS
+    subject), whatever the client sent. Not on the common path: only listeners that set such
+    a header call it."""
+    low = head.lower()
+    key = b"\r\n" + name.lower() + b":"
+    i = low.find(key)
+    while i >= 0:
+        j = low.find(b"\r\n", i + 2)
+        head = head[:i] + head[j:]
+        low = low[:i] + low[j:]
+        i = low.find(key)
+    if value is not None:
+        head = head[:-2] + name + b": " + value + b"\r\n\r\n"
+    return head

@@ -14,3 +14,4 @@ cdef class HttpContext:
     cdef public double connect_timeout, idle_timeout
     cdef public bint stopping
     cdef public object requests, retries, bytes_in, bytes_out, responses
+    cdef public object proto, hsts, subject_header, redirect

@@ -66,6 +66,24 @@ class HttpContext:
             max_body_bytes=cfg.max_body_bytes,
         )
         self.via = f"1.1 {cfg.via}".encode() if cfg.via else None
+        # The edge (docs/config.md, "TLS"): what the exchange adds or answers per request.
+        tls = cfg.tls
+        self.proto = b"https" if tls is not None else b"http"
+        self.hsts = (
+            b"Strict-Transport-Security: " + tls.hsts.encode() + b"\r\n"
+            if tls is not None and tls.hsts
+            else b""
+        )
+        self.subject_header = (
+            tls.client_subject_header.encode()
+            if tls is not None and tls.client_subject_header
+            else None
+        )
+        self.redirect = (
+            (cfg.redirect_status, b":%d" % cfg.redirect_port if cfg.redirect_port else b"")
+            if cfg.redirect_https
+            else None
+        )
         self.keepalive_timeout = cfg.keepalive_timeout
         self.header_timeout = cfg.header_timeout
         self.response_timeout = cfg.response_timeout

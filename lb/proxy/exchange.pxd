@@ -13,7 +13,7 @@ from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
 cdef class ClientSide:
-    cdef public object listener, transport, client_ip
+    cdef public object listener, transport, client_ip, proxied
     cdef public HttpContext ctx
     cdef public int state
     cdef public bint write_paused

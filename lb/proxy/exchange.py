@@ -37,11 +37,14 @@ import orjson
 
 from lb.histogram import LATENCY_BOUNDS
 from lb.http import RequestHead, ResponseHead, ResponseParser, error_response
-from lb.http.rewrite import client_response_head, upstream_request_head
+from lb.http.rewrite import client_response_head, replace_header, upstream_request_head
 from lb.model import Backend
 from lb.proxy.context import HttpContext
+from lb.proxy.edge import UpstreamTls, open_upstream
 from lb.proxy.idle import IdleUpstreams
 from lb.proxy.pool import PoolRuntime
+from lb.proxyproto import Address, build
+from lb.tls import subject_of
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 RETRY_AFTER = 1
@@ -59,6 +62,7 @@ class ListenerView(Protocol):
 
     pools: dict[str, PoolRuntime]
     connect_failures: int
+    upstream_tls: dict[str, UpstreamTls]  # pools with tls = true (lb/proxy/edge.py)
 
     def report_failure(
         self, pool: PoolRuntime, backend: Backend, kind: str, exc: BaseException | None
@@ -68,7 +72,7 @@ class ListenerView(Protocol):
 class ClientSide:
     """The client connection as an exchange sees it (``HttpClientProtocol`` implements it)."""
 
-    __slots__ = ("client_ip", "ctx", "listener", "state", "transport", "write_paused")
+    __slots__ = ("client_ip", "ctx", "listener", "proxied", "state", "transport", "write_paused")
 
     def __init__(self, listener: ListenerView, ctx: HttpContext) -> None:
         self.listener = listener
@@ -77,6 +81,24 @@ class ClientSide:
         self.client_ip = b""
         self.state = IDLE
         self.write_paused = False
+        # (source, destination) from a PROXY header (lb/proxy/edge.py), or None
+        self.proxied: tuple[Address, Address | None] | None = None
+
+    def proxied_by(self, source: Address, destination: Address | None) -> None:
+        """A PROXY header named the client (before ``connection_made``)."""
+        self.client_ip = source[0].encode()
+        self.proxied = (source, destination)
+
+    def proxy_header(self, version: str) -> bytes:
+        """The PROXY header a ``send_proxy`` pool's backend gets for this client."""
+        if self.proxied is not None:
+            source, destination = self.proxied
+        else:
+            source = self.transport.get_extra_info("peername")[:2]
+            destination = None
+        if destination is None:
+            destination = self.transport.get_extra_info("sockname")[:2]
+        return build(version, source, destination)
 
     def exchange_done(self, now: float) -> None:
         """The exchange ended (its response is out, its request read): keep alive or close."""
@@ -155,6 +177,9 @@ class Exchange:
         head = self.head
         assert head is not None
         ctx = self.ctx
+        if ctx.redirect is not None:
+            self.respond_redirect(ctx.redirect)
+            return
         self.keep_alive = head.keep_alive and not ctx.stopping
         router = ctx.router
         pool_name = router.match(head.host, head.path) if router.routes else router.default
@@ -166,8 +191,14 @@ class Exchange:
         if pool.needs_key:
             self.key = self._hash_key(pool, head)
         self.upstream_head, self.request_id = upstream_request_head(
-            head, self.conn.client_ip, b"http", None, ctx.via
+            head, self.conn.client_ip, ctx.proto, None, ctx.via
         )
+        if ctx.subject_header is not None:
+            # mTLS: the verified subject, never one the client sent itself
+            subject = subject_of(self.conn.transport.get_extra_info("peercert"))
+            self.upstream_head = replace_header(
+                self.upstream_head, ctx.subject_header, subject.encode() if subject else None
+            )
         self._dispatch()
 
     def request_body(self, data: bytes) -> None:
@@ -264,9 +295,10 @@ class Exchange:
         conn = HttpUpstreamProtocol(backend, ctx.upstreams)
         # (Not an asyncio.Protocol subclass, so that it can be compiled; it has the methods.)
         factory = cast(Callable[[], asyncio.Protocol], lambda: conn)
+        tls = self.conn.listener.upstream_tls.get(pool.name)
         try:
             async with asyncio.timeout(ctx.connect_timeout):
-                transport, _ = await ctx.loop.create_connection(factory, backend.host, backend.port)
+                transport, _ = await open_upstream(ctx.loop, factory, backend, tls)
         except (OSError, TimeoutError) as exc:
             backend.connect_failures += 1
             listener = self.conn.listener
@@ -281,7 +313,10 @@ class Exchange:
         self.pending = None
         self.t_mark = ctx.loop.time()  # the response timeout counts from now
         self._attach(conn)
-        transport.writelines(pending)
+        send_proxy = pool.config.send_proxy
+        if send_proxy is not None:  # (such connections are never pooled: one client's)
+            cast(asyncio.WriteTransport, transport).write(self.conn.proxy_header(send_proxy))
+        cast(asyncio.WriteTransport, transport).writelines(pending)
         if not self.request_complete:
             self.conn.transport.resume_reading()
 
@@ -349,6 +384,9 @@ class Exchange:
             # request, so the client is told at once)
             self.keep_alive = False
         extra = b"X-Request-ID: " + self.request_id + b"\r\n" + self.set_cookie
+        hsts = self.ctx.hsts
+        if hsts:
+            extra += hsts
         return client_response_head(head, not self.keep_alive, extra, req.version == b"1.0")
 
     def response_head(self, head: ResponseHead) -> None:
@@ -462,6 +500,38 @@ class Exchange:
         answer = error_response(
             status, reason, retry_after, body=head is None or head.method != b"HEAD"
         )
+        self.ctx.bytes_out += len(answer)
+        self.conn.transport.write(answer)
+        self.account(self.ctx.loop.time())
+        self.done = True
+        self.conn.close_now()
+
+    def respond_redirect(self, redirect: tuple[int, bytes]) -> None:
+        """``redirect_https``: the same host and target on https (then close)."""
+        status, port = redirect
+        head = self.head
+        assert head is not None
+        host = head.host
+        if not host:
+            self.respond_error(400, "a redirect to https needs a Host header")
+            return
+        if host.startswith(b"["):
+            host = host[: host.find(b"]") + 1]  # an IPv6 literal, without its port
+        else:
+            name, _, p = host.rpartition(b":")
+            host = name if name and p.isdigit() else host
+        target = head.target if head.target.startswith(b"/") else b"/"
+        location = b"https://" + host + port + target
+        reason = b"Permanent Redirect" if status == 308 else b"Moved Permanently"
+        answer = (
+            b"HTTP/1.1 %d %s\r\nLocation: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            % (
+                status,
+                reason,
+                location,
+            )
+        )
+        self.status = status
         self.ctx.bytes_out += len(answer)
         self.conn.transport.write(answer)
         self.account(self.ctx.loop.time())

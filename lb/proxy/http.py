@@ -76,8 +76,9 @@ class HttpClientProtocol(ClientSide):
             self.state = CLOSED
             t.close()
             return
-        peer = t.get_extra_info("peername")
-        self.client_ip = str(peer[0]).encode() if peer else b"unknown"
+        if self.proxied is None:  # (else a PROXY header named the client)
+            peer = t.get_extra_info("peername")
+            self.client_ip = str(peer[0]).encode() if peer else b"unknown"
 
     def data_received(self, data: bytes) -> None:
         state = self.state

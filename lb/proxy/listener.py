@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
@@ -23,6 +24,7 @@ from lb.config import ListenerConfig
 from lb.model import Backend
 from lb.proxy.accesslog import AccessLog
 from lb.proxy.context import HttpContext, TimedConnection
+from lb.proxy.edge import Edge, EdgeApp, EdgeCounters, UpstreamTls
 from lb.proxy.http import HttpClientProtocol
 from lb.proxy.pool import PoolRuntime
 from lb.proxy.tcp import TcpClientProtocol
@@ -53,6 +55,7 @@ class Listener:
         pools: dict[str, PoolRuntime],
         loop: asyncio.AbstractEventLoop,
         report: FailureReporter,
+        upstream_tls: dict[str, UpstreamTls] | None = None,
     ) -> None:
         self.config = config
         # The worker's own dict: a reload updates it in place, so lookups here stay current.
@@ -75,6 +78,11 @@ class Listener:
         self._tick_handle: asyncio.TimerHandle | None = None
         # Shared state of an http listener's connections (routing, upstream pool, sweep).
         self.http: HttpContext | None = None
+        # TLS and PROXY protocol (lb/proxy/edge.py): None on a plain listener. Its counters
+        # outlive reloads; the pools' TLS contexts are the worker's, updated in place.
+        self.edge_counters = EdgeCounters()
+        self.edge: Edge | None = None
+        self.upstream_tls: dict[str, UpstreamTls] = upstream_tls if upstream_tls is not None else {}
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Serve on ``sock`` (the supervisor's, handed over), or on a socket of our own."""
@@ -83,8 +91,9 @@ class Listener:
             sock = bind_socket(config.bind, config.backlog)
         else:
             sock.setblocking(False)
-        factory: Callable[[], asyncio.Protocol]
+        inner: Callable[[], asyncio.Protocol]
         try:
+            self.edge = self._new_edge(config)
             self.access.reconfigure(config.access_log)
             if config.mode == "http":
                 # (an http listener's connections are all HttpClientProtocol: they time out)
@@ -92,11 +101,16 @@ class Listener:
                 ctx = self.http = HttpContext(config, self.loop, conns, self.access)
                 # (Not an asyncio.Protocol subclass, so that it can be compiled; see
                 # lb/proxy/http.pxd.)
-                factory = cast(
-                    Callable[[], asyncio.Protocol], lambda: HttpClientProtocol(self, ctx)
-                )
+                inner = cast(Callable[[], asyncio.Protocol], lambda: HttpClientProtocol(self, ctx))
             else:
-                factory = lambda: TcpClientProtocol(self)  # noqa: E731
+                inner = lambda: TcpClientProtocol(self)  # noqa: E731
+            app = cast(Callable[[], EdgeApp], inner)
+
+            def factory() -> asyncio.BaseProtocol:
+                # (read per connection: a reload may turn TLS or PROXY on or off)
+                edge = self.edge
+                return inner() if edge is None else edge.accept(app)
+
             # backlog: uvloop listens again on the socket it is given, with 100 unless told.
             self.server = await self.loop.create_server(factory, sock=sock, backlog=config.backlog)
         except BaseException:
@@ -105,8 +119,22 @@ class Listener:
             raise
         self._tick_handle = self.loop.call_later(TICK, self._tick)
 
+    def _new_edge(self, config: ListenerConfig) -> Edge | None:
+        if config.tls is None and not config.proxy_protocol:
+            return None
+        return Edge(config, self.loop, self.edge_counters)
+
     def reconfigure(self, config: ListenerConfig) -> None:
         """A reload kept this listener (same name, bind, mode): apply the rest of ``config``."""
+        try:
+            # New certificates for new handshakes; open connections keep theirs.
+            self.edge = self._new_edge(config)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            # The supervisor read these files a moment ago; they changed since. The old
+            # certificates keep serving.
+            log.error(
+                "listener %s: TLS files unusable, keeping the previous ones: %s", config.name, exc
+            )
         old, self.config = self.config, config
         try:
             self.access.reconfigure(config.access_log)

@@ -31,7 +31,9 @@ import orjson
 from lb.config import ListenerConfig
 from lb.model import Backend
 from lb.proxy.accesslog import AccessLog
+from lb.proxy.edge import UpstreamTls, open_upstream
 from lb.proxy.pool import PoolRuntime
+from lb.proxyproto import Address, build
 
 
 class Listener(Protocol):
@@ -45,6 +47,7 @@ class Listener(Protocol):
     idle_timeouts: int
     bytes_in: int
     bytes_out: int
+    upstream_tls: dict[str, UpstreamTls]
 
     @property
     def pool(self) -> PoolRuntime: ...
@@ -73,7 +76,10 @@ class TcpUpstreamProtocol(asyncio.Protocol):
         self.bytes_out = 0  # backend -> client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = t = cast(asyncio.Transport, transport)
+        pool = self.client.pool
+        if pool is not None and pool.config.send_proxy is not None:
+            t.write(self.client.proxy_header(pool.config.send_proxy))  # before any client byte
 
     def data_received(self, data: bytes) -> None:
         self.client_write(data)
@@ -107,6 +113,7 @@ class TcpClientProtocol(asyncio.Protocol):
         "last_activity",
         "listener",
         "pool",
+        "proxied",
         "server_eof",
         "started",
         "transport",
@@ -133,6 +140,24 @@ class TcpClientProtocol(asyncio.Protocol):
         self.client_eof = False
         self.server_eof = False
         self.closed = False
+        # (source, destination) from a PROXY header (lb/proxy/edge.py), or None
+        self.proxied: tuple[Address, Address | None] | None = None
+
+    def proxied_by(self, source: Address, destination: Address | None) -> None:
+        """A PROXY header named the client (before ``connection_made``)."""
+        self.client_ip = source[0]
+        self.proxied = (source, destination)
+
+    def proxy_header(self, version: str) -> bytes:
+        """The PROXY header a ``send_proxy`` pool's backend gets for this client."""
+        if self.proxied is not None:
+            source, destination = self.proxied
+        else:
+            source = self.transport.get_extra_info("peername")[:2]
+            destination = None
+        if destination is None:
+            destination = self.transport.get_extra_info("sockname")[:2]
+        return build(version, source, destination)
 
     # -- client transport events ------------------------------------------------------------
 
@@ -145,8 +170,9 @@ class TcpClientProtocol(asyncio.Protocol):
         # uvloop starts reading after connection_made returns, whatever we ask here, so the
         # first bytes may arrive before the backend is connected: _hold keeps them.
         t.pause_reading()
-        peer = t.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else "unknown"
+        if self.proxied is None:  # (else a PROXY header named the client)
+            peer = t.get_extra_info("peername")
+            self.client_ip = str(peer[0]) if peer else "unknown"
         self.started = listener.loop.time()
         self.connect_task = listener.loop.create_task(self._connect())
 
@@ -166,7 +192,7 @@ class TcpClientProtocol(asyncio.Protocol):
             # Still connecting: keep our write side open; the EOF is relayed after connect.
             return self.connect_task is not None and not self.connect_task.done()
         if not up.is_closing():
-            if self.server_eof:
+            if self.server_eof or not up.can_write_eof():  # (TLS cannot half-close)
                 up.close()
                 return False
             up.write_eof()
@@ -195,7 +221,7 @@ class TcpClientProtocol(asyncio.Protocol):
         t = self.transport
         if t.is_closing():
             return False
-        if self.client_eof:
+        if self.client_eof or not t.can_write_eof():  # (TLS cannot half-close)
             t.close()
             return False
         t.write_eof()
@@ -225,8 +251,11 @@ class TcpClientProtocol(asyncio.Protocol):
             pool.acquire(backend)
             try:
                 async with asyncio.timeout(listener.config.connect_timeout):
-                    transport, proto = await loop.create_connection(
-                        lambda: TcpUpstreamProtocol(self), backend.host, backend.port
+                    transport, proto = await open_upstream(
+                        loop,
+                        lambda: TcpUpstreamProtocol(self),
+                        backend,
+                        listener.upstream_tls.get(pool.name),
                     )
             except (OSError, TimeoutError) as exc:
                 pool.release(backend)
@@ -252,7 +281,10 @@ class TcpClientProtocol(asyncio.Protocol):
                 transport.writelines(self.early)
                 self.early.clear()
             if self.client_eof:
-                transport.write_eof()
+                if transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
             else:
                 self.transport.resume_reading()
             self.idle_since = loop.time()

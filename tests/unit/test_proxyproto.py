@@ -30,7 +30,10 @@ ACCEPTED = [
     (b"PROXY UNKNOWN\r\n", ProxyHeader(1, 15, None, None)),
     (b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\nrest", ProxyHeader(1, 35, None, None)),
     (
-        V2_SIGNATURE + b"\x21\x11\x00\x0c" + bytes([10, 0, 0, 1, 10, 0, 0, 2]) + b"\x04\xd2\x01\xbb",
+        V2_SIGNATURE
+        + b"\x21\x11\x00\x0c"
+        + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+        + b"\x04\xd2\x01\xbb",
         ProxyHeader(2, 28, ("10.0.0.1", 1234), ("10.0.0.2", 443)),
     ),
     # LOCAL (the balancer's own health check): no address

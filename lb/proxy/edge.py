@@ -1,0 +1,332 @@
+"""The edge of a listener: the PROXY header and the TLS handshake, before the connection's own
+protocol (``HttpClientProtocol`` or ``TcpClientProtocol``) sees a byte.
+
+Theory of operation
+-------------------
+A listener with ``[listeners.tls]`` or ``proxy_protocol`` has an :class:`Edge`, derived from
+its config when it starts and rebuilt by every reload (``Listener.reconfigure``): new
+connections get the new certificates at once, connections already open keep theirs. A
+listener without either has none, and its connections go straight to their protocol.
+
+* **TLS only.** The protocol uvloop gets for a new connection is uvloop's own
+  ``SSLProtocol`` wrapped around the connection's protocol (what ``create_server(ssl=...)``
+  builds inside), started with the default certificate's context; SNI switches the context
+  during the handshake (``lb.tls.ServerTls``). Building it here rather than passing ``ssl`` to
+  ``create_server`` gives us its handshake waiter: a handshake that completes is counted by
+  version (and resumed or not), one that fails by reason (``lb.tls.failure_reason``). A stalled
+  handshake is closed after ``handshake_timeout``.
+* **PROXY protocol.** :class:`ProxyGate` is the first protocol. A peer outside
+  ``trusted_proxies`` is closed before any byte is read. A trusted one must send a header
+  (``lb.proxyproto``) within ``proxy_protocol_timeout``; what follows the header is the
+  client's (or the start of its TLS handshake). The gate then hands the transport over (to
+  the TLS protocol, or to the connection's protocol), replays the bytes that came after the
+  header, and tells the connection its real client address (``proxied_by``). A refusal is
+  counted by reason and closes the connection.
+
+Counters are plain integers on the listener's :class:`EdgeCounters` (kept across reloads);
+the worker sends them with the listener's counters (``lb/worker.py``). No logging per
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar, cast
+
+import uvloop
+
+from lb.config import ListenerConfig, PoolConfig
+from lb.model import Backend
+from lb.proxyproto import Address, ProxyProtocolError, parse
+from lb.tls import (
+    FAILURE_REASONS,
+    HANDSHAKE_VERSIONS,
+    ServerOptions,
+    ServerTls,
+    client_context,
+    failure_reason,
+)
+
+PROXY_REASONS = ("untrusted", "missing", "invalid", "too_long", "timeout")
+
+_UVLOOP_SSL: Callable[..., asyncio.BaseProtocol] = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]
+
+
+class EdgeApp(Protocol):
+    """What the edge needs of a connection's protocol."""
+
+    transport: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def proxied_by(self, source: Address, destination: Address | None) -> None: ...
+
+
+class EdgeCounters:
+    """One listener's TLS and PROXY counters in this worker (cumulative)."""
+
+    __slots__ = ("failures", "handshakes", "proxy_rejected", "resumed")
+
+    def __init__(self) -> None:
+        self.handshakes = dict.fromkeys(HANDSHAKE_VERSIONS, 0)
+        self.resumed = 0
+        self.failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self.proxy_rejected = dict.fromkeys(PROXY_REASONS, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """Flat counters for ``wire.ListenerCounters`` (``tls_handshakes_tlsv1_3``, ...)."""
+        out = {f"tls_handshakes_{_key(v)}": n for v, n in self.handshakes.items()}
+        out["tls_resumed"] = self.resumed
+        out.update({f"tls_failures_{r}": n for r, n in self.failures.items()})
+        out.update({f"proxy_rejected_{r}": n for r, n in self.proxy_rejected.items()})
+        return out
+
+
+def _key(version: str) -> str:
+    return version.lower().replace(".", "_")
+
+
+class Edge:
+    """A listener's TLS contexts and PROXY settings (see the module docstring)."""
+
+    __slots__ = (
+        "counters",
+        "handshake_timeout",
+        "loop",
+        "proxy_timeout",
+        "tls",
+        "trusted",
+    )
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        loop: asyncio.AbstractEventLoop,
+        counters: EdgeCounters,
+    ) -> None:
+        """Raises ``OSError``/``ValueError``/``ssl.SSLError`` for files that went bad since
+        the supervisor checked them (the caller keeps the edge it had)."""
+        self.loop = loop
+        self.counters = counters
+        self.tls: ServerTls | None = None
+        self.handshake_timeout = 10.0
+        t = config.tls
+        if t is not None:
+            opts = ServerOptions(
+                min_version=t.min_version,
+                ciphers=t.ciphers,
+                client_ca=t.client_ca,
+                client_verify=t.client_verify,
+                alpn=("http/1.1",) if config.mode == "http" else (),
+                session_tickets=t.session_tickets,
+            )
+            self.tls = ServerTls([(c.cert, c.key) for c in t.certificates], opts)
+            self.handshake_timeout = t.handshake_timeout
+        self.trusted = (
+            [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
+            if config.proxy_protocol
+            else None
+        )
+        self.proxy_timeout = config.proxy_protocol_timeout
+
+    def accept(self, app_factory: Callable[[], EdgeApp]) -> asyncio.BaseProtocol:
+        """The protocol for a new connection (the listener's protocol factory calls this)."""
+        if self.trusted is not None:
+            return cast(asyncio.BaseProtocol, ProxyGate(self, app_factory))
+        return self.tls_protocol(app_factory())
+
+    def tls_protocol(self, app: EdgeApp) -> asyncio.BaseProtocol:
+        tls = self.tls
+        assert tls is not None
+        loop = self.loop
+        waiter = loop.create_future()
+        waiter.add_done_callback(functools.partial(self._handshake_done, app))
+        cls = _UVLOOP_SSL if isinstance(loop, uvloop.Loop) else _asyncio_ssl()
+        return cls(
+            loop,
+            app,
+            tls.default,
+            waiter,
+            server_side=True,
+            ssl_handshake_timeout=self.handshake_timeout,
+        )
+
+    def _handshake_done(self, app: EdgeApp, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        transport = app.transport
+        counters = self.counters
+        if exc is None and transport is not None:
+            sslobj = transport.get_extra_info("ssl_object")
+            version = sslobj.version() if sslobj is not None else None
+            if version in counters.handshakes:
+                counters.handshakes[version] += 1
+            if sslobj is not None and sslobj.session_reused:
+                counters.resumed += 1
+        else:
+            counters.failures[failure_reason(exc)] += 1
+
+    def trusts(self, ip: str) -> bool:
+        trusted = self.trusted
+        if trusted is None:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in trusted)
+
+
+def _asyncio_ssl() -> Callable[..., asyncio.BaseProtocol]:
+    from asyncio import sslproto
+
+    return cast(Callable[..., asyncio.BaseProtocol], sslproto.SSLProtocol)
+
+
+class ProxyGate(asyncio.Protocol):
+    """Reads the PROXY header of one connection, then hands the transport over."""
+
+    __slots__ = ("app_factory", "buf", "done", "edge", "timer", "transport")
+
+    def __init__(self, edge: Edge, app_factory: Callable[[], EdgeApp]) -> None:
+        self.edge = edge
+        self.app_factory = app_factory
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(asyncio.Transport, transport)
+        peer = t.get_extra_info("peername")
+        if not peer or not self.edge.trusts(str(peer[0])):
+            self._refuse("untrusted")
+            return
+        self.timer = self.edge.loop.call_later(self.edge.proxy_timeout, self._refuse, "timeout")
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.buf += data
+        try:
+            header = parse(self.buf)
+        except ProxyProtocolError as exc:
+            self._refuse(exc.reason)
+            return
+        if header is None:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        rest = self.buf[header.length :]
+        self.buf = b""
+        t = self.transport
+        assert t is not None
+        app = self.app_factory()
+        if header.source is not None:
+            app.proxied_by(header.source, header.destination)
+        edge = self.edge
+        if edge.tls is None:
+            t.set_protocol(cast(asyncio.BaseProtocol, app))
+            app.connection_made(t)
+            if rest and not t.is_closing():
+                app.data_received(rest)
+            return
+        proto = edge.tls_protocol(app)
+        t.set_protocol(proto)
+        proto.connection_made(t)
+        if rest:
+            # The first bytes of the handshake came with the header: give them to the TLS
+            # protocol as if read from the socket (it is a buffered protocol).
+            buffered = cast(asyncio.BufferedProtocol, proto)
+            view = memoryview(buffered.get_buffer(len(rest)))
+            n = min(len(rest), len(view))
+            view[:n] = rest[:n]
+            buffered.buffer_updated(n)
+            if n < len(rest):  # (never: a header and a ClientHello fit its buffer)
+                t.abort()
+
+    def eof_received(self) -> bool:
+        if not self.done:
+            self._refuse("missing")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _refuse(self, reason: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.edge.counters.proxy_rejected[reason] += 1
+        if self.transport is not None:
+            self.transport.abort()
+
+
+# -- the backend side ---------------------------------------------------------------------
+
+
+class UpstreamTls:
+    """A pool's TLS to its backends: the context and the name to send and verify."""
+
+    __slots__ = ("context", "server_name")
+
+    def __init__(self, config: PoolConfig) -> None:
+        self.context = client_context(
+            ca=config.tls_ca, verify=config.tls_verify, cert=config.tls_cert, key=config.tls_key
+        )
+        self.server_name = config.tls_server_name
+
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+async def open_upstream(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    backend: Backend,
+    tls: UpstreamTls | None,
+) -> tuple[asyncio.Transport, P]:
+    """Connect to ``backend``, over TLS when its pool says so (the caller's timeout applies)."""
+    if tls is None:
+        return await loop.create_connection(factory, backend.host, backend.port)
+    return await loop.create_connection(
+        factory,
+        backend.host,
+        backend.port,
+        ssl=tls.context,
+        server_hostname=tls.server_name or backend.host,
+    )
+
+
+def build_upstream_tls(
+    pools: Mapping[str, PoolConfig], old: Mapping[str, UpstreamTls]
+) -> tuple[dict[str, UpstreamTls], list[tuple[str, Exception]]]:
+    """Contexts for every pool with ``tls = true``; a pool whose files went bad keeps its old
+    context (the errors are returned for the caller to log)."""
+    out: dict[str, UpstreamTls] = {}
+    errors: list[tuple[str, Exception]] = []
+    for name, cfg in pools.items():
+        if not cfg.tls:
+            continue
+        try:
+            out[name] = UpstreamTls(cfg)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            errors.append((name, exc))
+            if name in old:
+                out[name] = old[name]
+    return out, errors
