@@ -42,12 +42,14 @@ import functools
 import logging
 import os
 import random
+import ssl
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 
-from lb.config import HealthConfig
+from lb.config import HealthConfig, PoolConfig
 from lb.health_rules import (
     StatusRanges,
     Streaks,
@@ -60,6 +62,7 @@ from lb.health_rules import (
 )
 from lb.model import parse_address
 from lb.state import ClusterState, ManagedBackend, StateError
+from lb.tls import client_context
 
 log = logging.getLogger("lb.health")
 
@@ -90,14 +93,35 @@ def _ranges(expect_status: str) -> StatusRanges:
 # -- probes -----------------------------------------------------------------------------------
 
 
-async def tcp_probe(address: str, within: float) -> CheckResult:
-    """Pass when a TCP connection to ``address`` is established ``within`` seconds."""
+@dataclass(frozen=True, slots=True)
+class ProbeTls:
+    """TLS for the checks of a ``tls = true`` pool: its context and the name to verify."""
+
+    context: ssl.SSLContext
+    server_name: str | None
+
+    def name(self, host: str) -> str:
+        return self.server_name or host
+
+
+async def tcp_probe(address: str, within: float, tls: ProbeTls | None = None) -> CheckResult:
+    """Pass when a TCP connection to ``address`` is established ``within`` seconds (with a
+    TLS handshake that verifies, on a ``tls = true`` pool)."""
     loop = asyncio.get_running_loop()
     host, port = parse_address(address)
     started = loop.time()
     try:
         async with asyncio.timeout(within):
-            transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
+            if tls is None:
+                transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
+            else:
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol, host, port, ssl=tls.context, server_hostname=tls.name(host)
+                )
+    except ssl.SSLCertVerificationError as exc:
+        return CheckResult(False, f"certificate verification failed: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        return CheckResult(False, f"TLS handshake failed: {exc.reason or exc}")
     except TimeoutError:
         return CheckResult(False, f"timeout after {format_seconds(within)} connecting")
     except OSError as exc:
@@ -128,27 +152,36 @@ def new_session() -> aiohttp.ClientSession:
 
 
 async def http_probe(
-    session: aiohttp.ClientSession, address: str, cfg: HealthConfig
+    session: aiohttp.ClientSession, address: str, cfg: HealthConfig, tls: ProbeTls | None = None
 ) -> CheckResult:
-    """One HTTP request to ``address``, judged by ``cfg`` (see the module docstring)."""
+    """One HTTP request to ``address``, judged by ``cfg`` (see the module docstring); over
+    TLS, verified as the pool's traffic is, on a ``tls = true`` pool."""
     loop = asyncio.get_running_loop()
     progress = SimpleNamespace(connected=False)
     headers = {"Host": cfg.host or address, "Connection": "close"}
     started = loop.time()
+    extra: dict[str, Any] = {}
+    scheme = "http"
+    if tls is not None:
+        scheme = "https"
+        extra = {"ssl": tls.context, "server_hostname": tls.name(parse_address(address)[0])}
     try:
         async with asyncio.timeout(cfg.timeout):
             async with session.request(
                 cfg.method,
-                f"http://{address}{cfg.path}",
+                f"{scheme}://{address}{cfg.path}",
                 headers=headers,
                 allow_redirects=False,
                 trace_request_ctx=progress,
+                **extra,
             ) as resp:
                 status = resp.status
                 body = await resp.content.read(MAX_BODY) if cfg.expect_body else b""
     except TimeoutError:
         phase = "waiting for the response" if progress.connected else "connecting"
         return CheckResult(False, f"timeout after {format_seconds(cfg.timeout)} {phase}")
+    except aiohttp.ClientConnectorCertificateError as exc:
+        return CheckResult(False, f"certificate verification failed: {exc.certificate_error}")
     except aiohttp.ClientConnectorError as exc:
         return CheckResult(False, describe_os_error(exc.os_error))
     except aiohttp.ServerDisconnectedError:
@@ -183,6 +216,7 @@ class ActiveChecker:
         self._session: aiohttp.ClientSession | None = None
         self._rand = random.Random()
         self.stopped = False
+        self._tls_contexts: dict[str, tuple[PoolConfig, ProbeTls]] = {}
 
     # -- membership -------------------------------------------------------------------------
 
@@ -250,12 +284,32 @@ class ActiveChecker:
 
     # -- one backend ------------------------------------------------------------------------
 
-    async def probe(self, address: str, cfg: HealthConfig) -> CheckResult:
+    async def probe(
+        self, address: str, cfg: HealthConfig, tls: ProbeTls | None = None
+    ) -> CheckResult:
         if cfg.type == "tcp":
-            return await tcp_probe(address, cfg.timeout)
+            return await tcp_probe(address, cfg.timeout, tls)
         if self._session is None:
             self._session = new_session()
-        return await http_probe(self._session, address, cfg)
+        return await http_probe(self._session, address, cfg, tls)
+
+    def _tls(self, pool: str) -> ProbeTls | None:
+        """A ``tls = true`` pool's checks speak TLS, verified as its traffic is (the context
+        is rebuilt when a reload changes the pool)."""
+        cfg = self.state.config.pools.get(pool)
+        if cfg is None or not cfg.tls:
+            self._tls_contexts.pop(pool, None)
+            return None
+        cached = self._tls_contexts.get(pool)
+        if cached is None or cached[0] is not cfg:
+            probe_tls = ProbeTls(
+                client_context(
+                    ca=cfg.tls_ca, verify=cfg.tls_verify, cert=cfg.tls_cert, key=cfg.tls_key
+                ),
+                cfg.tls_server_name,
+            )
+            cached = self._tls_contexts[pool] = (cfg, probe_tls)
+        return cached[1]
 
     async def _run(self, pool: str, backend_id: str) -> None:
         cfg = self._health(pool)
@@ -270,7 +324,7 @@ class ActiveChecker:
                 return
             started = self.loop.time()
             try:
-                result = await self.probe(b.address, cfg)
+                result = await self.probe(b.address, cfg, self._tls(pool))
             except Exception:
                 # A bug in a probe must not end the checks: count it as a failure and go on.
                 log.exception("%s: the %s check raised", b.name, cfg.type)
