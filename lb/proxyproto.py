@@ -37,6 +37,10 @@ V2_MAX_BODY = 2048  # addresses and TLVs; more is refused (HAProxy's own limit i
 
 Address = tuple[str, int]
 
+#: Why a listener closed a connection at the PROXY check (a metric label): the peer is not
+#: in ``trusted_proxies``; it sent no header, or a bad one, or too long a one; or too late.
+REJECT_REASONS = ("untrusted", "missing", "invalid", "too_long", "timeout")
+
 # v2 family/protocol byte -> (IP version, address block length); 0x00 is UNSPEC.
 _V2_FAMILIES = {0x11: (4, 12), 0x12: (4, 12), 0x21: (6, 36), 0x22: (6, 36)}
 _V2_UNIX = (0x31, 0x32)  # AF_UNIX stream/dgram: 216 bytes of paths, no IP to carry

@@ -51,6 +51,8 @@ import lb
 from lb.control.events import EventLog, EventView
 from lb.control.plane import ControlPlane
 from lb.control.server import ControlServer
+from lb.control.tlsmetrics import families as tls_families
+from lb.control.tlsmetrics import warn_expiring
 from lb.histogram import LATENCY_BOUNDS, LATENCY_BUCKETS
 from lb.model import AdminState, HealthState
 from lb.wire import Failure, Stats, counter_items
@@ -260,6 +262,7 @@ class LbCollector:
         yield from self._listeners(plane)
         yield from self._backends(plane)
         yield from self._scaler()
+        yield from self._tls(plane)
 
     # -- lb itself ----------------------------------------------------------------------------
 
@@ -350,6 +353,12 @@ class LbCollector:
                 no_backend.add_metric([name], c.get("no_backend", 0))
         yield from (info, accepted, act, rejected, no_backend)
         yield from (requests, responses, retries, rx, tx)
+
+    # -- TLS and PROXY protocol (lb/control/tlsmetrics.py) -------------------------------------
+
+    def _tls(self, plane: ControlPlane) -> Iterator[Metric]:
+        if any(lc.tls is not None or lc.proxy_protocol for lc in plane.config.listeners):
+            yield from tls_families(plane.config, self.metrics.totals.listeners)
 
     # -- pools and backends -------------------------------------------------------------------
 
@@ -534,6 +543,9 @@ class Metrics:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(LbCollector(self))
+        # Certificates close to expiry: a warning at start and at every reload.
+        plane.on_config.append(warn_expiring)
+        warn_expiring(plane.config)
 
     # -- hooks ----------------------------------------------------------------------------------
 

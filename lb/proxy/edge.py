@@ -41,7 +41,7 @@ import uvloop
 
 from lb.config import ListenerConfig, PoolConfig
 from lb.model import Backend
-from lb.proxyproto import Address, ProxyProtocolError, parse
+from lb.proxyproto import REJECT_REASONS, Address, ProxyProtocolError, parse
 from lb.tls import (
     FAILURE_REASONS,
     HANDSHAKE_VERSIONS,
@@ -50,8 +50,6 @@ from lb.tls import (
     client_context,
     failure_reason,
 )
-
-PROXY_REASONS = ("untrusted", "missing", "invalid", "too_long", "timeout")
 
 _UVLOOP_SSL: Callable[..., asyncio.BaseProtocol] = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]
 
@@ -77,7 +75,7 @@ class EdgeCounters:
         self.handshakes = dict.fromkeys(HANDSHAKE_VERSIONS, 0)
         self.resumed = 0
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
-        self.proxy_rejected = dict.fromkeys(PROXY_REASONS, 0)
+        self.proxy_rejected = dict.fromkeys(REJECT_REASONS, 0)
 
     def snapshot(self) -> dict[str, int]:
         """Flat counters for ``wire.ListenerCounters`` (``tls_handshakes_tlsv1_3``, ...)."""
