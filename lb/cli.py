@@ -33,7 +33,12 @@ def banner(config: Config, path: str, state: ClusterState | None = None) -> str:
         to = f"pool {lc.pool}" if lc.pool is not None else "routes only"
         routed = sorted({r.pool for r in lc.routes} - {lc.pool})
         extra = f" (routes also to {', '.join(routed)})" if routed else ""
-        lines.append(f"  listener {lc.name}: {lc.mode}://{lc.bind} -> {to}{extra}")
+        scheme = {"http": "https", "tcp": "tls"}[lc.mode] if lc.tls is not None else lc.mode
+        if lc.proxy_protocol:
+            extra += " (PROXY protocol)"
+        elif lc.redirect_https:
+            extra = " (redirects to https)"
+        lines.append(f"  listener {lc.name}: {scheme}://{lc.bind} -> {to}{extra}")
     for name, pool in config.pools.items():
         if state is not None and name in state.pools:
             members = [

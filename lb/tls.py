@@ -125,7 +125,7 @@ def check_certificate(cert: str, key: str) -> CertificateInfo:
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
-        why = exc.reason or str(exc)
+        why = getattr(exc, "reason", None) or str(exc)
         if why == "KEY_VALUES_MISMATCH":
             raise TlsFileError(key, f"this key does not belong to the certificate {cert}") from None
         raise TlsFileError(cert, f"OpenSSL refused the certificate and key: {why}") from None
@@ -139,7 +139,9 @@ def check_ca_bundle(path: str) -> None:
         ctx.load_verify_locations(cafile=path)
     except ssl.SSLError as exc:
         raise TlsFileError(
-            path, f"not a PEM CA bundle ({exc.reason or exc}); expected BEGIN CERTIFICATE"
+            path,
+            f"not a PEM CA bundle ({getattr(exc, 'reason', None) or exc}); "
+            "expected BEGIN CERTIFICATE",
         ) from None
 
 
@@ -278,7 +280,7 @@ def failure_reason(exc: BaseException | None) -> str:
     if isinstance(exc, ConnectionAbortedError | TimeoutError):
         return "timeout"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or ""
+        reason = getattr(exc, "reason", None) or ""
         if reason in (
             "HTTP_REQUEST",
             "WRONG_VERSION_NUMBER",

@@ -1,0 +1,218 @@
+"""TLS and PROXY settings: config errors that name the field and the fix, files refused with
+their path and reason, SNI selection, handshake failure reasons, the mTLS header rewrite."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lb.config import ConfigError, load_config, parse_config
+from lb.http.rewrite import replace_header
+from lb.tls import ServerOptions, ServerTls, failure_reason, subject_of
+from tests.certs import Authority
+from tests.helpers import to_toml
+
+
+def config(
+    listener: dict[str, Any] | None = None, pool: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {
+                "name": "web",
+                "bind": "127.0.0.1:8443",
+                "mode": "http",
+                "pool": "p",
+                **(listener or {}),
+            }
+        ],
+        "pools": {"p": {"backends": [{"address": "127.0.0.1:9000"}], **(pool or {})}},
+    }
+
+
+def refused(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, "lb.toml")
+    return str(err.value)
+
+
+CERTS = {"certificates": [{"cert": "a.pem", "key": "a.key"}]}
+
+
+@pytest.mark.parametrize(
+    ("listener", "pool", "field", "hint"),
+    [
+        ({"proxy_protocol": True}, {}, "listeners[0].trusted_proxies", "CIDRs"),
+        ({"trusted_proxies": ["10.0.0.0/8"]}, {}, "listeners[0].trusted_proxies", "proxy_protocol"),
+        ({"proxy_protocol": True, "trusted_proxies": ["10.0.0.300/8"]}, {}, "trusted_proxies", "CIDR"),  # noqa: E501
+        ({"tls": {**CERTS, "ciphers": "AES128-SHA"}}, {}, "tls.ciphers", "forward secrecy"),
+        ({"tls": {**CERTS, "ciphers": "NOPE"}}, {}, "tls.ciphers", "OpenSSL names"),
+        ({"tls": {**CERTS, "min_version": "TLSv1.1"}}, {}, "tls.min_version", "TLSv1.2"),
+        ({"tls": {"certificates": []}}, {}, "tls.certificates", "at least 1"),
+        ({"tls": {**CERTS, "client_subject_header": "X-S"}}, {}, "client_subject_header", "client_ca"),  # noqa: E501
+        ({"tls": {**CERTS, "client_ca": "ca.pem", "client_subject_header": "X S"}}, {}, "client_subject_header", "header name"),  # noqa: E501
+        ({"tls": {**CERTS, "hsts": "1 year"}}, {}, "tls.hsts", "max-age"),
+        ({"tls": CERTS, "redirect_https": True}, {}, "redirect_https", "plain http listener"),
+        ({"mode": "tcp", "redirect_https": True}, {}, "redirect_https", 'mode = "http"'),
+        ({}, {"tls_ca": "ca.pem"}, "pools.p.tls_ca", "tls = true"),
+        ({}, {"tls": True, "tls_cert": "c.pem"}, "pools.p.tls_key", "both"),
+        ({}, {"tls": True, "send_proxy": "v2"}, "pools.p.send_proxy", "one of them"),
+        ({}, {"send_proxy": "v3"}, "pools.p.send_proxy", "v1"),
+        ({}, {"send_proxy": "v1", "upstream_max_idle": 4}, "pools.p.upstream_max_idle", "never pooled"),  # noqa: E501
+    ],
+)  # fmt: skip
+def test_refused_with_field_and_fix(
+    listener: dict[str, Any], pool: dict[str, Any], field: str, hint: str
+) -> None:
+    message = refused(config(listener, pool))
+    assert field in message and hint in message, message
+
+
+def test_send_proxy_turns_pooling_off() -> None:
+    cfg = parse_config(config(pool={"send_proxy": "v1"}))
+    assert cfg.pools["p"].upstream_max_idle == 0
+    # and the dumped form (supervisor -> workers) validates again
+    assert parse_config(cfg.model_dump()).pools["p"].send_proxy == "v1"
+
+
+def write(tmp: Path, data: dict[str, Any]) -> Path:
+    path = tmp / "lb.toml"
+    path.write_text(to_toml(data))
+    return path
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    ca = Authority(tmp_path / "certs")
+    ca.issue("a", "a.test")
+    data = config(
+        {"tls": {"certificates": [{"cert": "certs/a.pem", "key": "certs/a.key"}],
+                 "client_ca": "certs/ca.pem"}},
+        {"tls": True, "tls_ca": "certs/ca.pem"},
+    )  # fmt: skip
+    cfg = load_config(write(tmp_path, data))
+    tls = cfg.listeners[0].tls
+    assert tls is not None
+    assert tls.certificates[0].cert == str(tmp_path / "certs/a.pem")
+    assert tls.client_ca == str(tmp_path / "certs/ca.pem")
+    assert cfg.pools["p"].tls_ca == str(tmp_path / "certs/ca.pem")
+
+
+@pytest.mark.parametrize("problem", ["missing", "garbage", "mismatch", "encrypted", "bad_ca"])
+def test_unusable_files_are_named(tmp_path: Path, problem: str) -> None:
+    ca = Authority(tmp_path / "certs")
+    a, b = ca.issue("a", "a.test"), ca.issue("b", "b.test")
+    cert, key, client_ca = a.cert, a.key, ca.ca_pem
+    culprit: Path = cert
+    if problem == "missing":
+        cert = culprit = tmp_path / "nope.pem"
+    elif problem == "garbage":
+        cert.write_text("hello\n")
+    elif problem == "mismatch":
+        key = culprit = b.key
+    elif problem == "encrypted":
+        from cryptography.hazmat.primitives import serialization
+
+        pk = serialization.load_pem_private_key(key.read_bytes(), None)
+        key.write_bytes(
+            pk.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"secret"),
+            )
+        )
+        culprit = key
+    else:
+        client_ca.write_text("not a bundle\n")
+        culprit = client_ca
+    data = config(
+        {
+            "tls": {
+                "certificates": [{"cert": str(cert), "key": str(key)}],
+                "client_ca": str(client_ca),
+            }
+        }
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    message = str(err.value)
+    assert str(culprit) in message, message
+    assert "listeners[0].tls." in message
+    assert {
+        "missing": "cannot read",
+        "garbage": "not a PEM certificate",
+        "mismatch": "does not belong",
+        "encrypted": "passphrase",
+        "bad_ca": "CA bundle",
+    }[problem] in message
+
+
+def test_sni_selection(tmp_path: Path) -> None:
+    ca = Authority(tmp_path)
+    d = ca.issue("d", "default.test")
+    a = ca.issue("a", "a.test", "*.wild.test")
+    b = ca.issue("b", "b.test", "A.test", ecdsa=False)  # a.test again: the first one keeps it
+    tls = ServerTls([(str(p.cert), str(p.key)) for p in (d, a, b)], ServerOptions())
+    by_name = {name: tls.select(name) for name in ("a.test", "A.TEST.", "x.wild.test", "b.test")}
+    assert by_name["a.test"] is by_name["A.TEST."] is by_name["x.wild.test"]
+    assert by_name["b.test"] is not by_name["a.test"]
+    for other in (None, "", "wild.test", "y.x.wild.test", "c.test"):
+        assert tls.select(other) is tls.default
+    assert tls.default.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert tls.default.options & ssl.OP_NO_RENEGOTIATION
+    assert tls.default.options & ssl.OP_NO_COMPRESSION
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (None, "closed"),
+        (ConnectionResetError(), "closed"),
+        (ConnectionAbortedError("SSL handshake is taking longer than 10 seconds"), "timeout"),
+        (ssl.SSLError(1, "[SSL: HTTP_REQUEST] http request"), "other"),
+        (ValueError(), "other"),
+    ],
+)
+def test_failure_reason(exc: BaseException | None, reason: str) -> None:
+    assert failure_reason(exc) == reason
+
+
+def test_failure_reason_from_openssl() -> None:
+    """Real handshake errors, produced by a server context and a client in memory."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    incoming = ssl.MemoryBIO()
+    outgoing = ssl.MemoryBIO()
+    sobj = server.wrap_bio(incoming, outgoing, server_side=True)
+    incoming.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(ssl.SSLError) as err:
+        sobj.do_handshake()
+    assert failure_reason(err.value) == "not_tls"
+
+
+def test_subject_of() -> None:
+    cert = {
+        "subject": (
+            (("countryName", "FR"),),
+            (("organizationName", "Example, Inc"),),
+            (("commonName", "client-7\r\nX-Evil: 1"),),
+        )
+    }
+    assert subject_of(cert) == "CN=client-7X-Evil: 1,O=Example\\, Inc,C=FR"
+    assert subject_of({}) == "" and subject_of(None) == ""
+
+
+def test_replace_header() -> None:
+    head = (
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Client-Subject: CN=admin\r\nA: 1\r\n"
+        b"x-client-subject: CN=root\r\nX-Client-Subject-Other: keep\r\n\r\n"
+    )
+    out = replace_header(head, b"X-Client-Subject", b"CN=real")
+    assert out == (
+        b"GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\nX-Client-Subject-Other: keep\r\n"
+        b"X-Client-Subject: CN=real\r\n\r\n"
+    )
+    assert replace_header(head, b"X-Client-Subject", None) == (
+        b"GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\nX-Client-Subject-Other: keep\r\n\r\n"
+    )
