@@ -288,7 +288,7 @@ def failure_reason(exc: BaseException | None) -> str:
             "HTTPS_PROXY_REQUEST",
         ):
             return "not_tls"
-        if "VERSION" in reason:
+        if "VERSION" in reason or reason == "UNSUPPORTED_PROTOCOL":
             return "protocol_version"
         if reason == "NO_SHARED_CIPHER":
             return "no_shared_cipher"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,23 @@ class Authority:
         self.ca.cert_pem.write_to_path(str(self.ca_pem))
 
     def issue(
-        self, label: str, *names: str, ecdsa: bool = True, common_name: str | None = None
+        self,
+        label: str,
+        *names: str,
+        ecdsa: bool = True,
+        common_name: str | None = None,
+        days: float | None = None,
     ) -> Pair:
+        """``days``: valid for that long from now (trustme's default otherwise)."""
         key_type = trustme.KeyType.ECDSA if ecdsa else trustme.KeyType.RSA
-        cert = self.ca.issue_cert(*names, common_name=common_name, key_type=key_type)
+        not_after = (
+            datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
+            if days is not None
+            else None
+        )
+        cert = self.ca.issue_cert(
+            *names, common_name=common_name, key_type=key_type, not_after=not_after
+        )
         pair = Pair(self.folder / f"{label}.pem", self.folder / f"{label}.key")
         pair.cert.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
         cert.private_key_pem.write_to_path(str(pair.key))

@@ -9,6 +9,7 @@ to an nginx backend with verification on, and its clear failure on a name mismat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -28,6 +29,7 @@ import pytest
 from tests.certs import Authority, Pair
 from tests.helpers import Proc, ProcessGroup, free_port, to_toml
 from tests.integration.edge_peers import nginx_https
+from tests.integration.test_proxy_protocol import metric, wait_metric
 
 CURL = shutil.which("curl")
 OPENSSL = shutil.which("openssl")
@@ -177,11 +179,22 @@ def test_sni_picks_each_names_certificate_and_unknown_gets_the_default(
     assert r.returncode != 0 and "c.test" in r.stderr
 
 
-def test_alpn_and_versions(procs: ProcessGroup, ca: Authority) -> None:
+def test_alpn_versions_and_metrics(procs: ProcessGroup, ca: Authority) -> None:
     pair = ca.issue("a", "a.test")
+    soon = ca.issue("soon", "soon.test", days=5)
     be = procs.backend("be")
-    port = free_port()
-    procs.lb(tls_config(port, be.port, [pair]))
+    port, admin = free_port(), free_port()
+    lb = procs.lb(tls_config(port, be.port, [pair, soon], admin=admin))
+    # a certificate that expires within 14 days: a warning line, and the gauge says so
+    assert f"certificate {soon.cert} (soon.test) expires in " in lb.output()
+    days = metric(
+        admin, "lb_tls_certificate_expiry_days", listener="web", certificate=str(soon.cert)
+    )
+    assert 4.5 < days <= 5
+    days = metric(
+        admin, "lb_tls_certificate_expiry_days", listener="web", certificate=str(pair.cert)
+    )
+    assert days > 14
     ctx = client_context(ca)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     with (
@@ -209,6 +222,30 @@ def test_alpn_and_versions(procs: ProcessGroup, ca: Authority) -> None:
         pytest.raises(ssl.SSLError),
     ):
         rsa_kx.wrap_socket(raw, server_hostname="a.test")
+
+    # a resumed TLS 1.2 session
+    ctx12 = client_context(ca)
+    ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
+    session = None
+    for _ in range(2):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx12.wrap_socket(raw, server_hostname="a.test", session=session) as s,
+        ):
+            reused = s.session_reused
+            session = s.session
+    assert reused
+    # plain HTTP on the TLS port: lb closes it
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            while raw.recv(100):
+                pass
+    wait_metric(admin, "lb_tls_handshakes_total", 2, listener="web", version="TLSv1.2")
+    wait_metric(admin, "lb_tls_handshakes_total", 1, listener="web", version="TLSv1.3")
+    wait_metric(admin, "lb_tls_sessions_resumed_total", 1, listener="web")
+    for reason in ("not_tls", "protocol_version", "no_shared_cipher"):
+        wait_metric(admin, "lb_tls_handshake_failures_total", 1, listener="web", reason=reason)
 
 
 # -- sslyze ------------------------------------------------------------------------------------
