@@ -51,6 +51,7 @@ from lb.tls import (
     failure_reason,
 )
 
+SHUTDOWN_TIMEOUT = 5.0  # seconds
 _UVLOOP_SSL: Callable[..., asyncio.BaseProtocol] = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]
 
 
@@ -153,6 +154,8 @@ class Edge:
             waiter,
             server_side=True,
             ssl_handshake_timeout=self.handshake_timeout,
+            # a client that never answers our close_notify holds its connection this long
+            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
 
     def _handshake_done(self, app: EdgeApp, fut: asyncio.Future[None]) -> None:

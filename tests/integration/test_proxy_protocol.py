@@ -9,6 +9,7 @@ byte is read, a trusted one without a header is closed too, and both are counted
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -214,3 +215,62 @@ def test_send_proxy_to_nginx_in_http_and_tcp_mode(procs: ProcessGroup, version: 
         while chunk := s.recv(65536):
             data += chunk
     assert body_of(data) == b"client=198.51.100.4\n"
+
+
+def test_proxy_header_and_client_hello_in_one_packet(procs: ProcessGroup, tmp_path: Path) -> None:
+    """The bytes after the header are the start of the TLS handshake: lb must not lose them."""
+    ca = Authority(tmp_path / "certs")
+    pair = ca.issue("web", "web.test")
+    be = procs.backend("be")
+    port = free_port()
+    cfg: dict[str, Any] = {
+        "lb": {"workers": 1},
+        "listeners": [
+            {
+                "name": "secure",
+                "bind": f"127.0.0.1:{port}",
+                "mode": "http",
+                "pool": "p",
+                "proxy_protocol": True,
+                "trusted_proxies": ["127.0.0.1/32"],
+                "tls": {"certificates": [{"cert": str(pair.cert), "key": str(pair.key)}]},
+            }
+        ],
+        "pools": {"p": {"backends": [{"address": f"127.0.0.1:{be.port}"}]}},
+    }
+    procs.lb(cfg)
+    ctx = ssl.create_default_context(cafile=str(ca.ca_pem))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="web.test")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        header = build_v1(("192.0.2.44", 1234), ("127.0.0.1", port))
+        s.sendall(header + outgoing.read())  # one write: header and ClientHello together
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                s.sendall(outgoing.read())
+                data = s.recv(65536)
+                assert data, "closed during the handshake"
+                incoming.write(data)
+        tls.write(b"GET /headers HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
+        s.sendall(outgoing.read())
+        answer = b""
+        closed = False  # lb's close_notify after its answer (Connection: close)
+        while not closed and (data := s.recv(65536)):
+            incoming.write(data)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                try:
+                    while chunk := tls.read(65536):
+                        answer += chunk
+                    closed = True  # read() gives b"" at the close_notify
+                except ssl.SSLZeroReturnError:
+                    closed = True
+        with contextlib.suppress(ssl.SSLError):
+            tls.unwrap()  # our close_notify back, as a TLS client does
+        s.sendall(outgoing.read())
+    seen = json.loads(body_of(answer))
+    assert seen["headers"]["x-forwarded-for"] == "192.0.2.44"
