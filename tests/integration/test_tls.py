@@ -516,3 +516,39 @@ def _backend_health(lb: Proc, pool: str) -> str:
         capture_output=True, text=True, timeout=10,
     )  # fmt: skip
     return r.stdout
+
+
+def test_tcp_listener_terminates_and_originates_tls(procs: ProcessGroup, ca: Authority) -> None:
+    """mode = "tcp": TLS ends at lb and the bytes go on in the clear; and a plain tcp
+    listener relays to a TLS pool."""
+    pair = ca.issue("front", "front.test")
+    backend_cert = ca.issue("nginx", "backend.test")
+    nginx_port = nginx_https(procs, backend_cert.cert, backend_cert.key)
+    be = procs.backend("be")
+    tls_in, tls_out = free_port(), free_port()
+    cfg: dict[str, Any] = {
+        "lb": {"workers": 1},
+        "listeners": [
+            {
+                "name": "in",
+                "bind": f"127.0.0.1:{tls_in}",
+                "mode": "tcp",
+                "pool": "plain",
+                "tls": {"certificates": [{"cert": str(pair.cert), "key": str(pair.key)}]},
+            },
+            {"name": "out", "bind": f"127.0.0.1:{tls_out}", "mode": "tcp", "pool": "secure"},
+        ],
+        "pools": {
+            "plain": backend_pool(be.port),
+            "secure": backend_pool(
+                nginx_port, tls=True, tls_ca=str(ca.ca_pem), tls_server_name="backend.test"
+            ),
+        },
+    }
+    procs.lb(cfg)
+    status, _, body = https_get(tls_in, client_context(ca), "front.test")
+    assert status == 200
+    seen = json.loads(body)
+    assert "x-forwarded-proto" not in seen["headers"]  # L4: the bytes as the client sent them
+    with urllib.request.urlopen(f"http://127.0.0.1:{tls_out}/", timeout=5) as r:
+        assert r.read().startswith(b"tls-backend TLSv1.")
