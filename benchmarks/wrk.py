@@ -101,6 +101,7 @@ def run(
     lua: Path,
     headers: tuple[str, ...] = (),
     rss_pid: int | None = None,
+    scheme: str = "http",
 ) -> WrkResult:
     args = [
         "wrk",
@@ -112,7 +113,7 @@ def run(
         "-s",
         str(lua),
         *[a for h in headers for a in ("-H", h)],
-        f"http://127.0.0.1:{port}{path}",
+        f"{scheme}://127.0.0.1:{port}{path}",
     ]
     sampler = _RssSampler(rss_pid)
     sampler.start()

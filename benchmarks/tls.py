@@ -1,0 +1,265 @@
+"""HTTPS side by side: lb (1 worker) against HAProxy (``nbthread 1``), same certificate, same
+ciphers, same nginx backend, one run.
+
+    python -m benchmarks.tls                      # about 2 minutes
+    python -m benchmarks.tls --duration 4 --idle 1000
+
+For an ECDSA P-256 and an RSA 2048 certificate (made with ``openssl`` at run time), it measures:
+
+* **keep-alive** req/s over HTTPS (wrk ``-t1 -c64``);
+* **new TLS connections/s**: wrk with ``Connection: close``, so every request is a new TCP
+  connection and a TLS handshake. wrk offers the session of the connection it replaces, so
+  many of these are resumptions on both proxies (both have tickets and a session cache on);
+  lb's own count of resumed sessions is printed beside it;
+* **resumed handshakes/s**: ``openssl s_time -reuse`` against ``-new`` (one connection at a
+  time, so these figures are per-handshake latency as much as throughput);
+* **memory per idle TLS connection**: RSS growth of the proxy's process tree with ``--idle``
+  connections open (handshake done, one request answered), per connection.
+
+Both proxies terminate TLS 1.3 (1.2 minimum), ALPN http/1.1, Mozilla intermediate ciphers,
+and add the same forwarding headers as in ``configs.py``. Ratios are lb / HAProxy within the
+run; the machine is shared, so absolute figures drift. Not a test: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import ssl
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import configs, wrk
+from benchmarks.procs import Procs, free_port, raise_nofile, tree_rss_kib, wait_log, wait_port
+from lb.tls import INTERMEDIATE_CIPHERS
+
+KEYS = {
+    "ecdsa": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+    "rsa": ["-newkey", "rsa:2048"],
+}
+NAME = "bench.test"
+
+
+def make_cert(tmp: Path, kind: str) -> tuple[Path, Path]:
+    cert, key = tmp / f"{kind}.pem", tmp / f"{kind}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", *KEYS[kind], "-nodes", "-days", "30", "-subj", f"/CN={NAME}",
+         "-addext", f"subjectAltName=DNS:{NAME}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def start_lb(procs: Procs, tmp: Path, kind: str, backend: int) -> tuple[int, int, int]:
+    """lb with one worker; returns (port, admin port, pid)."""
+    cert, key = tmp / f"{kind}.pem", tmp / f"{kind}.key"
+    port, admin = free_port(), free_port()
+    conf = tmp / f"lb-tls-{kind}.toml"
+    conf.write_text(f"""
+[lb]
+workers = 1
+control_socket = "{tmp}/lb-{kind}.sock"
+state_file = "{tmp}/lb-{kind}.json"
+[admin]
+bind = "127.0.0.1:{admin}"
+[[listeners]]
+name = "tls"
+bind = "127.0.0.1:{port}"
+mode = "http"
+pool = "bench"
+keepalive_timeout = "{configs.IDLE_TIMEOUT_S}s"
+max_connections = 20000
+backlog = 4096
+[listeners.tls]
+certificates = [{{ cert = "{cert}", key = "{key}" }}]
+[pools.bench]
+backends = [{{ address = "127.0.0.1:{backend}" }}]
+""")
+    log = tmp / f"lb-tls-{kind}.log"
+    proc = procs.start([sys.executable, "-m", "lb", "run", "-c", str(conf)], log)
+    wait_log(log, "lb: running", proc)
+    wait_port(port)
+    return port, admin, proc.pid
+
+
+def start_haproxy(procs: Procs, tmp: Path, kind: str, backend: int) -> tuple[int, int]:
+    cert, key = tmp / f"{kind}.pem", tmp / f"{kind}.key"
+    combined = tmp / f"{kind}-haproxy.pem"
+    combined.write_bytes(cert.read_bytes() + key.read_bytes())
+    port = free_port()
+    conf = tmp / f"haproxy-tls-{kind}.cfg"
+    conf.write_text(f"""
+global
+    nbthread 1
+    maxconn {configs.HAPROXY_MAXCONN}
+    ssl-default-bind-ciphers {INTERMEDIATE_CIPHERS}
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode http
+    timeout connect 2s
+    timeout client {configs.IDLE_TIMEOUT_S}s
+    timeout server {configs.IDLE_TIMEOUT_S}s
+    timeout http-keep-alive {configs.IDLE_TIMEOUT_S}s
+frontend fe
+    bind 127.0.0.1:{port} ssl crt {combined} alpn http/1.1 backlog 4096
+    maxconn {configs.HAPROXY_MAXCONN}
+    option forwardfor
+    unique-id-format %{{+X}}o%pid%Ts%rt
+    unique-id-header X-Request-ID
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    default_backend be
+backend be
+    http-reuse always
+    server s0 127.0.0.1:{backend}
+""")
+    proc = procs.start(["haproxy", "-db", "-f", str(conf)], tmp / f"haproxy-tls-{kind}.log")
+    wait_port(port)
+    return port, proc.pid
+
+
+def s_time(port: int, reuse: bool, seconds: int) -> float:
+    """Handshakes per second, one at a time, with ``openssl s_time``."""
+    out = subprocess.run(
+        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-reuse" if reuse else "-new",
+         "-time", str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout  # fmt: skip
+    m = re.search(r"(\d+) connections in (\d+) real seconds", out)
+    return int(m.group(1)) / max(1, int(m.group(2))) if m else float("nan")
+
+
+async def _open_tls(port: int, count: int) -> list[asyncio.StreamWriter]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sem = asyncio.Semaphore(64)
+    held: list[asyncio.StreamWriter] = []
+
+    async def one() -> None:
+        async with sem:
+            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                async with asyncio.timeout(20):
+                    reader, writer = await asyncio.open_connection(
+                        "127.0.0.1", port, ssl=ctx, server_hostname=NAME
+                    )
+                    writer.write(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+                    await reader.readuntil(b"backend\n")
+                    held.append(writer)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return held
+
+
+def idle_memory(port: int, pid: int, count: int) -> tuple[int, float]:
+    """(connections held, KiB of RSS per connection) with ``count`` idle TLS connections."""
+
+    async def run() -> tuple[int, float]:
+        for w in await _open_tls(port, 20):  # warm-up
+            w.close()
+        await asyncio.sleep(1.0)
+        before = tree_rss_kib(pid)
+        held = await _open_tls(port, count)
+        await asyncio.sleep(1.5)
+        after = tree_rss_kib(pid)
+        for w in held:
+            w.close()
+        await asyncio.sleep(0.5)
+        return len(held), (after - before) / max(1, len(held))
+
+    return asyncio.run(run())
+
+
+def resumed_count(admin: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r'^lb_tls_sessions_resumed_total\{listener="tls"\} (\S+)', text, re.M)
+    return int(float(m.group(1))) if m else -1
+
+
+@dataclass
+class Row:
+    what: str
+    figures: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    def ratio(self) -> str:
+        lb, ha = self.figures.get("lb"), self.figures.get("haproxy")
+        return f"{lb / ha:.2f}x" if lb and ha else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tls")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    p.add_argument("--idle", type=int, default=5000, help="idle TLS connections (memory)")
+    p.add_argument("--keys", default="ecdsa,rsa")
+    args = p.parse_args(argv)
+    raise_nofile()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="lb-bench-tls-") as d:
+        tmp = Path(d)
+        procs = Procs()
+        try:
+            backend = free_port()
+            conf = configs.nginx_backend(tmp, [backend])
+            procs.start(["nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log")
+            wait_port(backend)
+            lua = wrk.script(tmp, None)
+            for kind in args.keys.split(","):
+                make_cert(tmp, kind)
+                lb_port, admin, lb_pid = start_lb(procs, tmp, kind, backend)
+                ha_port, ha_pid = start_haproxy(procs, tmp, kind, backend)
+                ports = {"lb": lb_port, "haproxy": ha_port}
+                pids = {"lb": lb_pid, "haproxy": ha_pid}
+                for label, headers in (
+                    ("keep-alive req/s", ()),
+                    ("TLS connections/s (Connection: close)", ("Connection: close",)),
+                ):
+                    row = Row(f"{kind}: {label}")
+                    for proxy in ("lb", "haproxy"):
+                        before = resumed_count(admin) if proxy == "lb" else 0
+                        r = wrk.run(
+                            port=ports[proxy], path="/", connections=64, threads=1,
+                            duration=args.duration, lua=lua, headers=headers, scheme="https",
+                        )  # fmt: skip
+                        row.figures[proxy] = r.rps
+                        if r.errors:
+                            row.note += f"{proxy}: {r.errors} errors ({r.error_kinds}) "
+                        if proxy == "lb" and headers:
+                            row.note += f"lb resumed {resumed_count(admin) - before} "
+                        print(f"{row.what} {proxy}: {r.rps:,.0f}", flush=True)
+                    rows.append(row)
+                for label, reuse in (("full", False), ("resumed", True)):
+                    row = Row(f"{kind}: s_time {label} handshakes/s (sequential)")
+                    for proxy in ("lb", "haproxy"):
+                        row.figures[proxy] = s_time(ports[proxy], reuse, max(2, int(args.duration)))
+                        print(f"{row.what} {proxy}: {row.figures[proxy]:,.0f}", flush=True)
+                    rows.append(row)
+                if args.idle:
+                    row = Row(f"{kind}: KiB per idle TLS connection")
+                    for proxy in ("lb", "haproxy"):
+                        held, per = idle_memory(ports[proxy], pids[proxy], args.idle)
+                        row.figures[proxy] = per
+                        row.note += f"{proxy} held {held:,} "
+                        print(f"{row.what} {proxy}: {per:.1f} ({held} held)", flush=True)
+                    rows.append(row)
+                for proc in procs.procs[-2:]:  # this kind's lb and HAProxy
+                    proc.terminate()
+                    proc.wait(15)
+        finally:
+            procs.stop_all()
+    print("\n| scenario | lb | HAProxy | lb/HAProxy | notes |\n| --- | --- | --- | --- | --- |")
+    for row in rows:
+        lb, ha = row.figures.get("lb", float("nan")), row.figures.get("haproxy", float("nan"))
+        print(f"| {row.what} | {lb:,.1f} | {ha:,.1f} | {row.ratio()} | {row.note.strip()} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
