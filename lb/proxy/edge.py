@@ -41,7 +41,7 @@ import uvloop
 
 from lb.config import ListenerConfig, PoolConfig
 from lb.model import Backend
-from lb.proxyproto import REJECT_REASONS, Address, ProxyProtocolError, parse
+from lb.proxyproto import REJECT_REASONS, Address, ProxyProtocolError, build, parse
 from lb.tls import (
     FAILURE_REASONS,
     HANDSHAKE_VERSIONS,
@@ -279,6 +279,22 @@ class ProxyGate(asyncio.Protocol):
 
 
 # -- the backend side ---------------------------------------------------------------------
+
+
+def proxy_header_for(
+    version: str,
+    proxied: tuple[Address, Address | None] | None,
+    transport: asyncio.BaseTransport,
+) -> bytes:
+    """The PROXY header a ``send_proxy`` pool's backend gets for a client connection: the
+    addresses a PROXY header gave us (``proxied``), else the connection's own."""
+    if proxied is not None:
+        source, destination = proxied
+    else:
+        source, destination = transport.get_extra_info("peername")[:2], None
+    if destination is None:
+        destination = transport.get_extra_info("sockname")[:2]
+    return build(version, source, destination)
 
 
 class UpstreamTls:

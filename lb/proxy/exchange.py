@@ -40,10 +40,10 @@ from lb.http import RequestHead, ResponseHead, ResponseParser, error_response
 from lb.http.rewrite import client_response_head, replace_header, upstream_request_head
 from lb.model import Backend
 from lb.proxy.context import HttpContext
-from lb.proxy.edge import UpstreamTls, open_upstream
+from lb.proxy.edge import UpstreamTls, open_upstream, proxy_header_for
 from lb.proxy.idle import IdleUpstreams
 from lb.proxy.pool import PoolRuntime
-from lb.proxyproto import Address, build
+from lb.proxyproto import Address
 from lb.tls import subject_of
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
@@ -91,14 +91,7 @@ class ClientSide:
 
     def proxy_header(self, version: str) -> bytes:
         """The PROXY header a ``send_proxy`` pool's backend gets for this client."""
-        if self.proxied is not None:
-            source, destination = self.proxied
-        else:
-            source = self.transport.get_extra_info("peername")[:2]
-            destination = None
-        if destination is None:
-            destination = self.transport.get_extra_info("sockname")[:2]
-        return build(version, source, destination)
+        return proxy_header_for(version, self.proxied, self.transport)
 
     def exchange_done(self, now: float) -> None:
         """The exchange ended (its response is out, its request read): keep alive or close."""

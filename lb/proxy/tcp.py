@@ -31,9 +31,9 @@ import orjson
 from lb.config import ListenerConfig
 from lb.model import Backend
 from lb.proxy.accesslog import AccessLog
-from lb.proxy.edge import UpstreamTls, open_upstream
+from lb.proxy.edge import UpstreamTls, open_upstream, proxy_header_for
 from lb.proxy.pool import PoolRuntime
-from lb.proxyproto import Address, build
+from lb.proxyproto import Address
 
 
 class Listener(Protocol):
@@ -150,14 +150,7 @@ class TcpClientProtocol(asyncio.Protocol):
 
     def proxy_header(self, version: str) -> bytes:
         """The PROXY header a ``send_proxy`` pool's backend gets for this client."""
-        if self.proxied is not None:
-            source, destination = self.proxied
-        else:
-            source = self.transport.get_extra_info("peername")[:2]
-            destination = None
-        if destination is None:
-            destination = self.transport.get_extra_info("sockname")[:2]
-        return build(version, source, destination)
+        return proxy_header_for(version, self.proxied, self.transport)
 
     # -- client transport events ------------------------------------------------------------
 
