@@ -498,6 +498,7 @@ def test_tls_pool_verifies_the_backend(procs: ProcessGroup, ca: Authority) -> No
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"http://127.0.0.1:{bad}/", timeout=5)
     assert err.value.code == 502
+    err.value.close()
     deadline = time.monotonic() + 5
     while "certificate verification failed" not in lb.output() and time.monotonic() < deadline:
         time.sleep(0.05)
