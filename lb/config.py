@@ -335,10 +335,13 @@ class PoolConfig(_Model):
         description="with no eligible backend, the longest a request is held (0: 503 at once)",
     )
     retry_budget: float = Field(
-        default=0.2, ge=0.0, le=1.0, description="retries allowed, as a share of requests"
+        default=0.2,
+        ge=0.0,
+        le=10.0,
+        description="retries allowed, as a share of first tries (10: as many as retries allow)",
     )
     retry_budget_min: int = Field(
-        default=3, ge=0, le=10000, description="retries always allowed per budget window"
+        default=10, ge=0, le=10000, description="retries per second always allowed"
     )
     drain_timeout: Duration = Field(
         default=30.0, description="a draining backend's connections are closed after this long"

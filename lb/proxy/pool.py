@@ -22,9 +22,11 @@ for L4 connections and L7 requests alike. They are where the pool's in-flight co
   so (the worker tells the supervisor promptly: a drain finished in this worker).
 * **Demand** (in flight + queued + held) is reported through ``on_demand`` when it leaves
   zero, returns to zero, doubles or halves, so the scaler hears about a burst at once.
-* **Retry budget.** Retries are allowed while they stay under ``retry_budget_min`` plus
-  ``retry_budget`` times the first tries, over a window that halves every ``BUDGET_WINDOW``
-  seconds (``retry_allowed``), so a failing backend cannot multiply the load on the others.
+* **Retry budget** (Linkerd's ``retryRatio`` and ``minRetriesPerSecond``). Retries are allowed
+  while they stay under ``retry_budget`` times the first tries plus ``retry_budget_min`` per
+  second, over a window whose counts halve every ``BUDGET_WINDOW`` seconds
+  (``retry_allowed``), so a pool whose backends all fail does not multiply its connection
+  attempts.
 
 No I/O here.
 """
@@ -420,7 +422,8 @@ class PoolRuntime:
             self.retried >>= shift
         config = self.config
         first_tries = self.attempts - self.retried
-        if self.retried < config.retry_budget_min + config.retry_budget * first_tries:
+        floor = config.retry_budget_min * BUDGET_WINDOW
+        if self.retried < floor + config.retry_budget * first_tries:
             self.retried += 1
             return True
         self.budget_exhausted += 1
