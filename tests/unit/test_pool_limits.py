@@ -44,7 +44,9 @@ class Waiter:
     ("max_conn", "workers", "share"),
     [(0, 4, 0), (4, 1, 4), (4, 2, 2), (5, 2, 3), (1, 4, 1), (10, 3, 4)],
 )
-def test_a_limit_is_split_between_workers_rounded_up(max_conn: int, workers: int, share: int) -> None:
+def test_a_limit_is_split_between_workers_rounded_up(
+    max_conn: int, workers: int, share: int
+) -> None:
     assert worker_share(max_conn, workers) == share
     # The total never exceeds the limit by more than the rounding.
     assert share * workers - max_conn < workers or max_conn == 0
