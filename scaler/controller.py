@@ -75,6 +75,9 @@ def spec_of(sc: ScalerConfig) -> PolicySpec:
         max_add_percent=sc.max_add_percent,
         max_remove=sc.max_remove,
         max_remove_percent=sc.max_remove_percent,
+        scale_to_zero_after=sc.scale_to_zero_after,
+        panic_window=sc.panic_window,
+        panic_threshold=sc.panic_threshold,
     )
 
 
