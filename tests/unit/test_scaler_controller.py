@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import pytest
@@ -27,8 +27,8 @@ from lb.control.models import (
     WaitResult,
 )
 from lb.model import AdminState, HealthState
-from scaler.config import ScalerConfig
 from scaler import controller
+from scaler.config import ScalerConfig
 from scaler.controller import PoolScaler
 from scaler.observe import pick_victims, samples
 from scaler.policy import Sample
@@ -236,7 +236,9 @@ class FakeLB:
 
     def _demand_now(self, pool: str) -> PoolDemand:
         in_flight, (queued, held) = sum(self.in_flight.values()), self.demand_
-        eligible = sum(1 for b in self.backends_.values() if b.admin == "ready" and b.health == "up")
+        eligible = sum(
+            1 for b in self.backends_.values() if b.admin == "ready" and b.health == "up"
+        )
         return PoolDemand(
             pool=pool,
             seq=self.seq,
@@ -564,6 +566,13 @@ async def test_status_text_shows_members_and_reasons() -> None:
 # -- demand: scale from zero, to zero, panic, and the watcher that wakes the loop ---------------
 
 
+async def until(cond: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``cond``: the tasks under test change plain attributes, not events."""
+    async with asyncio.timeout(within):
+        while not cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 async def test_a_held_request_at_zero_members_starts_one_member() -> None:
     w = World()
     ps, _provider, lb = make(w, min=0)
@@ -658,13 +667,11 @@ async def test_the_loop_reacts_to_demand_long_before_its_interval() -> None:
     run = asyncio.create_task(ps.run(stop))
     follow = asyncio.create_task(ps.follow_demand())
     try:
-        while ps.last is None:  # the first tick: nothing to do
-            await asyncio.sleep(0.01)
+        await until(lambda: ps.last is not None)  # the first tick: nothing to do
         assert provider.members == {}
         lb.set_demand(held=1)
-        async with asyncio.timeout(10):  # the interval is 60 s: only a wake-up gets here
-            while not provider.members:
-                await asyncio.sleep(0.01)
+        # The interval is 60 s: only a wake-up gets here within 10 s.
+        await until(lambda: bool(provider.members), within=10)
         assert ps.last is not None and "scale from zero" in ps.last.reason
     finally:
         stop.set()
@@ -688,8 +695,7 @@ async def test_an_lb_without_the_demand_api_leaves_the_loop_on_its_interval(
     caplog.set_level(logging.INFO, logger="scaler")
     follow = asyncio.create_task(ps.follow_demand())
     try:
-        while lb.demand_calls < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: lb.demand_calls >= 4)
     finally:
         follow.cancel()
         with contextlib.suppress(asyncio.CancelledError):
