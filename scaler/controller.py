@@ -271,13 +271,14 @@ class PoolScaler:
                 d = await self.lb.demand(self.pool, after=after, within=DEMAND_WAIT)
             except (ApiError, ControlClientError) as exc:
                 if isinstance(exc, ApiError) and exc.status == 404 and exc.field != "pool":
-                    why = "lb has no demand API (an older lb?)"
+                    self._no_demand_api()
+                    why = "no demand API"  # said once, by _no_demand_api
                 elif isinstance(exc, ApiError):
                     why = f"lb refused the demand call: {exc.message}"
                 else:
                     why = f"lb unreachable: {exc}"
                 backoff = min(DEMAND_BACKOFF[1], max(DEMAND_BACKOFF[0], backoff * 2))
-                if why != failing:
+                if why != failing and why != "no demand API":
                     failing = why
                     log.info(
                         "%s: %s; reacting every interval (%gs) instead, trying again",
@@ -288,9 +289,9 @@ class PoolScaler:
                 after = None  # a restarted lb counts again from 0: ask for the current values
                 await asyncio.sleep(backoff)
                 continue
-            if failing:
+            if failing or not self._demand_api:
                 log.info("%s: following lb's demand again", self.pool)
-                failing, backoff = "", 0.0
+                failing, backoff, self._demand_api = "", 0.0, True
             after = d.seq
             self.on_demand(d.demand)
             await asyncio.sleep(DEMAND_GAP)
@@ -455,17 +456,23 @@ class PoolScaler:
                 return (await self.lb.demand(self.pool)).demand
             except ApiError as exc:
                 if exc.status == 404 and exc.field != "pool":
-                    self._demand_api = False
-                    log.warning(
-                        "%s: lb has no demand API (older lb?): the demand is the pool's "
-                        "in-flight count, and nothing waits for a member at zero",
-                        self.pool,
-                    )
+                    self._no_demand_api()
                 else:
                     self._note_error(f"lb demand: {exc.message}")
             except ControlClientError:
                 pass  # stats just answered: a blip; the in-flight count stands in
         return in_flight
+
+    def _no_demand_api(self) -> None:
+        if self._demand_api:
+            self._demand_api = False
+            log.warning(
+                "%s: lb has no demand API (an older lb?): the demand is the pool's in-flight "
+                "count, nothing waits for a member at zero, and the scaler reacts every "
+                "interval (%gs); asking again from time to time",
+                self.pool,
+                self.sc.interval,
+            )
 
     def _per_backend(self) -> float | None:
         """``inflight_per_backend`` from the pool's demand: a backend's in-flight count is

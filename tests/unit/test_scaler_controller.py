@@ -702,13 +702,27 @@ async def test_an_lb_without_the_demand_api_leaves_the_loop_on_its_interval(
             await follow
     said = [r.getMessage() for r in caplog.records if "demand API" in r.getMessage()]
     assert said == [
-        "web: lb has no demand API (an older lb?); reacting every interval (1s) instead, "
-        "trying again"
+        "web: lb has no demand API (an older lb?): the demand is the pool's in-flight count, "
+        "nothing waits for a member at zero, and the scaler reacts every interval (1s); asking "
+        "again from time to time"
     ]
     assert not ps.wake.is_set()
+    calls = lb.demand_calls
     # The tick does without: the pool's in-flight count is its demand.
     await ps.tick()
     assert ps.demand == 30
     assert ps.last is not None and ps.last.desired == 3
     await ps.tick()
-    assert lb.demand_calls == 5  # asked once by the ticks, then no more
+    assert lb.demand_calls == calls  # the ticks leave it to the watcher
+    # lb is upgraded: the watcher finds the API, and the ticks use it again.
+    lb.demand_error = None
+    lb.set_demand(queued=20)
+    follow = asyncio.create_task(ps.follow_demand())
+    try:
+        await until(lambda: ps._demand_api)
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+    await ps.tick()
+    assert ps.demand == 50
