@@ -69,7 +69,7 @@ def ok_to_client(n: int) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + rid(n) + b"\r\nhi"
 
 
-def error(status: str, text: str, retry_after: bool = False) -> bytes:
+def error(status: str, text: str, retry_after: bool = False, close: bool = True) -> bytes:
     """lb's own error answer (``lb.http.error_response``), spelled out."""
     body = f"{status}: {text}\n".encode()
     return (
@@ -77,7 +77,10 @@ def error(status: str, text: str, retry_after: bool = False) -> bytes:
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n"
         b"Cache-Control: no-cache\r\n"
-        b"Connection: close\r\n" + (b"Retry-After: 1\r\n" if retry_after else b"") + b"\r\n" + body
+        + (b"Connection: close\r\n" if close else b"")
+        + (b"Retry-After: 1\r\n" if retry_after else b"")
+        + b"\r\n"
+        + body
     )
 
 
@@ -358,15 +361,19 @@ def test_with_no_eligible_backend_the_client_gets_503_with_retry_after(
     playbook: Callable[..., Playbook],
 ) -> None:
     pb = playbook({"a": "ready", "b": "ready"}, health="down")
+    refused = error(
+        "503 Service Unavailable", "no backend is available", retry_after=True, close=False
+    )
+    # The request was read whole: the connection stays usable for the next one.
     assert (
         pb
         >> Accept("client")
         >> DataReceived("client", GET)
-        << Write(
-            "client",
-            error("503 Service Unavailable", "no backend is available", retry_after=True),
-        )
-        << Close("client")
+        << Write("client", refused)
+        << ResumeReading("client")
+        >> DataReceived("client", GET)
+        << Write("client", refused)
+        << ResumeReading("client")
     )
     assert pb.active() == {"a": 0, "b": 0}
     assert pb.backend("a").total == pb.backend("b").total == 0
@@ -628,9 +635,12 @@ def test_a_draining_backend_is_reported_idle_once_when_its_last_request_ends(
         pb
         >> DataReceived("c1", GET)
         << Write(
-            "c1", error("503 Service Unavailable", "no backend is available", retry_after=True)
+            "c1",
+            error(
+                "503 Service Unavailable", "no backend is available", retry_after=True, close=False
+            ),
         )
-        << Close("c1")
+        << ResumeReading("c1")
     )
     assert pb.active() == {"a": 0}
 
