@@ -35,11 +35,12 @@ Every decision and action is a structured log line (``event`` field), is kept fo
 The loop never stops a member because lb is unreachable: without lb it only waits.
 
 **Demand, as it happens.** ``follow_demand`` long-polls lb's demand API (``after`` the last
-sequence number seen, up to ``DEMAND_WAIT`` seconds). When the pool's demand leaves 0 the
-loop wakes at once (the first held request at zero members starts a member now, not at the
-next interval); when it jumps (``policy.is_jump`` against the demand the last tick saw: at
-least twice as much and one ``target`` more, for ``inflight_per_backend``) the loop wakes
-after ``JUMP_SETTLE``, so that a burst still arriving is seen whole by one decision. An lb
+sequence number seen, up to ``DEMAND_WAIT`` seconds). When requests wait and no backend is
+eligible (zero members) the loop wakes at once (the first held request at zero members starts
+a member now, not at the next interval); when the demand jumps (``policy.is_jump`` against
+the demand the last tick saw: at least twice as much and one ``target`` more, for
+``inflight_per_backend``) the loop wakes after ``JUMP_SETTLE``, so that a burst still
+arriving is seen whole by one decision. An lb
 without the API (404) or an unreachable one leaves the loop on its interval: the watcher
 backs off, logs once, and tries again.
 """
@@ -293,20 +294,20 @@ class PoolScaler:
                 log.info("%s: following lb's demand again", self.pool)
                 failing, backoff, self._demand_api = "", 0.0, True
             after = d.seq
-            self.on_demand(d.demand)
+            self.on_demand(d.demand, d.eligible)
             await asyncio.sleep(DEMAND_GAP)
 
-    def on_demand(self, demand: int) -> None:
-        """A demand figure from lb, between ticks: wake the loop if it left 0 or jumped."""
+    def on_demand(self, demand: int, eligible: int) -> None:
+        """A demand figure from lb, between ticks: wake the loop at once if requests wait
+        with nothing eligible to serve them (zero members), or soon if the demand jumped."""
         if self.policy is not None:
             self.policy.note_demand(self.clock(), demand)
-        seen = self.demand
-        if demand > 0 and not seen:
-            log.debug("%s: demand %d after %s: waking now", self.pool, demand, seen)
+        seen = self.demand or 0
+        if demand > 0 and eligible == 0:
+            log.debug("%s: demand %d with nothing eligible: waking now", self.pool, demand)
             self.wake.set()
         elif (
-            seen
-            and self.sc.metric == "inflight_per_backend"
+            self.sc.metric == "inflight_per_backend"
             and is_jump(seen, demand, self.sc.target)
             and (self._settle is None or self._settle.cancelled())
         ):

@@ -620,7 +620,7 @@ async def test_an_idle_pool_goes_to_zero_after_scale_to_zero_after() -> None:
     assert ps.last is not None and ps.last.desired == 1
     w.now += 2
     lb.set_demand(queued=1)
-    ps.on_demand(1)  # a request waited briefly between two ticks
+    ps.on_demand(1, eligible=1)  # a request came between two ticks
     lb.set_demand()
     w.now += 2
     await ps.tick()
@@ -643,17 +643,20 @@ async def test_demand_wakes_the_loop_when_it_leaves_zero_or_jumps(
     w = World()
     ps, _provider, _lb = make(w)
     ps.demand = 0
-    ps.on_demand(0)
+    ps.on_demand(0, eligible=0)
     assert not ps.wake.is_set()
-    ps.on_demand(1)
-    assert ps.wake.is_set()  # at once: the first request at zero members
-    ps.wake.clear()
-    ps.demand = 5
-    ps.on_demand(8)  # not twice as much
-    ps.on_demand(14)  # twice as much, but less than one target (10) more
+    ps.on_demand(1, eligible=1)  # a member takes it: nothing to do
     await asyncio.sleep(0.05)
     assert not ps.wake.is_set()
-    ps.on_demand(15)  # 3x and 10 more: a jump, acted on after JUMP_SETTLE
+    ps.on_demand(1, eligible=0)
+    assert ps.wake.is_set()  # at once: the first request held at zero members
+    ps.wake.clear()
+    ps.demand = 5
+    ps.on_demand(8, eligible=1)  # not twice as much
+    ps.on_demand(14, eligible=1)  # twice as much, but less than one target (10) more
+    await asyncio.sleep(0.05)
+    assert not ps.wake.is_set()
+    ps.on_demand(15, eligible=1)  # 3x and 10 more: a jump, acted on after JUMP_SETTLE
     assert not ps.wake.is_set()
     await asyncio.sleep(0.05)
     assert ps.wake.is_set()
