@@ -559,6 +559,7 @@ async def test_status_text_shows_members_and_reasons() -> None:
     assert "pool web: 1 member(s), desired 1 (min 1, max 5)" in text
     assert "127.0.0.1:9101" in text and "ready/up" in text
     assert "last decision: hold at 1: inflight_per_backend 3.0 < target 10.0" in text
+    assert "  demand (in flight + queued + held): 3\n" in text
     assert "NOT running" in format_status(doc, None, "c.toml")
     assert "has not run" in format_status(None, None, "c.toml")
 
