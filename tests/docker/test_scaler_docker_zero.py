@@ -14,35 +14,24 @@ from tests.docker.test_scaler_docker import (
     scaled,  # noqa: F401 (the fixture)
 )
 from tests.helpers import http_get
-from tests.integration.test_scaler import MARGIN, Scaled, log_events, wait_for
-
-INTERVAL = 4.0  # the demand wakes the scaler, not the interval
-IDLE = 3.0
+from tests.integration.test_scaler import MARGIN, Scaled, wait_for
+from tests.integration.test_scaler_zero import (
+    IDLE,
+    INTERVAL,
+    ZERO,
+    decisions,
+    scale_ups,
+    with_hold,
+)
 
 
 def test_the_first_request_starts_a_container_and_the_pool_idles_back_to_zero(
     scaled: Scaled,  # noqa: F811 (the fixture)
     run_label: str,  # noqa: F811 (the fixture)
 ) -> None:
-    cfg = docker_config(
-        run_label,
-        min=0,
-        max=2,
-        target=10,
-        interval=f"{INTERVAL}s",
-        scale_to_zero_after=f"{IDLE}s",
-        scale_down_stabilization="0s",
-        stop_timeout="2s",
-    )
-    cfg["pools"]["web"]["hold_timeout"] = "20s"
-    scaled.start(cfg)
+    scaled.start(with_hold(docker_config(run_label, **ZERO, stop_timeout="2s")))
     scaler = scaled.scaler()
-    wait_for(
-        lambda: any(e.get("event") == "scaler_decision" for e in log_events(scaler)),
-        10,
-        "the scaler's first decision",
-        scaler,
-    )
+    wait_for(lambda: decisions(scaler), 10, "the scaler's first decision", scaler)
     assert running(run_label) == [] and scaled.backends() == []
 
     sent = time.time()
@@ -51,11 +40,7 @@ def test_the_first_request_starts_a_container_and_the_pool_idles_back_to_zero(
     assert (status, body) == (200, b"hello\n")
     (container,) = running(run_label)
     assert container["Config"]["Labels"]["lb.pool"] == "web"
-    ups = [
-        e
-        for e in log_events(scaler)
-        if e.get("event") == "scaler_decision" and e["time"] >= sent and e["action"] == "scale_up"
-    ]
+    ups = scale_ups(scaler, sent)
     assert ups and ups[0]["msg"].startswith("web: scale up 0 -> 1: scale from zero: demand")
     print(f"cold start with Docker: {served - sent:.2f}s to the response")
     for _ in range(3):

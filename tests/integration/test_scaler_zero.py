@@ -30,22 +30,29 @@ INTERVAL = 4.0
 IDLE = 3.0  # scale_to_zero_after
 
 
-def zero_config(**scaler: Any) -> dict[str, Any]:
-    cfg = config(
-        min=0,
-        max=3,
-        target=10,
-        interval=f"{INTERVAL}s",
-        scale_to_zero_after=f"{IDLE}s",
-        scale_down_stabilization="0s",
-        **scaler,
-    )
+# The [[scalers]] settings of a pool that goes to zero (the Docker test uses them too).
+ZERO: dict[str, Any] = {
+    "min": 0,
+    "max": 3,
+    "target": 10,
+    "interval": f"{INTERVAL}s",
+    "scale_to_zero_after": f"{IDLE}s",
+    "scale_down_stabilization": "0s",
+}
+
+
+def with_hold(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Requests wait up to 20 s for the first member (lb's default for such a pool is 30 s)."""
     cfg["pools"]["web"]["hold_timeout"] = "20s"
     return cfg
 
 
 def decisions(scaler: Proc) -> list[dict[str, Any]]:
     return [e for e in log_events(scaler) if e.get("event") == "scaler_decision"]
+
+
+def scale_ups(scaler: Proc, since: float) -> list[dict[str, Any]]:
+    return [e for e in decisions(scaler) if e["time"] >= since and e["action"] == "scale_up"]
 
 
 def at_zero(s: Scaled) -> bool:
@@ -55,7 +62,7 @@ def at_zero(s: Scaled) -> bool:
 def test_the_first_request_at_zero_members_is_held_and_served_then_the_pool_idles_to_zero(
     scaled: Scaled,  # noqa: F811 (the fixture)
 ) -> None:
-    scaled.start(zero_config())
+    scaled.start(with_hold(config(**ZERO)))
     scaler = scaled.scaler()
     wait_for(lambda: decisions(scaler), 10, "the scaler's first decision", scaler)
     assert decisions(scaler)[0]["msg"] == "web: hold at 0: demand (in flight + queued + held) is 0"
@@ -69,9 +76,7 @@ def test_the_first_request_at_zero_members_is_held_and_served_then_the_pool_idle
         statuses.append(status)
         assert status == 200, f"cold start {cold_start}: {status}"
         assert headers["x-backend"].startswith("web-")
-        ups = [
-            e for e in decisions(scaler) if e["time"] >= sent - 0.5 and e["action"] == "scale_up"
-        ]
+        ups = scale_ups(scaler, sent)
         assert ups, f"cold start {cold_start}: no scale-up decision"
         assert ups[0]["msg"] == (
             "web: scale up 0 -> 1: scale from zero: demand (in flight + queued + held) 1 / "
@@ -131,7 +136,7 @@ def test_a_step_from_1_to_40_in_flight_panics_to_4_members_in_one_decision(
         return step
 
     step = asyncio.run(scenario())
-    ups = [e for e in decisions(scaler) if e["time"] >= step and e["action"] == "scale_up"]
+    ups = scale_ups(scaler, step)
     story = "\n".join(f"{e['time'] - step:+.2f}s {e['msg']}" for e in decisions(scaler))
     assert ups, story
     first = ups[0]
