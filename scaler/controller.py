@@ -75,7 +75,9 @@ KEEP = 20  # decisions and actions kept for `lb-scaler status`
 PUBLISH_TIMEOUT = 2.0
 DEMAND_WAIT = 25.0  # seconds one long-poll of the demand API may wait for a change
 DEMAND_GAP = 0.05  # at least this between two polls, so a busy pool is not a busy loop
-DEMAND_BACKOFF = (1.0, 60.0)  # after a failed poll, doubling up to the second
+# After a failed poll: from the first, doubling up to the second (lb unreachable: it may be
+# restarting, and a cold start waits on this) or the third (no API, or a refusal).
+DEMAND_BACKOFF = (0.5, 5.0, 60.0)
 JUMP_SETTLE = 0.25  # a jump wakes the loop after this, so that one decision sees the burst
 
 
@@ -278,7 +280,8 @@ class PoolScaler:
                     why = f"lb refused the demand call: {exc.message}"
                 else:
                     why = f"lb unreachable: {exc}"
-                backoff = min(DEMAND_BACKOFF[1], max(DEMAND_BACKOFF[0], backoff * 2))
+                cap = DEMAND_BACKOFF[1] if isinstance(exc, Unreachable) else DEMAND_BACKOFF[2]
+                backoff = min(cap, max(DEMAND_BACKOFF[0], backoff * 2))
                 if why != failing and why != "no demand API":
                     failing = why
                     log.info(

@@ -689,7 +689,7 @@ async def test_the_loop_reacts_to_demand_long_before_its_interval() -> None:
 async def test_an_lb_without_the_demand_api_leaves_the_loop_on_its_interval(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(controller, "DEMAND_BACKOFF", (0.01, 0.02))
+    monkeypatch.setattr(controller, "DEMAND_BACKOFF", (0.01, 0.02, 0.02))
     w = World()
     ps, provider, lb = make(w, min=1)
     lb.demand_error = ApiError(404, "path", "no such path: /v1/pools/web/demand")
