@@ -307,15 +307,35 @@ class PoolScaler:
             self.policy.note_demand(self.clock(), demand)
         seen = self.demand or 0
         if demand > 0 and eligible == 0:
-            log.debug("%s: demand %d with nothing eligible: waking now", self.pool, demand)
+            # Logged when it is news (the last tick saw no demand); repeats are for debugging.
+            self._wake_log(
+                logging.INFO if not seen else logging.DEBUG,
+                f"demand {demand} with no backend eligible: waking the loop now",
+                cause="no_eligible",
+                demand=demand,
+            )
             self.wake.set()
         elif (
             self.sc.metric == "inflight_per_backend"
             and is_jump(seen, demand, self.sc.target)
             and (self._settle is None or self._settle.cancelled())
         ):
-            log.debug("%s: demand jumped %d -> %d: waking", self.pool, seen, demand)
+            self._wake_log(
+                logging.INFO,
+                f"demand jumped {seen} -> {demand}: waking the loop in {JUMP_SETTLE:g}s",
+                cause="jump",
+                demand=demand,
+            )
             self._settle = asyncio.get_running_loop().call_later(JUMP_SETTLE, self._woken)
+
+    def _wake_log(self, level: int, message: str, **fields: Any) -> None:
+        log.log(
+            level,
+            "%s: %s",
+            self.pool,
+            message,
+            extra={"event": {"event": "scaler_woken", "pool": self.pool, **fields}},
+        )
 
     def _woken(self) -> None:
         self._settle = None
