@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 import lb
 from lb import persist
-from lb.control.aggregate import StatsAggregator, WindowStats, merge_histograms, percentile
+from lb.control.aggregate import QUEUE, StatsAggregator, WindowStats, merge_histograms, percentile
 from lb.control.demand import DemandBoard
 from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
@@ -420,6 +420,7 @@ class ControlApi:
                 in_flight=in_flight,
                 queued=demand.queued,
                 held=demand.held,
+                queue_ms=_percentiles(window.get((name, QUEUE), empty).latency),
                 connections=connections,
                 total=total,
                 rate=round(sum(s.rate for s in stats_of), 3),

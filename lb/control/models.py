@@ -233,6 +233,9 @@ class PoolStats(_Response):
     in_flight: int
     queued: int = Field(default=0, description="waiting for a backend below its max_conn, now")
     held: int = Field(default=0, description="waiting because no backend is eligible, now")
+    queue_ms: Percentiles | None = Field(
+        default=None, description="waits in the queue over the window; null without samples"
+    )
     connections: int
     total: int
     rate: float

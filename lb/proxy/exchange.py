@@ -449,8 +449,6 @@ class Exchange:
                 pool.note_success(b)
             elif self.status >= 500 and pool.report_5xx:
                 self.conn.listener.report_failure(pool, b, "5xx", None)
-            self.backend = None
-            pool.release(b)
         config = pool.config
         if reusable and self.request_complete and up.requests < config.upstream_max_requests:
             if self.conn.write_paused:
@@ -458,6 +456,10 @@ class Exchange:
             ctx.upstreams.release(up, config.upstream_max_idle, config.upstream_idle_timeout, now)
         else:
             up.close()
+        if b is not None:
+            # After the connection went idle: a request waiting for this slot reuses it.
+            self.backend = None
+            pool.release(b)
         self.account(now)
         self.done = True
         if self.request_complete:
