@@ -286,7 +286,7 @@ class Stats:
 @dataclass(frozen=True, slots=True)
 class Demand:
     """A pool's demand in one worker changed enough to matter to a scaler (left zero,
-    returned to zero, doubled or halved); sent at once, between stats snapshots. Each value
+    more than doubled); sent at once, between stats snapshots. Each value
     is ``(in_flight, queued, held)``."""
 
     TYPE: ClassVar[str] = "demand"

@@ -248,7 +248,7 @@ class DataPlane:
         self._report_soon()
 
     def _demand_changed(self, pool: PoolRuntime) -> None:
-        """A pool's demand left zero, returned to it, doubled or halved: the supervisor hears
+        """A pool's demand rose above twice what was last reported: the supervisor hears
         at once (one message per loop iteration), for a scaler that follows demand."""
         if not self._demand_pending:
             self.loop.call_soon(self._send_demand)
@@ -373,6 +373,8 @@ class DataPlane:
             }
             for name, pool in self.pools.items()
         }
+        for pool in self.pools.values():
+            pool.demand_reported()  # a rise from these figures is news again
         return wire.Stats(
             worker=self.index,
             seq=self.seq,

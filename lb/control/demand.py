@@ -1,9 +1,9 @@
 """Pool demand as it happens: in flight + queued + held, summed over the live workers, with a
 sequence number per pool and a long poll (``GET /v1/pools/{pool}/demand``) for the scaler.
 
-Workers send ``wire.Demand`` when a pool's demand leaves zero, returns to zero, doubles or
-halves (``PoolRuntime._report_demand``), and their stats snapshot every second carries the
-same figures, so a missed change is corrected within a second. A pool's ``seq`` moves when its
+Workers send ``wire.Demand`` at once when a pool's demand rises above twice what they last
+reported, so when it leaves zero (``PoolRuntime._report_demand``), and their stats snapshot
+every second carries the same figures: falls are seen within a second. A pool's ``seq`` moves when its
 total changes; a long poll with ``after = seq`` answers at the next change, or at its timeout
 with the unchanged figures. A dead worker's figures stop counting at once (its requests died
 with it); its replacement reports its own.

@@ -20,8 +20,10 @@ for L4 connections and L7 requests alike. They are where the pool's in-flight co
   timer and calls ``expire`` or ``leave``; the pool only keeps the order.
 * **Idle.** When a backend that is no longer ``ready`` has nothing left here, ``on_idle`` says
   so (the worker tells the supervisor promptly: a drain finished in this worker).
-* **Demand** (in flight + queued + held) is reported through ``on_demand`` when it leaves
-  zero, returns to zero, doubles or halves, so the scaler hears about a burst at once.
+* **Demand** (in flight + queued + held) is reported through ``on_demand`` at once when it
+  rises above twice what was last reported (so when it leaves zero), and every second with the
+  stats snapshot (``demand_reported``, which re-arms the threshold): the scaler hears about a
+  burst at once, and a pool that goes 0, 1, 0, 1 costs at most one report a second.
 * **Retry budget** (Linkerd's ``retryRatio`` and ``minRetriesPerSecond``). Retries are allowed
   while they stay under ``retry_budget`` times the first tries plus ``retry_budget_min`` per
   second, over a window whose counts halve every ``BUDGET_WINDOW`` seconds
@@ -117,7 +119,6 @@ class PoolRuntime:
         "queue_wait_sum",
         "report_5xx",
         "report_above",
-        "report_below",
         "retried",
         "sticky_cookie",
         "strategy",
@@ -140,7 +141,7 @@ class PoolRuntime:
         # Called when a backend that is not ``ready`` (draining) has no connection or request
         # left in this worker: the supervisor learns at once that it may be removable.
         self.on_idle: IdleReporter = _ignore_idle
-        # Called when the demand changed enough to tell the scaler (see report_above/below).
+        # Called when the demand rose enough to tell the scaler at once (see report_above).
         self.on_demand: DemandReporter = _ignore_demand
         self._panic_next = 0
         # Sticky sessions (http): cookie value -> backend.
@@ -151,9 +152,8 @@ class PoolRuntime:
         # Waiters, oldest first, with (the time they came, held: no backend was eligible).
         self.queue: OrderedDict[Waiter, tuple[float, bool]] = OrderedDict()
         self.waiting = 0  # len(queue), as a plain integer for the acquire/release checks
-        # Demand is reported when in_flight + waiting goes above/below these.
+        # Demand is reported at once when in_flight + waiting goes above this.
         self.report_above = 0
-        self.report_below = 0
         # Counters (totals of this worker): refused because the queue was full, timed out in
         # the queue, timed out while held, served after waiting, and the waits' histogram.
         self.queue_full = 0
@@ -331,8 +331,6 @@ class PoolRuntime:
             self.on_idle(backend)
         if self.waiting:
             self._wake()
-        elif self.in_flight < self.report_below:
-            self._report_demand()
 
     # -- the queue --------------------------------------------------------------------------
 
@@ -400,13 +398,15 @@ class PoolRuntime:
         return self.in_flight + self.waiting
 
     def _report_demand(self) -> None:
-        """Tell the scaler when demand left zero, returned to zero, doubled or halved."""
+        """Tell the scaler at once when demand rose above twice what it last heard."""
         d = self.in_flight + self.waiting
-        if self.report_below <= d <= self.report_above:
-            return
-        self.report_above = 2 * d
-        self.report_below = (d + 1) // 2
-        self.on_demand(self)
+        if d > self.report_above:
+            self.report_above = 2 * d
+            self.on_demand(self)
+
+    def demand_reported(self) -> None:
+        """The stats snapshot carried the demand: a rise from here is news again."""
+        self.report_above = 2 * (self.in_flight + self.waiting)
 
     # -- retries ----------------------------------------------------------------------------
 
