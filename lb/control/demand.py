@@ -3,10 +3,10 @@ sequence number per pool and a long poll (``GET /v1/pools/{pool}/demand``) for t
 
 Workers send ``wire.Demand`` at once when a pool's demand rises above twice what they last
 reported, so when it leaves zero (``PoolRuntime._report_demand``), and their stats snapshot
-every second carries the same figures: falls are seen within a second. A pool's ``seq`` moves when its
-total changes; a long poll with ``after = seq`` answers at the next change, or at its timeout
-with the unchanged figures. A dead worker's figures stop counting at once (its requests died
-with it); its replacement reports its own.
+every second carries the same figures: falls are seen within a second. A pool's ``seq`` moves
+when its total changes; a long poll with ``after = seq`` answers at the next change, or at its
+timeout with the unchanged figures. A dead worker's figures stop counting at once (its
+requests died with it); its replacement reports its own.
 """
 
 from __future__ import annotations
