@@ -53,6 +53,9 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+# hold_timeout of a pool that a ``[[scalers]]`` entry with ``min = 0`` manages, unless set.
+HOLD_FOR_SCALER = 30.0
+
 
 def _check_address(value: str) -> str:
     parse_address(value)
@@ -276,6 +279,12 @@ class BackendConfig(_Model):
     address: str
     weight: int = Field(default=1, ge=0, le=1000)
     id: str | None = None
+    max_conn: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="concurrent requests (http) or connections (tcp); overrides the pool's",
+    )
 
     @field_validator("address")
     @classmethod
@@ -429,6 +438,35 @@ class PoolConfig(_Model):
         default="503", description="what to do when no backend is eligible"
     )
     retries: int = Field(default=2, ge=0, le=10)
+    # Overload protection (docs/config.md, "Limits and the queue").
+    max_conn: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="each backend's concurrent requests (http) or connections (tcp); 0: no limit",
+    )
+    max_queue: int = Field(
+        default=1000, ge=0, le=1_000_000, description="requests waiting for a slot, per worker"
+    )
+    queue_timeout: Duration = Field(
+        default=5.0,
+        le=3600,
+        description="the longest a request waits for a backend below its max_conn",
+    )
+    hold_timeout: Duration = Field(
+        default=0.0,
+        le=3600,
+        description="with no eligible backend, the longest a request is held (0: 503 at once)",
+    )
+    retry_budget: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=10.0,
+        description="retries allowed, as a share of first tries (10: as many as retries allow)",
+    )
+    retry_budget_min: int = Field(
+        default=10, ge=0, le=10000, description="retries per second always allowed"
+    )
     drain_timeout: Duration = Field(
         default=30.0, description="a draining backend's connections are closed after this long"
     )
@@ -596,6 +634,26 @@ class Config(_Model):
         default_factory=list,
         description="[[scalers]]: lb-scaler's entries, checked by its lb.config_checks entry point",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hold_for_scale_from_zero(cls, data: Any) -> Any:
+        """A pool that a scaler may take to zero members holds requests by default
+        (``HOLD_FOR_SCALER``), so that the first request after a scale-down to zero waits for
+        the member it starts instead of getting a 503. An explicit ``hold_timeout`` wins."""
+        if not isinstance(data, dict):
+            return data
+        pools, scalers = data.get("pools"), data.get("scalers")
+        if not isinstance(pools, dict) or not isinstance(scalers, list):
+            return data
+        zero = {s.get("pool") for s in scalers if isinstance(s, dict) and s.get("min", 1) == 0}
+        if not any(isinstance(pools.get(n), dict) for n in zero if isinstance(n, str)):
+            return data
+        pools = dict(pools)
+        for name in zero:
+            if isinstance(name, str) and isinstance(pools.get(name), dict):
+                pools[name] = {"hold_timeout": HOLD_FOR_SCALER, **pools[name]}
+        return {**data, "pools": pools}
 
     @field_validator("scalers")
     @classmethod

@@ -9,7 +9,8 @@ Endpoints (any method; HEAD gets the headers only):
 * ``/`` and any unknown path: 200, a body naming the server (``{"backend":NAME,"port":N}``,
   padded or cut to ``--size`` bytes) and ``X-Backend: NAME``.
 * ``/healthz``: 200 ``ok``. Never delayed by ``--latency`` or ``--cpu-us``.
-* ``/stats``: the request, body-byte and connection counters as JSON. Never delayed.
+* ``/stats``: the request, body-byte and connection counters as JSON, and the delayed requests
+  in flight now and at most (``in_flight``, ``max_in_flight``). Never delayed.
 * ``/echo``: streams the request body back (Content-Length when the request had one, else
   chunked).
 * ``/headers``: the request line, peer and headers it received, as JSON.
@@ -162,7 +163,9 @@ class App:
         "fast",
         "health",
         "identity",
+        "in_flight",
         "latency_s",
+        "max_in_flight",
         "name",
         "name_header",
         "port",
@@ -185,6 +188,10 @@ class App:
         self.cpu_s = options.cpu_us / 1_000_000.0
         self.fast = self.latency_s <= 0 and self.cpu_s <= 0
         self.requests = 0
+        # Delayed requests (--latency, /sleep) being served now, and the most at once: what a
+        # concurrency limit in front of this server must keep down.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.body_bytes = 0
         self.connections_total = 0
         self.connections: set[BackendProtocol] = set()
@@ -197,12 +204,21 @@ class App:
                 "backend": self.name,
                 "port": self.port,
                 "requests": self.requests,
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
                 "body_bytes": self.body_bytes,
                 "connections": len(self.connections),
                 "connections_total": self.connections_total,
             },
             option=orjson.OPT_APPEND_NEWLINE,
         )
+
+    def delayed_started(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def delayed_ended(self) -> None:
+        self.in_flight -= 1
 
     def forget(self, conn: BackendProtocol) -> None:
         self.connections.discard(conn)
@@ -265,19 +281,26 @@ class Reply:
 class DelayedReply(Reply):
     """A complete response written after ``delay`` seconds (``--latency``, ``/sleep``)."""
 
-    __slots__ = ("data", "handle")
+    __slots__ = ("data", "handle", "waiting")
 
     def __init__(self, proto: BackendProtocol, data: bytes, delay: float) -> None:
         super().__init__(proto)
         self.data = data
         self.handle = asyncio.get_running_loop().call_later(delay, self._fire)
+        self.waiting = True
+        proto._app.delayed_started()
 
     def _fire(self) -> None:
+        self.waiting = False
+        self.proto._app.delayed_ended()
         self.write(self.data)
         self.finish()
 
     def cancel(self) -> None:
         self.handle.cancel()
+        if self.waiting:
+            self.waiting = False
+            self.proto._app.delayed_ended()
 
 
 class StreamReply(Reply):

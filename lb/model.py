@@ -101,6 +101,8 @@ class Backend:
         "id",
         "latency",
         "latency_sum",
+        "limit",
+        "max_conn",
         "port",
         "responses",
         "retries",
@@ -130,6 +132,10 @@ class Backend:
         self.health = health
         self.ejected = ejected
         self.active = 0
+        # max_conn is the configured limit for the whole lb (0: none); limit is this worker's
+        # share of it (lb.proxy.pool.worker_share), which PoolRuntime enforces.
+        self.max_conn = 0
+        self.limit = 0
         # Counters kept by the data plane of this process (plain ints, read by stats snapshots).
         self.total = 0  # connections (L4) or requests (L7) sent to this backend
         self.connect_failures = 0
@@ -157,6 +163,11 @@ class Backend:
             and not self.ejected
             and self.effective_weight > 0
         )
+
+    @property
+    def full(self) -> bool:
+        """At its limit in this worker: it takes nothing more until something ends."""
+        return 0 < self.limit <= self.active
 
     def __repr__(self) -> str:
         return (

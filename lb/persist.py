@@ -13,7 +13,8 @@ backends every pool should have. The same rules serve startup (config file + sta
 hot reload (new config file + the state in memory):
 
 * a backend declared in the config keeps its runtime admin state and metadata; its runtime
-  weight is kept unless the config's weight for it was edited since (then the file wins);
+  weight and ``max_conn`` are kept unless the config's value was edited since (then the
+  file wins);
 * a config backend removed at runtime stays removed while the config still lists it;
 * a backend added at runtime (``dynamic``) survives as long as its pool exists; if the config
   now declares the same id, the config's declaration takes over;
@@ -62,6 +63,8 @@ class SavedBackend(_Saved):
     metadata: dict[str, str] = Field(default_factory=dict)
     dynamic: bool = False
     config_weight: int | None = None  # the config's weight when this was saved (config backends)
+    max_conn: int | None = Field(default=None, ge=0, le=1_000_000)  # its own limit
+    config_max_conn: int | None = None  # the config's max_conn when this was saved
 
 
 class RemovedBackend(_Saved):
@@ -92,7 +95,9 @@ def dump(config: Config, state: ClusterState) -> SavedState:
         saved = []
         for b in backends.values():
             bc = declared.get(b.id)
-            config_weight = bc.weight if bc is not None and bc.address == b.address else None
+            declared_here = bc is not None and bc.address == b.address
+            config_weight = bc.weight if bc is not None and declared_here else None
+            config_max_conn = bc.max_conn if bc is not None and declared_here else None
             saved.append(
                 SavedBackend(
                     id=b.id,
@@ -102,6 +107,8 @@ def dump(config: Config, state: ClusterState) -> SavedState:
                     metadata=dict(b.metadata),
                     dynamic=b.dynamic,
                     config_weight=None if b.dynamic else config_weight,
+                    max_conn=b.max_conn,
+                    config_max_conn=None if b.dynamic else config_max_conn,
                 )
             )
         removed = [
@@ -129,13 +136,16 @@ def merge(config: Config, saved: SavedState | None) -> dict[str, list[BackendSpe
                 continue
             s = by_id.get(bid)
             if s is None or s.address != bc.address:
-                specs.append(BackendSpec(bid, bc.address, bc.weight))
+                specs.append(BackendSpec(bid, bc.address, bc.weight, max_conn=bc.max_conn))
                 continue
             weight = s.weight if s.config_weight == bc.weight else bc.weight
-            specs.append(BackendSpec(bid, bc.address, weight, s.admin, dict(s.metadata)))
+            max_conn = s.max_conn if s.config_max_conn == bc.max_conn else bc.max_conn
+            specs.append(
+                BackendSpec(bid, bc.address, weight, s.admin, dict(s.metadata), max_conn=max_conn)
+            )
         if sp is not None:
             specs.extend(
-                BackendSpec(s.id, s.address, s.weight, s.admin, dict(s.metadata), True)
+                BackendSpec(s.id, s.address, s.weight, s.admin, dict(s.metadata), True, s.max_conn)
                 for s in sp.backends
                 if s.dynamic and s.id not in declared
             )

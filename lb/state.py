@@ -65,6 +65,7 @@ class ManagedBackend:
         "health_since",
         "id",
         "last_check",
+        "max_conn",
         "metadata",
         "pool",
         "up_since",
@@ -83,6 +84,7 @@ class ManagedBackend:
         metadata: dict[str, str] | None = None,
         dynamic: bool = False,
         now: float = 0.0,
+        max_conn: int | None = None,
     ) -> None:
         self.pool = pool
         self.address = address
@@ -97,6 +99,8 @@ class ManagedBackend:
         self.ejections = 0
         self.metadata = dict(metadata or {})
         self.dynamic = dynamic  # added at runtime (not from the config file)
+        # This backend's own limit (the config's or the API's); None: the pool's max_conn.
+        self.max_conn = max_conn
         self.last_check = ""
         self.checks_passed = 0  # consecutive
         self.checks_failed = 0  # consecutive
@@ -107,6 +111,15 @@ class ManagedBackend:
 
     def ejected(self, now: float) -> bool:
         return now < self.ejected_until
+
+    def eligible(self, now: float) -> bool:
+        """May take new traffic (``lb.model.Backend.eligible``, as the control plane sees it)."""
+        return (
+            self.admin is AdminState.READY
+            and self.health is HealthState.UP
+            and not self.ejected(now)
+            and self.effective_weight > 0
+        )
 
     def view(self, now: float) -> dict[str, Any]:
         """How the control API shows this backend (counters are merged in by the caller)."""
@@ -141,6 +154,7 @@ class BackendSpec:
     admin: AdminState = AdminState.READY
     metadata: dict[str, str] = field(default_factory=dict)
     dynamic: bool = False
+    max_conn: int | None = None  # its own limit; None: the pool's
 
 
 class ClusterState:
@@ -159,6 +173,7 @@ class ClusterState:
                     id=bc.id,
                     health=self.initial_health(pool),
                     now=now,
+                    max_conn=bc.max_conn,
                 )
                 self.pools[name][b.id] = b
 
@@ -166,6 +181,13 @@ class ClusterState:
     def initial_health(pool: PoolConfig) -> HealthState:
         # Without active checks there is nobody to move a backend out of ``checking``.
         return HealthState.CHECKING if pool.health is not None else HealthState.UP
+
+    def max_conn_of(self, b: ManagedBackend) -> int:
+        """The limit in force for ``b`` (all workers together; 0: none)."""
+        if b.max_conn is not None:
+            return b.max_conn
+        pool = self.config.pools.get(b.pool)
+        return pool.max_conn if pool is not None else 0
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -202,6 +224,7 @@ class ClusterState:
         id: str | None = None,
         metadata: dict[str, str] | None = None,
         now: float = 0.0,
+        max_conn: int | None = None,
     ) -> tuple[ManagedBackend, bool]:
         """Add a backend; idempotent for the same address and id. Returns (backend, created)."""
         backends = self.pool(pool)
@@ -231,6 +254,7 @@ class ClusterState:
             metadata=metadata,
             dynamic=True,
             now=now,
+            max_conn=max_conn,
         )
         backends[b.id] = b
         log.info(
@@ -250,6 +274,21 @@ class ClusterState:
         if b.weight != weight:
             b.weight = weight
             b.effective_weight = float(weight)
+            self.on_change(pool, b)
+        return b
+
+    def set_max_conn(self, pool: str, backend_id: str, max_conn: int) -> ManagedBackend:
+        if not 0 <= max_conn <= 1_000_000:
+            raise StateError(422, "max_conn", "max_conn must be between 0 and 1000000")
+        b = self.backend(pool, backend_id)
+        if b.max_conn != max_conn:
+            b.max_conn = max_conn
+            log.info(
+                "%s max_conn %d",
+                b.name,
+                max_conn,
+                extra={"event": {"event": "backend_max_conn", "pool": pool, "backend": b.address}},
+            )
             self.on_change(pool, b)
         return b
 
@@ -430,6 +469,7 @@ class ClusterState:
                         metadata=spec.metadata,
                         dynamic=spec.dynamic,
                         now=now,
+                        max_conn=spec.max_conn,
                     )
                     backends[b.id] = b
                     changes.append(f"backend {name}/{b.id} added")
@@ -441,6 +481,12 @@ class ClusterState:
                     changes.append(f"backend {name}/{b.id} weight {b.weight} -> {spec.weight}")
                     b.weight = spec.weight
                     b.effective_weight = float(spec.weight)
+                    changed = True
+                if b.max_conn != spec.max_conn:
+                    changes.append(
+                        f"backend {name}/{b.id} max_conn {b.max_conn} -> {spec.max_conn}"
+                    )
+                    b.max_conn = spec.max_conn
                     changed = True
                 if b.admin is not spec.admin:
                     changes.append(f"backend {name}/{b.id} admin {b.admin} -> {spec.admin}")

@@ -311,6 +311,7 @@ class Supervisor:
         self._greet(w)
 
     def _on_worker_gone(self, w: WorkerHandle) -> None:
+        self.control.worker_gone(w.index)
         if w.ready is not None and not w.ready.done():
             w.ready.set_result(None)
             if not self.started:
@@ -368,6 +369,8 @@ class Supervisor:
             case wire.Stats():
                 w.stats = msg
                 self.control.worker_stats(w.index, w.restarts, msg)
+            case wire.Demand():
+                self.control.worker_demand(msg)
             case wire.Ready():
                 w.is_ready = True
                 w.failed_starts = 0

@@ -118,6 +118,7 @@ class BackendEntry:
     admin: AdminState = AdminState.READY
     health: HealthState = HealthState.UP
     ejected: bool = False  # passive health took it out of rotation (computed when sent)
+    max_conn: int = 0  # the backend's limit for all workers together (0: none); split by each
 
 
 # -- supervisor -> worker --------------------------------------------------------------------
@@ -235,13 +236,30 @@ class BackendCounters(_BackendAlways, total=False):
     connections: int
 
 
-def counters_of(counters: ListenerCounters | BackendCounters) -> Mapping[str, int]:
+class PoolCounters(TypedDict):
+    """One pool's queue and budget figures in one worker (``lb/proxy/pool.py``): gauges
+    (``in_flight``, ``queued``, ``held``) and counters cumulative since the worker started."""
+
+    in_flight: int  # gauge: requests (http) or connections (tcp) holding a backend
+    queued: int  # gauge: waiting for a backend below its max_conn
+    held: int  # gauge: waiting because no backend is eligible
+    queue_full: int  # refused (503 / closed): the queue was full
+    queue_timeouts: int  # waited queue_timeout for a slot, then refused
+    hold_timeouts: int  # held hold_timeout, then refused
+    waited: int  # served after waiting
+    wait_us: int  # the waits' histogram's sum, in microseconds
+    retry_budget_exhausted: int  # retries the budget refused
+
+
+def counters_of(counters: ListenerCounters | BackendCounters | PoolCounters) -> Mapping[str, int]:
     """The counters as a mapping of names to ints (what they are: the decoder checks it), for
     code that reads them by a name it holds in a variable."""
     return cast("Mapping[str, int]", counters)
 
 
-def counter_items(counters: ListenerCounters | BackendCounters) -> ItemsView[str, int]:
+def counter_items(
+    counters: ListenerCounters | BackendCounters | PoolCounters,
+) -> ItemsView[str, int]:
     """(name, value) of every counter."""
     return counters_of(counters).items()
 
@@ -270,7 +288,8 @@ class Stats:
     ``seq`` is the last supervisor sequence number the worker had applied when it took the
     snapshot. ``latency`` holds upstream response-time histograms (L7): counts per bucket of
     ``lb.histogram.LATENCY_BOUNDS`` plus a last bucket for anything slower, cumulative since the
-    worker started; backends without a sample may be left out."""
+    worker started; backends without a sample may be left out. ``queues`` has each pool's
+    queue figures, ``queue_wait`` the histogram of waits in its queue (the same buckets)."""
 
     TYPE: ClassVar[str] = "stats"
     worker: int
@@ -278,6 +297,19 @@ class Stats:
     listeners: Mapping[str, ListenerCounters] = field(default_factory=dict)
     pools: Mapping[str, Mapping[str, BackendCounters]] = field(default_factory=dict)
     latency: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
+    queues: Mapping[str, PoolCounters] = field(default_factory=dict)
+    queue_wait: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """A pool's demand in one worker changed enough to matter to a scaler (left zero,
+    more than doubled); sent at once, between stats snapshots. Each value
+    is ``(in_flight, queued, held)``."""
+
+    TYPE: ClassVar[str] = "demand"
+    worker: int
+    pools: Mapping[str, tuple[int, ...]]  # (in_flight, queued, held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +336,7 @@ class Success:
     after: int
 
 
-ToSupervisor = Ready | Fatal | Stats | Failure | Success
+ToSupervisor = Ready | Fatal | Stats | Demand | Failure | Success
 
 Message = ToWorker | ToSupervisor
 
@@ -542,7 +574,7 @@ _TO_WORKER: tuple[type[ToWorker], ...] = (
     RemoveBackend,
     CloseBackend,
 )
-_TO_SUPERVISOR: tuple[type[ToSupervisor], ...] = (Ready, Fatal, Stats, Failure, Success)
+_TO_SUPERVISOR: tuple[type[ToSupervisor], ...] = (Ready, Fatal, Stats, Demand, Failure, Success)
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (*_TO_WORKER, *_TO_SUPERVISOR)
 }

@@ -70,6 +70,7 @@ class DataPlane:
         # TLS to backends, by pool (tls = true); the listeners share this dict, updated in place
         self.upstream_tls: dict[str, UpstreamTls] = {}
         self._tls_logged: dict[tuple[str, str], float] = {}  # (pool, backend) -> last log line
+        self._demand_pending: set[str] = set()  # pools whose demand changed (lb/wire.py Demand)
 
     # -- messages from the supervisor -------------------------------------------------------
 
@@ -124,14 +125,17 @@ class DataPlane:
 
     def _apply_config(self, config: Config) -> None:
         self.config = config
+        # Each worker enforces its share of a backend's max_conn (lb.proxy.pool.worker_share).
+        workers = max(1, config.lb.worker_count)
         for name, pool_cfg in config.pools.items():
             existing = self.pools.get(name)
             if existing is None:
-                pool = self.pools[name] = PoolRuntime(name, pool_cfg)
+                pool = self.pools[name] = PoolRuntime(name, pool_cfg, workers)
                 pool.on_success = self._report_success
                 pool.on_idle = self._backend_idle
+                pool.on_demand = self._demand_changed
             else:
-                existing.reconfigure(pool_cfg)
+                existing.reconfigure(pool_cfg, workers)
         for gone in [name for name in self.pools if name not in config.pools]:
             del self.pools[gone]  # connections in flight keep their Backend objects
         tls, errors = build_upstream_tls(config.pools, self.upstream_tls)
@@ -258,6 +262,23 @@ class DataPlane:
         """A draining backend's last connection or request in this worker ended."""
         self._report_soon()
 
+    def _demand_changed(self, pool: PoolRuntime) -> None:
+        """A pool's demand rose above twice what was last reported: the supervisor hears
+        at once (one message per loop iteration), for a scaler that follows demand."""
+        if not self._demand_pending:
+            self.loop.call_soon(self._send_demand)
+        self._demand_pending.add(pool.name)
+
+    def _send_demand(self) -> None:
+        names, self._demand_pending = self._demand_pending, set()
+        demand = {
+            name: (p.in_flight, p.waiting - p.held, p.held)
+            for name in names
+            if (p := self.pools.get(name)) is not None
+        }
+        if demand:
+            self._send(wire.Demand(self.index, demand))
+
     def _report_soon(self) -> None:
         """Send a stats snapshot now (once per loop iteration), not at the next tick."""
         if not self._report_pending:
@@ -372,12 +393,34 @@ class DataPlane:
             name: {b.id: tuple(b.latency) for b in pool.backends.values() if any(b.latency)}
             for name, pool in self.pools.items()
         }
+        queues: dict[str, wire.PoolCounters] = {
+            name: {
+                "in_flight": pool.in_flight,
+                "queued": pool.waiting - pool.held,
+                "held": pool.held,
+                "queue_full": pool.queue_full,
+                "queue_timeouts": pool.queue_timeouts,
+                "hold_timeouts": pool.hold_timeouts,
+                "waited": pool.waited,
+                "wait_us": int(pool.queue_wait_sum * 1e6),
+                "retry_budget_exhausted": pool.budget_exhausted,
+            }
+            for name, pool in self.pools.items()
+        }
+        for pool in self.pools.values():
+            pool.demand_reported()  # a rise from these figures is news again
         return wire.Stats(
             worker=self.index,
             seq=self.seq,
             listeners=listeners,
             pools=backends,
             latency=latency,
+            queues=queues,
+            queue_wait={
+                name: tuple(pool.queue_wait)
+                for name, pool in self.pools.items()
+                if any(pool.queue_wait)
+            },
         )
 
     def _send_stats(self, reschedule: bool = True) -> None:

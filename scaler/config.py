@@ -270,7 +270,7 @@ class ScalerConfig(_Model):
 
     pool: str = Field(min_length=1, description="the pool in [pools] whose members this manages")
     provider: Literal["process", "docker"] = "process"
-    min: int = Field(default=1, ge=1, le=1000)
+    min: int = Field(default=1, ge=0, le=1000, description="0: scale to zero when idle")
     max: int = Field(ge=1, le=1000)
     metric: Metric = "inflight_per_backend"
     target: float = Field(gt=0, description="the per-member value of metric to hold")
@@ -286,6 +286,15 @@ class ScalerConfig(_Model):
     max_add_percent: float | None = Field(default=None, gt=0)
     max_remove: int | None = Field(default=None, ge=1)
     max_remove_percent: float | None = Field(default=None, gt=0, le=100)
+    scale_to_zero_after: Duration = Field(
+        default=60.0, description="min = 0: idle time before the last member goes"
+    )
+    panic_window: Duration = Field(
+        default=6.0, ge=0, le=600, description="the short window of panic mode; 0: no panic mode"
+    )
+    panic_threshold: float = Field(
+        default=2.0, description="panic at this many times the target over panic_window"
+    )
     drain_timeout: Duration = Field(default=30.0, description="wait for in-flight requests")
     start_timeout: Duration = Field(default=30.0, gt=0, description="until a member listens")
     stop_timeout: Duration = Field(default=10.0, description="SIGTERM, then SIGKILL after")
@@ -307,6 +316,27 @@ class ScalerConfig(_Model):
         lo = info.data.get("min")
         if lo is not None and v < lo:
             raise ValueError(f"must be at least min ({lo}); raise max or lower min")
+        return v
+
+    @field_validator("scale_to_zero_after")
+    @classmethod
+    def _scale_to_zero_after(cls, v: float) -> float:
+        if not 0 < v <= 86400:
+            raise ValueError(
+                "must be above 0s and at most 1 day: how long the pool has no demand before "
+                'its last member stops (e.g. "60s"); to keep a member, set min = 1'
+            )
+        return v
+
+    @field_validator("panic_threshold")
+    @classmethod
+    def _panic_threshold(cls, v: float) -> float:
+        if not 1 < v <= 100:
+            raise ValueError(
+                "must be above 1 and at most 100: panic starts when the short window's load is "
+                "this many times the target (e.g. 2.0); to turn panic mode off set "
+                'panic_window = "0s"'
+            )
         return v
 
     @field_validator("backoff_max")
@@ -339,6 +369,18 @@ class ScalerConfig(_Model):
         if provider == "process" and v is not None:
             raise ValueError('only applies to provider = "docker"; remove it or change provider')
         return v
+
+    @model_validator(mode="after")
+    def _zero(self) -> ScalerConfig:
+        if "scale_to_zero_after" in self.model_fields_set and self.min > 0:
+            raise field_error(
+                "scalers",
+                ("scale_to_zero_after",),
+                self.scale_to_zero_after,
+                f"only applies with min = 0 (min is {self.min}); set min = 0 to let the pool "
+                "go to zero members when idle, or remove it",
+            )
+        return self
 
     @model_validator(mode="after")
     def _port_range_size(self) -> ScalerConfig:

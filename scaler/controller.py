@@ -2,8 +2,10 @@
 
 Theory of operation
 -------------------
-Every ``interval`` (sooner when the provider reports a death) ``PoolScaler.tick`` runs once,
-start to end; ticks of one pool never overlap, so there is a single writer of its members.
+Every ``interval`` (sooner when the provider reports a death, or lb reports demand that
+leaves zero or jumps) ``PoolScaler.tick`` runs once, start to end; ticks of one pool never
+overlap, so there is a single writer of its members. The tasks beside the loop
+(``follow_events``, ``follow_demand``) only set ``wake``; they never act.
 
 1. **Observe.** The provider lists its members (adopting those an earlier scaler started);
    lb lists the pool's backends. Backends registered by the scaler carry the metadata
@@ -11,8 +13,10 @@ start to end; ticks of one pool never overlap, so there is a single writer of it
 2. **Reconcile.** A dead member is cleaned up; a registered address without a live member is
    deregistered (``force``: nothing serves there); a live member that is not registered is
    registered (adoption after a restart, or a registration that failed earlier).
-3. **Decide.** lb's stats become one sample per member (``scaler/observe.py``) and the pure
-   policy (``scaler/policy.py``) returns the desired count and its reason.
+3. **Decide.** lb's stats and the pool's demand (in flight + queued + held, from
+   ``GET /v1/pools/{pool}/demand``; an older lb without it: the pool's in-flight count)
+   become one sample per member (``scaler/observe.py``), and the pure policy
+   (``scaler/policy.py``) returns the desired count and its reason.
 4. **Act.** *Up:* create members concurrently; each is registered as soon as it listens,
    starts ``checking`` and takes traffic once a health check passes. A failed start was
    cleaned up by the provider; it is reported and further starts back off (``backoff``,
@@ -29,6 +33,16 @@ Every decision and action is a structured log line (``event`` field), is kept fo
 ``publish_events`` is on. Holding decisions are logged at info level only when they change.
 
 The loop never stops a member because lb is unreachable: without lb it only waits.
+
+**Demand, as it happens.** ``follow_demand`` long-polls lb's demand API (``after`` the last
+sequence number seen, up to ``DEMAND_WAIT`` seconds). When requests wait and no backend is
+eligible (zero members) the loop wakes at once (the first held request at zero members starts
+a member now, not at the next interval); when the demand jumps (``policy.is_jump`` against
+the demand the last tick saw: at least twice as much and one ``target`` more, for
+``inflight_per_backend``) the loop wakes after ``JUMP_SETTLE``, so that a burst still
+arriving is seen whole by one decision. An lb
+without the API (404) or an unreachable one leaves the loop on its interval: the watcher
+backs off, logs once, and tries again.
 """
 
 from __future__ import annotations
@@ -45,7 +59,7 @@ from lb.control.client import ApiError, ControlClient, ControlClientError, Unrea
 from lb.control.models import BackendStats, BackendView
 from scaler.config import ScalerConfig
 from scaler.observe import pick_victims, samples
-from scaler.policy import Decision, Policy, PolicySpec
+from scaler.policy import Decision, Policy, PolicySpec, is_jump
 from scaler.providers.base import (
     MANAGED_BY,
     CpuSample,
@@ -59,6 +73,12 @@ log = logging.getLogger("scaler")
 
 KEEP = 20  # decisions and actions kept for `lb-scaler status`
 PUBLISH_TIMEOUT = 2.0
+DEMAND_WAIT = 25.0  # seconds one long-poll of the demand API may wait for a change
+DEMAND_GAP = 0.05  # at least this between two polls, so a busy pool is not a busy loop
+# After a failed poll: from the first, doubling up to the second (lb unreachable: it may be
+# restarting, and a cold start waits on this) or the third (no API, or a refusal).
+DEMAND_BACKOFF = (0.5, 5.0, 60.0)
+JUMP_SETTLE = 0.25  # a jump wakes the loop after this, so that one decision sees the burst
 
 
 def spec_of(sc: ScalerConfig) -> PolicySpec:
@@ -75,6 +95,9 @@ def spec_of(sc: ScalerConfig) -> PolicySpec:
         max_add_percent=sc.max_add_percent,
         max_remove=sc.max_remove,
         max_remove_percent=sc.max_remove_percent,
+        scale_to_zero_after=sc.scale_to_zero_after,
+        panic_window=sc.panic_window,
+        panic_threshold=sc.panic_threshold,
     )
 
 
@@ -100,9 +123,13 @@ class PoolScaler:
         self.members: list[Member] = []
         self.backends: dict[str, BackendView] = {}  # ours, by address
         self.stats: dict[str, BackendStats] = {}  # by address
+        self.eligible = 0  # backends of the pool eligible for traffic (lb's stats)
         self.decisions: deque[dict[str, Any]] = deque(maxlen=KEEP)
         self.actions: deque[dict[str, Any]] = deque(maxlen=KEEP)
         self.last: Decision | None = None
+        self.demand: int | None = None  # the pool's demand as the last tick saw it
+        self._demand_api = True  # False: lb has no demand API (older lb); use its stats
+        self._settle: asyncio.TimerHandle | None = None
         self.failures = 0
         self.retry_at = 0.0
         self.last_error = ""
@@ -158,7 +185,7 @@ class PoolScaler:
 
     def _note_decision(self, d: Decision) -> None:
         self.last = d
-        key = (d.action, d.current, d.desired, d.recommendation, d.limited_by)
+        key = (d.action, d.current, d.desired, d.recommendation, d.limited_by, d.panic)
         changed = key != self._logged_key
         self._logged_key = key
         fields: dict[str, Any] = {
@@ -171,6 +198,8 @@ class PoolScaler:
             "ratio": None if d.ratio is None else round(d.ratio, 3),
             "recommendation": d.recommendation,
             "limited_by": d.limited_by,
+            "panic": d.panic,
+            "demand": self.demand,
         }
         level = logging.INFO if changed or d.action != "hold" else logging.DEBUG
         doc = self._event("decision", d.reason, level, **fields)
@@ -234,6 +263,84 @@ class PoolScaler:
                 )
                 await asyncio.sleep(5.0)
 
+    async def follow_demand(self) -> None:
+        """Wake the loop when lb reports that the pool's demand left 0 or jumped. Never acts:
+        the loop, woken, decides. Failures back off and are logged once until it works."""
+        after: int | None = None
+        backoff = 0.0
+        failing = ""
+        while True:
+            try:
+                d = await self.lb.demand(self.pool, after=after, within=DEMAND_WAIT)
+            except (ApiError, ControlClientError) as exc:
+                if isinstance(exc, ApiError) and exc.status == 404 and exc.field != "pool":
+                    self._no_demand_api()
+                    why = "no demand API"  # said once, by _no_demand_api
+                elif isinstance(exc, ApiError):
+                    why = f"lb refused the demand call: {exc.message}"
+                else:
+                    why = f"lb unreachable: {exc}"
+                cap = DEMAND_BACKOFF[1] if isinstance(exc, Unreachable) else DEMAND_BACKOFF[2]
+                backoff = min(cap, max(DEMAND_BACKOFF[0], backoff * 2))
+                if why != failing and why != "no demand API":
+                    failing = why
+                    log.info(
+                        "%s: %s; reacting every interval (%gs) instead, trying again",
+                        self.pool,
+                        why,
+                        self.sc.interval,
+                    )
+                after = None  # a restarted lb counts again from 0: ask for the current values
+                await asyncio.sleep(backoff)
+                continue
+            if failing or not self._demand_api:
+                log.info("%s: following lb's demand again", self.pool)
+                failing, backoff, self._demand_api = "", 0.0, True
+            after = d.seq
+            self.on_demand(d.demand, d.eligible)
+            await asyncio.sleep(DEMAND_GAP)
+
+    def on_demand(self, demand: int, eligible: int) -> None:
+        """A demand figure from lb, between ticks: wake the loop at once if requests wait
+        with nothing eligible to serve them (zero members), or soon if the demand jumped."""
+        if self.policy is not None:
+            self.policy.note_demand(self.clock(), demand)
+        seen = self.demand or 0
+        if demand > 0 and eligible == 0:
+            # Logged when it is news (the last tick saw no demand); repeats are for debugging.
+            self._wake_log(
+                logging.INFO if not seen else logging.DEBUG,
+                f"demand {demand} with no backend eligible: waking the loop now",
+                cause="no_eligible",
+                demand=demand,
+            )
+            self.wake.set()
+        elif (
+            self.sc.metric == "inflight_per_backend"
+            and is_jump(seen, demand, self.sc.target)
+            and (self._settle is None or self._settle.cancelled())
+        ):
+            self._wake_log(
+                logging.INFO,
+                f"demand jumped {seen} -> {demand}: waking the loop in {JUMP_SETTLE:g}s",
+                cause="jump",
+                demand=demand,
+            )
+            self._settle = asyncio.get_running_loop().call_later(JUMP_SETTLE, self._woken)
+
+    def _wake_log(self, level: int, message: str, **fields: Any) -> None:
+        log.log(
+            level,
+            "%s: %s",
+            self.pool,
+            message,
+            extra={"event": {"event": "scaler_woken", "pool": self.pool, **fields}},
+        )
+
+    def _woken(self) -> None:
+        self._settle = None
+        self.wake.set()
+
     async def tick(self) -> None:
         try:
             members = await self.provider.list()
@@ -255,7 +362,8 @@ class PoolScaler:
         if self.policy is None:
             self.policy = Policy(spec_of(self.sc), now, len(active))
         cpu = await self._cpu_percent(active) if self.sc.metric == "cpu_percent" else {}
-        d = self.policy.decide(now, len(active), samples(self.sc.metric, active, self.stats, cpu))
+        rows = samples(self.sc.metric, active, self.stats, cpu, self._per_backend())
+        d = self.policy.decide(now, len(active), rows, demand=self.demand)
         self._note_decision(d)
         victims = pick_victims(active, self.stats, -d.change) if d.change < 0 else []
         if pending or victims:
@@ -360,7 +468,43 @@ class PoolScaler:
             return False
         pool = st.pools.get(self.pool)
         self.stats = {b.address: b for b in pool.backends.values()} if pool is not None else {}
+        self.eligible = pool.backends_eligible if pool is not None else 0
+        self.demand = await self._demand(pool.in_flight if pool is not None else None)
         return True
+
+    async def _demand(self, in_flight: int | None) -> int | None:
+        """The pool's demand now (in flight + queued + held). From an lb without the demand
+        API: its in-flight count, which is the demand when nothing can wait in lb."""
+        if self._demand_api:
+            try:
+                return (await self.lb.demand(self.pool)).demand
+            except ApiError as exc:
+                if exc.status == 404 and exc.field != "pool":
+                    self._no_demand_api()
+                else:
+                    self._note_error(f"lb demand: {exc.message}")
+            except ControlClientError:
+                pass  # stats just answered: a blip; the in-flight count stands in
+        return in_flight
+
+    def _no_demand_api(self) -> None:
+        if self._demand_api:
+            self._demand_api = False
+            log.warning(
+                "%s: lb has no demand API (an older lb?): the demand is the pool's in-flight "
+                "count, nothing waits for a member at zero, and the scaler reacts every "
+                "interval (%gs); asking again from time to time",
+                self.pool,
+                self.sc.interval,
+            )
+
+    def _per_backend(self) -> float | None:
+        """``inflight_per_backend`` from the pool's demand: a backend's in-flight count is
+        capped by its ``max_conn`` while the rest waits in lb, so the count alone would hide
+        the load. None: no demand figure, or nothing eligible to share it."""
+        if self.sc.metric != "inflight_per_backend" or self.demand is None or not self.eligible:
+            return None
+        return self.demand / self.eligible
 
     async def _cpu_percent(self, members: list[Member]) -> dict[str, float | None]:
         got = await asyncio.gather(*(self.provider.cpu(m) for m in members))
@@ -573,6 +717,8 @@ class PoolScaler:
             "current": len([m for m in self.members if m.id not in self.removing]),
             "desired": d.desired if d is not None else None,
             "reason": d.reason if d is not None else "",
+            "demand": self.demand,
+            "panic": d.panic if d is not None else False,
             "removing": sorted(self.removing),
             "failures": self.failures,
             "last_error": self.last_error,

@@ -10,6 +10,11 @@ latency percentiles over a window. A member maps to one ``Sample``:
   no load yet;
 * otherwise the metric's value, or None when there is none (no latency samples in the
   window, or the first CPU sample of a member).
+
+For ``inflight_per_backend`` the value is the pool's *demand* (in flight + queued + held, from
+lb's demand API) divided by its eligible backends, when the controller has that figure: with
+``max_conn`` a backend's own in-flight count stops at its limit and the rest of the load waits
+in lb, where only the demand sees it.
 """
 
 from __future__ import annotations
@@ -38,8 +43,12 @@ def samples(
     members: Sequence[Member],
     stats: Mapping[str, BackendStats],
     cpu: Mapping[str, float | None],
+    per_backend: float | None = None,
 ) -> list[Sample]:
-    """One sample per member (``stats`` by address, ``cpu`` by member id)."""
+    """One sample per member (``stats`` by address, ``cpu`` by member id). ``per_backend``:
+    the pool's demand per eligible backend, which replaces a member's in-flight count for
+    ``inflight_per_backend`` (with ``max_conn`` the count stops at the limit while the rest
+    waits in lb's queue)."""
     out: list[Sample] = []
     for m in members:
         st = stats.get(m.address)
@@ -50,6 +59,9 @@ def samples(
             continue
         if not st.eligible:
             out.append(Sample(None, ready=False))
+            continue
+        if per_backend is not None and metric == "inflight_per_backend":
+            out.append(Sample(per_backend, ready=True))
             continue
         out.append(Sample(metric_value(metric, st, cpu.get(m.id)), ready=True))
     return out

@@ -93,6 +93,7 @@ class Runner:
         stop = asyncio.Event()
         runs = [asyncio.create_task(p.run(stop), name=f"scaler {p.pool}") for p in self.pools]
         follows = [asyncio.create_task(p.follow_events()) for p in self.pools]
+        follows += [asyncio.create_task(p.follow_demand()) for p in self.pools]
         signals = 0
 
         def on_signal(name: str) -> None:

@@ -142,6 +142,11 @@ def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: s
             f"; {p.get('metric')} target {p.get('target'):g}, every {p.get('interval'):g}s"
         )
         lines.append(f"  provider: {p.get('settings')}")
+        if p.get("demand") is not None:
+            lines.append(
+                f"  demand (in flight + queued + held): {p['demand']}"
+                + ("; PANIC: no scale-down" if p.get("panic") else "")
+            )
         if p.get("lb_unreachable"):
             lines.append(f"  lb: UNREACHABLE: {p['lb_unreachable']}")
         if p.get("last_error"):

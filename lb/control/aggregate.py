@@ -35,6 +35,7 @@ WINDOW_MAX = 60.0
 SAMPLE_EVERY = 1.0
 
 Key = tuple[str, str]  # (pool, backend id)
+QUEUE = ""  # the backend id under which a pool's queue-wait histogram is kept: (pool, QUEUE)
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,22 @@ class _Series:
                 seen[key] = cur
         self.last_counters = seen
         seen_h: dict[Key, list[int]] = {}
-        for pool, per_backend in snapshot.latency.items():
-            for bid, counts in per_backend.items():
-                key = (pool, bid)
-                cur_h = list(counts[:N_BUCKETS])
-                prev_h = self.last_hist.get(key)
-                if prev_h is None or sum(cur_h) < sum(prev_h):
-                    delta = cur_h
-                else:
-                    delta = [max(0, c - p) for c, p in zip(cur_h, prev_h, strict=False)]
-                _add_into(self.hist.setdefault(key, [0] * N_BUCKETS), delta)
-                self.frozen.pop(key, None)
-                seen_h[key] = cur_h
+        latest = [
+            ((pool, bid), counts)
+            for pool, per_backend in snapshot.latency.items()
+            for bid, counts in per_backend.items()
+        ]
+        latest += [((pool, QUEUE), counts) for pool, counts in snapshot.queue_wait.items()]
+        for key, counts in latest:
+            cur_h = list(counts[:N_BUCKETS])
+            prev_h = self.last_hist.get(key)
+            if prev_h is None or sum(cur_h) < sum(prev_h):
+                delta = cur_h
+            else:
+                delta = [max(0, c - p) for c, p in zip(cur_h, prev_h, strict=False)]
+            _add_into(self.hist.setdefault(key, [0] * N_BUCKETS), delta)
+            self.frozen.pop(key, None)
+            seen_h[key] = cur_h
         self.last_hist = seen_h
         self.updated = now
         if not self.samples or now - self.samples[-1][0] >= SAMPLE_EVERY / 2:
@@ -171,6 +176,8 @@ class StatsAggregator:
                 )
                 _add_into(hists.setdefault(key, [0] * N_BUCKETS), delta)
         out: dict[Key, WindowStats] = {}
+        for key in hists.keys() - counts.keys():  # a queue's waits: a histogram only
+            counts[key] = [0.0, 0.0, 0.0, 0.0]
         for key, (n_total, n_failed, n_tried, rate) in counts.items():
             h = hists.get(key)
             out[key] = WindowStats(

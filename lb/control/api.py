@@ -28,7 +28,8 @@ from pydantic import BaseModel
 
 import lb
 from lb import persist
-from lb.control.aggregate import StatsAggregator, WindowStats, merge_histograms, percentile
+from lb.control.aggregate import QUEUE, StatsAggregator, WindowStats, merge_histograms, percentile
+from lb.control.demand import DemandBoard
 from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError
 from lb.control.events import (
@@ -46,12 +47,14 @@ from lb.control.models import (
     BackendStats,
     BackendView,
     DeleteQuery,
+    DemandQuery,
     DiscardedStateFile,
     Info,
     ListenersResponse,
     ListenerView,
     PatchBackend,
     Percentiles,
+    PoolDemand,
     PoolsResponse,
     PoolStats,
     PoolView,
@@ -121,6 +124,9 @@ class Services(Protocol):
     def events(self) -> EventLog: ...
 
     @property
+    def demand(self) -> DemandBoard: ...
+
+    @property
     def started(self) -> float: ...  # time.monotonic() when lb started
 
     @property
@@ -165,6 +171,7 @@ class ControlApi:
                 BackendView.model_validate(
                     {
                         **b.view(now),
+                        "max_conn": self.state.max_conn_of(b),
                         "active": c.get("active", 0),
                         "total": c.get("total", 0),
                         "connect_failures": c.get("connect_failures", 0),
@@ -265,6 +272,7 @@ class ControlApi:
             id=body.id,
             metadata=body.metadata,
             now=self.plane.now(),
+            max_conn=body.max_conn,
         )
         await self.service.persisted()
         return (201 if created else 200), AddResult(created=created, backend=self._view(b))
@@ -278,6 +286,8 @@ class ControlApi:
         b = self.state.backend(pool, call.path["backend"])
         if body.weight is not None:
             self.state.set_weight(pool, b.id, body.weight)
+        if body.max_conn is not None:
+            self.state.set_max_conn(pool, b.id, body.max_conn)
         draining = body.admin is not None and body.admin is not AdminState.READY
         newly = draining and b.admin is AdminState.READY
         if body.admin is not None:
@@ -341,6 +351,23 @@ class ControlApi:
             reason=st.reason,
         )
 
+    async def pool_demand(self, call: Call) -> Result:
+        query: DemandQuery = call.query
+        pool = call.path["pool"]
+        backends = self.state.pool(pool)  # 404 for an unknown pool
+        d = await self.service.demand.wait(pool, query.after, query.timeout)
+        now = self.plane.now()
+        return 200, PoolDemand(
+            pool=pool,
+            seq=d.seq,
+            in_flight=d.in_flight,
+            queued=d.queued,
+            held=d.held,
+            demand=d.demand,
+            eligible=sum(1 for b in backends.values() if b.eligible(now)),
+            backends=len(backends),
+        )
+
     async def stats(self, call: Call) -> Result:
         return 200, self._stats(call.query, None)
 
@@ -367,12 +394,7 @@ class ControlApi:
                 stats_of.append(ws)
                 active = int(g.get("active", 0))
                 conns = int(g.get("connections", active))
-                is_eligible = (
-                    b.admin is AdminState.READY
-                    and b.health is HealthState.UP
-                    and not b.ejected(now)
-                    and b.effective_weight > 0
-                )
+                is_eligible = b.eligible(now)
                 eligible += is_eligible
                 in_flight += active
                 connections += conns
@@ -393,8 +415,12 @@ class ControlApi:
             total = sum(s.total for s in stats_of)
             errors = sum(s.errors for s in stats_of)
             attempts = sum(s.attempts for s in stats_of)
+            demand = self.service.demand.get(name)
             pools[name] = PoolStats(
                 in_flight=in_flight,
+                queued=demand.queued,
+                held=demand.held,
+                queue_ms=_percentiles(window.get((name, QUEUE), empty).latency),
                 connections=connections,
                 total=total,
                 rate=round(sum(s.rate for s in stats_of), 3),
@@ -537,6 +563,18 @@ ROUTES: tuple[Route, ...] = (
         {200: (WaitResult, "removable, or the timeout passed, or it was set ready again")},
         {**_E404, 409: "the backend is ready (not draining)", **_E422},
         query=WaitQuery,
+    ),
+    Route(
+        "GET",
+        "/v1/pools/{pool}/demand",
+        ControlApi.pool_demand,
+        "The pool's demand now: in flight + queued + held, summed over the workers. With "
+        "`after` (a `seq` from an earlier answer) it waits until the figures change or "
+        "`timeout` passes: the scaler's long poll.",
+        {200: (PoolDemand, "the figures, and the seq to pass as `after` next time")},
+        {**_E404_POOL, **_E422},
+        query=DemandQuery,
+        tag="stats",
     ),
     Route(
         "GET",

@@ -32,6 +32,7 @@ from lb.control.models import (
     BackendsResponse,
     BackendView,
     Info,
+    PoolDemand,
     PoolsResponse,
     PoolView,
     ReloadResult,
@@ -213,10 +214,13 @@ class ControlClient:
         *,
         id: str | None = None,
         metadata: dict[str, str] | None = None,
+        max_conn: int | None = None,
     ) -> AddResult:
         body: dict[str, Any] = {"address": address, "weight": weight}
         if id is not None:
             body["id"] = id
+        if max_conn is not None:
+            body["max_conn"] = max_conn
         if metadata:
             body["metadata"] = metadata
         return await self._model(AddResult, "POST", f"/v1/pools/{_seg(pool)}/backends", body=body)
@@ -228,10 +232,13 @@ class ControlClient:
         *,
         weight: int | None = None,
         admin: AdminState | str | None = None,
+        max_conn: int | None = None,
     ) -> BackendView:
         body: dict[str, Any] = {}
         if weight is not None:
             body["weight"] = weight
+        if max_conn is not None:
+            body["max_conn"] = max_conn
         if admin is not None:
             body["admin"] = str(admin)
         return await self._model(BackendView, "PATCH", self._bpath(pool, backend), body=body)
@@ -273,6 +280,20 @@ class ControlClient:
     async def stats(self, pool: str | None = None, *, window: float = 10.0) -> StatsResponse:
         path = "/v1/stats" if pool is None else f"/v1/pools/{_seg(pool)}/stats"
         return await self._model(StatsResponse, "GET", path, query={"window": repr(float(window))})
+
+    async def demand(self, pool: str, after: int | None = None, within: float = 25.0) -> PoolDemand:
+        """The pool's demand (in flight + queued + held). With ``after`` (the ``seq`` of an
+        earlier answer), lb answers when the figures change, or after ``within`` seconds."""
+        query = {"timeout": repr(float(within))}
+        if after is not None:
+            query["after"] = str(after)
+        return await self._model(
+            PoolDemand,
+            "GET",
+            f"/v1/pools/{_seg(pool)}/demand",
+            query=query,
+            seconds=within + 10,
+        )
 
     async def reload(self) -> ReloadResult:
         return await self._model(ReloadResult, "POST", "/v1/reload", body={})

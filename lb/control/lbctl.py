@@ -139,6 +139,7 @@ def backends_table(backends: Sequence[BackendView]) -> str:
             b.id,
             b.address,
             b.weight,
+            b.max_conn or None,
             b.admin.value,
             b.health.value + (" ejected" if b.ejected else ""),
             b.active,
@@ -148,8 +149,8 @@ def backends_table(backends: Sequence[BackendView]) -> str:
         )
         for b in backends
     ]
-    headers = ("POOL", "BACKEND", "ADDRESS", "WEIGHT", "ADMIN", "HEALTH", "ACTIVE", "TOTAL",
-               "ERRORS", "LAST CHECK")  # fmt: skip
+    headers = ("POOL", "BACKEND", "ADDRESS", "WEIGHT", "MAX CONN", "ADMIN", "HEALTH", "ACTIVE",
+               "TOTAL", "ERRORS", "LAST CHECK")  # fmt: skip
     return table(headers, rows) if rows else "(no backends)"
 
 
@@ -211,7 +212,7 @@ async def cmd_pools(args: argparse.Namespace, client: ControlClient) -> int:
 async def cmd_add(args: argparse.Namespace, client: ControlClient) -> int:
     meta = dict(_kv(x) for x in args.meta or ())
     added = await client.add_backend(
-        args.pool, args.address, args.weight, id=args.id, metadata=meta
+        args.pool, args.address, args.weight, id=args.id, metadata=meta, max_conn=args.max_conn
     )
     b = added.backend
     verb = "added" if added.created else "already registered (unchanged):"
@@ -228,6 +229,12 @@ async def cmd_admin(args: argparse.Namespace, client: ControlClient) -> int:
 async def cmd_weight(args: argparse.Namespace, client: ControlClient) -> int:
     b = await client.set_weight(args.pool, args.backend, args.weight)
     _out(args, b, f"{b.pool}/{_name(b)}: weight {b.weight}")
+    return EXIT_OK
+
+
+async def cmd_max_conn(args: argparse.Namespace, client: ControlClient) -> int:
+    b = await client.update_backend(args.pool, args.backend, max_conn=args.max_conn)
+    _out(args, b, f"{b.pool}/{_name(b)}: max_conn {b.max_conn or 'none (0)'}")
     return EXIT_OK
 
 
@@ -254,13 +261,16 @@ async def cmd_stats(args: argparse.Namespace, client: ControlClient) -> int:
     for pname, p in st.pools.items():
         eligible = f"{p.backends_eligible}/{p.backends_total} eligible"
         rate = f"{p.error_rate:.2%}"
-        rows.append((pname, "*", eligible, p.in_flight, p.rate, rate, *_ms(p.latency_ms)))
+        waiting: Any = f"{p.queued}+{p.held}" if p.queued or p.held else 0
+        if p.queue_ms is not None:  # someone waited during the window
+            waiting = f"{waiting} (p95 wait {p.queue_ms.p95:g} ms)"
+        rows.append((pname, "*", eligible, p.in_flight, waiting, p.rate, rate, *_ms(p.latency_ms)))
         for bid, b in p.backends.items():
             state = f"{b.admin}/{b.health}"
             rate = f"{b.error_rate:.2%}"
-            rows.append((pname, bid, state, b.in_flight, b.rate, rate, *_ms(b.latency_ms)))
-    headers = ("POOL", "BACKEND", "STATE", "IN-FLIGHT", "RATE/S", "ERRORS", "P50 MS",
-               "P95 MS", "P99 MS")  # fmt: skip
+            rows.append((pname, bid, state, b.in_flight, None, b.rate, rate, *_ms(b.latency_ms)))
+    headers = ("POOL", "BACKEND", "STATE", "IN-FLIGHT", "QUEUED+HELD", "RATE/S", "ERRORS",
+               "P50 MS", "P95 MS", "P99 MS")  # fmt: skip
     text = f"over the last {st.measured:g}s (asked {st.window:g}s)\n" + table(headers, rows)
     _out(args, st, text)
     return EXIT_OK
@@ -312,6 +322,7 @@ COMMANDS: dict[str, Command] = {
     "ready": cmd_admin,
     "maint": cmd_admin,
     "weight": cmd_weight,
+    "max-conn": cmd_max_conn,
     "remove": cmd_remove,
     "wait": cmd_wait,
     "stats": cmd_stats,
@@ -360,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("pool")
     c.add_argument("address", help="host:port")
     c.add_argument("--weight", type=_weight, default=1)
+    c.add_argument(
+        "--max-conn", type=_weight, default=None, help="its limit (default: the pool's max_conn)"
+    )
     c.add_argument("--id", help="stable identity (default: the address)")
     c.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
     for name, text in (
@@ -374,6 +388,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("pool")
     c.add_argument("backend", help="id or address")
     c.add_argument("weight", type=_weight)
+    c = cmd("max-conn", "set a backend's limit of concurrent requests/connections (0: none)")
+    c.add_argument("pool")
+    c.add_argument("backend", help="id or address")
+    c.add_argument("max_conn", type=_weight)
     c = cmd("remove", "remove a backend (only once removable, unless --force)")
     c.add_argument("pool")
     c.add_argument("backend", help="id or address")

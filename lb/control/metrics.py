@@ -55,13 +55,14 @@ from lb.control.tlsmetrics import families as tls_families
 from lb.control.tlsmetrics import warn_expiring
 from lb.histogram import LATENCY_BOUNDS, LATENCY_BUCKETS
 from lb.model import AdminState, HealthState
-from lb.wire import Failure, Stats, counter_items
+from lb.wire import Failure, Stats, counter_items, counters_of
 
 log = logging.getLogger("lb.metrics")
 
 # Snapshot fields that are gauges (current values), not cumulative counters.
 LISTENER_GAUGES = frozenset({"active"})
 BACKEND_GAUGES = frozenset({"active", "connections"})
+POOL_GAUGES = frozenset({"in_flight", "queued", "held"})
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Failure kinds workers report as events (lb/worker.py ``_report_failure``).
 EVENT_KINDS = ("connect", "timeout", "reset")
@@ -84,7 +85,9 @@ class CounterTotals:
     def __init__(self) -> None:
         self.listeners: dict[str, dict[str, int]] = {}
         self.backends: dict[BackendKey, dict[str, int]] = {}
+        self.pools: dict[str, dict[str, int]] = {}  # queue and retry-budget counters
         self.latency: dict[BackendKey, list[int]] = {}
+        self.queue_wait: dict[BackendKey, list[int]] = {}  # by (pool, "")
         self._last: dict[tuple[int, int], dict[tuple[str, ...], int]] = {}
         self._last_hist: dict[tuple[int, int], dict[BackendKey, list[int]]] = {}
 
@@ -106,28 +109,45 @@ class CounterTotals:
                 for k, v in counter_items(bc):
                     if k not in BACKEND_GAUGES:
                         _add(acc, k, ("b", pool, bid, k), v, prev, cur)
+        for pool, pc in snapshot.queues.items():
+            acc = self.pools.setdefault(pool, {})
+            for k, v in counter_items(pc):
+                if k not in POOL_GAUGES:
+                    _add(acc, k, ("p", pool, k), v, prev, cur)
         self._last[generation] = cur
         prev_h = self._last_hist.get(generation, {})
         cur_h: dict[BackendKey, list[int]] = {}
         for pool, hists in snapshot.latency.items():
             for bid, counts in hists.items():
-                key = (pool, bid)
-                now_h = list(counts[:LATENCY_BUCKETS])
-                before = prev_h.get(key)
-                if before is None or sum(now_h) < sum(before):
-                    delta = now_h  # new, or a new Backend object under the same id
-                else:
-                    delta = [max(0, a - b) for a, b in zip(now_h, before, strict=False)]
-                hist = self.latency.setdefault(key, [0] * LATENCY_BUCKETS)
-                for i, d in enumerate(delta):
-                    hist[i] += d
-                cur_h[key] = now_h
+                _add_histogram(self.latency, (pool, bid), counts, prev_h, cur_h)
+        for pool, counts in snapshot.queue_wait.items():
+            _add_histogram(self.queue_wait, (pool, ""), counts, prev_h, cur_h)
         self._last_hist[generation] = cur_h
 
     def forget(self, key: BackendKey) -> None:
         """A backend was removed: its series leave /metrics."""
         self.backends.pop(key, None)
         self.latency.pop(key, None)
+
+
+def _add_histogram(
+    totals: dict[BackendKey, list[int]],
+    key: BackendKey,
+    counts: Sequence[int],
+    prev: Mapping[BackendKey, list[int]],
+    cur: dict[BackendKey, list[int]],
+) -> None:
+    """Add what a cumulative histogram gained since the same process's last snapshot."""
+    now_h = list(counts[:LATENCY_BUCKETS])
+    before = prev.get(key)
+    if before is None or sum(now_h) < sum(before):
+        delta = now_h  # new, or a new Backend object under the same id
+    else:
+        delta = [max(0, a - b) for a, b in zip(now_h, before, strict=False)]
+    hist = totals.setdefault(key, [0] * LATENCY_BUCKETS)
+    for i, d in enumerate(delta):
+        hist[i] += d
+    cur[key] = now_h
 
 
 def _add(
@@ -261,6 +281,7 @@ class LbCollector:
         yield from self._process(plane)
         yield from self._listeners(plane)
         yield from self._backends(plane)
+        yield from self._queues(plane)
         yield from self._scaler()
         yield from self._tls(plane)
 
@@ -493,6 +514,76 @@ class LbCollector:
         yield from (n_backends, n_eligible, info, requests, in_flight, conns, responses, errors)
         yield from (retries, sent, received, health, up, admin, eligible, ejected, weight, eff)
         yield latency
+
+    # -- the pools' queues (lb/proxy/pool.py) --------------------------------------------------
+
+    def _queues(self, plane: ControlPlane) -> Iterator[Metric]:
+        m = self.metrics
+        pl = ["pool"]
+        now: dict[str, dict[str, int]] = {}
+        for snap in plane.snapshots():
+            for pool, pc in snap.queues.items():
+                g = now.setdefault(pool, {})
+                for k in POOL_GAUGES:
+                    g[k] = g.get(k, 0) + counters_of(pc).get(k, 0)
+        in_flight = _gauge(
+            "lb_pool_in_flight",
+            "Requests (http) or connections (tcp) holding a backend of the pool, all workers",
+            pl,
+        )
+        depth = _gauge(
+            "lb_pool_queue_depth",
+            "Requests or connections waiting in the pool's queue now (queued + held)",
+            pl,
+        )
+        held = _gauge(
+            "lb_pool_held", "Of those, held because no backend of the pool is eligible", pl
+        )
+        demand = _gauge(
+            "lb_pool_demand", "In flight + queued + held: what a scaler should serve", pl
+        )
+        rejected = _counter(
+            "lb_pool_queue_rejected_total",
+            "Refused (503, or a tcp close) by the queue: full (max_queue), timeout "
+            "(queue_timeout), hold_timeout (held with no eligible backend)",
+            [*pl, "reason"],
+        )
+        served = _counter(
+            "lb_pool_queue_served_total", "Requests or connections served after waiting", pl
+        )
+        budget = _counter(
+            "lb_pool_retry_budget_exhausted_total",
+            "Retries refused because the pool's retry budget was spent",
+            pl,
+        )
+        wait = HistogramMetricFamily(
+            "lb_pool_queue_wait_seconds",
+            "Time spent waiting in the pool's queue, by those that got a backend",
+            labels=pl,
+        )
+        max_conn = _gauge(
+            "lb_backend_max_conn",
+            "The backend's limit of concurrent requests (http) or connections (tcp) for all "
+            "workers; 0: none",
+            ["pool", "backend"],
+        )
+        for pool, backends in plane.state.pools.items():
+            g = now.get(pool, {})
+            c = m.totals.pools.get(pool, {})
+            in_flight.add_metric([pool], g.get("in_flight", 0))
+            depth.add_metric([pool], g.get("queued", 0) + g.get("held", 0))
+            held.add_metric([pool], g.get("held", 0))
+            demand.add_metric([pool], sum(g.values()))
+            rejected.add_metric([pool, "full"], c.get("queue_full", 0))
+            rejected.add_metric([pool, "timeout"], c.get("queue_timeouts", 0))
+            rejected.add_metric([pool, "hold_timeout"], c.get("hold_timeouts", 0))
+            served.add_metric([pool], c.get("waited", 0))
+            budget.add_metric([pool], c.get("retry_budget_exhausted", 0))
+            hist = m.totals.queue_wait.get((pool, ""), [0] * LATENCY_BUCKETS)
+            wait.add_metric([pool], histogram_buckets(hist), c.get("wait_us", 0) / 1e6)
+            for b in backends.values():
+                max_conn.add_metric([pool, b.id], plane.state.max_conn_of(b))
+        yield from (in_flight, depth, held, demand, rejected, served, budget, wait, max_conn)
 
     # -- the scaler ---------------------------------------------------------------------------
 

@@ -58,6 +58,13 @@ class AddBackend(_Request):
     )
     weight: StrictInt = Field(default=1, ge=0, le=1000, description="0 takes no new traffic")
     id: BackendId | None = Field(default=None, description="stable identity; default: the address")
+    max_conn: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="concurrent requests (http) / connections (tcp); default: the pool's "
+        "max_conn; 0: no limit",
+    )
     metadata: dict[MetaKey, MetaValue] = Field(
         default_factory=dict, max_length=32, description="free-form labels (shown, persisted)"
     )
@@ -82,11 +89,17 @@ class PatchBackend(_Request):
     admin: AdminState | None = Field(
         default=None, description="ready: takes traffic; drain/maint: no new traffic"
     )
+    max_conn: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="this backend's limit, for all workers together (0: no limit)",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> PatchBackend:
-        if self.weight is None and self.admin is None:
-            raise ValueError("nothing to change: give weight and/or admin")
+        if self.weight is None and self.admin is None and self.max_conn is None:
+            raise ValueError("nothing to change: give weight, admin and/or max_conn")
         return self
 
 
@@ -101,6 +114,13 @@ class DeleteQuery(_Request):
         default=False,
         description="remove even if not removable, closing its connections in every worker",
     )
+
+
+class DemandQuery(_Request):
+    after: int | None = Field(
+        default=None, ge=0, description="answer once the pool's seq is past this (long poll)"
+    )
+    timeout: float = Field(default=25.0, ge=0, le=60, description="seconds to wait at most")
 
 
 class StatsQuery(_Request):
@@ -126,6 +146,10 @@ class BackendView(_Response):
     address: str
     weight: int
     effective_weight: float
+    max_conn: int = Field(
+        default=0,
+        description="concurrent requests (L7) / connections (L4), all workers (0: no limit)",
+    )
     admin: AdminState
     health: HealthState
     ejected: bool
@@ -207,6 +231,11 @@ class BackendStats(_Response):
 
 class PoolStats(_Response):
     in_flight: int
+    queued: int = Field(default=0, description="waiting for a backend below its max_conn, now")
+    held: int = Field(default=0, description="waiting because no backend is eligible, now")
+    queue_ms: Percentiles | None = Field(
+        default=None, description="waits in the queue over the window; null without samples"
+    )
     connections: int
     total: int
     rate: float
@@ -222,6 +251,17 @@ class StatsResponse(_Response):
     window: float = Field(description="requested window, seconds")
     measured: float = Field(description="seconds actually covered (less just after start)")
     pools: dict[str, PoolStats]
+
+
+class PoolDemand(_Response):
+    pool: str
+    seq: int = Field(description="moves when the figures change; pass it as `after`")
+    in_flight: int = Field(description="requests (http) / connections (tcp) at a backend")
+    queued: int = Field(description="waiting for a backend below its max_conn")
+    held: int = Field(description="waiting because no backend is eligible")
+    demand: int = Field(description="in_flight + queued + held")
+    eligible: int = Field(description="backends that may take traffic")
+    backends: int = Field(description="backends in the pool, any state")
 
 
 class ReloadResult(_Response):

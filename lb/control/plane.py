@@ -84,9 +84,11 @@ class Totals:
     pools: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
-def backend_entry(b: ManagedBackend, now: float) -> wire.BackendEntry:
+def backend_entry(b: ManagedBackend, now: float, max_conn: int = 0) -> wire.BackendEntry:
     """How a backend travels to the workers (``ejected`` is computed now, so a readmission
-    must be sent again: ``HealthManager`` does)."""
+    must be sent again: ``HealthManager`` does). ``max_conn`` is the limit in force
+    (``ClusterState.max_conn_of``): a change of the pool's default reaches the workers with the
+    snapshot that follows every new config."""
     return wire.BackendEntry(
         id=b.id,
         address=b.address,
@@ -95,6 +97,7 @@ def backend_entry(b: ManagedBackend, now: float) -> wire.BackendEntry:
         admin=b.admin,
         health=b.health,
         ejected=b.ejected(now),
+        max_conn=max_conn,
     )
 
 
@@ -138,13 +141,15 @@ class ControlPlane:
         return wire.encode(msg, self.seq)
 
     def backend_update(self, pool: str, b: ManagedBackend) -> wire.BackendUpdate:
-        return wire.BackendUpdate(pool, backend_entry(b, self.now()))
+        return wire.BackendUpdate(pool, backend_entry(b, self.now(), self.state.max_conn_of(b)))
 
     def pools_snapshot(self) -> wire.PoolsSnapshot:
         now = self.now()
         return wire.PoolsSnapshot(
             {
-                name: tuple(backend_entry(b, now) for b in backends.values())
+                name: tuple(
+                    backend_entry(b, now, self.state.max_conn_of(b)) for b in backends.values()
+                )
                 for name, backends in self.state.pools.items()
             }
         )

@@ -4,7 +4,7 @@ scaler, the scaling-event log, metrics and the state file.
 The supervisor owns one ``ControlService`` and builds it from the ``ControlPlane``, which is
 all the service sees of the rest (state, config, worker snapshots, broadcast, config
 changes). It calls the hooks (``backend_changed``, ``backend_removed``, ``worker_stats``,
-``worker_failure``) and the lifecycle methods:
+``worker_demand``, ``worker_failure``, ``worker_gone``) and the lifecycle methods:
 
 1. ``prepare()`` at the start of ``Supervisor.start()``, before any worker exists: it claims the
    control socket (so a second ``lb`` on the same config fails before it binds anything) and
@@ -29,6 +29,7 @@ from lb import persist, wire
 from lb.config import Config
 from lb.control.aggregate import StatsAggregator
 from lb.control.api import ControlApi
+from lb.control.demand import DemandBoard
 from lb.control.drain import DrainTracker
 from lb.control.errors import ApiError, ControlStartupError
 from lb.control.events import EventLog
@@ -53,6 +54,8 @@ class ControlService:
         self.socket_path = resolve_path(self.config_path, plane.config.lb.control_socket)
         self.state_path = resolve_path(self.config_path, plane.config.lb.state_file)
         self.stats = StatsAggregator()
+        # Pool demand for the scaler's long poll (GET /v1/pools/{pool}/demand).
+        self.demand = DemandBoard(lambda: [w.index for w in plane.workers if w.alive()])
         self.events = EventLog()  # the scaler's decisions and actions (lb/control/events.py)
         self.metrics = Metrics(plane, self.events)  # /metrics on the admin listener
         self.drains = DrainTracker(
@@ -137,6 +140,16 @@ class ControlService:
         self.stats.ingest(worker, snapshot, self.plane.now())
         self.metrics.ingest(worker, restarts, snapshot)
         self.drains.stats_updated()
+        self.demand.update(
+            worker,
+            {n: (q["in_flight"], q["queued"], q["held"]) for n, q in snapshot.queues.items()},
+        )
+
+    def worker_demand(self, demand: wire.Demand) -> None:
+        self.demand.update(demand.worker, demand.pools)
+
+    def worker_gone(self, worker: int) -> None:
+        self.demand.forget(worker)
 
     def worker_failure(self, failure: wire.Failure) -> None:
         self.metrics.failure(failure)  # errors by kind, for /metrics

@@ -1,7 +1,8 @@
 """Preformatted error responses that the proxy sends on its own behalf.
 
-Every response built here closes the connection (``Connection: close``): after a parse error the
-byte stream can no longer be trusted, and after 502/503/504 the proxy gives up on the exchange.
+Responses built here close the connection (``Connection: close``): after a parse error the byte
+stream can no longer be trusted, and after 502/504 the proxy gives up on the exchange. A 503 for
+a full queue may keep it (``close=False``).
 Responses are cached per (status, reason, retry_after, body), so the hot path pays one dict lookup.
 """
 
@@ -50,14 +51,20 @@ def _clean(text: str) -> str:
 
 @lru_cache(maxsize=1024)
 def error_response(
-    status: int, reason: str = "", retry_after: int | None = None, *, body: bool = True
+    status: int,
+    reason: str = "",
+    retry_after: int | None = None,
+    *,
+    body: bool = True,
+    close: bool = True,
 ) -> bytes:
     """A complete ``HTTP/1.1`` error response with ``Connection: close`` and a short text body.
 
     ``reason`` is a short human explanation (``"missing Host header"``) appended to the body; it
     must be one of the proxy's own strings, never a value copied from a request. ``retry_after``
     (seconds) adds ``Retry-After``, meant for 503. ``body=False`` keeps ``Content-Length`` but
-    omits the body, for answers to ``HEAD`` requests.
+    omits the body, for answers to ``HEAD`` requests. ``close=False`` leaves the connection
+    open (a 503 from a full queue: the request was read whole, the stream is in step).
     """
     phrase = REASON_PHRASES.get(status, "Error")
     text = f"{status} {phrase}: {_clean(reason)}\n" if reason else f"{status} {phrase}\n"
@@ -67,8 +74,9 @@ def error_response(
         "Content-Type: text/plain; charset=utf-8",
         f"Content-Length: {len(payload)}",
         "Cache-Control: no-cache",
-        "Connection: close",
     ]
+    if close:
+        lines.append("Connection: close")
     if retry_after is not None:
         lines.append(f"Retry-After: {int(retry_after)}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")

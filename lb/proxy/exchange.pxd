@@ -30,7 +30,7 @@ cdef class Exchange:
     cdef public CRequestHead head
     cdef public CPoolRuntime pool
     cdef public object backend, connect_task, key, pending, tried
-    cdef public object upstream_head, request_id, set_cookie, out_head
+    cdef public object upstream_head, request_id, set_cookie, out_head, wait_handle
     cdef public HttpUpstreamProtocol upstream
     cdef public int status, retries
     cdef public double t_start, t_mark
@@ -42,6 +42,7 @@ cdef class Exchange:
     cpdef request_end(self)
     @cython.locals(pool=CPoolRuntime)
     cpdef _dispatch(self)
+    cpdef _use(self, backend)
     cpdef _attach(self, HttpUpstreamProtocol conn)
     cpdef HttpUpstreamProtocol _detach(self, bint close)
     cpdef _release_backend(self)

@@ -135,6 +135,7 @@ class Exchange:
         "tried",
         "upstream",
         "upstream_head",
+        "wait_handle",
     )
 
     def __init__(self, conn: ClientSide, head: RequestHead | None, t_start: float) -> None:
@@ -163,6 +164,8 @@ class Exchange:
         self.response_started = False
         self.done = False
         self.keep_alive = False  # (start() says, from the head)
+        # While queued for a backend slot (PoolRuntime.enqueue): the timer that ends the wait.
+        self.wait_handle: asyncio.TimerHandle | None = None
 
     # -- the request side (from the client connection) ----------------------------------------
 
@@ -237,7 +240,7 @@ class Exchange:
             token = self.head.cookie(cookie_name)
             if token is not None:
                 b = pool.by_token.get(token)
-                if b is not None and b.eligible:
+                if b is not None and b.eligible and not b.full:
                     return b
         b = pool.pick(self.key, self.tried)
         if b is not None and cookie_name is not None:
@@ -253,17 +256,62 @@ class Exchange:
             backend = pool.pick_retry(self.key, self.tried)
         else:
             # The first try: ask the strategy straight away; PoolRuntime.pick handles the rest
-            # (panic mode when nothing is eligible).
-            backend = pool.strategy.pick(self.key) or pool.pick(self.key)
+            # (panic mode when nothing is eligible, backends at their limit).
+            backend = pool.strategy.pick(self.key)
+            if backend is None or (pool.limited and backend.full):
+                backend = pool.pick(self.key)
         if backend is None:
-            if self.tried:
-                self.respond_error(502, "no backend could be reached")
-            else:
-                self.respond_error(503, "no backend is available", RETRY_AFTER)
+            self._wait_or_refuse(pool)
             return
         self.tried.append(backend)
         self.backend = backend
         pool.acquire(backend)
+        self._use(backend)
+
+    def _wait_or_refuse(self, pool: PoolRuntime) -> None:
+        """Nothing to pick: wait in the pool's queue (every eligible backend is at its limit,
+        or none is eligible and the pool holds), or answer now."""
+        if self.tried and not (pool.eligible and pool.limited):
+            self.respond_error(502, "no backend could be reached")
+            return
+        timeout = pool.enqueue(self)
+        if not timeout:
+            self.respond_busy("no backend is available" if not pool.eligible else "queue full")
+            return
+        if self.pending is None:
+            self.pending = [self.upstream_head]
+        # Reading goes on (a body pauses it, in request_body; pipelined requests are stashed
+        # by the parser, bounded), so that a client that leaves is seen at once.
+        self.wait_handle = self.ctx.loop.call_later(timeout, self._wait_expired)
+
+    def granted(self, backend: Backend) -> None:
+        """A slot came free in the queue (the pool acquired ``backend`` for this request)."""
+        handle = self.wait_handle
+        if handle is not None:
+            self.wait_handle = None
+            handle.cancel()
+        pool = self.pool
+        assert pool is not None
+        if pool.sticky_cookie is not None:
+            self.set_cookie = pool.sticky_header(backend)
+        self.tried.append(backend)
+        self.backend = backend
+        self.t_mark = self.ctx.loop.time()  # the upstream time counts from here, not the wait
+        self._use(backend)
+
+    def _wait_expired(self) -> None:
+        self.wait_handle = None
+        pool = self.pool
+        assert pool is not None
+        if pool.expire(self):
+            self.respond_busy(
+                "no backend became available in time"
+                if not pool.eligible
+                else "no backend slot came free in time"
+            )
+
+    def _use(self, backend: Backend) -> None:
+        """Send the request to ``backend`` (acquired): an idle pooled connection, or a new one."""
         conn = self.ctx.upstreams.acquire(backend)
         if conn is not None:
             self._attach(conn)
@@ -341,7 +389,7 @@ class Exchange:
         assert pool is not None and self.head is not None
         if self.conn.state == CLOSED:
             return
-        if self.retries < pool.config.retries:
+        if self.retries < pool.config.retries and pool.retry_allowed():
             self.retries += 1
             self.ctx.retries += 1
             self.tried[-1].retries += 1  # the backend it failed on (retry path only)
@@ -432,8 +480,6 @@ class Exchange:
                 pool.note_success(b)
             elif self.status >= 500 and pool.report_5xx:
                 self.conn.listener.report_failure(pool, b, "5xx", None)
-            self.backend = None
-            pool.release(b)
         config = pool.config
         if reusable and self.request_complete and up.requests < config.upstream_max_requests:
             if self.conn.write_paused:
@@ -441,6 +487,10 @@ class Exchange:
             ctx.upstreams.release(up, config.upstream_max_idle, config.upstream_idle_timeout, now)
         else:
             up.close()
+        if b is not None:
+            # After the connection went idle: a request waiting for this slot reuses it.
+            self.backend = None
+            pool.release(b)
         self.account(now)
         self.done = True
         if self.request_complete:
@@ -531,6 +581,33 @@ class Exchange:
         self.done = True
         self.conn.close_now()
 
+    def respond_busy(self, reason: str) -> None:
+        """503 with Retry-After, keeping the connection for the next request when the request
+        is (or will be, having no body) read whole: a full queue is not the client's fault."""
+        head = self.head
+        assert head is not None
+        keep = (
+            self.keep_alive
+            and head.version == b"1.1"
+            and (self.request_complete or not head.has_body)
+        )
+        self.status = 503
+        self.pending = None
+        answer = error_response(
+            503, reason, RETRY_AFTER, body=head.method != b"HEAD", close=not keep
+        )
+        self.ctx.bytes_out += len(answer)
+        self.conn.transport.write(answer)
+        now = self.ctx.loop.time()
+        self.account(now)
+        self.done = True
+        if not keep:
+            self.keep_alive = False
+            self.conn.close_now()
+        elif self.request_complete:
+            self.conn.exchange_done(now)
+        # else: request_end (it comes next: no body) ends the exchange and keeps alive.
+
     def check_timeout(self, now: float) -> None:
         """Called by the listener's sweep: the backend must start answering in time (504)."""
         up = self.upstream
@@ -552,6 +629,13 @@ class Exchange:
 
     def client_lost(self) -> None:
         """The client connection is gone: nothing of this exchange can be reused."""
+        handle = self.wait_handle
+        if handle is not None:  # waiting in the queue: leave it at once
+            self.wait_handle = None
+            handle.cancel()
+            pool = self.pool
+            assert pool is not None
+            pool.leave(self)
         task = self.connect_task
         if task is not None and not task.done():
             task.cancel()

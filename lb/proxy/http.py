@@ -95,6 +95,14 @@ class HttpClientProtocol(ClientSide):
         self.parser.feed(data)
 
     def eof_received(self) -> bool:
+        ex = self.exchange
+        if ex is not None and ex.wait_handle is not None:
+            # The client went away while its request waited for a backend slot: it leaves
+            # the queue now (HAProxy's abortonclose, for queued requests).
+            self.exchange = None
+            ex.client_lost()
+            self.close_now()
+            return False
         self.client_eof = True
         self.parser.feed_eof()
         # Keep our side open while a response is on its way; close otherwise.

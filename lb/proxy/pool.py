@@ -1,26 +1,56 @@
-"""A worker's view of one pool: its backends, its strategy, how to pick with retries, and the
-one place where a backend is taken and given back.
+"""A worker's view of one pool: its backends, its strategy, how to pick with retries, the
+per-backend limits and the queue, and the one place where a backend is taken and given back.
 
 The supervisor is the source of truth for membership and states; ``apply`` takes what it sent.
 Backend objects are updated in place so that connections holding one keep counting against it.
 
 ``acquire(backend)``/``release(backend)`` are the only code that changes ``Backend.active``,
-for L4 connections and L7 requests alike, and ``release`` is where "a draining backend is now
-idle in this worker" is noticed (``on_idle``, which the worker turns into a prompt report to
-the supervisor). No I/O here.
+for L4 connections and L7 requests alike. They are where the pool's in-flight count, the
+``max_conn`` slots, the queue and "a draining backend is now idle in this worker" meet:
+
+* **Limits.** A backend's ``max_conn`` (for the whole lb) is split between the workers,
+  rounded up, each at least 1 (``worker_share``); ``Backend.limit`` is this worker's share.
+  Picks skip a backend at its limit, whatever the strategy (the strategy's own pick first,
+  then another pick, then a scan for the least loaded backend below its limit).
+* **Queue.** When every eligible backend is at its limit, a request (or a tcp connection)
+  waits in a FIFO queue, bounded by ``max_queue``, for at most ``queue_timeout``. When no
+  backend is eligible at all, it is *held* the same way for at most ``hold_timeout`` (0: no
+  hold, the caller answers 503 at once). A freed slot (``release``) or a backend becoming
+  eligible (``apply_*``) goes to the oldest waiter at once (``_wake``). The waiter owns its
+  timer and calls ``expire`` or ``leave``; the pool only keeps the order.
+* **Idle.** When a backend that is no longer ``ready`` has nothing left here, ``on_idle`` says
+  so (the worker tells the supervisor promptly: a drain finished in this worker).
+* **Demand** (in flight + queued + held) is reported through ``on_demand`` at once when it
+  rises above twice what was last reported (so when it leaves zero), and every second with the
+  stats snapshot (``demand_reported``, which re-arms the threshold): the scaler hears about a
+  burst at once, and a pool that goes 0, 1, 0, 1 costs at most one report a second.
+* **Retry budget** (Linkerd's ``retryRatio`` and ``minRetriesPerSecond``). Retries are allowed
+  while they stay under ``retry_budget`` times the first tries plus ``retry_budget_min`` per
+  second, over a window whose counts halve every ``BUDGET_WINDOW`` seconds
+  (``retry_allowed``), so a pool whose backends all fail does not multiply its connection
+  attempts.
+
+No I/O here.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import xxhash
 
 from lb.balancing import StrategyOptions, create_strategy, needs_key
 from lb.balancing.base import Strategy
 from lb.config import PoolConfig
+from lb.histogram import LATENCY_BUCKETS, latency_bucket
 from lb.model import AdminState, Backend
 from lb.wire import BackendEntry
+
+BUDGET_WINDOW = 10.0  # seconds: the retry budget's counts halve this often
 
 
 def sticky_token(backend_id: str) -> bytes:
@@ -28,8 +58,26 @@ def sticky_token(backend_id: str) -> bytes:
     return xxhash.xxh64_hexdigest(backend_id.encode()).encode()[:12]
 
 
+def worker_share(max_conn: int, workers: int) -> int:
+    """One worker's share of a backend's ``max_conn``: rounded up, at least 1 (0: no limit).
+    So N workers never exceed the limit by more than the rounding, N - 1 at most."""
+    if max_conn <= 0:
+        return 0
+    return max(1, math.ceil(max_conn / max(1, workers)))
+
+
+class Waiter(Protocol):
+    """A request (L7 ``Exchange``) or connection (L4) waiting in the queue."""
+
+    key: bytes | None
+
+    def granted(self, backend: Backend) -> None:
+        """A slot is free: ``backend`` was acquired for the waiter, which must use it now."""
+
+
 SuccessReporter = Callable[[str, Backend, int], None]
 IdleReporter = Callable[[Backend], None]
+DemandReporter = Callable[["PoolRuntime"], None]
 
 
 def _ignore_success(pool: str, backend: Backend, failures: int) -> None:
@@ -40,26 +88,49 @@ def _ignore_idle(backend: Backend) -> None:
     """``on_idle`` until a worker connects the pool to its bus."""
 
 
+def _ignore_demand(pool: PoolRuntime) -> None:
+    """``on_demand`` until a worker connects the pool to its bus."""
+
+
 class PoolRuntime:
     __slots__ = (
         "_panic_next",
+        "attempts",
         "backends",
+        "budget_exhausted",
+        "budget_since",
         "by_token",
         "config",
+        "eligible",
+        "hold_timeouts",
+        "in_flight",
         "key_kind",
         "key_name",
+        "limited",
         "name",
         "needs_key",
+        "on_demand",
         "on_idle",
         "on_success",
+        "queue",
+        "queue_full",
+        "queue_timeouts",
+        "queue_wait",
+        "queue_wait_sum",
         "report_5xx",
+        "report_above",
+        "retried",
         "sticky_cookie",
         "strategy",
+        "waited",
+        "waiting",
+        "workers",
     )
 
-    def __init__(self, name: str, config: PoolConfig) -> None:
+    def __init__(self, name: str, config: PoolConfig, workers: int = 1) -> None:
         self.name = name
         self.config = config
+        self.workers = workers
         self.strategy: Strategy = create_strategy(
             config.strategy,
             StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
@@ -70,9 +141,32 @@ class PoolRuntime:
         # Called when a backend that is not ``ready`` (draining) has no connection or request
         # left in this worker: the supervisor learns at once that it may be removable.
         self.on_idle: IdleReporter = _ignore_idle
+        # Called when the demand rose enough to tell the scaler at once (see report_above).
+        self.on_demand: DemandReporter = _ignore_demand
         self._panic_next = 0
         # Sticky sessions (http): cookie value -> backend.
         self.by_token: dict[bytes, Backend] = {}
+        self.limited = False  # some backend has a limit (picks check it)
+        self.eligible = 0  # eligible backends (0: requests are held, or refused)
+        self.in_flight = 0  # acquired and not released: requests (http), connections (tcp)
+        # Waiters, oldest first, with (the time they came, held: no backend was eligible).
+        self.queue: OrderedDict[Waiter, tuple[float, bool]] = OrderedDict()
+        self.waiting = 0  # len(queue), as a plain integer for the acquire/release checks
+        # Demand is reported at once when in_flight + waiting goes above this.
+        self.report_above = 0
+        # Counters (totals of this worker): refused because the queue was full, timed out in
+        # the queue, timed out while held, served after waiting, and the waits' histogram.
+        self.queue_full = 0
+        self.queue_timeouts = 0
+        self.hold_timeouts = 0
+        self.waited = 0
+        self.queue_wait = [0] * LATENCY_BUCKETS
+        self.queue_wait_sum = 0.0
+        # Retry budget: tries (first tries and retries) and retries in the current window.
+        self.attempts = 0
+        self.retried = 0
+        self.budget_since = time.monotonic()
+        self.budget_exhausted = 0
         self._derive()
 
     def _derive(self) -> None:
@@ -97,8 +191,16 @@ class PoolRuntime:
             + b"; Path=/; HttpOnly\r\n"
         )
 
-    def reconfigure(self, config: PoolConfig) -> None:
-        """A reload changed pool settings: rebuild the strategy, keep the backends."""
+    # -- membership -------------------------------------------------------------------------
+
+    def reconfigure(self, config: PoolConfig, workers: int | None = None) -> None:
+        """A reload changed pool settings (or the worker count): rebuild the strategy, keep
+        the backends; a new worker count changes every backend's share of its limit."""
+        if workers is not None and workers != self.workers:
+            self.workers = workers
+            for b in self.backends.values():
+                b.limit = worker_share(b.max_conn, workers)
+            self._refresh()
         if config != self.config:
             self.config = config
             self.strategy = create_strategy(
@@ -108,6 +210,7 @@ class PoolRuntime:
             self._derive()
             self._rebuild_tokens()
             self.strategy.update(list(self.backends.values()))
+            self._wake()
 
     def apply_snapshot(self, entries: Iterable[BackendEntry]) -> None:
         seen: set[str] = set()
@@ -116,18 +219,26 @@ class PoolRuntime:
             seen.add(entry.id)
         for gone in set(self.backends) - seen:
             del self.backends[gone]
-        self._rebuild_tokens()
-        self.strategy.update(list(self.backends.values()))
+        self._changed()
 
     def apply_backend(self, entry: BackendEntry) -> None:
         self._upsert(entry)
-        self._rebuild_tokens()
-        self.strategy.update(list(self.backends.values()))
+        self._changed()
 
     def remove(self, backend_id: str) -> None:
         if self.backends.pop(backend_id, None) is not None:
-            self._rebuild_tokens()
-            self.strategy.update(list(self.backends.values()))
+            self._changed()
+
+    def _changed(self) -> None:
+        self._rebuild_tokens()
+        self.strategy.update(list(self.backends.values()))
+        self._refresh()
+        self._wake()
+
+    def _refresh(self) -> None:
+        backends = self.backends.values()
+        self.limited = any(b.limit for b in backends)
+        self.eligible = sum(1 for b in backends if b.eligible)
 
     def _rebuild_tokens(self) -> None:
         if self.sticky_cookie is not None:
@@ -143,25 +254,35 @@ class PoolRuntime:
         b.admin = e.admin
         b.health = e.health
         b.ejected = e.ejected
+        b.max_conn = e.max_conn
+        b.limit = worker_share(e.max_conn, self.workers)
+
+    # -- picking ----------------------------------------------------------------------------
 
     def pick(self, key: bytes | None, tried: Iterable[Backend] = ()) -> Backend | None:
-        """Pick an eligible backend, avoiding ``tried`` (used by retries)."""
+        """Pick an eligible backend below its limit, avoiding ``tried`` (used by retries)."""
         b = self.strategy.pick(key)
         if b is None:
-            # Nothing is eligible. With panic = "503" the caller refuses (the L4 relay closes
-            # the client, the L7 proxy answers 503 with Retry-After).
+            # Nothing is eligible. With panic = "503" the caller holds or refuses (the L4
+            # relay closes the client, the L7 proxy answers 503 with Retry-After).
             return self._panic_pick(tried) if self.config.panic == "route_all" else None
-        if b not in tried:
+        if b not in tried and not b.full:
             return b
         # Strategies that rotate usually offer another one on the next pick; hashing strategies
         # return the same backend for the same key, so fall back to a scan.
         b2 = self.strategy.pick(key)
-        if b2 is not None and b2 not in tried:
+        if b2 is not None and b2 not in tried and not b2.full:
             return b2
+        best: Backend | None = None
         for cand in self.backends.values():
-            if cand.eligible and cand not in tried:
-                return cand
-        return None
+            if (
+                cand.eligible
+                and cand not in tried
+                and not cand.full
+                and (best is None or cand.active < best.active)
+            ):
+                best = cand
+        return best
 
     def pick_retry(self, key: bytes | None, tried: list[Backend]) -> Backend | None:
         """Pick for a retry: an eligible backend not tried yet, as :meth:`pick`; when every
@@ -171,7 +292,7 @@ class PoolRuntime:
         b = self.pick(key, tried)
         if b is None:
             for cand in tried:
-                if cand.eligible:
+                if cand.eligible and not cand.full:
                     return cand
         return b
 
@@ -182,24 +303,131 @@ class PoolRuntime:
         candidates = [
             b
             for b in self.backends.values()
-            if b.admin is AdminState.READY and b.weight > 0 and b not in tried
+            if b.admin is AdminState.READY and b.weight > 0 and b not in tried and not b.full
         ]
         if not candidates:
             return None
         self._panic_next += 1
         return candidates[self._panic_next % len(candidates)]
 
+    # -- taking and giving back -------------------------------------------------------------
+
     def acquire(self, backend: Backend) -> None:
         """A connection (L4) or a request (L7) starts using ``backend``."""
         backend.active += 1
         backend.total += 1
+        self.attempts += 1
+        self.in_flight += 1
+        if self.in_flight + self.waiting > self.report_above:
+            self._report_demand()
 
     def release(self, backend: Backend) -> None:
-        """What :meth:`acquire` took is given back. When a backend that is no longer ``ready``
-        has nothing left here, ``on_idle`` says so (a drain finished in this worker)."""
+        """What :meth:`acquire` took is given back: the slot goes to the oldest waiter, if
+        any. When a backend that is no longer ``ready`` has nothing left here, ``on_idle``
+        says so (a drain finished in this worker)."""
         backend.active -= 1
+        self.in_flight -= 1
         if not backend.active and backend.admin is not AdminState.READY:
             self.on_idle(backend)
+        if self.waiting:
+            self._wake()
+
+    # -- the queue --------------------------------------------------------------------------
+
+    def enqueue(self, waiter: Waiter) -> float:
+        """Nothing could be picked: queue ``waiter`` (or hold it, when no backend is eligible).
+        Returns how long it may wait, in seconds; 0.0 when it must be refused now (503): the
+        queue is full, or the pool neither queues nor holds."""
+        config = self.config
+        held = not self.eligible
+        timeout = config.hold_timeout if held else config.queue_timeout
+        if timeout <= 0.0:
+            return 0.0
+        if self.waiting >= config.max_queue:
+            self.queue_full += 1
+            return 0.0
+        self.queue[waiter] = (time.monotonic(), held)
+        self.waiting += 1
+        self._report_demand()
+        return timeout
+
+    def leave(self, waiter: Waiter) -> None:
+        """A waiter's client went away: it leaves the queue at once."""
+        if self.queue.pop(waiter, None) is not None:
+            self.waiting -= 1
+            self._report_demand()
+
+    def expire(self, waiter: Waiter) -> bool:
+        """A waiter's time ran out (it answers 503). False when it was not waiting."""
+        entry = self.queue.pop(waiter, None)
+        if entry is None:
+            return False
+        self.waiting -= 1
+        if entry[1]:
+            self.hold_timeouts += 1
+        else:
+            self.queue_timeouts += 1
+        self._report_demand()
+        return True
+
+    def _wake(self) -> None:
+        """Give free slots to the oldest waiters, in order, while some backend can take one."""
+        queue = self.queue
+        while queue:
+            waiter = next(iter(queue))
+            b = self.pick(waiter.key)
+            if b is None:
+                break
+            since, _held = queue.pop(waiter)
+            self.waiting -= 1
+            wait = time.monotonic() - since
+            self.waited += 1
+            self.queue_wait[latency_bucket(wait)] += 1
+            self.queue_wait_sum += wait
+            self.acquire(b)
+            waiter.granted(b)
+        self._report_demand()
+
+    @property
+    def held(self) -> int:
+        """Waiters held because no backend is eligible (the others are queued)."""
+        return 0 if self.eligible else self.waiting
+
+    @property
+    def demand(self) -> int:
+        return self.in_flight + self.waiting
+
+    def _report_demand(self) -> None:
+        """Tell the scaler at once when demand rose above twice what it last heard."""
+        d = self.in_flight + self.waiting
+        if d > self.report_above:
+            self.report_above = 2 * d
+            self.on_demand(self)
+
+    def demand_reported(self) -> None:
+        """The stats snapshot carried the demand: a rise from here is news again."""
+        self.report_above = 2 * (self.in_flight + self.waiting)
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def retry_allowed(self) -> bool:
+        """Whether one more retry fits the budget (and count it). Past windows count half,
+        a quarter, ... so the budget follows recent traffic."""
+        now = time.monotonic()
+        windows = int((now - self.budget_since) / BUDGET_WINDOW)
+        if windows:
+            self.budget_since += windows * BUDGET_WINDOW
+            shift = min(windows, 62)
+            self.attempts >>= shift
+            self.retried >>= shift
+        config = self.config
+        first_tries = self.attempts - self.retried
+        floor = config.retry_budget_min * BUDGET_WINDOW
+        if self.retried < floor + config.retry_budget * first_tries:
+            self.retried += 1
+            return True
+        self.budget_exhausted += 1
+        return False
 
     def note_success(self, backend: Backend) -> None:
         """A success (L4: connected; L7: a response that is not a failure) on a backend whose

@@ -110,6 +110,7 @@ class TcpClientProtocol(asyncio.Protocol):
         "connect_task",
         "early",
         "idle_since",
+        "key",
         "last_activity",
         "listener",
         "pool",
@@ -120,6 +121,7 @@ class TcpClientProtocol(asyncio.Protocol):
         "upstream",
         "upstream_proto",
         "upstream_write",
+        "waiting",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -133,6 +135,9 @@ class TcpClientProtocol(asyncio.Protocol):
         self.client_ip = ""
         self.started = 0.0
         self.connect_task: asyncio.Task[None] | None = None
+        self.key: bytes | None = None  # the hash key (source_ip) when the strategy uses one
+        # While queued for a backend slot (PoolRuntime.enqueue): resolved by ``granted``.
+        self.waiting: asyncio.Future[Backend] | None = None
         self.idle_since = 0.0
         self.upstream_proto: TcpUpstreamProtocol | None = None
         self.last_activity = -1
@@ -182,6 +187,11 @@ class TcpClientProtocol(asyncio.Protocol):
         self.client_eof = True
         up = self.upstream
         if up is None:
+            if self.waiting is not None:
+                # It left while waiting in the queue: leave the queue now, and close.
+                assert self.connect_task is not None
+                self.connect_task.cancel()
+                return False
             # Still connecting: keep our write side open; the EOF is relayed after connect.
             return self.connect_task is not None and not self.connect_task.done()
         if not up.is_closing():
@@ -232,16 +242,25 @@ class TcpClientProtocol(asyncio.Protocol):
         listener = self.listener
         pool = self.pool = listener.pool
         loop = listener.loop
-        key = self.client_ip.encode() if pool.needs_key else None
+        key = self.key = self.client_ip.encode() if pool.needs_key else None
         tried: list[Backend] = []
         for _attempt in range(pool.config.retries + 1):
+            if tried and not pool.retry_allowed():
+                break
             backend = pool.pick_retry(key, tried)
             if backend is None:
-                break
+                if tried and not (pool.eligible and pool.limited):
+                    break
+                # Every eligible backend is at its limit (or none is eligible and the pool
+                # holds): wait for a slot, reading nothing from the client meanwhile.
+                backend = await self._wait(pool)
+                if backend is None:
+                    break
+            else:
+                pool.acquire(backend)
             if tried:
                 tried[-1].retries += 1  # it failed there; this is the retry
             tried.append(backend)
-            pool.acquire(backend)
             try:
                 async with asyncio.timeout(listener.config.connect_timeout):
                     transport, proto = await open_upstream(
@@ -285,6 +304,39 @@ class TcpClientProtocol(asyncio.Protocol):
         # Nothing could be reached: close the client.
         listener.no_backend += 1
         self.transport.close()
+
+    async def _wait(self, pool: PoolRuntime) -> Backend | None:
+        """Wait in the pool's queue: the backend acquired for this connection, or None when
+        the queue is full or the wait timed out."""
+        timeout = pool.enqueue(self)
+        if not timeout:
+            return None
+        waiting: asyncio.Future[Backend] = self.listener.loop.create_future()
+        self.waiting = waiting
+        # Read while waiting, to see a client that leaves: the first bytes that come are
+        # held and reading pauses again (_hold), so nothing more is read until a backend.
+        if not self.early:
+            self.transport.resume_reading()
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiting
+        except TimeoutError:
+            pool.expire(self)
+            return None
+        except asyncio.CancelledError:
+            pool.leave(self)  # the client went away while waiting
+            raise
+        finally:
+            self.waiting = None
+
+    def granted(self, backend: Backend) -> None:
+        """A slot came free (the pool acquired ``backend`` for this connection)."""
+        waiting = self.waiting
+        if waiting is not None and not waiting.done():
+            waiting.set_result(backend)
+        else:  # the wait ended at the same moment (timeout, client gone): give it back
+            assert self.pool is not None
+            self.pool.release(backend)
 
     # -- idle timeout -----------------------------------------------------------------------
 

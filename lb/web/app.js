@@ -385,6 +385,16 @@
         kv("backends", ps ? `${ps.backends_eligible}/${ps.backends_total} eligible` : "–"),
         kv("req/s", fmtRate(ps ? ps.rate : null), `over the last ${STATS_WINDOW}s`),
         kv("in-flight", fmtCount(ps ? ps.in_flight : null)),
+        kv(
+          "queued",
+          fmtCount(ps ? (ps.queued || 0) + (ps.held || 0) : null),
+          "waiting for a backend below its max_conn (queued) or for any eligible backend (held)",
+        ),
+        kv(
+          "queue p95",
+          fmtMs(ps && ps.queue_ms ? ps.queue_ms.p95 : null),
+          `time waited in the queue, over the last ${STATS_WINDOW}s`,
+        ),
         kv("p95", fmtMs(ps && ps.latency_ms ? ps.latency_ms.p95 : null)),
         kv("errors", ps && ps.errors ? `${ps.errors} (${pct(ps.error_rate)})` : "0"),
       ];

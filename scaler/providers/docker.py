@@ -48,6 +48,7 @@ from aiodocker.exceptions import DockerError
 
 from scaler.config import DockerSettings, parse_port_range
 from scaler.providers.base import (
+    LISTEN_POLL,
     MANAGED_BY,
     CpuSample,
     Member,
@@ -295,7 +296,7 @@ class DockerProvider:
                     f"container {name} of {s.image} runs but nothing accepted connections on "
                     f"{where} within {self.start_timeout:g}s; check its command and port"
                 )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(LISTEN_POLL)
         for c in await self._containers():
             if c["Id"] == cid:
                 return self._member(c)

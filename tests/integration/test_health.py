@@ -284,6 +284,7 @@ def test_connect_failures_eject_double_and_respect_the_cap(procs: ProcessGroup) 
             "web": {
                 "strategy": "round_robin",
                 "retries": 4,  # five distinct backends: some attempt always reaches a live one
+                "retry_budget": 10,  # 3 of 5 refuse: about 1.2 retries per request, all allowed
                 "passive": {
                     "consecutive_failures": 2,
                     "ejection_time": "400ms",

@@ -220,6 +220,14 @@ class SetAdmin:
     admin: str
 
 
+@dataclass(frozen=True)
+class SetHealth:
+    """The supervisor says a backend's health changed (``PoolRuntime.apply_backend``)."""
+
+    backend: str
+    health: str
+
+
 Input = (
     Accept
     | DataReceived
@@ -231,6 +239,7 @@ Input = (
     | Refused
     | Advance
     | SetAdmin
+    | SetHealth
 )
 
 _RID = re.compile(rb"X-Request-ID: ([0-9a-f]{24})\r\n")
@@ -370,6 +379,7 @@ class Playbook:
                     effective_weight=1.0,
                     admin=AdminState(admin[b]),
                     health=HealthState(health),
+                    max_conn=cfg.pools["p"].max_conn,
                 )
                 for a, b in self.addresses.items()
             ]
@@ -448,18 +458,19 @@ class Playbook:
             proto.connection_made(cast(asyncio.Transport, t))
         elif isinstance(event, Advance):
             self.loop.now += event.seconds
-        elif isinstance(event, SetAdmin):
+        elif isinstance(event, SetAdmin | SetHealth):
             b = self.backend(event.backend)
             entry = BackendEntry(
                 id=b.id,
                 address=b.address,
                 weight=b.weight,
                 effective_weight=float(b.weight),
-                admin=AdminState(event.admin),
-                health=b.health,
+                admin=AdminState(event.admin) if isinstance(event, SetAdmin) else b.admin,
+                health=HealthState(event.health) if isinstance(event, SetHealth) else b.health,
+                max_conn=b.max_conn,
             )
             self.pool.apply_backend(entry)
-            if event.admin != "ready":
+            if isinstance(event, SetAdmin) and event.admin != "ready":
                 self.listener.close_idle_upstreams(b)
         elif isinstance(event, Connected | Refused):
             fut = self._connecting.pop(event.side, None)

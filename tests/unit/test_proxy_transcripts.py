@@ -36,6 +36,7 @@ from tests.unit.proxy_playbook import (
     ResumeReading,
     ResumeWriting,
     SetAdmin,
+    SetHealth,
     SetProtocol,
     TranscriptMismatch,
     Write,
@@ -69,7 +70,7 @@ def ok_to_client(n: int) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + rid(n) + b"\r\nhi"
 
 
-def error(status: str, text: str, retry_after: bool = False) -> bytes:
+def error(status: str, text: str, retry_after: bool = False, close: bool = True) -> bytes:
     """lb's own error answer (``lb.http.error_response``), spelled out."""
     body = f"{status}: {text}\n".encode()
     return (
@@ -77,7 +78,10 @@ def error(status: str, text: str, retry_after: bool = False) -> bytes:
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n"
         b"Cache-Control: no-cache\r\n"
-        b"Connection: close\r\n" + (b"Retry-After: 1\r\n" if retry_after else b"") + b"\r\n" + body
+        + (b"Connection: close\r\n" if close else b"")
+        + (b"Retry-After: 1\r\n" if retry_after else b"")
+        + b"\r\n"
+        + body
     )
 
 
@@ -358,15 +362,19 @@ def test_with_no_eligible_backend_the_client_gets_503_with_retry_after(
     playbook: Callable[..., Playbook],
 ) -> None:
     pb = playbook({"a": "ready", "b": "ready"}, health="down")
+    refused = error(
+        "503 Service Unavailable", "no backend is available", retry_after=True, close=False
+    )
+    # The request was read whole: the connection stays usable for the next one.
     assert (
         pb
         >> Accept("client")
         >> DataReceived("client", GET)
-        << Write(
-            "client",
-            error("503 Service Unavailable", "no backend is available", retry_after=True),
-        )
-        << Close("client")
+        << Write("client", refused)
+        << ResumeReading("client")
+        >> DataReceived("client", GET)
+        << Write("client", refused)
+        << ResumeReading("client")
     )
     assert pb.active() == {"a": 0, "b": 0}
     assert pb.backend("a").total == pb.backend("b").total == 0
@@ -618,8 +626,8 @@ def test_a_draining_backend_is_reported_idle_once_when_its_last_request_ends(
         pb
         >> DataReceived("a2", OK)
         << Write("c2", ok_to_client(2))
-        << IdleReported("a")  # its last request here ended
         << Close("a2")
+        << IdleReported("a")  # its last request here ended
         << ResumeReading("c2")
     )
     assert pb.active() == {"a": 0}
@@ -628,9 +636,12 @@ def test_a_draining_backend_is_reported_idle_once_when_its_last_request_ends(
         pb
         >> DataReceived("c1", GET)
         << Write(
-            "c1", error("503 Service Unavailable", "no backend is available", retry_after=True)
+            "c1",
+            error(
+                "503 Service Unavailable", "no backend is available", retry_after=True, close=False
+            ),
         )
-        << Close("c1")
+        << ResumeReading("c1")
     )
     assert pb.active() == {"a": 0}
 
@@ -652,8 +663,8 @@ def _response(pb: Playbook) -> None:
         pb
         >> DataReceived("a1", OK)
         << Write("client", ok_to_client(1))
-        << IdleReported("a")
         << Close("a1")
+        << IdleReported("a")
         << ResumeReading("client")
     )
 
@@ -782,3 +793,128 @@ def test_a_request_that_never_reached_the_draining_backend_gives_it_back(
         assert pb.pending_connects() == []  # the connect was called off
     assert pb.active() == {"a": 0}
     assert pb.open_clients() == []
+
+
+# -- limits and the queue (max_conn, max_queue, queue_timeout, hold_timeout) -------------------
+
+
+def busy(status: str = "no backend slot came free in time") -> bytes:
+    """The 503 of a full queue or a wait that ran out: the connection stays usable."""
+    return error("503 Service Unavailable", status, retry_after=True, close=False)
+
+
+def test_at_max_conn_requests_wait_and_get_freed_slots_in_arrival_order(
+    playbook: Callable[..., Playbook],
+) -> None:
+    pb = playbook(pool={"max_conn": 1})
+    start_get(pb, "c1")
+    assert pb >> Accept("c2") >> DataReceived("c2", GET)  # queued: nothing happens
+    assert pb >> Accept("c3") >> DataReceived("c3", GET)
+    assert pb.active() == {"a": 1} and pb.pool.waiting == 2
+    # c1's answer frees the slot: the oldest waiter (c2) takes it, on the same connection.
+    assert (
+        pb
+        >> DataReceived("a1", OK)
+        << Write("c1", ok_to_client(1))
+        << Write("a1", upstream_get(2))
+        << ResumeReading("c1")
+    )
+    assert pb.active() == {"a": 1} and pb.pool.waiting == 1
+    assert (
+        pb
+        >> DataReceived("a1", OK)
+        << Write("c2", ok_to_client(2))
+        << Write("a1", upstream_get(3))
+        << ResumeReading("c2")
+        >> DataReceived("a1", OK)
+        << Write("c3", ok_to_client(3))
+        << ResumeReading("c3")
+    )
+    assert pb.active() == {"a": 0} and pb.pool.waiting == 0
+    assert pb.pool.waited == 2
+
+
+def test_a_wait_past_queue_timeout_gets_503_and_the_connection_stays_usable(
+    playbook: Callable[..., Playbook],
+) -> None:
+    pb = playbook(pool={"max_conn": 1, "queue_timeout": "2s"})
+    start_get(pb, "c1")
+    assert pb >> Accept("c2") >> DataReceived("c2", GET)
+    assert pb >> Advance(1.9)
+    assert pb >> Advance(0.2) << Write("c2", busy()) << ResumeReading("c2")
+    assert pb.pool.waiting == 0 and pb.pool.queue_timeouts == 1
+    # c2 asks again on the same connection; the slot is free by now.
+    assert (
+        pb
+        >> DataReceived("a1", OK)
+        << Write("c1", ok_to_client(1))
+        << ResumeReading("c1")
+        >> DataReceived("c2", GET)
+        << Write("a1", upstream_get(2))  # (the 503 carried no request ID)
+    )
+
+
+def test_a_full_queue_answers_503_at_once(playbook: Callable[..., Playbook]) -> None:
+    pb = playbook(pool={"max_conn": 1, "max_queue": 1})
+    start_get(pb, "c1")
+    assert pb >> Accept("c2") >> DataReceived("c2", GET)
+    assert (
+        pb
+        >> Accept("c3")
+        >> DataReceived("c3", GET)
+        << Write("c3", busy("queue full"))
+        << ResumeReading("c3")
+    )
+    assert pb.pool.queue_full == 1 and pb.pool.waiting == 1
+
+
+def test_a_queued_client_that_leaves_is_out_of_the_queue_at_once(
+    playbook: Callable[..., Playbook],
+) -> None:
+    pb = playbook(pool={"max_conn": 1})
+    start_get(pb, "c1")
+    assert pb >> Accept("c2") >> DataReceived("c2", GET)
+    assert pb >> Accept("c3") >> DataReceived("c3", GET)
+    assert pb >> ConnectionLost("c2")  # a reset
+    assert pb.pool.waiting == 1
+    assert pb >> EofReceived("c3") << Close("c3")  # a FIN: HAProxy's abortonclose
+    assert pb.pool.waiting == 0 and pb.pool.demand == 1
+    # The freed slot finds nobody waiting; nothing is sent for the clients that left.
+    assert pb >> DataReceived("a1", OK) << Write("c1", ok_to_client(1)) << ResumeReading("c1")
+    assert pb.active() == {"a": 0}
+
+
+def test_with_hold_a_request_waits_for_a_backend_to_come_up(
+    playbook: Callable[..., Playbook],
+) -> None:
+    pb = playbook({"a": "ready"}, health="down", pool={"hold_timeout": "30s"})
+    assert pb >> Accept("c1") >> DataReceived("c1", GET)
+    assert pb >> Accept("c2") >> DataReceived("c2", GET)
+    assert pb.pool.held == 2
+    assert pb >> Advance(5)  # nothing until a backend is eligible
+    # It comes up: the held requests go out at once, oldest first (no timer involved).
+    assert (
+        pb
+        >> SetHealth("a", "up")
+        << PauseReading("c1")
+        << PauseReading("c2")
+        << Connect("a1")
+        << Connect("a2")
+        >> Connected("a1")
+        << Write("a1", upstream_get(1))
+        >> Connected("a2")
+        << Write("a2", upstream_get(2))
+    )
+    assert pb.pool.held == 0 and pb.active() == {"a": 2}
+
+
+def test_a_held_request_gets_503_after_hold_timeout(playbook: Callable[..., Playbook]) -> None:
+    pb = playbook({"a": "ready"}, health="down", pool={"hold_timeout": "3s"})
+    assert pb >> Accept("c1") >> DataReceived("c1", GET)
+    assert (
+        pb
+        >> Advance(3.1)
+        << Write("c1", busy("no backend became available in time"))
+        << ResumeReading("c1")
+    )
+    assert pb.pool.hold_timeouts == 1 and pb.pool.waiting == 0

@@ -61,6 +61,19 @@ def test_lb_accepts_a_config_with_scalers_and_keeps_them_as_tables() -> None:
     )
 
 
+def test_min_zero_scale_to_zero_and_panic_settings() -> None:
+    (sc,) = scalers_of(parse_config(config(entry())))
+    assert (sc.scale_to_zero_after, sc.panic_window, sc.panic_threshold) == (60.0, 6.0, 2.0)
+    e = entry(min=0, scale_to_zero_after="3s", panic_window="0s", panic_threshold=3)
+    (sc,) = scalers_of(parse_config(config(e)))
+    assert (sc.min, sc.scale_to_zero_after, sc.panic_window, sc.panic_threshold) == (
+        0,
+        3.0,
+        0.0,
+        3.0,
+    )
+
+
 def test_setting_one_step_limit_turns_off_the_default_of_that_direction() -> None:
     (sc,) = scalers_of(parse_config(config(entry(max_add=2, max_remove=1))))
     assert (sc.max_add, sc.max_add_percent, sc.max_remove, sc.max_remove_percent) == (
@@ -124,6 +137,26 @@ def test_durations_and_docker_settings() -> None:
         (
             {"backoff": "10s", "backoff_max": "5s"},
             "scalers[0].backoff_max: '5s' is invalid: must be at least backoff (10s)",
+        ),
+        ({"min": -1}, "scalers[0].min: -1 is invalid: Input should be greater than or equal to 0"),
+        (
+            {"scale_to_zero_after": "30s"},
+            "scalers[0].scale_to_zero_after: 30.0 is invalid: only applies with min = 0 (min is "
+            "1); set min = 0 to let the pool go to zero members when idle, or remove it",
+        ),
+        (
+            {"min": 0, "scale_to_zero_after": "0s"},
+            "scalers[0].scale_to_zero_after: '0s' is invalid: must be above 0s and at most 1 day",
+        ),
+        (
+            {"panic_threshold": 1},
+            "scalers[0].panic_threshold: 1 is invalid: must be above 1 and at most 100: panic "
+            "starts when the short window's load is this many times the target (e.g. 2.0); to "
+            'turn panic mode off set panic_window = "0s"',
+        ),
+        (
+            {"panic_window": "soon"},
+            "scalers[0].panic_window: 'soon' is invalid: a duration",
         ),
     ],
 )

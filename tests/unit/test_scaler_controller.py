@@ -5,7 +5,10 @@ events posted to lb, and the pure helpers (samples, victims, status text)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import pytest
@@ -17,12 +20,14 @@ from lb.control.models import (
     BackendStats,
     BackendView,
     Percentiles,
+    PoolDemand,
     PoolStats,
     RemoveResult,
     StatsResponse,
     WaitResult,
 )
 from lb.model import AdminState, HealthState
+from scaler import controller
 from scaler.config import ScalerConfig
 from scaler.controller import PoolScaler
 from scaler.observe import pick_victims, samples
@@ -125,6 +130,11 @@ class FakeLB:
         self.down = False
         self.removable_after_wait = True
         self.posted: list[dict[str, Any]] = []
+        self.demand_: tuple[int, int] = (0, 0)
+        self.seq = 0
+        self.changed = asyncio.Event()
+        self.demand_error: Exception | None = None
+        self.demand_calls = 0
 
     def _check(self) -> None:
         if self.down:
@@ -215,6 +225,42 @@ class FakeLB:
         b = self.backends_.pop(backend)
         return RemoveResult(removed=b, forced=force)
 
+    # The demand API: answers at once when seq > after (or without after), else waits up to
+    # ``within`` for a change; then the current values.
+    def set_demand(self, queued: int = 0, held: int = 0) -> None:
+        """In flight is what the backends have (``in_flight``); this sets what waits in lb."""
+        self.demand_ = (queued, held)
+        self.seq += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def _demand_now(self, pool: str) -> PoolDemand:
+        in_flight, (queued, held) = sum(self.in_flight.values()), self.demand_
+        eligible = sum(
+            1 for b in self.backends_.values() if b.admin == "ready" and b.health == "up"
+        )
+        return PoolDemand(
+            pool=pool,
+            seq=self.seq,
+            in_flight=in_flight,
+            queued=queued,
+            held=held,
+            demand=in_flight + queued + held,
+            eligible=eligible,
+            backends=len(self.backends_),
+        )
+
+    async def demand(self, pool: str, after: int | None = None, within: float = 25.0) -> PoolDemand:
+        self._check()
+        if self.demand_error is not None:
+            self.demand_calls += 1
+            raise self.demand_error
+        if after is not None and self.seq <= after:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self.changed.wait()
+        return self._demand_now(pool)
+
     async def request(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         self._check()
         self.posted.append({"method": method, "path": path, **kw})
@@ -284,7 +330,7 @@ async def test_dead_members_are_cleaned_up_and_deregistered() -> None:
 
 async def test_scale_up_creates_and_registers_each_member() -> None:
     w = World()
-    ps, provider, lb = make(w)
+    ps, provider, lb = make(w, panic_window=0)  # the HPA's path (panic mode: below)
     m = provider.add(1)
     lb.backends_[m.address] = view(m.address)
     lb.in_flight[m.address] = 30
@@ -513,5 +559,174 @@ async def test_status_text_shows_members_and_reasons() -> None:
     assert "pool web: 1 member(s), desired 1 (min 1, max 5)" in text
     assert "127.0.0.1:9101" in text and "ready/up" in text
     assert "last decision: hold at 1: inflight_per_backend 3.0 < target 10.0" in text
+    assert "  demand (in flight + queued + held): 3\n" in text
     assert "NOT running" in format_status(doc, None, "c.toml")
     assert "has not run" in format_status(None, None, "c.toml")
+
+
+# -- demand: scale from zero, to zero, panic, and the watcher that wakes the loop ---------------
+
+
+async def until(cond: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``cond``: the tasks under test change plain attributes, not events."""
+    async with asyncio.timeout(within):
+        while not cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_held_request_at_zero_members_starts_one_member() -> None:
+    w = World()
+    ps, _provider, lb = make(w, min=0)
+    await ps.tick()
+    assert ps.last is not None and ps.last.reason == (
+        "hold at 0: demand (in flight + queued + held) is 0"
+    )
+    assert w.calls == []
+    lb.set_demand(held=1)
+    await ps.tick()
+    assert ps.last is not None and ps.last.reason == (
+        "scale up 0 -> 1: scale from zero: demand (in flight + queued + held) 1 / target 10.0, "
+        "at once"
+    )
+    assert w.calls[0] == "create" and w.calls[1].startswith("register ")
+
+
+async def test_queued_requests_count_in_inflight_per_backend() -> None:
+    """With max_conn = 4 the member's own in-flight count stops at 4; the 36 queued in lb are
+    load too. The step from 1 to 40 panics: 4 members in one decision, despite max_add=1."""
+    w = World()
+    ps, provider, lb = make(w, max_add=1, scale_down_stabilization=60)
+    m = provider.add(1)
+    lb.backends_[m.address] = view(m.address)
+    lb.in_flight[m.address] = 1
+    await ps.tick()
+    assert ps.last is not None and ps.last.desired == 1
+    w.now += 1
+    lb.in_flight[m.address] = 4
+    lb.set_demand(queued=36)
+    await ps.tick()
+    d = ps.last
+    assert d is not None and (d.current, d.desired, d.panic) == (1, 4, True)
+    assert "panic" in d.reason and "inflight_per_backend 40.0 per member" in d.reason
+    assert w.calls.count("create") == 3
+    assert ps.decisions[-1]["panic"] is True and ps.decisions[-1]["demand"] == 40
+
+
+async def test_an_idle_pool_goes_to_zero_after_scale_to_zero_after() -> None:
+    w = World()
+    ps, provider, lb = make(w, min=0, scale_to_zero_after=3)
+    m = provider.add(1)
+    lb.backends_[m.address] = view(m.address)
+    await ps.tick()  # the policy starts now: a whole idle time before zero
+    assert ps.last is not None and ps.last.desired == 1
+    w.now += 2
+    lb.set_demand(queued=1)
+    ps.on_demand(1, eligible=1)  # a request came between two ticks
+    lb.set_demand()
+    w.now += 2
+    await ps.tick()
+    assert ps.last is not None and ps.last.desired == 1  # 2 s idle, not 3
+    w.now += 1.5
+    await ps.tick()
+    assert ps.last is not None and ps.last.reason == (
+        "scale down 1 -> 0: demand (in flight + queued + held) has been 0 for 4s "
+        "(scale_to_zero_after=3s)"
+    )
+    a = m.address
+    assert w.calls[-4:] == [f"drain {a}", f"wait {a}", f"stop {a}", f"deregister {a}"]
+    assert provider.members == {}
+
+
+async def test_demand_wakes_the_loop_when_it_leaves_zero_or_jumps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(controller, "JUMP_SETTLE", 0.01)
+    w = World()
+    ps, _provider, _lb = make(w)
+    ps.demand = 0
+    ps.on_demand(0, eligible=0)
+    assert not ps.wake.is_set()
+    ps.on_demand(1, eligible=1)  # a member takes it: nothing to do
+    await asyncio.sleep(0.05)
+    assert not ps.wake.is_set()
+    ps.on_demand(1, eligible=0)
+    assert ps.wake.is_set()  # at once: the first request held at zero members
+    ps.wake.clear()
+    ps.demand = 5
+    ps.on_demand(8, eligible=1)  # not twice as much
+    ps.on_demand(14, eligible=1)  # twice as much, but less than one target (10) more
+    await asyncio.sleep(0.05)
+    assert not ps.wake.is_set()
+    ps.on_demand(15, eligible=1)  # 3x and 10 more: a jump, acted on after JUMP_SETTLE
+    assert not ps.wake.is_set()
+    await asyncio.sleep(0.05)
+    assert ps.wake.is_set()
+
+
+async def test_the_loop_reacts_to_demand_long_before_its_interval() -> None:
+    w = World()
+    ps, provider, lb = make(w, min=0, interval=60)
+    ps.clock = asyncio.get_running_loop().time
+    stop = asyncio.Event()
+    run = asyncio.create_task(ps.run(stop))
+    follow = asyncio.create_task(ps.follow_demand())
+    try:
+        await until(lambda: ps.last is not None)  # the first tick: nothing to do
+        assert provider.members == {}
+        lb.set_demand(held=1)
+        # The interval is 60 s: only a wake-up gets here within 10 s.
+        await until(lambda: bool(provider.members), within=10)
+        assert ps.last is not None and "scale from zero" in ps.last.reason
+    finally:
+        stop.set()
+        ps.wake.set()
+        await run
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+
+
+async def test_an_lb_without_the_demand_api_leaves_the_loop_on_its_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(controller, "DEMAND_BACKOFF", (0.01, 0.02, 0.02))
+    w = World()
+    ps, provider, lb = make(w, min=1)
+    lb.demand_error = ApiError(404, "path", "no such path: /v1/pools/web/demand")
+    m = provider.add(1)
+    lb.backends_[m.address] = view(m.address)
+    lb.in_flight[m.address] = 30
+    caplog.set_level(logging.INFO, logger="scaler")
+    follow = asyncio.create_task(ps.follow_demand())
+    try:
+        await until(lambda: lb.demand_calls >= 4)
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+    said = [r.getMessage() for r in caplog.records if "demand API" in r.getMessage()]
+    assert said == [
+        "web: lb has no demand API (an older lb?): the demand is the pool's in-flight count, "
+        "nothing waits for a member at zero, and the scaler reacts every interval (1s); asking "
+        "again from time to time"
+    ]
+    assert not ps.wake.is_set()
+    calls = lb.demand_calls
+    # The tick does without: the pool's in-flight count is its demand.
+    await ps.tick()
+    assert ps.demand == 30
+    assert ps.last is not None and ps.last.desired == 3
+    await ps.tick()
+    assert lb.demand_calls == calls  # the ticks leave it to the watcher
+    # lb is upgraded: the watcher finds the API, and the ticks use it again.
+    lb.demand_error = None
+    lb.set_demand(queued=20)
+    follow = asyncio.create_task(ps.follow_demand())
+    try:
+        await until(lambda: ps._demand_api)
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+    await ps.tick()
+    assert ps.demand == 50

@@ -117,6 +117,7 @@ def spec(**kw: object) -> PolicySpec:
         "max_add_percent": None,
         "max_remove": None,
         "max_remove_percent": None,
+        "panic_window": 0.0,  # off: these tables are about the HPA's steps (panic: below)
     }
     base.update(kw)
     return PolicySpec(**base)  # type: ignore[arg-type]
@@ -262,3 +263,225 @@ def test_no_data_records_nothing() -> None:
     p = Policy(spec(scale_down_stabilization=60), now=0, current=3)
     p.decide(1, 3, [Sample(None)] * 3)
     assert list(p.recommendations) == [(0, 3)]
+
+
+# -- scale from zero, scale to zero ------------------------------------------------------------
+
+
+def zero_spec(**kw: object) -> PolicySpec:
+    return spec(min=0, max=5, target=10.0, scale_to_zero_after=60.0, **kw)
+
+
+def test_scale_from_zero_goes_at_once_to_what_the_demand_needs() -> None:
+    # A scale-up window and a step limit that would hold an ordinary scale-up back.
+    p = Policy(zero_spec(max_add=1, scale_up_stabilization=30), now=0, current=0)
+    d = p.decide(1, 0, [], demand=1)
+    assert (d.current, d.desired) == (0, 1)
+    assert d.reason == (
+        "scale up 0 -> 1: scale from zero: demand (in flight + queued + held) 1 / target 10.0, "
+        "at once"
+    )
+    assert p.decide(2, 0, [], demand=35).desired == 4
+    d = p.decide(3, 0, [], demand=100)
+    assert (d.desired, d.limited_by) == (5, "max=5")
+    assert d.reason.endswith("at once, limited by max=5")
+
+
+def test_scale_from_zero_with_a_metric_in_other_units_starts_one() -> None:
+    p = Policy(zero_spec(metric="rps_per_backend"), now=0, current=0)
+    d = p.decide(1, 0, [], demand=50)
+    assert d.desired == 1
+    assert d.reason == (
+        "scale up 0 -> 1: scale from zero: demand (in flight + queued + held) 50, at once"
+    )
+
+
+def test_zero_members_without_demand_hold() -> None:
+    p = Policy(zero_spec(), now=0, current=0)
+    assert p.decide(1, 0, [], demand=0).reason == (
+        "hold at 0: demand (in flight + queued + held) is 0"
+    )
+    assert p.decide(2, 0, [], demand=None).reason == "hold at 0: no demand figure from lb"
+
+
+def test_min_above_zero_still_repairs_and_demand_can_ask_for_more() -> None:
+    p = Policy(spec(min=2, max=5, target=10.0), now=0, current=0)
+    assert p.decide(1, 0, [], demand=0).reason == "scale up 0 -> 2: below min=2"
+    assert p.decide(1, 0, [], demand=45).desired == 5
+
+
+def test_scale_to_zero_after_the_idle_time_and_not_before() -> None:
+    p = Policy(zero_spec(), now=0, current=2)
+    d = p.decide(10, 2, at(0, 2), demand=0)  # idle, but not for 60 s: the steps stop at 1
+    assert d.desired == 1
+    assert d.limited_by == "min=0 (0 only after scale_to_zero_after without demand)"
+    assert p.decide(59, 1, at(0, 1), demand=0).desired == 1
+    p.note_demand(30, 3)  # lb saw a request between two decisions: the idle time restarts
+    assert p.decide(61, 1, at(0, 1), demand=0).desired == 1
+    d = p.decide(91, 1, at(0, 1), demand=0)
+    assert (d.current, d.desired) == (1, 0)
+    assert d.reason == (
+        "scale down 1 -> 0: demand (in flight + queued + held) has been 0 for 61s "
+        "(scale_to_zero_after=60s)"
+    )
+
+
+def test_never_zero_while_there_is_demand_or_no_figure() -> None:
+    p = Policy(zero_spec(), now=0, current=1)
+    # One request queued in lb, none at the member yet: the member reports 0 in flight.
+    assert p.decide(1000, 1, at(0, 1), demand=1).desired == 1
+    assert p.decide(2000, 1, at(0, 1), demand=None).desired == 1
+
+
+def test_a_restarted_scaler_waits_a_whole_idle_time() -> None:
+    p = Policy(zero_spec(), now=500, current=1)
+    assert p.decide(501, 1, at(0, 1), demand=0).desired == 1
+    assert p.decide(560, 1, at(0, 1), demand=0).desired == 0
+
+
+# -- panic mode --------------------------------------------------------------------------------
+
+
+def panic_spec(**kw: object) -> PolicySpec:
+    """The issue's acceptance: min 1, max 5, target 10, and a step limit (1 member per 15 s)
+    that makes the HPA's steps slow."""
+    base: dict[str, object] = {
+        "min": 1,
+        "max": 5,
+        "target": 10.0,
+        "max_add": 1,
+        "panic_window": 6.0,
+        "panic_threshold": 2.0,
+        "scale_down_stabilization": 60.0,
+    }
+    base.update(kw)
+    return spec(**base)
+
+
+def steady(p: Policy, until: int, current: int, value: float) -> None:
+    for t in range(1, until):
+        assert p.decide(t, current, at(value, current)).desired == current
+
+
+def test_a_load_step_from_1_to_40_reaches_4_members_in_one_decision() -> None:
+    p = Policy(panic_spec(), now=0, current=1)
+    steady(p, 6, 1, 1.0)
+    d = p.decide(6, 1, at(40, 1), demand=40)
+    assert (d.current, d.desired, d.panic) == (1, 4, True)
+    assert d.reason == (
+        "scale up 1 -> 4: panic: inflight_per_backend 40.0 per member over the last 6s is "
+        "4.00x target 10.0 (panic_threshold 2; 1 member in service), so the short-window "
+        "recommendation applies at once, without stabilization or step limits"
+    )
+    # The same step without panic mode: the HPA's step limit adds 1.
+    hpa = Policy(panic_spec(panic_window=0.0), now=0, current=1)
+    steady(hpa, 6, 1, 1.0)
+    d = hpa.decide(6, 1, at(40, 1))
+    assert (d.desired, d.limited_by, d.panic) == (2, "max_add=1", False)
+
+
+def test_panic_is_clamped_by_max() -> None:
+    p = Policy(panic_spec(), now=0, current=1)
+    d = p.decide(1, 1, at(90, 1))
+    assert (d.desired, d.limited_by, d.panic) == (5, "max=5", True)
+    assert d.reason.endswith("limited by max=5")
+
+
+def test_no_scale_down_while_panicking_then_panic_ends_after_the_stable_window() -> None:
+    p = Policy(panic_spec(scale_down_stabilization=20.0), now=0, current=1)
+    assert p.decide(1, 1, at(40, 1)).desired == 4
+    # The burst is gone at once: the HPA alone would want 1.
+    d = p.decide(2, 4, at(0.5, 4))
+    assert (d.desired, d.panic) == (4, True)
+    assert d.reason.startswith("hold at 4: inflight_per_backend 0.5 < target 10.0 (ratio 0.05)")
+    assert "panic for 1s (until 20s without a burst): no scale-down" in d.reason
+    for t in range(3, 21):
+        assert p.decide(t, 4, at(0.5, 4)).desired == 4
+    d = p.decide(21, 4, at(0.5, 4))  # 20 s since the panic condition last held
+    assert d.panic is False
+    assert "panic over: no burst for 20s (scale_down_stabilization=20s)" in d.reason
+    # Scale-down is still held by the stabilization window, which saw the panic's 4 at t=1;
+    # once that has left the window the pool goes down.
+    assert p.decide(22, 4, at(0.5, 4)).desired == 1
+
+
+def test_panic_uses_the_short_window_average_not_the_latest_value() -> None:
+    p = Policy(panic_spec(max_add=None, max_add_percent=None), now=0, current=1)
+    steady_value = 15.0  # above the target: the HPA path wants 2
+    for t in range(1, 6):
+        p.decide(t, 1, at(steady_value, 1))
+    # 25 is 2.5x the target, but not a jump from 15: averaged with the window it is 1.67x.
+    d = p.decide(6, 1, at(25, 1))
+    assert not d.panic and d.desired == 3  # the HPA's answer: ceil(2.5)
+    # A jump starts a new window: 60 after 25 is one.
+    d = p.decide(7, 1, at(60, 1))
+    assert d.panic and d.desired == 5
+
+
+def test_panic_counts_the_members_in_service_and_waits_for_starting_ones() -> None:
+    p = Policy(panic_spec(), now=0, current=1)
+    assert p.decide(1, 1, at(40, 1)).desired == 4
+    # Three members still checking: the one in service carries all 40; the panic's
+    # recommendation is still 4, so nothing more is started.
+    row = [Sample(40.0), *[Sample(None, ready=False)] * 3]
+    d = p.decide(2, 4, row)
+    assert (d.desired, d.panic) == (4, True)
+
+
+def test_latency_never_panics() -> None:
+    p = Policy(panic_spec(metric="p95_latency_ms", target=100.0), now=0, current=1)
+    d = p.decide(1, 1, at(1000, 1))
+    assert (d.desired, d.panic) == (2, False)
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+step_st = st.tuples(
+    st.floats(min_value=0.1, max_value=30),  # seconds since the previous decision
+    st.lists(st.floats(min_value=0, max_value=200, allow_nan=False), max_size=6),  # in service
+    st.integers(0, 3),  # members still starting
+    st.one_of(st.none(), st.integers(0, 300)),  # demand
+)
+
+
+@given(
+    st.integers(0, 3),
+    st.integers(1, 8),
+    st.lists(step_st, min_size=1, max_size=25),
+    st.sampled_from([0.0, 6.0]),
+    st.sampled_from([None, 1]),
+)
+def test_bounds_zero_and_panic_properties(
+    lo: int,
+    extra: int,
+    steps: list[tuple[float, list[float], int, int | None]],
+    panic_window: float,
+    max_add: int | None,
+) -> None:
+    """Whatever the load: never below min, never above max, never 0 while there is demand
+    (or no demand figure), never fewer members while panicking."""
+    hi = lo + extra
+    p = Policy(
+        spec(
+            min=lo,
+            max=hi,
+            target=10.0,
+            scale_down_stabilization=10.0,
+            scale_to_zero_after=20.0,
+            panic_window=panic_window,
+            max_add=max_add,
+        ),
+        now=0,
+        current=lo,
+    )
+    now = 0.0
+    for dt, values, starting, demand in steps:
+        now += dt
+        row = [Sample(v) for v in values][:hi] + [Sample(None, ready=False)] * starting
+        current = min(len(row), hi)
+        d = p.decide(now, current, row[:current], demand=demand)
+        assert lo <= d.desired <= hi
+        if demand is None or demand > 0:
+            assert d.desired > 0 or (current == 0 and demand is None)
+        if d.panic:
+            assert d.desired >= current

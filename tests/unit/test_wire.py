@@ -67,6 +67,7 @@ entries = st.builds(
     admin=st.sampled_from(AdminState),
     health=st.sampled_from(HealthState),
     ejected=st.booleans(),
+    max_conn=counts,
 )
 
 
@@ -90,6 +91,10 @@ stats = st.builds(
         texts,
         st.dictionaries(texts, st.lists(counts, max_size=LATENCY_BUCKETS).map(tuple), max_size=3),
         max_size=3,
+    ),
+    queues=st.dictionaries(texts, counters(wire.PoolCounters), max_size=3),
+    queue_wait=st.dictionaries(
+        texts, st.lists(counts, max_size=LATENCY_BUCKETS).map(tuple), max_size=3
     ),
 )
 
@@ -137,6 +142,11 @@ TO_SUPERVISOR: dict[type[Any], st.SearchStrategy[Any]] = {
     wire.Ready: st.builds(wire.Ready, ints),
     wire.Fatal: st.builds(wire.Fatal, ints, texts),
     wire.Stats: stats,
+    wire.Demand: st.builds(
+        wire.Demand,
+        ints,
+        st.dictionaries(texts, st.tuples(counts, counts, counts), max_size=3),
+    ),
     wire.Failure: st.builds(wire.Failure, ints, texts, texts, texts, texts),
     wire.Success: st.builds(wire.Success, ints, texts, texts, ints),
 }
@@ -179,6 +189,7 @@ def test_the_frame_keeps_the_documented_shape() -> None:
             "admin": "drain",
             "health": "up",
             "ejected": False,
+            "max_conn": 0,
         },
     }
     assert orjson.loads(wire.encode(wire.Ready(3))) == {"type": "ready", "worker": 3}
