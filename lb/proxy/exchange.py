@@ -41,6 +41,7 @@ from lb.http.rewrite import client_response_head, upstream_request_head
 from lb.model import Backend
 from lb.proxy.context import HttpContext
 from lb.proxy.idle import IdleUpstreams
+from lb.proxy.peer import peer_closed
 from lb.proxy.pool import PoolRuntime
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
@@ -274,6 +275,13 @@ class Exchange:
         self.backend = backend
         self.t_mark = self.ctx.loop.time()  # the upstream time counts from here, not the wait
         self._use(backend)
+
+    def client_gone(self) -> bool:
+        """While queued: the client closed, though reading was paused (a request body)."""
+        return peer_closed(self.conn.transport)
+
+    def drop(self) -> None:
+        self.conn.abort()  # connection_lost -> client_lost: it leaves the queue
 
     def _wait_expired(self) -> None:
         self.wait_handle = None

@@ -31,6 +31,7 @@ import orjson
 from lb.config import ListenerConfig
 from lb.model import Backend
 from lb.proxy.accesslog import AccessLog
+from lb.proxy.peer import peer_closed
 from lb.proxy.pool import PoolRuntime
 
 
@@ -312,6 +313,13 @@ class TcpClientProtocol(asyncio.Protocol):
         else:  # the wait ended at the same moment (timeout, client gone): give it back
             assert self.pool is not None
             self.pool.release(backend)
+
+    def client_gone(self) -> bool:
+        """While queued: the client closed, though reading was paused (it sent bytes)."""
+        return peer_closed(self.transport)
+
+    def drop(self) -> None:
+        self.transport.abort()  # connection_lost cancels the wait: it leaves the queue
 
     # -- idle timeout -----------------------------------------------------------------------
 
