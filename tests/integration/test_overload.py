@@ -14,13 +14,10 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,6 +26,7 @@ import pytest
 
 from lb.proxy.pool import worker_share
 from tests.helpers import Proc, ProcessGroup, children, free_port, rss_kib
+from tests.integration.test_control import lbctl, socket_of
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -117,10 +115,6 @@ async def burst(port: int, clients: int, path: str = "/", within: float = 10.0) 
 # -- the control API -------------------------------------------------------------------------
 
 
-def socket_of(lb: Proc) -> Path:
-    return Path(lb.extra["config_path"]).parent / "run" / "lb.sock"
-
-
 async def api(lb: Proc, method: str, path: str, body: object = None) -> tuple[int, str, Any]:
     """One control API call over the unix socket: (status, content type, parsed JSON)."""
     conn = aiohttp.UnixConnector(path=str(socket_of(lb)))
@@ -153,15 +147,6 @@ async def poll(check: Callable[[], Awaitable[bool]], within: float, what: str) -
             raise AssertionError(f"{what}: not within {within}s")
         await asyncio.sleep(0.02)
     return time.monotonic() - t0
-
-
-def lbctl(lb: Proc, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lb.control.lbctl", "-c", str(lb.extra["config_path"]), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def metric(text: str, name: str, **labels: str) -> float:
