@@ -277,8 +277,11 @@ class Exchange:
         self._use(backend)
 
     def client_gone(self) -> bool:
-        """While queued: the client closed, though reading was paused (a request body)."""
-        return peer_closed(self.conn.transport)
+        """While queued: the client closed, though reading was paused (a request body: it
+        waits in ``pending`` after the head). Without a body, reading goes on and the close
+        is seen as it comes, so there is nothing to look at."""
+        pending = self.pending
+        return pending is not None and len(pending) > 1 and peer_closed(self.conn.transport)
 
     def drop(self) -> None:
         self.conn.abort()  # connection_lost -> client_lost: it leaves the queue

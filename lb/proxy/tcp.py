@@ -315,8 +315,9 @@ class TcpClientProtocol(asyncio.Protocol):
             self.pool.release(backend)
 
     def client_gone(self) -> bool:
-        """While queued: the client closed, though reading was paused (it sent bytes)."""
-        return peer_closed(self.transport)
+        """While queued: the client closed, though reading was paused (it sent bytes, which
+        wait in ``early``). Before that, reading goes on and the close is seen as it comes."""
+        return bool(self.early) and peer_closed(self.transport)
 
     def drop(self) -> None:
         self.transport.abort()  # connection_lost cancels the wait: it leaves the queue
