@@ -83,9 +83,18 @@ def lb(
     strategy: str = "round_robin",
     workers: int = 1,
     sticky_cookie: str | None = None,
+    max_conn: int = 0,
+    queue_timeout_s: float = 0.0,
 ) -> Path:
     weights = weights or [1] * len(backends)
     pool = [f'strategy = "{strategy}"']
+    if max_conn:
+        # The queue is per worker and HAProxy's is unbounded: room for every connection.
+        pool += [
+            f"max_conn = {max_conn}",
+            f"max_queue = {NOFILE}",
+            f'queue_timeout = "{queue_timeout_s:g}s"',
+        ]
     if strategy == "consistent_hash":
         pool.append(f'hash_key = "header:{HASH_HEADER.lower()}"')
     if sticky_cookie:
@@ -139,12 +148,16 @@ def haproxy(
     weights: list[int] | None = None,
     strategy: str = "round_robin",
     threads: int = 1,
+    max_conn: int = 0,
+    queue_timeout_s: float = 0.0,
 ) -> Path:
     weights = weights or [1] * len(backends)
+    limit = f" maxconn {max_conn}" if max_conn else ""
     servers = "\n".join(
-        f"    server s{i} 127.0.0.1:{p} weight {w}"
+        f"    server s{i} 127.0.0.1:{p} weight {w}{limit}"
         for i, (p, w) in enumerate(zip(backends, weights, strict=True))
     )
+    queue = f"\n    timeout queue {queue_timeout_s * 1000:.0f}ms" if max_conn else ""
     http = (
         """    option forwardfor
     unique-id-format %{+X}o%pid%Ts%rt
@@ -165,7 +178,7 @@ defaults
     timeout connect 2s
     timeout client {IDLE_TIMEOUT_S}s
     timeout server {IDLE_TIMEOUT_S}s
-    timeout http-keep-alive {IDLE_TIMEOUT_S}s
+    timeout http-keep-alive {IDLE_TIMEOUT_S}s{queue}
 frontend fe
     bind 127.0.0.1:{port} backlog 4096
     maxconn {HAPROXY_MAXCONN}
@@ -197,10 +210,15 @@ def nginx_proxy(
     weights: list[int] | None = None,
     strategy: str = "round_robin",
     workers: int = 1,
+    max_conn: int = 0,
 ) -> Path:
+    """``max_conn``: ``max_conns=`` on each server. Open-source nginx has no queue: a request
+    that finds every server at its limit fails at once (502), it does not wait."""
     weights = weights or [1] * len(backends)
+    limit = f" max_conns={max_conn}" if max_conn else ""
     servers = "\n".join(
-        f"        server 127.0.0.1:{p} weight={w};" for p, w in zip(backends, weights, strict=True)
+        f"        server 127.0.0.1:{p} weight={w}{limit};"
+        for p, w in zip(backends, weights, strict=True)
     )
     head = f"""
 {"load_module " + NGINX_STREAM_MODULE + ";" if mode == "tcp" else ""}

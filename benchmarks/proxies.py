@@ -42,6 +42,8 @@ def start(
     workers: int = 1,
     sticky_cookie: str | None = None,
     lb_src: Path | None = None,
+    max_conn: int = 0,
+    queue_timeout_s: float = 0.0,
 ) -> Running:
     """Start ``proxy`` in front of ``backends`` and wait until it accepts connections.
 
@@ -64,6 +66,8 @@ def start(
             strategy=strategy,
             workers=workers,
             sticky_cookie=sticky_cookie,
+            max_conn=max_conn,
+            queue_timeout_s=queue_timeout_s,
         )
         proc = procs.start(
             [sys.executable, "-m", "lb", "run", "-c", str(conf)], log, cwd=lb_src or ROOT
@@ -79,6 +83,8 @@ def start(
             weights=weights,
             strategy=strategy,
             threads=workers,
+            max_conn=max_conn,
+            queue_timeout_s=queue_timeout_s,
         )
         proc = procs.start(["haproxy", "-db", "-f", str(conf)], log)
     elif proxy == "nginx":
@@ -91,6 +97,7 @@ def start(
             weights=weights,
             strategy=strategy,
             workers=workers,
+            max_conn=max_conn,
         )
         proc = procs.start(["nginx", "-p", str(tmp), "-c", str(conf)], log)
     else:

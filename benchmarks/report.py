@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks import memory, micro
+from benchmarks import memory, micro, overload
 from benchmarks.scenarios import STRATEGIES
 from benchmarks.suite import ScenarioResult
 
@@ -184,6 +184,7 @@ def render(
                 workers_table(results, proxies),
             ),
             ("## Strategies", strategies_table(results, proxies)),
+            ("## 5,000 connections with max_conn", overload.table(results, proxies)),
         ):
             if table:
                 parts += [title, "", table]

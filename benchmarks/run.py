@@ -9,8 +9,9 @@
 
 Pieces (``--groups``): ``core`` (L4, L7 keep-alive, L7 close, 16 KiB, 256 KiB), ``many``
 (5,000 connections), ``workers`` (2 workers / nbthread 2), ``strategies`` (5 strategies x 2, 10,
-100 backends), ``memory`` (RSS per idle connection at 1k and 10k) and ``micro`` (pick(),
-update(), HTTP heads). See benchmarks/README.md for how to read the output.
+100 backends), ``overload`` (5,000 connections, max_conn and a queue), ``memory`` (RSS per
+idle connection at 1k and 10k) and ``micro`` (pick(), update(), HTTP heads). See
+benchmarks/README.md for how to read the output.
 
 Writes ``benchmarks/results/<date>/``: ``results.json`` (every run, every round),
 ``results.md`` (the tables) and PNG charts. All traffic is on 127.0.0.1 and every load is bounded
@@ -35,7 +36,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import charts, memory, micro, proxies, report, scenarios, suite
+from benchmarks import charts, memory, micro, overload, proxies, report, scenarios, suite
 from benchmarks.procs import ROOT, Procs, raise_nofile
 
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
@@ -129,6 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def smoke_selection(chosen: list[scenarios.Scenario]) -> list[scenarios.Scenario]:
     """A few seconds' worth: one scenario of each kind, with small connection counts."""
     keep = {"l4", "l7", "l7-close", "l7-16k", "l7-5k-conns", "l7-w2", "consistent_hash-10"}
+    keep.add(overload.NAME)
     return [
         dataclasses.replace(s, connections=min(s.connections, 500))
         for s in chosen

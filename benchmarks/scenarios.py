@@ -7,7 +7,10 @@ A scenario is a value; ``configs.py`` turns it into equivalent lb, HAProxy and n
 * ``many``: 5,000 concurrent keep-alive connections (req/s, p99 and the proxies' RSS);
 * ``workers``: lb ``workers = 2`` against HAProxy ``nbthread 2`` and nginx
   ``worker_processes 2`` (compare with the 1-worker rows of ``core``);
-* ``strategies``: every built-in strategy with 2, 10 and 100 backends.
+* ``strategies``: every built-in strategy with 2, 10 and 100 backends;
+* ``overload``: 5,000 connections to backends with a concurrency limit and a queue (lb
+  ``max_conn`` + ``queue_timeout``, HAProxy ``maxconn`` per server + ``timeout queue``, nginx
+  ``max_conns``, which has no queue in open-source nginx); ``benchmarks/overload.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class Scenario:
     target: float | None = None
     #: Short runs for the sweeps, so that the whole suite fits its time budget.
     sweep: bool = False
+    #: Each backend's concurrency limit (0: none) and how long a request may wait for a slot.
+    max_conn: int = 0
+    queue_timeout_s: float = 0.0
 
     @property
     def hash_header(self) -> str | None:
@@ -61,6 +67,8 @@ class Scenario:
 
 
 def _all() -> list[Scenario]:
+    from benchmarks import overload  # (it builds on Scenario)
+
     core = [
         Scenario("l4", "core", "tcp", "L4 relay, HTTP keep-alive through it", target=0.9),
         Scenario("l7", "core", "http", "L7 keep-alive, small responses", target=0.75),
@@ -101,11 +109,11 @@ def _all() -> list[Scenario]:
         for strategy in STRATEGIES
         for n in BACKEND_COUNTS
     ]
-    return core + many + workers + strategies
+    return core + many + workers + strategies + overload.scenarios()
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _all()}
-GROUPS: tuple[str, ...] = ("core", "many", "workers", "strategies")
+GROUPS: tuple[str, ...] = ("core", "many", "workers", "strategies", "overload")
 
 
 def select(groups: list[str], names: list[str] | None, quick: bool) -> list[Scenario]:

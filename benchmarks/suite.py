@@ -112,6 +112,8 @@ def run_scenario(
                 strategy=sc.strategy,
                 workers=sc.workers,
                 lb_src=lb_src,
+                max_conn=sc.max_conn,
+                queue_timeout_s=sc.queue_timeout_s,
             )
             for p in which
         }

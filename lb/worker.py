@@ -37,6 +37,7 @@ from lb.sockets import parse_fds_argument, receive_sockets, socket_key
 log = logging.getLogger("lb.worker")
 
 STATS_INTERVAL = 1.0
+QUEUE_CHECK = 0.2  # seconds between looks for queued clients that left (PoolRuntime.drop_gone)
 SOCKET_WAIT = 5.0  # seconds a new listener waits for the supervisor's socket
 
 
@@ -62,6 +63,7 @@ class DataPlane:
         self.configured = self.loop.create_future()
         self.stopping = False
         self._stats_handle: asyncio.TimerHandle | None = None
+        self._queue_handle: asyncio.TimerHandle | None = None
         self.seq = 0  # last supervisor message applied; echoed in stats (lb/control/drain.py)
         self.started = False
         self.retired: list[Listener] = []  # removed by a reload; their connections finish
@@ -298,6 +300,7 @@ class DataPlane:
             await self._start_listener(lc)
         self.started = True
         self._stats_handle = self.loop.call_later(STATS_INTERVAL, self._send_stats)
+        self._queue_handle = self.loop.call_later(QUEUE_CHECK, self._check_queues)
         self._send(wire.Ready(self.index))
 
     async def stop(self, grace: float) -> None:
@@ -325,6 +328,8 @@ class DataPlane:
             listener.close()
         if self._stats_handle is not None:
             self._stats_handle.cancel()
+        if self._queue_handle is not None:
+            self._queue_handle.cancel()
         self._send_stats(reschedule=False)
 
     # -- reporting --------------------------------------------------------------------------
@@ -422,6 +427,12 @@ class DataPlane:
                 if any(pool.queue_wait)
             },
         )
+
+    def _check_queues(self) -> None:
+        for pool in self.pools.values():
+            if pool.waiting:
+                pool.drop_gone()
+        self._queue_handle = self.loop.call_later(QUEUE_CHECK, self._check_queues)
 
     def _send_stats(self, reschedule: bool = True) -> None:
         self._send(self.snapshot())

@@ -42,6 +42,7 @@ from lb.model import Backend
 from lb.proxy.context import HttpContext
 from lb.proxy.edge import UpstreamTls, open_upstream, proxy_header_for
 from lb.proxy.idle import IdleUpstreams
+from lb.proxy.peer import peer_closed
 from lb.proxy.pool import PoolRuntime
 from lb.proxyproto import Address
 from lb.tls import subject_of
@@ -298,6 +299,16 @@ class Exchange:
         self.backend = backend
         self.t_mark = self.ctx.loop.time()  # the upstream time counts from here, not the wait
         self._use(backend)
+
+    def client_gone(self) -> bool:
+        """While queued: the client closed, though reading was paused (a request body: it
+        waits in ``pending`` after the head). Without a body, reading goes on and the close
+        is seen as it comes, so there is nothing to look at."""
+        pending = self.pending
+        return pending is not None and len(pending) > 1 and peer_closed(self.conn.transport)
+
+    def drop(self) -> None:
+        self.conn.abort()  # connection_lost -> client_lost: it leaves the queue
 
     def _wait_expired(self) -> None:
         self.wait_handle = None

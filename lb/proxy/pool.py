@@ -21,9 +21,10 @@ for L4 connections and L7 requests alike. They are where the pool's in-flight co
 * **Idle.** When a backend that is no longer ``ready`` has nothing left here, ``on_idle`` says
   so (the worker tells the supervisor promptly: a drain finished in this worker).
 * **Demand** (in flight + queued + held) is reported through ``on_demand`` at once when it
-  rises above twice what was last reported (so when it leaves zero), and every second with the
-  stats snapshot (``demand_reported``, which re-arms the threshold): the scaler hears about a
-  burst at once, and a pool that goes 0, 1, 0, 1 costs at most one report a second.
+  rises above twice what was last reported (so when it leaves zero) and when a waiter leaves
+  the queue unserved, and every second with the stats snapshot (``demand_reported``, which
+  re-arms the threshold): the scaler hears about a burst at once, and a pool that goes 0, 1,
+  0, 1 costs at most one report a second.
 * **Retry budget** (Linkerd's ``retryRatio`` and ``minRetriesPerSecond``). Retries are allowed
   while they stay under ``retry_budget`` times the first tries plus ``retry_budget_min`` per
   second, over a window whose counts halve every ``BUDGET_WINDOW`` seconds
@@ -73,6 +74,12 @@ class Waiter(Protocol):
 
     def granted(self, backend: Backend) -> None:
         """A slot is free: ``backend`` was acquired for the waiter, which must use it now."""
+
+    def client_gone(self) -> bool:
+        """Its client closed or reset the connection (seen without reading from it)."""
+
+    def drop(self) -> None:
+        """Close the client's connection; the waiter leaves the queue as it closes."""
 
 
 SuccessReporter = Callable[[str, Backend, int], None]
@@ -355,7 +362,7 @@ class PoolRuntime:
         """A waiter's client went away: it leaves the queue at once."""
         if self.queue.pop(waiter, None) is not None:
             self.waiting -= 1
-            self._report_demand()
+            self._queue_shrank()
 
     def expire(self, waiter: Waiter) -> bool:
         """A waiter's time ran out (it answers 503). False when it was not waiting."""
@@ -367,8 +374,15 @@ class PoolRuntime:
             self.hold_timeouts += 1
         else:
             self.queue_timeouts += 1
-        self._report_demand()
+        self._queue_shrank()
         return True
+
+    def drop_gone(self) -> None:
+        """Drop the waiters whose clients went away while nothing was read from them (a
+        request body or tcp bytes paused reading, so no EOF was seen): the worker calls this
+        a few times a second while something waits."""
+        for waiter in [w for w in self.queue if w.client_gone()]:
+            waiter.drop()
 
     def _wake(self) -> None:
         """Give free slots to the oldest waiters, in order, while some backend can take one."""
@@ -403,6 +417,12 @@ class PoolRuntime:
         if d > self.report_above:
             self.report_above = 2 * d
             self.on_demand(self)
+
+    def _queue_shrank(self) -> None:
+        """A waiter left without being served: the queue depth falls at once for the
+        supervisor too (these exits are rare; serving a waiter is not one of them)."""
+        self.report_above = 2 * (self.in_flight + self.waiting)
+        self.on_demand(self)
 
     def demand_reported(self) -> None:
         """The stats snapshot carried the demand: a rise from here is news again."""

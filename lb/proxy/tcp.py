@@ -32,6 +32,7 @@ from lb.config import ListenerConfig
 from lb.model import Backend
 from lb.proxy.accesslog import AccessLog
 from lb.proxy.edge import UpstreamTls, open_upstream, proxy_header_for
+from lb.proxy.peer import peer_closed
 from lb.proxy.pool import PoolRuntime
 from lb.proxyproto import Address
 
@@ -337,6 +338,14 @@ class TcpClientProtocol(asyncio.Protocol):
         else:  # the wait ended at the same moment (timeout, client gone): give it back
             assert self.pool is not None
             self.pool.release(backend)
+
+    def client_gone(self) -> bool:
+        """While queued: the client closed, though reading was paused (it sent bytes, which
+        wait in ``early``). Before that, reading goes on and the close is seen as it comes."""
+        return bool(self.early) and peer_closed(self.transport)
+
+    def drop(self) -> None:
+        self.transport.abort()  # connection_lost cancels the wait: it leaves the queue
 
     # -- idle timeout -----------------------------------------------------------------------
 
