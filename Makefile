@@ -33,11 +33,13 @@ unit: $(STAMP)
 	$(PY) -m pytest -W error -q tests/unit
 
 # The alert rules and their tests (promtool comes with Debian's prometheus package; .ci/run
-# installs it). Without promtool this says so and goes on.
+# installs it). Without promtool this says so and goes on, unless LB_REQUIRE_DEPLOY_TOOLS=1.
 deploy-check:
 	@if command -v promtool >/dev/null; then \
 		promtool check rules deploy/prometheus/lb-rules.yml && \
 		(cd deploy/prometheus && promtool test rules lb-rules.test.yml); \
+	elif [ "$${LB_REQUIRE_DEPLOY_TOOLS:-0}" = 1 ]; then \
+		echo "LB_REQUIRE_DEPLOY_TOOLS=1 but promtool is not installed" >&2; exit 1; \
 	else echo "promtool not installed (apt-get install prometheus): alert rules not checked"; fi
 
 test: lint typecheck deploy-check
