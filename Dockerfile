@@ -20,8 +20,8 @@
 #   docker exec lb lbctl backends        # WORKDIR is /etc/lb: lbctl finds config.toml there
 #
 # The config's writable paths (control_socket, state_file) go under /var/lib/lb (the lb user's;
-# a volume there keeps runtime changes across restarts). SIGTERM stops lb gracefully: no new
-# connections, open ones get [lb] grace; give `docker stop -t` more than grace.
+# a volume there keeps runtime changes across restarts). SIGTERM (through tini, PID 1) stops lb
+# gracefully: no new connections, open ones get [lb] grace; give `docker stop -t` more than grace.
 
 ARG BASE=python:3.11-slim
 ARG BUILD_BASE=${BASE}
@@ -34,10 +34,10 @@ ENV PIP_NO_INDEX=${PIP_NO_INDEX} \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
-# A C compiler and the Python headers for the Cython modules: the local build base has them;
-# python:3.11-slim has the headers and gets gcc from apt.
-RUN if ! command -v gcc >/dev/null; then \
-      apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+# A C compiler and the Python headers for the Cython modules, and tini (the runtime's init):
+# the local build base has them; python:3.11-slim has the headers and gets the rest from apt.
+RUN if ! command -v gcc >/dev/null || ! [ -x /usr/bin/tini-static ]; then \
+      apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev tini \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 COPY deploy/docker/wheelhouse/ /wheelhouse/
@@ -68,6 +68,9 @@ RUN echo 'lb:x:10001:10001:lb:/var/lib/lb:/usr/sbin/nologin' >> /etc/passwd \
     && mkdir -p /etc/lb /var/lib/lb \
     && chown 10001:10001 /var/lib/lb && chmod 0750 /var/lib/lb
 COPY --from=build /opt/lb /opt/lb
+# An init as PID 1 (tini, static): it forwards signals to lb and reaps orphans. lb itself must
+# not be PID 1: its workers take a parent pid of 1 for "the supervisor died" and stop.
+COPY --from=build /usr/bin/tini-static /usr/bin/tini
 COPY deploy/docker/healthcheck.py /usr/local/bin/lb-healthcheck
 COPY deploy/docker/lb-scaler-container /usr/local/bin/lb-scaler-container
 ENV PATH=/opt/lb/bin:$PATH \
@@ -77,4 +80,6 @@ USER 10001:10001
 WORKDIR /etc/lb
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["lb-healthcheck"]
+# -s: tini also works below another init (docker run --init, lb-scaler's members).
+ENTRYPOINT ["/usr/bin/tini", "-s", "--"]
 CMD ["lb", "run", "-c", "/etc/lb/config.toml"]

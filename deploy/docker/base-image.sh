@@ -4,18 +4,19 @@
 #
 #   lb-base:bookworm-HASH        python3 and python3-venv: the runtime stage (--build-arg BASE)
 #   lb-base-build:bookworm-HASH  the same plus gcc and the Python headers: the build stage
-#                                (--build-arg BUILD_BASE), which compiles lb's Cython modules
+#                                (--build-arg BUILD_BASE), which compiles lb's Cython modules;
+#                                and tini, the init that the runtime stage copies from it
 #
-# HASH follows the package lists, so an image is made once per engine and reused; a changed list
-# makes new ones. Prints "BASE BUILD_BASE" (the two names) on stdout. Needs mmdebstrap (root).
+# Each HASH follows that image's package list, so an image is made once per engine and reused;
+# a changed list makes a new one. Prints "BASE BUILD_BASE" (the two names) on stdout. Needs mmdebstrap (root).
 #   DOCKER_HOST=... deploy/docker/base-image.sh
 set -euo pipefail
 RUNTIME_PKGS="python3,python3-venv"
-BUILD_PKGS="$RUNTIME_PKGS,python3-dev,gcc,libc6-dev"
+BUILD_PKGS="$RUNTIME_PKGS,python3-dev,gcc,libc6-dev,tini"
 SUITE=bookworm
-hash=$(printf '%s\n%s\n%s\n' "$SUITE" "$RUNTIME_PKGS" "$BUILD_PKGS" | sha256sum | cut -c1-10)
-base="lb-base:$SUITE-$hash"
-build="lb-base-build:$SUITE-$hash"
+tag() { printf '%s\n%s\n' "$SUITE" "$1" | sha256sum | cut -c1-10; }
+base="lb-base:$SUITE-$(tag "$RUNTIME_PKGS")"
+build="lb-base-build:$SUITE-$(tag "$BUILD_PKGS")"
 
 make_image() { # name packages
   local name=$1 pkgs=$2 tmp

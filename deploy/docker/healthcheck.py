@@ -23,14 +23,21 @@ from pathlib import Path
 CONFIG = os.environ.get("LB_CONFIG", "/etc/lb/config.toml")
 
 
+# What may stand before the program: the image's init and docker's, their options, shells.
+WRAPPERS = frozenset({"tini", "docker-init", "sh", "dash", "bash"})
+
+
 def pid1() -> list[str]:
-    """The program PID 1 runs, as base names, without its interpreter (python, sh)."""
+    """The program the container runs (PID 1's command line, as base names) without the init,
+    the interpreter (python, sh) and their options."""
     try:
         raw = Path("/proc/1/cmdline").read_bytes()
     except OSError:
         return []
     names = [Path(a).name for a in raw.decode().split("\0") if a]
-    while names and (names[0].startswith("python") or names[0] in ("sh", "dash", "bash")):
+    while names and (
+        names[0] in WRAPPERS or names[0].startswith("-") or names[0].startswith("python")
+    ):
         names = names[1:]
     return names
 
