@@ -193,6 +193,12 @@ def test_compose_scales_1_3_1_without_a_failed_request_and_down_leaves_nothing(
     status, _, body = http_get(stack.web, "/", timeout=5)
     assert status == 200 and b"web-" in body, (status, body)
     assert len(stack.members()) == 1
+    # What the README shows, and each service's health check run by hand (no waiting for
+    # the engine's interval).
+    table = stack.compose("exec", "-T", "lb", "lbctl", "backends").stdout
+    assert " up " in table and any(f"127.0.0.1:{p}" in table for p in stack.member_ports), table
+    assert "healthy" in stack.compose("exec", "-T", "lb", "lb-healthcheck").stdout
+    assert "healthy" in stack.compose("exec", "-T", "lb-scaler", "lb-healthcheck").stdout
 
     with Load(stack.web) as load:
         wait_until(lambda: stack.eligible() >= 3, 90, "3 members up under load", step=0.5)
