@@ -32,6 +32,7 @@ from tests.helpers import ROOT, env_flag
 
 IMAGE = "lb:test"
 BUILD_STAGE = "lb-build:test"
+BUILD_LABEL = "lb.test-build=1"  # on every image built here (the cleanup below finds them)
 BUILD_TIMEOUT = 1500.0  # a cold build: the two Debian bases and the compile (~10 min here)
 
 
@@ -94,6 +95,8 @@ def build(workdir: Path) -> Built:
     base, build_base = names[-2], names[-1]
     _run_logged(["deploy/docker/wheelhouse.sh"], log, 600, env)
     common = [
+        "--label",
+        BUILD_LABEL,
         "--network",
         "host",
         "--build-arg",
@@ -109,6 +112,9 @@ def build(workdir: Path) -> Built:
     )
     left = BUILD_TIMEOUT - (time.monotonic() - t0)
     _run_logged(["docker", "build", *common, "-t", IMAGE, "-t", "lb:latest", "."], log, left, env)
+    # The storage driver here (vfs) copies every layer whole: the images that this build
+    # replaced (dangling now, and carrying our label) go, so that builds do not pile up.
+    docker("image", "prune", "--force", "--filter", f"label={BUILD_LABEL}", timeout=300)
     dist = workdir / "dist"
     cid = docker("create", BUILD_STAGE).stdout.strip()
     try:
