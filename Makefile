@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit deploy-check bench clean
 
 # setup.py compiles these (a stale build would shadow an edited .py): rebuild when they change,
 # or when the list of them (lb/_compiled.py) does.
@@ -32,7 +32,17 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -W error -q tests/unit
 
-test: lint typecheck
+# The alert rules and their tests (promtool comes with Debian's prometheus package; .ci/run
+# installs it). Without promtool this says so and goes on, unless LB_REQUIRE_DEPLOY_TOOLS=1.
+deploy-check:
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/prometheus/lb-rules.yml && \
+		(cd deploy/prometheus && promtool test rules lb-rules.test.yml); \
+	elif [ "$${LB_REQUIRE_DEPLOY_TOOLS:-0}" = 1 ]; then \
+		echo "LB_REQUIRE_DEPLOY_TOOLS=1 but promtool is not installed" >&2; exit 1; \
+	else echo "promtool not installed (apt-get install prometheus): alert rules not checked"; fi
+
+test: lint typecheck deploy-check
 	$(PY) -m pytest -W error -q
 	@# The same L7 code as plain Python (setup.py compiles it where it can; see setup.py).
 	LB_NO_EXTENSIONS=1 LB_REQUIRE_SPEEDUPS= $(PY) -m pytest -W error -q \

@@ -39,6 +39,7 @@ from lb.control.errors import ApiError, ControlStartupError
 from lb.control.plane import ControlPlane
 from lb.control.service import ControlService
 from lb.health.manager import HealthManager
+from lb.sdnotify import Notifier
 from lb.sockets import BindError, SocketTable, fds_argument, send_socket
 from lb.state import ClusterState, ManagedBackend
 from lb.worker import DataPlane
@@ -105,6 +106,25 @@ class Supervisor:
         self.stopping = False
         self._stop = self.loop.create_future()
         self.control = ControlService(self.plane)
+        # systemd (Type=notify; lb/sdnotify.py): READY=1 once every listener accepts,
+        # RELOADING=1 then READY=1 around a reload that applies, STOPPING=1. Registered after
+        # _prepare_sockets: a reload refused there never says RELOADING.
+        self.notify = Notifier()
+        self.plane.before_apply.append(self._notify_reloading)
+        self.plane.on_config.append(self._notify_reloaded)
+
+    def _notify_reloading(self, old: Config, new: Config) -> None:
+        if self.started:
+            self.notify.reloading()
+
+    def _notify_reloaded(self, config: Config) -> None:
+        if self.started:
+            self.notify.ready(self._ready_status(config))
+
+    @staticmethod
+    def _ready_status(config: Config) -> str:
+        binds = ", ".join(f"{lc.name} {lc.bind}" for lc in config.listeners)
+        return f"{config.lb.worker_count} worker(s); listening: {binds}"
 
     @property
     def config(self) -> Config:
@@ -249,6 +269,9 @@ class Supervisor:
         self.started = True
         # Announce "running" once the first checks said who is up (bounded by about a check).
         await self.health.wait_initial()
+        # Every worker said "ready": each has its listeners accepting.
+        self.notify.ready(self._ready_status(self.config))
+        self.notify.start_watchdog(self.loop)
 
     async def _start_local(self) -> None:
         sup_end, plane_end = LocalBus.pair()
@@ -403,6 +426,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         self.stopping = True
+        self.notify.stopping()
         # Workers stop accepting; with our copies closed too, new connections are refused
         # instead of waiting in a queue that nobody will read.
         self.sockets.close()
@@ -422,6 +446,7 @@ class Supervisor:
                 w.bus.close()
             if w.channel is not None:
                 w.channel.close()
+        self.notify.close()
 
     async def _reap(self, w: WorkerHandle, limit: float) -> None:
         if w.proc is None:

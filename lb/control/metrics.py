@@ -284,6 +284,7 @@ class LbCollector:
         yield from self._queues(plane)
         yield from self._scaler()
         yield from self._tls(plane)
+        yield from self._limits(plane)
 
     # -- lb itself ----------------------------------------------------------------------------
 
@@ -611,6 +612,28 @@ class LbCollector:
             for direction in DIRECTIONS:
                 decisions.add_metric([p.pool, direction], p.decisions.get(direction, 0))
         yield from (current, desired, decisions)
+
+    # -- what the alert rules compare with (deploy/prometheus/lb-rules.yml) ------------------
+
+    def _limits(self, plane: ControlPlane) -> Iterator[Metric]:
+        """Live workers against ``lb_workers`` (the configured slots), and each scaled pool's
+        bounds from ``[[scalers]]``, so that an alert can say "below configured" and "at max"."""
+        yield GaugeMetricFamily(
+            "lb_workers_live",
+            "Data-plane worker processes running now (below lb_workers while one restarts)",
+            value=sum(1 for w in plane.workers if w.alive()),
+        )
+        lo = _gauge("lb_scaler_min_replicas", "[[scalers]] min of the pool", ["pool"])
+        hi = _gauge("lb_scaler_max_replicas", "[[scalers]] max of the pool", ["pool"])
+        for entry in plane.config.scalers:
+            pool = entry.get("pool")
+            if not isinstance(pool, str):
+                continue
+            for family, key in ((lo, "min"), (hi, "max")):
+                value = entry.get(key, 1 if key == "min" else None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    family.add_metric([pool], value)
+        yield from (lo, hi)
 
 
 # -- the supervisor's side -----------------------------------------------------------------------
