@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -309,6 +310,8 @@ class Supervisor:
                 self.log_format,
                 "--log-level",
                 self.log_level,
+                "--supervisor-pid",
+                str(os.getpid()),
                 pass_fds=(
                     child.fileno(),
                     chan_child.fileno(),

@@ -538,9 +538,11 @@ async def _worker_main(bus_fd: int, index: int, sockets: str, channel_fd: int | 
     return 0
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(supervisor: int | None) -> None:
     """Ask Linux for SIGTERM when the supervisor dies, even by SIGKILL: a worker never runs
-    unmanaged. (The closed bus tells us too; this also covers a bus that never connected.)"""
+    unmanaged. (The closed bus tells us too; this also covers a bus that never connected.)
+    ``supervisor`` is its pid, to tell whether it died before we asked: comparing the parent
+    with 1 would be wrong where the supervisor itself is pid 1 (a container without init)."""
     if sys.platform != "linux":
         return
     try:
@@ -548,7 +550,9 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before we asked
+    parent = os.getppid()
+    orphaned = parent == 1 if supervisor is None else parent != supervisor
+    if orphaned:  # the parent died before we asked
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -560,9 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket-channel-fd", type=int, default=None)
     p.add_argument("--log-format", default="text")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--supervisor-pid", type=int, default=None)
     args = p.parse_args(argv)
     setup_logging(args.log_format, args.log_level, f"worker {args.index}")
-    _die_with_parent()
+    _die_with_parent(args.supervisor_pid)
     # The loop is created here, after the process started, never inherited from a parent.
     return uvloop.run(_worker_main(args.bus_fd, args.index, args.sockets, args.socket_channel_fd))
 
