@@ -68,8 +68,7 @@ RUN echo 'lb:x:10001:10001:lb:/var/lib/lb:/usr/sbin/nologin' >> /etc/passwd \
     && mkdir -p /etc/lb /var/lib/lb \
     && chown 10001:10001 /var/lib/lb && chmod 0750 /var/lib/lb
 COPY --from=build /opt/lb /opt/lb
-# An init as PID 1 (tini, static): it forwards signals to lb and reaps orphans. lb itself must
-# not be PID 1: its workers take a parent pid of 1 for "the supervisor died" and stop.
+# An init as PID 1 (tini, static): it forwards signals to lb and reaps orphans.
 COPY --from=build /usr/bin/tini-static /usr/bin/tini
 COPY deploy/docker/healthcheck.py /usr/local/bin/lb-healthcheck
 COPY deploy/docker/lb-scaler-container /usr/local/bin/lb-scaler-container
