@@ -47,7 +47,7 @@ in the middle of a slow start.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from heapq import heapify, heappop, heappush, heapreplace
+from heapq import heapify, heappop, heappush
 
 from lb.balancing.options import StrategyOptions
 from lb.balancing.roster import Roster
@@ -58,27 +58,46 @@ REBASE_EVERY = 1 << 20
 
 
 class _Member:
-    """One eligible backend: its heap item is ``[-base, rank, seq, member]``; an item whose
-    member is None is stale (the backend left or moved) and is dropped when it reaches a top."""
+    """One eligible backend: ``key`` is ``-base``; ``rank`` its place in the pool's order."""
 
-    __slots__ = ("backend", "item", "klass", "weight")
+    __slots__ = ("backend", "key", "rank", "weight")
 
-    def __init__(self, backend: Backend, weight: float) -> None:
+    def __init__(self, backend: Backend, weight: float, key: float, rank: int) -> None:
         self.backend = backend
         self.weight = weight
-        self.item: list[object] = []
-        self.klass: _Class | None = None
+        self.key = key
+        self.rank = rank
 
 
 class _Class:
-    """The members of one weight, in a heap by ``(-base, rank)``."""
+    """The members of one weight, ordered by ``(-base, rank)``: a heap of the distinct keys,
+    and for each key a heap of the members' ranks. Both heaps hold plain numbers, so the
+    comparisons are cheap, and members of equal weight and base (a fresh pool) share a key."""
 
-    __slots__ = ("heap", "live", "weight")
+    __slots__ = ("keys", "ranks", "weight")
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
-        self.heap: list[list[object]] = []
-        self.live = 0
+        self.keys: list[float] = []
+        self.ranks: dict[float, list[int]] = {}
+
+    def add(self, key: float, rank: int) -> None:
+        ranks = self.ranks.get(key)
+        if ranks is None:
+            self.ranks[key] = [rank]
+            heappush(self.keys, key)
+        else:
+            heappush(ranks, rank)
+
+    def remove(self, key: float, rank: int) -> None:
+        ranks = self.ranks[key]
+        ranks.remove(rank)
+        if ranks:
+            heapify(ranks)
+        else:
+            del self.ranks[key]
+            self.keys.remove(key)
+            heapify(self.keys)
 
 
 class WeightedRoundRobin:
@@ -87,12 +106,12 @@ class WeightedRoundRobin:
     needs_key = False  # ignores the hash key
 
     __slots__ = (
+        "_by_rank",
         "_by_weight",
         "_classes",
         "_members",
         "_negsum",
         "_roster",
-        "_seq",
         "_step",
         "_total",
     )
@@ -100,12 +119,12 @@ class WeightedRoundRobin:
     def __init__(self, options: StrategyOptions) -> None:
         self._roster = Roster()
         self._members: dict[str, _Member] = {}
+        self._by_rank: dict[int, _Member] = {}
         self._by_weight: dict[float, _Class] = {}
         self._classes: list[_Class] = []
         self._step = 0  # picks since the bases were last folded
         self._total = 0.0  # W
         self._negsum = 0.0  # the sum of -base over the members
-        self._seq = 0
 
     # -- membership -------------------------------------------------------------------------
 
@@ -114,6 +133,7 @@ class WeightedRoundRobin:
         if not changes:
             return
         members = self._members
+        rank = self._roster.rank
         t = self._step
         n = len(members)
         # The members' mean value before this update: where newcomers start.
@@ -125,64 +145,58 @@ class WeightedRoundRobin:
             m = members[new.id]
             m.backend = new
             if new.effective_weight != m.weight:
-                value = t * m.weight - float(m.item[0])  # type: ignore[arg-type]
+                value = t * m.weight - m.key
                 self._drop(m)
                 m.weight = new.effective_weight
-                self._place(m, t * m.weight - value)
-        for b in changes.joined:
-            m = members[b.id] = _Member(b, b.effective_weight)
-            self._place(m, t * m.weight - start)
+                m.key = t * m.weight - value
+                self._place(m)
         if changes.reordered:
             self._rerank()
+        for b in changes.joined:
+            weight = b.effective_weight
+            m = members[b.id] = _Member(b, weight, t * weight - start, rank[b.id])
+            self._place(m)
         self._total = sum(self._roster.weights.values())
         self._classes = list(self._by_weight.values())
 
-    def _place(self, m: _Member, negbase: float) -> None:
+    def _place(self, m: _Member) -> None:
         klass = self._by_weight.get(m.weight)
         if klass is None:
             klass = self._by_weight[m.weight] = _Class(m.weight)
-        self._seq += 1
-        m.item = [negbase, self._roster.rank[m.backend.id], self._seq, m]
-        m.klass = klass
-        klass.live += 1
-        heappush(klass.heap, m.item)
-        self._negsum += negbase
+        klass.add(m.key, m.rank)
+        self._by_rank[m.rank] = m
+        self._negsum += m.key
 
     def _drop(self, m: _Member) -> None:
-        klass = m.klass
-        assert klass is not None
-        self._negsum -= float(m.item[0])  # type: ignore[arg-type]
-        m.item[3] = None
-        klass.live -= 1
-        if not klass.live:
-            del self._by_weight[klass.weight]
-            return
-        heap = klass.heap
-        while heap[0][3] is None:
-            heappop(heap)
-        if len(heap) > 2 * klass.live + 16:  # mostly stale: compact
-            klass.heap = [item for item in heap if item[3] is not None]
-            heapify(klass.heap)
+        klass = self._by_weight[m.weight]
+        klass.remove(m.key, m.rank)
+        if not klass.keys:
+            del self._by_weight[m.weight]
+        del self._by_rank[m.rank]
+        self._negsum -= m.key
 
     def _rerank(self) -> None:
+        """The pool's order changed: every member takes its new rank."""
         rank = self._roster.rank
-        for klass in self._by_weight.values():
-            heap = [item for item in klass.heap if item[3] is not None]
-            for item in heap:
-                item[1] = rank[item[3].backend.id]  # type: ignore[attr-defined]
-            heapify(heap)
-            klass.heap = heap
+        self._by_weight = {}
+        self._by_rank = {}
+        self._negsum = 0.0
+        for m in self._members.values():
+            m.rank = rank[m.backend.id]
+            self._place(m)
 
     def _fold(self) -> None:
-        """Move ``t * w`` into the bases and restart the step count at 0 (the same shift for a
-        whole class keeps its heap in order)."""
+        """Move ``t * w`` into the bases and restart the step count at 0 (a whole class moves
+        by the same amount, so its order holds)."""
         t = self._step
-        for klass in self._by_weight.values():
-            shift = t * klass.weight
-            for item in klass.heap:
-                item[0] -= shift  # type: ignore[operator]
-        self._negsum -= t * self._total
         self._step = 0
+        self._by_weight = {}
+        self._by_rank = {}
+        self._negsum = 0.0
+        for m in self._members.values():
+            m.key -= t * m.weight
+            self._place(m)
+        self._classes = list(self._by_weight.values())
 
     # -- picking ----------------------------------------------------------------------------
 
@@ -192,23 +206,29 @@ class WeightedRoundRobin:
             return None
         t = self._step + 1
         best = classes[0]
-        top = best.heap[0]
-        value = t * best.weight - top[0]  # type: ignore[operator]
-        rank = top[1]
+        top = best.keys[0]
+        value = t * best.weight - top
+        rank = best.ranks[top][0]
         for klass in classes[1:]:
-            top = klass.heap[0]
-            v = t * klass.weight - top[0]  # type: ignore[operator]
-            if v > value or (v == value and top[1] < rank):  # type: ignore[operator]
-                best, value, rank = klass, v, top[1]
-        heap = best.heap
-        item = heap[0]
-        m: _Member = item[3]  # type: ignore[assignment]
+            k = klass.keys[0]
+            v = t * klass.weight - k
+            if v > value or (v == value and klass.ranks[k][0] < rank):
+                best, value, top, rank = klass, v, k, klass.ranks[k][0]
+        ranks = best.ranks[top]
+        heappop(ranks)
+        if not ranks:
+            del best.ranks[top]
+            heappop(best.keys)
         total = self._total
-        self._seq += 1
-        m.item = [item[0] + total, rank, self._seq, m]  # type: ignore[operator]
-        heapreplace(heap, m.item)
-        while heap[0][3] is None:
-            heappop(heap)
+        lowered = top + total  # the base goes down by W
+        below = best.ranks.get(lowered)
+        if below is None:
+            best.ranks[lowered] = [rank]
+            heappush(best.keys, lowered)
+        else:
+            heappush(below, rank)
+        m = self._by_rank[rank]
+        m.key = lowered
         self._negsum += total
         self._step = t
         if t >= REBASE_EVERY:
