@@ -54,6 +54,7 @@ import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
+from math import ceil
 
 from xxhash import xxh3_64_intdigest
 
@@ -91,6 +92,7 @@ class ConsistentHash:
     needs_key = True  # picks by the hash key
 
     __slots__ = (
+        "_active",
         "_bound",
         "_cache",
         "_chunks",
@@ -124,13 +126,15 @@ class ConsistentHash:
         # With a bound, the pool reports every change of ``active`` (the total T).
         self.tracks_load = bound is not None
         self._roster = Roster()
-        # Slot -> the backend owning it (None: free) and its effective weight.
+        # Slot -> the backend owning it (None: free), its effective weight and (bounded loads)
+        # its ``active``: the walk reads these compact lists, not 10,000 scattered objects.
         self._slots: list[Backend | None] = []
-        self._weights: list[float] = []
+        self._weights = array("d")
+        self._active: list[int] = []
         self._free: list[int] = []
         self._slot_of: dict[str, int] = {}
         self._counts: dict[str, int] = {}  # id -> points on the ring
-        self._held: set[Backend] = set()  # the eligible backends, for the hooks
+        self._held: dict[Backend, int] = {}  # the eligible backends -> their slots (hooks)
         self._load = 0  # T: the total ``active`` over them
         self._total_weight = 0.0
         self._chunks: list[array[int]] = []
@@ -192,12 +196,13 @@ class ConsistentHash:
         self._maxes = [chunk[-1] for chunk in self._chunks]
         self._size = len(ring)
         self._slots = list(eligible)
-        self._weights = [b.effective_weight for b in eligible]
+        self._weights = array("d", [b.effective_weight for b in eligible])
+        self._active = [b.active for b in eligible]
         self._free = []
         self._slot_of = {b.id: slot for slot, b in enumerate(eligible)}
         self._counts = counts
-        self._held = set(eligible)
-        self._load = sum(b.active for b in eligible)
+        self._held = {b: slot for slot, b in enumerate(eligible)}
+        self._load = sum(self._active)
         self._normalize_cursor()
 
     def _join(self, b: Backend) -> None:
@@ -205,14 +210,16 @@ class ConsistentHash:
         if slot == len(self._slots):
             self._slots.append(b)
             self._weights.append(b.effective_weight)
+            self._active.append(b.active)
         else:
             self._slots[slot] = b
             self._weights[slot] = b.effective_weight
+            self._active[slot] = b.active
         self._slot_of[b.id] = slot
         count = self._counts[b.id] = self.point_count(b)
         for p in sorted(self._positions(b, count)[:count]):
             self._insert(p, slot, b.id)
-        self._held.add(b)
+        self._held[b] = slot
         self._load += b.active
 
     def _leave(self, b: Backend) -> None:
@@ -221,16 +228,18 @@ class ConsistentHash:
             self._remove(p | slot)
         self._slots[slot] = None
         self._free.append(slot)
-        self._held.discard(b)
-        self._load -= b.active
+        del self._held[b]
+        self._load -= self._active[slot]
+        self._active[slot] = 0
 
     def _change(self, old: Backend, new: Backend) -> None:
         slot = self._slot_of[new.id]
         self._slots[slot] = new
         self._weights[slot] = new.effective_weight
-        self._held.discard(old)
-        self._held.add(new)
-        self._load += new.active - old.active
+        del self._held[old]
+        self._held[new] = slot
+        self._load += new.active - self._active[slot]
+        self._active[slot] = new.active
         have = self._counts[new.id]
         count = self._counts[new.id] = self.point_count(new)
         positions = self._positions(new, count)
@@ -312,11 +321,15 @@ class ConsistentHash:
     # -- load (bounded_load only) ------------------------------------------------------------
 
     def on_acquire(self, backend: Backend) -> None:
-        if backend in self._held:
+        slot = self._held.get(backend)
+        if slot is not None:
+            self._active[slot] += 1
             self._load += 1
 
     def on_release(self, backend: Backend) -> None:
-        if backend in self._held:
+        slot = self._held.get(backend)
+        if slot is not None:
+            self._active[slot] -= 1
             self._load -= 1
 
     # -- picking ----------------------------------------------------------------------------
@@ -343,32 +356,33 @@ class ConsistentHash:
             else:
                 chunk = chunks[ci]
                 i = bisect_left(chunk, position)
-        backend: Backend = self._slots[chunk[i] & _OWNER_MASK]  # type: ignore[assignment]
+        owner = chunk[i] & _OWNER_MASK
         # An idle backend is always within its bound (the bound is >= 1).
         bound = self._bound
-        if bound is None or backend.active == 0:
-            return backend
-        return self._walk(ci, i, backend, bound)
+        if bound is None or not self._active[owner]:
+            return self._slots[owner]
+        return self._walk(ci, i, bound)
 
-    def _walk(self, ci: int, i: int, first: Backend, bound: float) -> Backend:
+    def _walk(self, ci: int, i: int, bound: float) -> Backend | None:
         """Bounded loads: walk clockwise from point ``i`` of chunk ``ci`` to the first backend
         under its bound."""
-        slots = self._slots
+        active = self._active
         weights = self._weights
         chunks = self._chunks
         chunk = chunks[ci]
+        first = chunk[i] & _OWNER_MASK
         per_weight = bound * (self._load + 1) / self._total_weight
         for _ in range(self._size):
             owner = chunk[i] & _OWNER_MASK
-            b: Backend = slots[owner]  # type: ignore[assignment]
-            if b.active < math.ceil(per_weight * weights[owner]):
-                return b
+            if active[owner] < ceil(per_weight * weights[owner]):
+                return self._slots[owner]
             i += 1
             if i == len(chunk):
                 ci = ci + 1 if ci + 1 < len(chunks) else 0
                 chunk = chunks[ci]
                 i = 0
-        return first  # unreachable while c >= 1 and the counts add up; keep the affinity
+        # Unreachable while c >= 1 and the counts add up; keep the affinity.
+        return self._slots[first]
 
 
 def _id(slots: list[Backend | None], value: int) -> str:

@@ -241,7 +241,9 @@ def ring_points(strategy: ConsistentHash) -> list[tuple[int, str]]:
 
 edits = st.lists(
     st.tuples(
-        st.sampled_from(["add", "remove", "drain", "ready", "weight", "copies"]),
+        st.sampled_from(
+            ["add", "remove", "drain", "ready", "weight", "copies", "acquire", "release"]
+        ),
         st.integers(min_value=0, max_value=40),
         st.sampled_from([0.1, 0.5, 1.0, 1.5, 3.0]),
     ),
@@ -276,6 +278,8 @@ def owners(strategy: ConsistentHash, keys: list[bytes]) -> list[str | None]:
 
 def check_incremental(script: list[tuple[str, int, float]], bounded: float | None) -> None:
     backends = pool(6)
+    for i, b in enumerate(backends):
+        b.active = i % 3  # in flight when the strategy first sees them
     strategy = ring(backends, vnodes=5, bounded_load=bounded)
     keys = KEYS[:300]
     made = 6
@@ -292,11 +296,19 @@ def check_incremental(script: list[tuple[str, int, float]], bounded: float | Non
             b.admin = AdminState.READY
         elif op == "weight":
             b.effective_weight = w
+        elif op == "acquire":  # requests come and go between updates, drained ones too
+            acquire(strategy, b)
+            continue
+        elif op == "release":
+            if b.active:
+                release(strategy, b)
+            continue
         else:  # workers receive fresh copies of the same backends
             copies = []
             for old in backends:
                 new = Backend(old.address, effective_weight=old.effective_weight)
                 new.admin = old.admin
+                new.active = old.active
                 copies.append(new)
             backends = copies
         strategy.update(backends)
@@ -304,6 +316,8 @@ def check_incremental(script: list[tuple[str, int, float]], bounded: float | Non
         assert ring_points(strategy) == ring_points(fresh)
         assert owners(strategy, keys) == owners(fresh, keys)
         assert strategy._load == sum(b.active for b in backends if b.eligible)
+        for b, slot in strategy._held.items():
+            assert strategy._active[slot] == b.active
 
 
 # The fixtures only patch constants, the same for every example.
