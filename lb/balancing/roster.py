@@ -30,10 +30,14 @@ import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from lb.model import Backend
 
-_weight_of = operator.attrgetter("effective_weight")
+# What ``Backend.eligible`` and a strategy's weights depend on, read in C: comparing these
+# tuples finds the backends whose eligibility or weight may have changed, and only those
+# have their ``eligible`` property read.
+_state_of = operator.attrgetter("admin", "health", "ejected", "effective_weight")
 _eligible_of = operator.attrgetter("eligible")
 _id_of = operator.attrgetter("id")
 
@@ -59,7 +63,7 @@ class Changes:
 class Roster:
     """The eligible backends last seen, by id, and the diff against a new list."""
 
-    __slots__ = ("_eligible", "_next_rank", "_objects", "_weights", "members", "rank", "weights")
+    __slots__ = ("_eligible", "_next_rank", "_objects", "_states", "members", "rank", "weights")
 
     def __init__(self) -> None:
         #: Eligible backends by id, in the order they became members.
@@ -70,34 +74,72 @@ class Roster:
         self.rank: dict[str, int] = {}
         self._next_rank = 0
         self._objects: list[Backend] = []
-        self._weights: list[float] = []
+        self._states: list[tuple[Any, ...]] = []
         self._eligible: list[bool] = []
 
     def diff(self, backends: Sequence[Backend]) -> Changes:
         """Compare ``backends`` with the last list, remember it, and say what changed."""
         objects = list(backends)
-        weights = list(map(_weight_of, objects))
-        eligible = list(map(_eligible_of, objects))
-        if objects == self._objects:  # Backend has no __eq__: this compares identities
-            if weights == self._weights and eligible == self._eligible:
-                return Changes()
-            where = sorted(
-                set(itertools.compress(itertools.count(), map(operator.ne, weights, self._weights)))
-                | set(
-                    itertools.compress(
-                        itertools.count(), map(operator.ne, eligible, self._eligible)
-                    )
-                )
-            )
-            changes = self._apply([objects[i] for i in where], [eligible[i] for i in where])
+        states: list[tuple[Any, ...]] = list(map(_state_of, objects))
+        removed: list[Backend] = []
+        old = self._objects
+        n, m = len(objects), len(old)
+        # The pool's common changes keep the other backends in place: compare those in C.
+        if objects == old:  # Backend has no __eq__: this compares identities
+            same, added = objects, []
+            old_states, old_eligible = self._states, self._eligible
+        elif n > m and objects[:m] == old:  # appended
+            same, added = old, objects[m:]
+            old_states, old_eligible = self._states, self._eligible
+        elif (
+            n == m - 1
+            and (k := _first_difference(objects, old)) < m
+            and (objects[k:] == old[k + 1 :])
+        ):  # one removed
+            same, added, removed = objects, [], [old[k]]
+            old_states = self._states[:k] + self._states[k + 1 :]
+            old_eligible = self._eligible[:k] + self._eligible[k + 1 :]
         else:
+            eligible = list(map(_eligible_of, objects))
             changes = self._general(objects, eligible)
-        self._objects, self._weights, self._eligible = objects, weights, eligible
+            self._objects, self._states, self._eligible = objects, states, eligible
+            return changes
+        eligible = list(old_eligible)
+        where = list(itertools.compress(itertools.count(), map(operator.ne, states, old_states)))
+        for i in where:
+            eligible[i] = objects[i].eligible
+        eligible += map(_eligible_of, added)
+        changes = Changes()
+        if added:
+            ids = list(map(_id_of, added))
+            if any(i in self.rank for i in ids):
+                changes.reordered = True  # a known id at a new place: rank them all again
+                self.rank.clear()
+                self._rank_new(list(map(_id_of, objects)))
+            else:
+                self._rank_new(ids)
+        for b in removed:
+            self.rank.pop(b.id, None)
+            held = self.members.pop(b.id, None)
+            if held is not None:
+                del self.weights[b.id]
+                changes.left.append(held)
+        self._apply(
+            [objects[i] for i in where] + added,
+            [eligible[i] for i in where] + eligible[len(same) :],
+            changes,
+        )
+        self._objects, self._states, self._eligible = objects, states, eligible
         return changes
 
-    def _apply(self, candidates: list[Backend], eligible: list[bool]) -> Changes:
-        """Classify backends (same objects as before) whose weight or eligibility changed."""
-        changes = Changes()
+    def _rank_new(self, ids: list[str]) -> None:
+        rank = self.rank
+        for i in ids:
+            rank[i] = self._next_rank
+            self._next_rank += 1
+
+    def _apply(self, candidates: list[Backend], eligible: list[bool], changes: Changes) -> None:
+        """Classify backends whose state changed, or that are new to the list."""
         members, weights = self.members, self.weights
         for b, ok in zip(candidates, eligible, strict=True):
             held = members.get(b.id)
@@ -108,10 +150,10 @@ class Roster:
             elif not ok and held is not None:
                 del members[b.id], weights[b.id]
                 changes.left.append(held)
-            elif held is not None and weights[b.id] != b.effective_weight:
+            elif held is not None and (held is not b or weights[b.id] != b.effective_weight):
+                members[b.id] = b
                 weights[b.id] = b.effective_weight
                 changes.changed.append((held, b))
-        return changes
 
     def _general(self, objects: list[Backend], eligible: list[bool]) -> Changes:
         """Membership changed: compare by id."""
@@ -159,3 +201,8 @@ class Roster:
         if len(rank) != len(ids):
             for gone in rank.keys() - set(ids):
                 del rank[gone]
+
+
+def _first_difference(a: list[Backend], b: list[Backend]) -> int:
+    """The first index where ``a`` and ``b`` hold different objects (``len(a)`` if none)."""
+    return next(itertools.compress(itertools.count(), map(operator.is_not, a, b)), len(a))
