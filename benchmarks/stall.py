@@ -174,7 +174,9 @@ async def _run(name: str, n: int, rounds: int) -> Result:
     return result
 
 
-def run(names: list[str], n: int, rounds: int, progress: Callable[[str], None] = print) -> list[Result]:
+def run(
+    names: list[str], n: int, rounds: int, progress: Callable[[str], None] = print
+) -> list[Result]:
     results = []
     for name in names:
         progress(f"[stall] {name}: {n:,} backends")
@@ -191,7 +193,9 @@ def render(results: list[Result]) -> str:
         "Worker loop time per control-plane change (ms): median / worst of the change, and of",
         "that the strategy's update(); the worst loop lag a 1 ms probe saw; the first snapshot.",
         "",
-        "| strategy | backends | " + " | ".join(KINDS) + " | update() worst | worst lag | snapshot |",
+        "| strategy | backends | "
+        + " | ".join(KINDS)
+        + " | update() worst | worst lag | snapshot |",
         "| --- | ---: | " + " | ".join("---:" for _ in KINDS) + " | ---: | ---: | ---: |",
     ]
     for r in results:
