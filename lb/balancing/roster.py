@@ -34,10 +34,11 @@ from typing import Any
 
 from lb.model import Backend
 
-# What ``Backend.eligible`` and a strategy's weights depend on, read in C: comparing these
-# tuples finds the backends whose eligibility or weight may have changed, and only those
-# have their ``eligible`` property read.
-_state_of = operator.attrgetter("admin", "health", "ejected", "effective_weight")
+# What ``Backend.eligible`` and a strategy's weights depend on, read in C one column at a time:
+# an unchanged column compares equal at once (the same objects), a changed one says which
+# backends may have changed, and only those have their ``eligible`` property read.
+_STATE = ("admin", "health", "ejected", "effective_weight")
+_state_getters = tuple(map(operator.attrgetter, _STATE))
 _eligible_of = operator.attrgetter("eligible")
 _id_of = operator.attrgetter("id")
 
@@ -74,13 +75,13 @@ class Roster:
         self.rank: dict[str, int] = {}
         self._next_rank = 0
         self._objects: list[Backend] = []
-        self._states: list[tuple[Any, ...]] = []
+        self._states: tuple[list[Any], ...] = tuple([] for _ in _STATE)
         self._eligible: list[bool] = []
 
     def diff(self, backends: Sequence[Backend]) -> Changes:
         """Compare ``backends`` with the last list, remember it, and say what changed."""
         objects = list(backends)
-        states: list[tuple[Any, ...]] = list(map(_state_of, objects))
+        states = tuple(list(map(get, objects)) for get in _state_getters)
         removed: list[Backend] = []
         old = self._objects
         n, m = len(objects), len(old)
@@ -97,7 +98,7 @@ class Roster:
             and (objects[k:] == old[k + 1 :])
         ):  # one removed
             same, added, removed = objects, [], [old[k]]
-            old_states = self._states[:k] + self._states[k + 1 :]
+            old_states = tuple(column[:k] + column[k + 1 :] for column in self._states)
             old_eligible = self._eligible[:k] + self._eligible[k + 1 :]
         else:
             eligible = list(map(_eligible_of, objects))
@@ -105,7 +106,13 @@ class Roster:
             self._objects, self._states, self._eligible = objects, states, eligible
             return changes
         eligible = list(old_eligible)
-        where = list(itertools.compress(itertools.count(), map(operator.ne, states, old_states)))
+        changed: set[int] = set()
+        for column, old_column in zip(states, old_states, strict=True):
+            if column[: len(old_column)] != old_column:
+                changed.update(
+                    itertools.compress(itertools.count(), map(operator.ne, column, old_column))
+                )
+        where = sorted(changed)
         for i in where:
             eligible[i] = objects[i].eligible
         eligible += map(_eligible_of, added)
