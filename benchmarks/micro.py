@@ -11,13 +11,13 @@ no key), so the ~15 ns of loop overhead is in every figure, at every size alike.
 What is measured:
 
 * ``pick()`` for each built-in strategy at 10, 100, 1,000 and 10,000 eligible backends. The
-  goal is a flat curve: pick at 10,000 backends costs at most 2x pick at 10. ``least_conn`` and
-  ``weighted`` read every backend on every pick (O(n), as nginx's are), and consistent_hash
-  with ``bounded_load`` sums the in-flight counts when the key's first choice is busy; the
-  report says so rather than hiding it. The pools are "busy": ``active`` is 1-8 per backend.
-* ``update()`` (a membership or weight change) at the same sizes: on a fresh strategy
-  ("cold", consistent_hash hashes every virtual node) and on one that has seen the pool before
-  ("warm": consistent_hash keeps its point hashes and only re-sorts).
+  goal is a flat curve: pick at 10,000 backends costs at most 2x pick at 10 (issue 17). The
+  pools are "busy": ``active`` is 1-8 per backend (set before the first update, which is where
+  the load-tracking strategies read it).
+* ``update()`` at the same sizes: on a fresh strategy ("cold": consistent_hash hashes every
+  virtual node and builds its ring), on one that has seen the same list before ("warm"), and
+  the pool's common changes, one backend added to the end of the list and one removed (the
+  strategies apply only what changed; the diff itself is O(n), in C where it can be).
 * the request head path: ``RequestParser.feed`` + ``build_upstream_head`` for a browser-like
   head and for wrk's minimal one, and the response head path (``ResponseParser`` +
   ``rewrite_response_head``).
@@ -67,14 +67,13 @@ PICK_CASES: dict[str, tuple[str, StrategyOptions, bool, bool]] = {
 
 #: Why a curve is not flat, for the report (keyed by benchmark name).
 EXPLAIN = {
-    "weighted": "smooth WRR (nginx's algorithm) adds every weight on every pick: O(n), in C",
-    "least_conn": "reads every backend's active count on every pick: O(n); a flat version "
-    "needs acquire/release callbacks to keep backends ordered by load (HAProxy's ebtree)",
-    "least_conn (weights differ)": "as least_conn, plus one division per backend",
-    "consistent_hash": "O(log n) bisect on a ring of 160 points per backend; at 10,000 "
-    "backends the 12.8 MB ring no longer fits in cache",
-    "consistent_hash (bounded_load 1.25)": "when the key's first choice is busy, sums every "
-    "backend's active count to compute the bound: O(n)",
+    "weighted": "O(k + log n): nginx's sequence from one heap per weight class (k classes)",
+    "least_conn": "O(1): buckets by load, kept by the pool's acquire/release hooks",
+    "least_conn (weights differ)": "as least_conn",
+    "consistent_hash": "O(log n) bisect on a chunked ring of 160 points per backend; at "
+    "10,000 backends the 12.8 MB ring no longer fits in cache",
+    "consistent_hash (bounded_load 1.25)": "as consistent_hash; the total load is kept by the "
+    "pool's hooks and the walk reads compact per-slot counts",
 }
 
 BROWSER_HEAD = (
@@ -130,6 +129,8 @@ class MicroResults:
     pick: list[Curve] = field(default_factory=list)
     update_cold: list[Curve] = field(default_factory=list)
     update_warm: list[Curve] = field(default_factory=list)
+    update_add: list[Curve] = field(default_factory=list)
+    update_remove: list[Curve] = field(default_factory=list)
     #: Benchmark name -> nanoseconds per request (or response) head.
     http: dict[str, float] = field(default_factory=dict)
 
@@ -185,17 +186,21 @@ def _update_s(strategy: Strategy, pool: list[Backend]) -> float:
     return time.perf_counter() - started
 
 
-def bench_update(repeat: int, sizes: tuple[int, ...]) -> tuple[list[Curve], list[Curve]]:
+def bench_update(
+    repeat: int, sizes: tuple[int, ...]
+) -> tuple[list[Curve], list[Curve], list[Curve], list[Curve]]:
     rng = random.Random(9)
-    cold_curves, warm_curves = [], []
+    cold_curves, warm_curves, add_curves, remove_curves = [], [], [], []
     for name, (strategy, options, _keyed, weighted) in PICK_CASES.items():
         if name.startswith("least_conn (") or "bounded_load" in name:
             continue  # same update() as the plain variant
         cold = Curve(name)
         warm = Curve(name)
+        add = Curve(name)
+        remove = Curve(name)
         for n in sizes:
             pool = backends(n, weighted=weighted, rng=rng)
-            # consistent_hash at 10,000 backends takes over a second per update: fewer repeats.
+            # A cold consistent_hash at 10,000 backends hashes 1.6M points (seconds): fewer repeats.
             times = repeat if n < 10000 else 1
             # A fresh strategy each time: for consistent_hash this hashes every virtual node.
             cold.ns[n] = (
@@ -205,9 +210,20 @@ def bench_update(repeat: int, sizes: tuple[int, ...]) -> tuple[list[Curve], list
             s = create_strategy(strategy, options)
             s.update(pool)
             warm.ns[n] = min(_update_s(s, pool) for _ in range(times)) * 1e9
+            # One backend joins at the end of the list, then leaves again (the pool's
+            # apply_backend and remove); each timed on its own, the best of a few rounds.
+            extra = backends(n + 1, weighted=weighted, rng=rng)[n]
+            adds, removes = [], []
+            for _ in range(max(3, repeat)):
+                adds.append(_update_s(s, [*pool, extra]))
+                removes.append(_update_s(s, pool))
+            add.ns[n] = min(adds) * 1e9
+            remove.ns[n] = min(removes) * 1e9
         cold_curves.append(cold)
         warm_curves.append(warm)
-    return cold_curves, warm_curves
+        add_curves.append(add)
+        remove_curves.append(remove)
+    return cold_curves, warm_curves, add_curves, remove_curves
 
 
 class _Requests:
@@ -305,7 +321,12 @@ def run(
     progress(f"[micro] pick() at {', '.join(f'{n:,}' for n in sizes)} backends")
     results = MicroResults(pick=bench_pick(repeat, budget, sizes))
     progress("[micro] update() (consistent_hash at 10,000 backends takes a few seconds)")
-    results.update_cold, results.update_warm = bench_update(repeat if not quick else 2, sizes)
+    (
+        results.update_cold,
+        results.update_warm,
+        results.update_add,
+        results.update_remove,
+    ) = bench_update(repeat if not quick else 2, sizes)
     progress("[micro] request and response heads")
     results.http = bench_http(repeat, budget)
     return results
@@ -338,6 +359,8 @@ def render(results: MicroResults) -> str:
     for title, curves in (
         ("update() on a fresh strategy (cold)", results.update_cold),
         ("update() again with the same members (warm)", results.update_warm),
+        ("update() with one backend added at the end", results.update_add),
+        ("update() with that backend removed again", results.update_remove),
     ):
         lines += ["", f"{title}, per call:", "", f"| strategy | {cols} |", f"| --- | {align} |"]
         for c in curves:

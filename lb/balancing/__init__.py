@@ -5,7 +5,7 @@ name into a strategy. Never does: I/O, asyncio, or any state the supervisor owns
 read ``Backend`` values and ``active`` counts, and return a choice.
 """
 
-from lb.balancing.base import Strategy, needs_key
+from lb.balancing.base import LoadTracking, Strategy, needs_key, tracks_load
 from lb.balancing.consistent_hash import ConsistentHash
 from lb.balancing.least_conn import LeastConn
 from lb.balancing.options import StrategyOptions
@@ -26,6 +26,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "ConsistentHash",
     "LeastConn",
+    "LoadTracking",
     "RandomTwo",
     "RoundRobin",
     "Strategy",
@@ -36,4 +37,5 @@ __all__ = [
     "create_strategy",
     "needs_key",
     "resolve_strategy",
+    "tracks_load",
 ]

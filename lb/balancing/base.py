@@ -27,6 +27,39 @@ class Strategy(Protocol):
     def pick(self, key: bytes | None) -> Backend | None: ...
 
 
+class LoadTracking(Protocol):
+    """Optional hooks for a strategy that keeps backends ordered by load (``least_conn``, and
+    ``consistent_hash`` with ``bounded_load``), so that ``pick`` need not read every ``active``.
+
+    A strategy opts in with ``tracks_load = True`` (a class or instance attribute, read once
+    when the pool creates or rebuilds the strategy). The pool then calls ``on_acquire(backend)``
+    right after ``backend.active`` went up by one and ``on_release(backend)`` right after it
+    went down by one, for every backend of the pool, including ones the strategy does not hold
+    (ineligible, removed): those the hooks ignore. ``update`` reads ``active`` as it is, so a
+    strategy can (re)build its order from the counts at any time. A strategy without the
+    attribute costs the pool nothing per request.
+    """
+
+    tracks_load: bool
+
+    def on_acquire(self, backend: Backend) -> None: ...
+
+    def on_release(self, backend: Backend) -> None: ...
+
+
+def tracks_load(strategy: object) -> bool:
+    """Whether the pool must call ``strategy.on_acquire``/``on_release`` (see
+    :class:`LoadTracking`): its ``tracks_load`` attribute, and ``False`` for one that does not
+    say. Raises TypeError for a strategy that says so without the two hooks."""
+    if not getattr(strategy, "tracks_load", False):
+        return False
+    if not all(callable(getattr(strategy, hook, None)) for hook in ("on_acquire", "on_release")):
+        raise TypeError(
+            f"{type(strategy).__qualname__} sets tracks_load but lacks on_acquire/on_release"
+        )
+    return True
+
+
 def needs_key(strategy: object) -> bool:
     """Whether the proxy must compute a hash key for ``strategy``'s picks: the strategy's own
     ``needs_key`` attribute, and ``True`` for one that does not say (a plugin may hash)."""

@@ -1,24 +1,39 @@
 """Least connections, weighted: the backend with the smallest ``active / effective_weight``.
 
-Owns: the tie-break rotation. Never does: I/O, or keep its own connection counts: ``active``
-is maintained by the proxy and read at pick time, so no callbacks are needed.
+Owns: the eligible backends kept in buckets by load. Never does: I/O, or count connections
+itself: ``active`` is kept by the pool, which tells this strategy of every change through the
+``on_acquire``/``on_release`` hooks (``tracks_load``, see ``lb.balancing.base.LoadTracking``).
 
-Ties are broken round-robin: the scan for the minimum starts just after the backend picked
-last time, so backends with equal load take turns (an idle pool is served in rotation).
+Theory of operation
+-------------------
+A backend's load is ``active / effective_weight`` (a float division; equal fractions give equal
+floats, so backends with equal loads are exactly tied). Backends sit in buckets, one per load
+value: an ``OrderedDict`` used as an ordered set. A heap holds the load of every bucket, so the
+least loaded bucket is the top of the heap. Buckets that empty stay (and keep their heap entry)
+until they reach the top, where ``pick`` drops them: every bucket has exactly one heap entry.
 
-pick() is O(n): it reads every ``active`` (a list comprehension, then ``min`` and
-``list.index`` in C). When all weights are equal, which is the common case, it compares the
-integer counts directly and skips the float divisions, which are most of the cost. A
-flat-cost version needs the proxy to report changes of ``active`` (acquire/release
-callbacks), so that backends can be kept in buckets by load or in a heap, as HAProxy does with
-its ebtree keyed by ``(conns + 1) / weight``.
+* ``pick`` takes the first backend of the least loaded bucket and moves it to the bucket's end:
+  equal loads take turns (round-robin ties), also when picks do not change loads (a backend at
+  its limit, a benchmark). O(1), plus O(log b) for each empty bucket it drops (b: buckets).
+* ``on_acquire``/``on_release`` move the backend to the end of its new load's bucket, as
+  HAProxy's ``fwlc`` re-queues a server behind the others of equal key in its tree. O(1), or
+  O(log b) when the bucket is new.
+* ``update`` applies only what changed (``Roster``): a new backend joins the end of its bucket,
+  a leaving one is removed, a weight change moves it. The first update fills the buckets in the
+  pool's order, so an idle pool is served in that order.
+
+The order of equally loaded backends is the order in which they reached that load (or were last
+picked at it): a backend that just finished a request queues behind the ones that were idle.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
+from heapq import heappop, heappush
 
 from lb.balancing.options import StrategyOptions
+from lb.balancing.roster import Roster
 from lb.model import Backend
 
 
@@ -26,38 +41,69 @@ class LeastConn:
     """Minimum ``active / effective_weight``; equal loads take turns."""
 
     needs_key = False  # ignores the hash key
+    tracks_load = True  # the pool calls on_acquire/on_release
 
-    __slots__ = ("_backends", "_next", "_weights")
+    __slots__ = ("_buckets", "_held", "_loads", "_roster")
 
     def __init__(self, options: StrategyOptions) -> None:
-        self._backends: tuple[Backend, ...] = ()
-        # None when all weights are equal: then ``active`` alone orders the backends.
-        self._weights: tuple[float, ...] | None = None
-        self._next = 0
+        self._roster = Roster()
+        # Held backend -> [its bucket's load, its effective weight].
+        self._held: dict[Backend, list[float]] = {}
+        self._buckets: dict[float, OrderedDict[Backend, None]] = {}
+        self._loads: list[float] = []  # heap: one entry per bucket
 
     def update(self, backends: Sequence[Backend]) -> None:
-        eligible = tuple(b for b in backends if b.eligible)
-        weights = tuple(b.effective_weight for b in eligible)
-        self._backends = eligible
-        self._weights = weights if len(set(weights)) > 1 else None
-        n = len(eligible)
-        self._next = self._next % n if n else 0
+        changes = self._roster.diff(backends)
+        for b in changes.left:
+            self._leave(b)
+        for old, new in changes.changed:
+            self._leave(old)
+            self._join(new)
+        for b in changes.joined:
+            self._join(b)
+
+    def _join(self, b: Backend) -> None:
+        weight = b.effective_weight
+        load = b.active / weight
+        self._held[b] = [load, weight]
+        self._bucket(load)[b] = None
+
+    def _leave(self, b: Backend) -> None:
+        entry = self._held.pop(b, None)
+        if entry is not None:
+            del self._buckets[entry[0]][b]
+
+    def _bucket(self, load: float) -> OrderedDict[Backend, None]:
+        bucket = self._buckets.get(load)
+        if bucket is None:
+            bucket = self._buckets[load] = OrderedDict()
+            heappush(self._loads, load)
+        return bucket
+
+    def _moved(self, b: Backend) -> None:
+        entry = self._held.get(b)
+        if entry is None:
+            return  # not eligible here (draining, removed, replaced)
+        load = b.active / entry[1]
+        del self._buckets[entry[0]][b]
+        entry[0] = load
+        bucket = self._buckets.get(load)
+        if bucket is None:
+            bucket = self._buckets[load] = OrderedDict()
+            heappush(self._loads, load)
+        bucket[b] = None
+
+    on_acquire = _moved
+    on_release = _moved
 
     def pick(self, key: bytes | None) -> Backend | None:
-        backends = self._backends
-        n = len(backends)
-        if n <= 1:
-            return backends[0] if n else None
-        weights = self._weights
-        if weights is None:
-            loads: list[float] = [b.active for b in backends]
-        else:
-            loads = [b.active / w for b, w in zip(backends, weights, strict=False)]
-        least = min(loads)
-        start = self._next
-        try:
-            i = loads.index(least, start)
-        except ValueError:
-            i = loads.index(least, 0, start)
-        self._next = i + 1 if i + 1 < n else 0
-        return backends[i]
+        loads = self._loads
+        buckets = self._buckets
+        while loads:
+            bucket = buckets[loads[0]]
+            if bucket:
+                b = next(iter(bucket))
+                bucket.move_to_end(b)
+                return b
+            del buckets[heappop(loads)]
+        return None

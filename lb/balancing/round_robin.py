@@ -5,7 +5,9 @@ Owns: the rotation order. Never does: I/O, weights, or reading ``active``.
 ``update`` keeps the rotation going when the eligible set is unchanged (a weight-only change
 must not make a backend's turn come twice in a row). When the set changes, the new rotation
 starts at a random offset so that N workers which receive the same update at the same moment
-do not all send their next request to the same backend.
+do not all send their next request to the same backend. What changed comes from a ``Roster``
+(compared in C), so an update that changes nothing here costs no pass in Python over the
+pool; the rotation follows the order in which backends became eligible.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import random
 from collections.abc import Iterator, Sequence
 
 from lb.balancing.options import StrategyOptions
+from lb.balancing.roster import Roster
 from lb.model import Backend
 
 
@@ -23,16 +26,23 @@ class RoundRobin:
 
     needs_key = False  # ignores the hash key
 
-    __slots__ = ("_backends", "_cycle")
+    __slots__ = ("_backends", "_cycle", "_roster")
 
     def __init__(self, options: StrategyOptions) -> None:
+        self._roster = Roster()
         self._backends: tuple[Backend, ...] = ()
         self._cycle: Iterator[Backend] = iter(())
 
     def update(self, backends: Sequence[Backend]) -> None:
-        eligible = tuple(b for b in backends if b.eligible)
-        if _same_members(eligible, self._backends):
-            return
+        changes = self._roster.diff(backends)
+        if not (
+            changes.joined
+            or changes.left
+            or changes.reordered
+            or any(old is not new for old, new in changes.changed)
+        ):
+            return  # the same members: weights do not matter here
+        eligible = tuple(self._roster.members.values())
         self._backends = eligible
         start = random.randrange(len(eligible)) if eligible else 0
         self._cycle = itertools.cycle(eligible[start:] + eligible[:start])
@@ -40,7 +50,3 @@ class RoundRobin:
     def pick(self, key: bytes | None) -> Backend | None:
         # itertools.cycle does the index arithmetic in C; an empty cycle yields the default.
         return next(self._cycle, None)
-
-
-def _same_members(a: tuple[Backend, ...], b: tuple[Backend, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

@@ -44,7 +44,7 @@ from typing import Protocol
 
 import xxhash
 
-from lb.balancing import StrategyOptions, create_strategy, needs_key
+from lb.balancing import StrategyOptions, create_strategy, needs_key, tracks_load
 from lb.balancing.base import Strategy
 from lb.config import PoolConfig
 from lb.histogram import LATENCY_BUCKETS, latency_bucket
@@ -129,6 +129,7 @@ class PoolRuntime:
         "retried",
         "sticky_cookie",
         "strategy",
+        "tracks_load",
         "waited",
         "waiting",
         "workers",
@@ -184,6 +185,8 @@ class PoolRuntime:
         self.key_name = name.lower().encode()
         # The strategy says whether it hashes (a plugin that does not say gets a key).
         self.needs_key = needs_key(self.strategy)
+        # The strategy keeps backends ordered by load: acquire/release tell it of each change.
+        self.tracks_load = tracks_load(self.strategy)
         self.sticky_cookie = config.sticky_cookie.encode() if config.sticky_cookie else None
         self.report_5xx = config.passive is not None and config.passive.on_5xx
 
@@ -322,6 +325,8 @@ class PoolRuntime:
     def acquire(self, backend: Backend) -> None:
         """A connection (L4) or a request (L7) starts using ``backend``."""
         backend.active += 1
+        if self.tracks_load:
+            self.strategy.on_acquire(backend)  # type: ignore[attr-defined]
         backend.total += 1
         self.attempts += 1
         self.in_flight += 1
@@ -333,6 +338,8 @@ class PoolRuntime:
         any. When a backend that is no longer ``ready`` has nothing left here, ``on_idle``
         says so (a drain finished in this worker)."""
         backend.active -= 1
+        if self.tracks_load:
+            self.strategy.on_release(backend)  # type: ignore[attr-defined]
         self.in_flight -= 1
         if not backend.active and backend.admin is not AdminState.READY:
             self.on_idle(backend)

@@ -7,14 +7,16 @@ import math
 import os
 import subprocess
 import sys
+from array import array
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lb
+import lb.balancing.consistent_hash as ch
 from lb.balancing import ConsistentHash, StrategyOptions
 from lb.balancing.consistent_hash import hash_key
 from lb.model import AdminState, Backend
@@ -35,6 +37,17 @@ def ring(
     strategy = ConsistentHash(StrategyOptions(bounded_load=bounded_load, vnodes=vnodes))
     strategy.update(backends)
     return strategy
+
+
+def acquire(strategy: ConsistentHash, b: Backend) -> None:
+    """What ``PoolRuntime.acquire`` does: count it, then tell the strategy."""
+    b.active += 1
+    strategy.on_acquire(b)
+
+
+def release(strategy: ConsistentHash, b: Backend) -> None:
+    b.active -= 1
+    strategy.on_release(b)
 
 
 def mapping(strategy: ConsistentHash, keys: list[bytes] = KEYS) -> list[str]:
@@ -121,7 +134,7 @@ def test_bounded_load_caps_every_backend(c: float, n: int) -> None:
     for assigned, key in enumerate(KEYS[:3_000], start=1):
         picked = strategy.pick(key)
         assert picked is not None
-        picked.active += 1
+        acquire(strategy, picked)
         # c is a power-of-two fraction, so this float ceil is exact.
         cap = math.ceil(c * assigned / n)
         assert max(b.active for b in backends) <= cap
@@ -133,7 +146,7 @@ def test_bounded_load_respects_weights() -> None:
     for assigned, key in enumerate(KEYS[:2_000], start=1):
         picked = strategy.pick(key)
         assert picked is not None
-        picked.active += 1
+        acquire(strategy, picked)
         for b in backends:
             assert b.active <= math.ceil(1.25 * assigned * b.effective_weight / 8)
 
@@ -208,3 +221,155 @@ def test_golden_mapping() -> None:
         assert picked is not None
         got[key] = picked.port
     assert got == GOLDEN
+
+
+def ring_points(strategy: ConsistentHash) -> list[tuple[int, str]]:
+    """The ring as (position, owner id), in order, checking the chunks' invariants."""
+    owner_bits = ch._OWNER_MASK
+    out = []
+    assert len(strategy._chunks) == len(strategy._maxes)
+    for chunk, last in zip(strategy._chunks, strategy._maxes, strict=True):
+        assert len(chunk) and chunk[-1] == last
+        for v in chunk:
+            owner = strategy._slots[v & owner_bits]
+            assert owner is not None
+            out.append((v & ~owner_bits, owner.id))
+    assert out == sorted(out)  # by position, then by id
+    assert len(out) == strategy._size
+    return out
+
+
+edits = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["add", "remove", "drain", "ready", "weight", "copies", "acquire", "release"]
+        ),
+        st.integers(min_value=0, max_value=40),
+        st.sampled_from([0.1, 0.5, 1.0, 1.5, 3.0]),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 2 to 16 points, so that updates split and merge them."""
+    monkeypatch.setattr(ch, "CHUNK", 8)
+
+
+@pytest.fixture
+def crowded_ring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only 64 distinct positions: most points share theirs with others (ties by id)."""
+    real = ch.point_positions
+
+    def crowded(backend_id: str, start: int, stop: int) -> array[int]:
+        return array("Q", [p & (63 << 58) for p in real(backend_id, start, stop)])
+
+    monkeypatch.setattr(ch, "point_positions", crowded)
+
+
+def owners(strategy: ConsistentHash, keys: list[bytes]) -> list[str | None]:
+    """Where each key goes, and a lap of keyless picks (None: nothing is eligible)."""
+    picks = [strategy.pick(key) for key in keys]
+    picks += [strategy.pick(None) for _ in range(strategy._size)]
+    return [None if b is None else b.id for b in picks]
+
+
+def check_incremental(script: list[tuple[str, int, float]], bounded: float | None) -> None:
+    backends = pool(6)
+    for i, b in enumerate(backends):
+        b.active = i % 3  # in flight when the strategy first sees them
+    strategy = ring(backends, vnodes=5, bounded_load=bounded)
+    keys = KEYS[:300]
+    made = 6
+    for op, i, w in script:
+        b = backends[i % len(backends)] if backends else None
+        if op == "add" or b is None:
+            backends.append(Backend(f"127.0.0.1:{9000 + made}"))
+            made += 1
+        elif op == "remove":
+            backends.remove(b)
+        elif op == "drain":
+            b.admin = AdminState.DRAIN
+        elif op == "ready":
+            b.admin = AdminState.READY
+        elif op == "weight":
+            b.effective_weight = w
+        elif op == "acquire":  # requests come and go between updates, drained ones too
+            acquire(strategy, b)
+            continue
+        elif op == "release":
+            if b.active:
+                release(strategy, b)
+            continue
+        else:  # workers receive fresh copies of the same backends
+            copies = []
+            for old in backends:
+                new = Backend(old.address, effective_weight=old.effective_weight)
+                new.admin = old.admin
+                new.active = old.active
+                copies.append(new)
+            backends = copies
+        strategy.update(backends)
+        fresh = ring(backends, vnodes=5, bounded_load=bounded)
+        assert ring_points(strategy) == ring_points(fresh)
+        assert owners(strategy, keys) == owners(fresh, keys)
+        assert strategy._load == sum(b.active for b in backends if b.eligible)
+        for b, slot in strategy._held.items():
+            assert strategy._active[slot] == b.active
+
+
+# The fixtures only patch constants, the same for every example.
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edits)
+def test_incremental_updates_give_the_ring_a_fresh_build_gives(
+    small_chunks: None, script: list[tuple[str, int, float]]
+) -> None:
+    check_incremental(script, None)
+
+
+# The fixtures only patch constants, the same for every example.
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edits)
+def test_incremental_updates_order_equal_positions_by_id(
+    small_chunks: None, crowded_ring: None, script: list[tuple[str, int, float]]
+) -> None:
+    check_incremental(script, 1.5)
+
+
+def test_adding_one_backend_inserts_its_points_without_a_rebuild() -> None:
+    backends = pool(200)
+    strategy = ring(backends[:199])
+    chunks = list(strategy._chunks)
+    strategy.update(backends)
+    # Most chunks are the very same objects: only those receiving a point changed.
+    assert sum(a is b for a, b in zip(chunks, strategy._chunks, strict=False)) > len(chunks) // 2
+    assert mapping(strategy, KEYS[:2_000]) == mapping(ring(backends), KEYS[:2_000])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from([1.0, 1.25, 1.5, 2.0]),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 10**6)), min_size=1, max_size=300),
+)
+def test_bounded_load_holds_while_requests_come_and_go(
+    c: float, script: list[tuple[bool, int]]
+) -> None:
+    backends = pool(5, [1.0, 1.0, 2.0, 4.0, 0.5])
+    strategy = ring(backends, bounded_load=c, vnodes=20)
+    total_weight = sum(b.effective_weight for b in backends)
+    for arrive, k in script:
+        busy = [b for b in backends if b.active]
+        if not arrive and busy:
+            release(strategy, busy[k % len(busy)])
+            continue
+        picked = strategy.pick(b"key-%d" % k)
+        assert picked is not None
+        acquire(strategy, picked)
+        total = sum(b.active for b in backends)
+        assert picked.active <= math.ceil(c * total * picked.effective_weight / total_weight)

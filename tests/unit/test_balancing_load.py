@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lb.balancing import LeastConn, RandomTwo, RoundRobin, StrategyOptions
-from lb.model import Backend
+from lb.model import AdminState, Backend
 
 weights = st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 7.0])
 loads = st.lists(
@@ -28,6 +28,17 @@ def pool(spec: list[tuple[int, float]]) -> list[Backend]:
 
 def load(b: Backend) -> float:
     return b.active / b.effective_weight
+
+
+def acquire(strategy: LeastConn, b: Backend) -> None:
+    """What ``PoolRuntime.acquire`` does: count it, then tell the strategy."""
+    b.active += 1
+    strategy.on_acquire(b)
+
+
+def release(strategy: LeastConn, b: Backend) -> None:
+    b.active -= 1
+    strategy.on_release(b)
 
 
 def test_round_robin_visits_every_backend_once_per_cycle() -> None:
@@ -59,7 +70,7 @@ def test_least_conn_picks_a_minimum_load(spec: list[tuple[int, float]]) -> None:
         picked = strategy.pick(None)
         assert picked is not None
         assert load(picked) == min(map(load, backends))
-        picked.active += 1  # as the proxy would
+        acquire(strategy, picked)
 
 
 @given(loads, st.integers(min_value=0, max_value=30))
@@ -92,7 +103,7 @@ def test_least_conn_balances_by_weight_under_load() -> None:
     for _ in range(400):
         picked = strategy.pick(None)
         assert picked is not None
-        picked.active += 1
+        acquire(strategy, picked)
     assert [b.active for b in backends] == [100, 300]
 
 
@@ -135,3 +146,94 @@ def test_random_two_keeps_loads_close() -> None:
         picked.active += 1
     # Two choices keep the gap to O(log log n); one random choice would spread ~ +-3 sqrt(500).
     assert max(b.active for b in backends) - min(b.active for b in backends) <= 10
+
+
+class LeastConnModel:
+    """The O(n) specification of ``least_conn``: the minimum of ``(load, since)``, where
+    ``since`` is when the backend reached its current load, joined, or was last picked (so
+    equal loads are served in the order they reached that load: round-robin ties)."""
+
+    def __init__(self) -> None:
+        self.since: dict[str, int] = {}
+        self.clock = 0
+
+    def _stamp(self, b: Backend) -> None:
+        self.clock += 1
+        self.since[b.id] = self.clock
+
+    def update(self, backends: list[Backend]) -> None:
+        eligible = [b for b in backends if b.eligible]
+        old = self.since
+        self.since = {b.id: old[b.id] for b in eligible if b.id in old}
+        for b in eligible:
+            if b.id not in self.since:
+                self._stamp(b)
+        self.members = eligible
+
+    def moved(self, b: Backend) -> None:
+        if b.id in self.since:
+            self._stamp(b)
+
+    def pick(self) -> Backend | None:
+        if not self.members:
+            return None
+        best = min(self.members, key=lambda b: (load(b), self.since[b.id]))
+        self._stamp(best)
+        return best
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("pick"), st.integers(0, 0)),
+        st.tuples(st.just("release"), st.integers(0, 11)),
+        st.tuples(st.just("drain"), st.integers(0, 11)),
+        st.tuples(st.just("ready"), st.integers(0, 11)),
+        st.tuples(st.just("weight"), st.integers(0, 11)),
+    ),
+    max_size=80,
+)
+
+
+@given(loads, ops, weights)
+def test_least_conn_matches_its_specification(
+    spec: list[tuple[int, float]], steps: list[tuple[str, int]], new_weight: float
+) -> None:
+    backends = pool(spec)
+    strategy = LeastConn(StrategyOptions())
+    model = LeastConnModel()
+    strategy.update(backends)
+    model.update(backends)
+    for op, i in steps:
+        b = backends[i % len(backends)]
+        if op == "pick":
+            picked = strategy.pick(None)
+            assert picked is model.pick()
+            if picked is not None:
+                acquire(strategy, picked)
+                model.moved(picked)
+        elif op == "release" and b.active:
+            release(strategy, b)
+            model.moved(b)
+        elif op in ("drain", "ready", "weight"):
+            if op == "drain":
+                b.admin = AdminState.DRAIN
+            elif op == "ready":
+                b.admin = AdminState.READY
+            elif b.effective_weight == new_weight:
+                continue
+            else:
+                b.effective_weight = new_weight
+            was = b.id in model.since
+            strategy.update(backends)
+            model.update(backends)
+            if was and b.id in model.since and op == "weight":
+                model._stamp(b)  # a weight change moves it to the end of its new bucket
+
+
+def test_least_conn_ignores_backends_it_does_not_hold() -> None:
+    backends = pool([(0, 1.0), (0, 1.0)])
+    strategy = LeastConn(StrategyOptions())
+    strategy.update(backends[:1])
+    acquire(strategy, backends[1])  # a draining or removed backend finishing a request
+    release(strategy, backends[1])
+    assert [strategy.pick(None) for _ in range(3)] == [backends[0]] * 3

@@ -36,7 +36,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lb.balancing import StrategyOptions, WeightedRoundRobin
-from lb.model import Backend
+from lb.model import AdminState, Backend
 
 weight_lists = st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=8)
 
@@ -174,3 +174,90 @@ def test_update_with_same_pool_continues_the_sequence() -> None:
         assert picked is not None
         got.append(picked.id)
     assert got == [b.id for b in expected if b is not None]
+
+
+class NginxModel:
+    """The O(n) specification: nginx's loop over every backend on every pick. Across updates a
+    backend keeps its ``current`` (by id); a new or returning one starts at the members' mean
+    ``current`` (before the update), rounded to an integer."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, float] = {}
+        self.members: list[Backend] = []
+
+    def update(self, pool: list[Backend]) -> None:
+        old = self.current
+        start = float(round(sum(old.values()) / len(old))) if old else 0.0
+        self.members = [b for b in pool if b.eligible]
+        self.current = {b.id: old.get(b.id, start) for b in self.members}
+
+    def pick(self) -> str | None:
+        if not self.members:
+            return None
+        current = self.current
+        for b in self.members:
+            current[b.id] += b.effective_weight
+        best = max(self.members, key=lambda b: current[b.id])  # the first maximum
+        current[best.id] -= sum(b.effective_weight for b in self.members)
+        return best.id
+
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["pick", "pick", "pick", "weight", "drain", "ready", "copies", "add"]),
+        st.integers(min_value=0, max_value=15),
+        st.integers(min_value=1, max_value=9),
+    ),
+    max_size=120,
+)
+
+
+@given(weight_lists, steps)
+def test_matches_nginx_across_updates(
+    weights: list[int], script: list[tuple[str, int, int]]
+) -> None:
+    pool = backends([float(w) for w in weights])
+    strategy = WeightedRoundRobin(StrategyOptions())
+    model = NginxModel()
+    strategy.update(pool)
+    model.update(pool)
+    for op, i, w in script:
+        b = pool[i % len(pool)]
+        if op == "pick":
+            picked = strategy.pick(None)
+            assert (picked.id if picked is not None else None) == model.pick()
+            continue
+        if op == "weight":
+            b.effective_weight = float(w)
+        elif op == "drain":
+            b.admin = AdminState.DRAIN
+        elif op == "ready":
+            b.admin = AdminState.READY
+        elif op == "copies":  # workers receive fresh copies of the same backends
+            fresh = backends([x.effective_weight for x in pool])
+            for old, new in zip(pool, fresh, strict=True):
+                new.admin = old.admin
+            pool = fresh
+        elif op == "add":
+            pool.append(Backend(f"127.0.0.1:{9000 + len(pool)}", effective_weight=float(w)))
+        strategy.update(pool)
+        model.update(pool)
+
+
+def test_a_long_run_folds_the_step_count_without_changing_the_sequence() -> None:
+    import lb.balancing.weighted as weighted
+
+    weights = [3.0, 1.0, 2.0, 2.0]
+    pool = backends(weights)
+    folding = WeightedRoundRobin(StrategyOptions())
+    folding.update(pool)
+    model = NginxModel()
+    model.update(pool)
+    every = weighted.REBASE_EVERY
+    try:
+        weighted.REBASE_EVERY = 5
+        for _ in range(60):
+            picked = folding.pick(None)
+            assert picked is not None and picked.id == model.pick()
+    finally:
+        weighted.REBASE_EVERY = every

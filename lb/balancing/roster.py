@@ -1,0 +1,215 @@
+"""What changed in a pool's eligible backends since a strategy's last ``update``.
+
+Owns: the eligible backends a strategy holds (by ``Backend.id``, with the object and the
+``effective_weight`` it last saw) and an order rank for every backend of the pool. Never does:
+I/O, or read ``active``.
+
+The pool calls ``update(backends)`` with its whole list on every change, one backend at a time
+for a runtime add, remove, state or slow-start step. A strategy whose structure costs more than
+O(n) to rebuild (a ring, heaps, buckets) asks the roster what changed and applies only that:
+
+* ``joined``: backends that are eligible now and were not (new, or back from drain/down);
+* ``left``: the objects held before for backends that are no longer eligible or present;
+* ``changed``: ``(old, new)`` for a backend still eligible whose object was replaced (the pool
+  makes a fresh one when an address changes; tests send fresh copies) or whose
+  ``effective_weight`` changed.
+
+The diff itself is O(n) but runs in C where it can (``map``, ``compress``, list and set
+comparisons): a pool whose list holds the same objects as last time is compared element-wise
+for weights and eligibility only.
+
+Ranks follow the pool's order (what a strategy uses to break ties "first in the list"): a
+backend keeps the rank it got when it first appeared, and a new one ranks after all others,
+which is the pool's order as long as new backends are appended (a dict). When the order given
+disagrees with the ranks, every backend is ranked again and ``reordered`` says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lb.model import Backend
+
+# What ``Backend.eligible`` and a strategy's weights depend on, read in C one column at a time:
+# an unchanged column compares equal at once (the same objects), a changed one says which
+# backends may have changed, and only those have their ``eligible`` property read.
+_STATE = ("admin", "health", "ejected", "effective_weight")
+_state_getters = tuple(map(operator.attrgetter, _STATE))
+_eligible_of = operator.attrgetter("eligible")
+_id_of = operator.attrgetter("id")
+
+
+@dataclass(slots=True)
+class Changes:
+    """One update's difference; see the module docstring."""
+
+    joined: list[Backend] = field(default_factory=list)
+    left: list[Backend] = field(default_factory=list)
+    changed: list[tuple[Backend, Backend]] = field(default_factory=list)
+    #: The ranks were renumbered (the order of the list changed, not only its members).
+    reordered: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.joined or self.left or self.changed or self.reordered)
+
+    @property
+    def size(self) -> int:
+        return len(self.joined) + len(self.left) + len(self.changed)
+
+
+class Roster:
+    """The eligible backends last seen, by id, and the diff against a new list."""
+
+    __slots__ = ("_eligible", "_next_rank", "_objects", "_states", "members", "rank", "weights")
+
+    def __init__(self) -> None:
+        #: Eligible backends by id, in the order they became members.
+        self.members: dict[str, Backend] = {}
+        #: Their effective weights as last seen.
+        self.weights: dict[str, float] = {}
+        #: Every backend of the last list (eligible or not) -> its rank in the pool's order.
+        self.rank: dict[str, int] = {}
+        self._next_rank = 0
+        self._objects: list[Backend] = []
+        self._states: tuple[list[Any], ...] = tuple([] for _ in _STATE)
+        self._eligible: list[bool] = []
+
+    def diff(self, backends: Sequence[Backend]) -> Changes:
+        """Compare ``backends`` with the last list, remember it, and say what changed."""
+        objects = list(backends)
+        states = tuple(list(map(get, objects)) for get in _state_getters)
+        removed: list[Backend] = []
+        old = self._objects
+        n, m = len(objects), len(old)
+        # The pool's common changes keep the other backends in place: compare those in C.
+        if objects == old:  # Backend has no __eq__: this compares identities
+            same, added = objects, []
+            old_states, old_eligible = self._states, self._eligible
+        elif n > m and objects[:m] == old:  # appended
+            same, added = old, objects[m:]
+            old_states, old_eligible = self._states, self._eligible
+        elif (
+            n == m - 1
+            and (k := _first_difference(objects, old)) < m
+            and (objects[k:] == old[k + 1 :])
+        ):  # one removed
+            same, added, removed = objects, [], [old[k]]
+            old_states = tuple(column[:k] + column[k + 1 :] for column in self._states)
+            old_eligible = self._eligible[:k] + self._eligible[k + 1 :]
+        else:
+            eligible = list(map(_eligible_of, objects))
+            changes = self._general(objects, eligible)
+            self._objects, self._states, self._eligible = objects, states, eligible
+            return changes
+        eligible = list(old_eligible)
+        changed: set[int] = set()
+        for column, old_column in zip(states, old_states, strict=True):
+            if column[: len(old_column)] != old_column:
+                changed.update(
+                    itertools.compress(itertools.count(), map(operator.ne, column, old_column))
+                )
+        where = sorted(changed)
+        for i in where:
+            eligible[i] = objects[i].eligible
+        eligible += map(_eligible_of, added)
+        changes = Changes()
+        if added:
+            ids = list(map(_id_of, added))
+            if any(i in self.rank for i in ids):
+                changes.reordered = True  # a known id at a new place: rank them all again
+                self.rank.clear()
+                self._rank_new(list(map(_id_of, objects)))
+            else:
+                self._rank_new(ids)
+        for b in removed:
+            self.rank.pop(b.id, None)
+            held = self.members.pop(b.id, None)
+            if held is not None:
+                del self.weights[b.id]
+                changes.left.append(held)
+        self._apply(
+            [objects[i] for i in where] + added,
+            [eligible[i] for i in where] + eligible[len(same) :],
+            changes,
+        )
+        self._objects, self._states, self._eligible = objects, states, eligible
+        return changes
+
+    def _rank_new(self, ids: list[str]) -> None:
+        rank = self.rank
+        for i in ids:
+            rank[i] = self._next_rank
+            self._next_rank += 1
+
+    def _apply(self, candidates: list[Backend], eligible: list[bool], changes: Changes) -> None:
+        """Classify backends whose state changed, or that are new to the list."""
+        members, weights = self.members, self.weights
+        for b, ok in zip(candidates, eligible, strict=True):
+            held = members.get(b.id)
+            if ok and held is None:
+                members[b.id] = b
+                weights[b.id] = b.effective_weight
+                changes.joined.append(b)
+            elif not ok and held is not None:
+                del members[b.id], weights[b.id]
+                changes.left.append(held)
+            elif held is not None and (held is not b or weights[b.id] != b.effective_weight):
+                members[b.id] = b
+                weights[b.id] = b.effective_weight
+                changes.changed.append((held, b))
+
+    def _general(self, objects: list[Backend], eligible: list[bool]) -> Changes:
+        """Membership changed: compare by id."""
+        changes = Changes()
+        ids = list(map(_id_of, objects))
+        self._rerank(ids, changes)
+        now = dict(itertools.compress(zip(ids, objects, strict=True), eligible))
+        members, weights = self.members, self.weights
+        for gone in [i for i in members if i not in now]:
+            changes.left.append(members.pop(gone))
+            del weights[gone]
+        for i, b in now.items():
+            held = members.get(i)
+            if held is None:
+                members[i] = b
+                weights[i] = b.effective_weight
+                changes.joined.append(b)
+            elif held is not b or weights[i] != b.effective_weight:
+                members[i] = b
+                weights[i] = b.effective_weight
+                changes.changed.append((held, b))
+        return changes
+
+    def _rerank(self, ids: list[str], changes: Changes) -> None:
+        rank = self.rank
+        known = [rank.get(i) for i in ids]
+        fresh = [i for i, r in zip(ids, known, strict=True) if r is None]
+        if len(fresh) != len(ids) and fresh:
+            # The new ones must all come after the known ones to keep the old ranks.
+            first_new = known.index(None)
+            if any(r is not None for r in known[first_new:]):
+                fresh = []
+                rank.clear()
+                changes.reordered = True
+        if not changes.reordered:
+            ranked = [r for r in known if r is not None]
+            if not all(map(operator.lt, ranked, ranked[1:])):
+                rank.clear()
+                changes.reordered = True
+        if changes.reordered:
+            fresh = ids
+        for i in fresh:
+            rank[i] = self._next_rank
+            self._next_rank += 1
+        if len(rank) != len(ids):
+            for gone in rank.keys() - set(ids):
+                del rank[gone]
+
+
+def _first_difference(a: list[Backend], b: list[Backend]) -> int:
+    """The first index where ``a`` and ``b`` hold different objects (``len(a)`` if none)."""
+    return next(itertools.compress(itertools.count(), map(operator.is_not, a, b)), len(a))
