@@ -494,12 +494,7 @@ class LbCollector:
                 for admin_state in AdminState:
                     admin.add_metric([*labels, admin_state.value], int(b.admin is admin_state))
                 is_ejected = b.ejected(now)
-                is_eligible = (
-                    b.admin is AdminState.READY
-                    and b.health is HealthState.UP
-                    and not is_ejected
-                    and b.effective_weight > 0
-                )
+                is_eligible = b.eligible(now)
                 eligible_count += is_eligible
                 eligible.add_metric(labels, int(is_eligible))
                 ejected.add_metric(labels, int(is_ejected))
