@@ -37,13 +37,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from lb.control.client import ApiError, ControlClient, ControlClientError
 from lb.control.models import BackendStats, BackendView, PoolStats
+from scaler.config import ScalerConfig, resolve
 from scaler.providers.base import MANAGED_BY
 
 RETRY = 0.5  # seconds between two attempts to drain on an instance that does not answer
@@ -497,3 +500,32 @@ def _merge_backend(a: BackendStats, b: BackendStats) -> BackendStats:
             "latency_ms": lat,
         }
     )
+
+
+def open_instances(
+    sc: ScalerConfig, index: int, config_path: str | Path, local_socket: Path
+) -> list[Instance]:
+    """The lb instances of ``scalers[index]``, with their clients: the local control socket
+    (unless ``local_lb = false``), then each of ``lbs`` with its token read now. Raises
+    FleetError naming the field when a token cannot be had."""
+    out = [Instance(LOCAL, ControlClient(local_socket, timeout=10.0))] if sc.local_lb else []
+    for j, lb in enumerate(sc.lbs):
+        where = f"scalers[{index}].lbs[{j}]"
+        if lb.token_file is not None:
+            path = resolve(config_path, lb.token_file)
+            try:
+                token = path.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not text"
+                raise FleetError(f"{where}.token_file: cannot read {path}: {why}") from None
+            if not token:
+                raise FleetError(f"{where}.token_file: {path} is empty")
+        else:
+            assert lb.token_env is not None
+            token = os.environ.get(lb.token_env, "").strip()
+            if not token:
+                raise FleetError(
+                    f"{where}.token_env: the environment variable {lb.token_env} is unset or empty"
+                )
+        out.append(Instance(lb.label, ControlClient(url=lb.url, token=token, timeout=10.0)))
+    return out
