@@ -469,13 +469,14 @@ def merge_stats(
     pools: Sequence[PoolStats],
 ) -> tuple[dict[str, BackendStats], int, int | None]:
     """Stats of one pool from several instances: counts and rates summed, the worst latency,
-    a backend drained anywhere is drained, eligible anywhere is eligible."""
+    a backend drained anywhere is drained, eligible anywhere (and drained nowhere) is eligible;
+    the pool's eligible count is of the merged backends."""
     merged: dict[str, BackendStats] = {}
     for ps in pools:
         for b in ps.backends.values():
             have = merged.get(b.address)
             merged[b.address] = b if have is None else _merge_backend(have, b)
-    eligible = max((ps.backends_eligible for ps in pools), default=0)
+    eligible = sum(1 for b in merged.values() if b.eligible)
     in_flight = sum(ps.in_flight for ps in pools) if pools else None
     return merged, eligible, in_flight
 
