@@ -84,8 +84,6 @@ class Runner:
             except ProviderError as exc:
                 raise ProviderError(f"scalers pool {sc.pool!r} ({sc.provider}): {exc}") from None
             self.providers.append(provider)
-        if self.metrics is not None:
-            await self.metrics.start()
             self.pools.append(
                 PoolScaler(
                     sc,
@@ -95,6 +93,8 @@ class Runner:
                     on_change=self.write_status,
                 )
             )
+        if self.metrics is not None:
+            await self.metrics.start()
 
     async def close(self) -> None:
         for provider in self.providers:
