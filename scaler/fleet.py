@@ -295,7 +295,8 @@ class Fleet:
         what: str,
         on: Sequence[Instance] | None = None,
     ) -> list[Instance]:
-        """Register ``address`` on ``on`` (default: every instance). Returns where it is now."""
+        """Register ``address`` on ``on`` (default: every instance not known to be away; all
+        of them if none is). Returns where it is now."""
 
         async def one(inst: Instance) -> bool:
             try:
@@ -314,7 +315,10 @@ class Fleet:
             inst.ours[address] = added.backend
             return True
 
-        targets = list(self.instances if on is None else on)
+        if on is None:
+            # One known to be away is left to its resync when it returns (no error per member).
+            on = [i for i in self.instances if i.reachable is not False] or self.instances
+        targets = list(on)
         got = await asyncio.gather(*(one(i) for i in targets))
         return [i for i, ok in zip(targets, got, strict=True) if ok]
 
