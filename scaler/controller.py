@@ -8,7 +8,7 @@ overlap, so there is a single writer of its members. The tasks beside the loop
 (``follow_events``, ``follow_demand``) only set ``wake``; they never act.
 
 1. **Observe.** The provider lists its members (adopting those an earlier scaler started);
-   lb lists the pool's backends. Backends registered by the scaler carry the metadata
+   every lb instance lists the pool's backends. Backends registered by the scaler carry the metadata
    ``managed-by = scaler``; the others (from config.toml or an operator) are not touched.
 2. **Reconcile.** A dead member is cleaned up; a registered address without a live member is
    deregistered (``force``: nothing serves there); a live member that is not registered is
@@ -33,6 +33,13 @@ Every decision and action is a structured log line (``event`` field), is kept fo
 ``publish_events`` is on. Holding decisions are logged at info level only when they change.
 
 The loop never stops a member because lb is unreachable: without lb it only waits.
+
+**Several lb instances.** "lb" above is ``self.fleet`` (``scaler/fleet.py``): the local
+control socket and the admin listeners of other instances. Registrations, drains and
+deregistrations go to every instance; the reconcile step resyncs each one that answers from
+its own list (so one that restarted or was away is brought back in step); stats and demand
+are summed over them. A removal waits for every instance that answers to say removable, and
+for one that does not answer at most ``drain_timeout``; with no instance answering, it waits.
 
 **Demand, as it happens.** ``follow_demand`` long-polls lb's demand API (``after`` the last
 sequence number seen, up to ``DEMAND_WAIT`` seconds). When requests wait and no backend is

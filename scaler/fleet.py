@@ -217,6 +217,7 @@ class Fleet:
                 view = await inst.client.backends(self.pool)
             except ApiError as exc:
                 self.answered(inst)
+                inst.known = False  # its list is not known: nothing is changed there
                 self.out_of_step(inst, f"refused the pool: {exc.message}")
                 self.report._note_error(
                     f"{self.lb(inst)}: {exc.message} (is [scalers] pool {self.pool!r} in "
