@@ -8,8 +8,9 @@ overlap, so there is a single writer of its members. The tasks beside the loop
 (``follow_events``, ``follow_demand``) only set ``wake``; they never act.
 
 1. **Observe.** The provider lists its members (adopting those an earlier scaler started);
-   every lb instance lists the pool's backends. Backends registered by the scaler carry the metadata
-   ``managed-by = scaler``; the others (from config.toml or an operator) are not touched.
+   every lb instance lists the pool's backends. Backends registered by the scaler carry the
+   metadata ``managed-by = scaler``; the others (from config.toml or an operator) are not
+   touched.
 2. **Reconcile.** A dead member is cleaned up; a registered address without a live member is
    deregistered (``force``: nothing serves there); a live member that is not registered is
    registered (adoption after a restart, or a registration that failed earlier).

@@ -90,13 +90,10 @@ class Instance:
         return str(getattr(self.client, "target", self.name))
 
     def status(self) -> dict[str, Any]:
-        state = (
-            "unreachable"
-            if self.reachable is False
-            else "in step"
-            if self.in_step
-            else ("out of step")
-        )
+        if self.reachable is False:
+            state = "unreachable"
+        else:
+            state = "in step" if self.in_step else "out of step"
         return {
             "name": self.name,
             "target": self.target,
