@@ -227,9 +227,7 @@ class SwarmProvider:
         return found
 
     async def _tasks(self, service_id: str | None = None) -> list[Mapping[str, Any]]:
-        filters: dict[str, list[str]] = (
-            {"service": [service_id]} if service_id else self._filters()
-        )
+        filters: dict[str, list[str]] = {"service": [service_id]} if service_id else self._filters()
         found: list[Mapping[str, Any]] = await self._call(
             "listing tasks", self._engine().tasks.list(filters=filters)
         )
@@ -244,9 +242,7 @@ class SwarmProvider:
                     self._nodes[str(n.get("ID", ""))] = str(host)
         return self._nodes.get(node_id, node_id)
 
-    async def _member(
-        self, service: Mapping[str, Any], tasks: list[Mapping[str, Any]]
-    ) -> Member:
+    async def _member(self, service: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> Member:
         spec = service.get("Spec") or {}
         labels = spec.get("Labels") or {}
         sid = str(service["ID"])
@@ -342,7 +338,9 @@ class SwarmProvider:
             ) from None
         except TimeoutError:
             # The manager may still make it: the labels let the next list() find and remove it.
-            raise ProviderError(f"Swarm manager at {self.url}: no answer creating a service") from None
+            raise ProviderError(
+                f"Swarm manager at {self.url}: no answer creating a service"
+            ) from None
         sid = str(created["ID"])
         try:
             return await self._started(sid, name, port)
@@ -409,7 +407,9 @@ class SwarmProvider:
                 await self._engine().services.delete(member.id)
         except DockerError as exc:
             if exc.status != 404:
-                raise ProviderError(f"docker service rm {member.name}: {_error_text(exc)}") from None
+                raise ProviderError(
+                    f"docker service rm {member.name}: {_error_text(exc)}"
+                ) from None
         except TimeoutError:
             raise ProviderError(
                 f"docker service rm {member.name}: no answer from the manager"

@@ -4,7 +4,11 @@ none is reachable, failed instead when ``LB_REQUIRE_DOCKER=1`` (as ``.ci/run`` s
 The tests build their own image, ``lbtest/busybox-cgi:2``: busybox httpd with ``/healthz``
 and a CGI ``/cgi-bin/slow`` that answers after 0.2 s with ``X-Backend: web-$PORT``. Every
 container a test's scaler starts carries the label ``test-run=<id>``, and the fixture removes
-them all at the end, whatever happened."""
+them all at the end, whatever happened.
+
+The Swarm tests also need the engine to be a Swarm manager (``scripts/dockerd.sh start`` runs
+``docker swarm init``): ``swarm_engine`` skips without it (fails under ``LB_REQUIRE_DOCKER=1``),
+and ``swarm_label`` removes every service with its label at the end."""
 
 from __future__ import annotations
 

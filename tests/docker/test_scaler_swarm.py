@@ -6,7 +6,8 @@ one single-replica service per member (busybox httpd on the host network, 127.0.
 * ``kill -9`` of the scaler and a restart: every service adopted, nothing registered twice,
   nothing orphaned; ``lb-scaler status`` names node, task and slot;
 * ``docker service rm`` by hand and ``docker kill`` of a task's container are healed: the
-  member is replaced, and lb keeps no stale address.
+  member is replaced, and lb keeps no stale address;
+* the provider alone: a missing image is a clear error that leaves nothing behind.
 
 Every service a test's scaler creates carries ``test-run=<id>``; the ``swarm_label``
 fixture removes them all at the end, whatever happened.
@@ -26,6 +27,9 @@ import aiodocker
 import pytest
 
 from lb.control.models import BackendView
+from scaler.config import SwarmSettings
+from scaler.providers.base import ProviderError
+from scaler.providers.swarm import SwarmProvider
 from tests.docker.conftest import IMAGE
 from tests.helpers import Proc, ProcessGroup
 from tests.integration.test_scaler import (
@@ -120,9 +124,7 @@ def start_scaler(scaled: Scaled, name: str = "scaler") -> Proc:
     """lb-scaler, once it says it runs (a busy shared machine may take longer than the
     process provider's tests allow)."""
     p = scaled.procs.spawn(name, [sys.executable, "-m", "scaler", "-c", str(scaled.path)])
-    wait_for(
-        lambda: "lb-scaler: running" in p.output() or p.popen.poll() is not None, 30, "banner"
-    )
+    wait_for(lambda: "lb-scaler: running" in p.output() or p.popen.poll() is not None, 30, "banner")
     assert p.popen.poll() is None, p.output()
     return p
 
@@ -232,8 +234,10 @@ def test_one_to_four_to_one_under_load_removes_exactly_the_drained_services(
         for c in containers(swarm_label, running_only=True)
     } == {survivor["ID"]}
     wait_for(
-        lambda: {c["Labels"]["com.docker.swarm.service.id"] for c in containers(swarm_label)}
-        == {survivor["ID"]},
+        lambda: (
+            {c["Labels"]["com.docker.swarm.service.id"] for c in containers(swarm_label)}
+            == {survivor["ID"]}
+        ),
         20,
         "the removed services' containers deleted",
     )
@@ -242,7 +246,8 @@ def test_one_to_four_to_one_under_load_removes_exactly_the_drained_services(
     started_at = {e["member"]: e["time"] for e in started}
     first_new = min(t for sid, t in started_at.items() if sid != first["ID"])
     print(
-        f"\nswarm provider: load step -> first new service started {first_new - marks['load']:.2f}s,"
+        f"\nswarm provider: load step -> first new service started "
+        f"{first_new - marks['load']:.2f}s,"
         f" -> 4 up {marks['four_up'] - marks['load']:.2f}s; load drop -> back to 1 "
         f"{marks['back_to_one'] - marks['light']:.2f}s; {len(load.results)} requests, 0 failed;"
         f" drained and removed: {sorted(removed_ids)}"
@@ -375,3 +380,51 @@ def test_service_rm_and_docker_kill_are_healed_with_no_stale_address(
         f"\nswarm: service rm -> deregistered {deregistered:.2f}s, replaced {rm_healed:.2f}s; "
         f"docker kill -> deregistered {killed_deregistered:.2f}s, replaced {kill_healed:.2f}s"
     )
+
+
+async def test_provider_bad_image_cpu_and_idempotent_removal(swarm_label: str) -> None:
+    """Without lb: a missing image is a clear error that leaves no service; a member's CPU is
+    read through its task's container; removing twice is fine."""
+    bad = SwarmProvider(
+        "bad",
+        SwarmSettings(
+            image="lbtest/no-such-image:1",
+            port_range=port_block(3),
+            labels={"test-run": swarm_label},
+        ),
+        start_timeout=20,
+        stop_timeout=2,
+    )
+    await bad.open()
+    try:
+        with pytest.raises(ProviderError) as info:
+            await bad.create()
+        assert "image 'lbtest/no-such-image:1' is not on the node of service" in str(info.value)
+        assert "build or load it on every node first" in str(info.value)
+        assert await bad.list() == []
+    finally:
+        await bad.close()
+    assert await _services(swarm_label) == []
+
+    settings = SwarmSettings(
+        image=IMAGE,
+        command="busybox httpd -f -p 127.0.0.1:{port} -h /www",
+        port_range=port_block(3),
+        labels={"test-run": swarm_label},
+    )
+    p = SwarmProvider("cpu", settings, start_timeout=30, stop_timeout=2)
+    await p.open()
+    try:
+        m = await p.create()
+        assert m.running and m.name.startswith("lb-cpu-") and m.info["slot"] == "1"
+        (listed,) = await p.list()
+        assert listed == m
+        first = await p.cpu(m)
+        assert first is not None and first.seconds >= 0
+        await p.stop_and_remove(m, grace=2)
+        await p.stop_and_remove(m, grace=2)  # already gone: fine
+        assert await p.list() == []
+        assert await p.cpu(m) is None
+        assert await _containers(swarm_label, running_only=True) == []
+    finally:
+        await p.close()
