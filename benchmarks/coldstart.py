@@ -20,9 +20,9 @@ The Docker provider runs only when an engine is reachable (``DOCKER_HOST``,
 ``scripts/dockerd.sh``) and busybox is installed; it uses the tests' image
 (``tests/docker/conftest.py``). The Swarm provider (a single-replica service per member, host
 network) also needs that engine to be a Swarm manager (``scripts/dockerd.sh`` runs ``docker
-swarm init``); its members are services labelled ``bench=coldstart``. Every process is stopped at the end; members are stopped by
-``lb-scaler stop-all``. Bounded: each request waits at most 20 s, each provider at most
-``rounds * 30`` s. Figures are printed as a Markdown table (and JSON with ``--json``); they are
+swarm init``); its members are services labelled ``bench=coldstart``. Every process is
+stopped at the end; members are stopped by ``lb-scaler stop-all``. Bounded: each request waits
+at most 20 s, each provider at most ``rounds * 30`` s. Figures are printed as a Markdown table (and JSON with ``--json``); they are
 not asserted anywhere.
 """
 
