@@ -22,8 +22,8 @@ The Docker provider runs only when an engine is reachable (``DOCKER_HOST``,
 network) also needs that engine to be a Swarm manager (``scripts/dockerd.sh`` runs ``docker
 swarm init``); its members are services labelled ``bench=coldstart``. Every process is
 stopped at the end; members are stopped by ``lb-scaler stop-all``. Bounded: each request waits
-at most 20 s, each provider at most ``rounds * 30`` s. Figures are printed as a Markdown table (and JSON with ``--json``); they are
-not asserted anywhere.
+at most 20 s, each provider at most ``rounds * 30`` s. Figures are printed as a Markdown table
+(and JSON with ``--json``); they are not asserted anywhere.
 """
 
 from __future__ import annotations
