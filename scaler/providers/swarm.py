@@ -24,7 +24,9 @@ service without a running task, ``list()`` reports the member not running, and t
 removes that service, deregisters its address and starts a new member on a new port (ports
 rotate through the range). A restarted task would come back on the same address with lb's
 registration (and its metadata naming the old task) left as it was, and two replica
-controllers (Swarm restarting, the scaler replacing) would race over the same member.
+controllers (Swarm restarting, the scaler replacing) would race over the same member. For the
+same reason a task Swarm replaced by itself (a forced service update, a drained node) is
+reported dead: a member is the task its service started first.
 
 ``create()`` returns once the task runs and ``host:port`` accepts connections; on any failure
 (no such image on the node, a task that fails or is rejected, no listener within
@@ -115,6 +117,27 @@ def task_state(task: Mapping[str, Any] | None) -> tuple[bool, str]:
     why = f"task {str(task.get('ID', '?'))[:12]} {state}"
     err = str(status.get("Err") or "").strip()
     return False, why + (f": {err}" if err else "")
+
+
+def member_state(tasks: list[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | None, bool, str]:
+    """(current task, running, why not) of one service's tasks. A service whose running task
+    is not its first one had its task replaced by Swarm itself (``docker service update
+    --force``, a drained node): lb's registration names the old task, so the member counts
+    as dead and the scaler replaces it with a new one."""
+    task = current_task(tasks)
+    running, why = task_state(task)
+    if running and task is not None:
+        older = [t for t in tasks if t.get("ID") != task.get("ID")]
+        if older:
+            first = min(older, key=lambda t: parse_time(t.get("CreatedAt")))
+            return (
+                task,
+                False,
+                f"task {str(task.get('ID', '?'))[:12]} replaced task "
+                f"{str(first.get('ID', '?'))[:12]} (Swarm rescheduled it: a service update or "
+                "a drained node)",
+            )
+    return task, running, why
 
 
 def service_name(pool: str, port: int) -> str:
@@ -247,8 +270,7 @@ class SwarmProvider:
         labels = spec.get("Labels") or {}
         sid = str(service["ID"])
         address = f"{self.settings.host}:{labels.get('lb.port', '0')}"
-        task = current_task([t for t in tasks if t.get("ServiceID") == sid])
-        running, detail = task_state(task)
+        task, running, detail = member_state([t for t in tasks if t.get("ServiceID") == sid])
         info = {"service": str(spec.get("Name", sid))}
         if task is not None:
             info["task"] = str(task.get("ID", ""))
@@ -485,4 +507,11 @@ class SwarmProvider:
         return CpuSample(usage / 1e9, time.monotonic())
 
 
-__all__ = ["SwarmProvider", "current_task", "parse_time", "service_name", "task_state"]
+__all__ = [
+    "SwarmProvider",
+    "current_task",
+    "member_state",
+    "parse_time",
+    "service_name",
+    "task_state",
+]

@@ -5,8 +5,9 @@ one single-replica service per member (busybox httpd on the host network, 127.0.
   drained (seen through lb's API while it happens) is the service that went, and no other;
 * ``kill -9`` of the scaler and a restart: every service adopted, nothing registered twice,
   nothing orphaned; ``lb-scaler status`` names node, task and slot;
-* ``docker service rm`` by hand and ``docker kill`` of a task's container are healed: the
-  member is replaced, and lb keeps no stale address;
+* ``docker service rm`` by hand, ``docker kill`` of a task's container and a task Swarm
+  replaces by itself (``docker service update --force``) are healed: the member is replaced,
+  and lb keeps no stale address and names the task that runs;
 * the provider alone: a missing image is a clear error that leaves nothing behind.
 
 Every service a test's scaler creates carries ``test-run=<id>``; the ``swarm_label``
@@ -16,6 +17,7 @@ fixture removes them all at the end, whatever happened.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -376,9 +378,55 @@ def test_service_rm_and_docker_kill_are_healed_with_no_stale_address(
     wait_for(lambda: kinds(t1).count("scaler_member_started") >= 1, 5, "the start logged", scaler)
     assert "scaler_died" in kinds(t1) and "scaler_deregistered" in kinds(t1)
     assert killed_deregistered < 2 * INTERVAL + MARGIN
+
+    # 3. Swarm replaces a task by itself (`docker service update --force`): the new task is
+    # not the member lb knows, so the scaler replaces the member; lb names the running task.
+    forced = final[0]
+
+    async def force_update() -> None:
+        docker = aiodocker.Docker()
+        try:
+            svc = await docker.services.inspect(forced["ID"])
+            spec = svc["Spec"]
+            spec["TaskTemplate"]["ForceUpdate"] = spec["TaskTemplate"].get("ForceUpdate", 0) + 1
+            await docker._query_json(
+                f"services/{forced['ID']}/update",
+                method="POST",
+                data=json.dumps(spec),
+                params={"version": svc["Version"]["Index"]},
+            )
+        finally:
+            await docker.close()
+
+    t2 = time.time()
+    asyncio.run(force_update())
+    after = wait_for(
+        lambda: (
+            got
+            if (got := live_and_registered(scaled, swarm_label, 2)) is not None
+            and forced["ID"] not in {s["ID"] for s in got}
+            else None
+        ),
+        40,
+        "the rescheduled member replaced",
+        scaler,
+    )
+    update_healed = time.time() - t2
+    meta = _metadata_of(scaled)
+    for s in after:
+        t = running_task(s)
+        assert t is not None and meta[address_of(s)]["task"] == t["ID"]
+        assert len(s["tasks"]) == 1  # each member is still the task its service started
+    # Reported dead (the new task starting, or running as "replaced task ..."), then replaced.
+    assert [
+        e
+        for e in log_events(scaler)
+        if e.get("event") == "scaler_died" and e.get("member") == forced["ID"]
+    ]
     print(
         f"\nswarm: service rm -> deregistered {deregistered:.2f}s, replaced {rm_healed:.2f}s; "
-        f"docker kill -> deregistered {killed_deregistered:.2f}s, replaced {kill_healed:.2f}s"
+        f"docker kill -> deregistered {killed_deregistered:.2f}s, replaced {kill_healed:.2f}s; "
+        f"service update --force -> replaced {update_healed:.2f}s"
     )
 
 

@@ -12,6 +12,7 @@ from scaler.config import SwarmSettings, parse_scalers
 from scaler.providers.swarm import (
     SwarmProvider,
     current_task,
+    member_state,
     parse_time,
     service_name,
     task_state,
@@ -112,6 +113,20 @@ def test_the_task_that_speaks_for_a_service() -> None:
     assert task_state(None) == (False, "no task")
     # Running, but Swarm is shutting it down (the service was removed): not a live member.
     assert task_state(task("t4", "running", desired="shutdown"))[0] is False
+
+
+def test_a_task_swarm_replaced_by_itself_is_a_dead_member() -> None:
+    first = task("t-first", "shutdown", desired="shutdown", index=3)
+    first["CreatedAt"] = "2026-12-03T15:00:00Z"
+    second = task("t-second", "running", index=8)
+    cur, running, why = member_state([first, second])
+    assert cur is second and running is False
+    assert why.startswith("task t-second replaced task t-first (Swarm rescheduled it")
+    only = task("t-only", "running")
+    assert member_state([only]) == (only, True, "")
+    dead = task("t-dead", "failed", desired="shutdown", err="non-zero exit (137)")
+    assert member_state([dead]) == (dead, False, "task t-dead failed: non-zero exit (137)")
+    assert member_state([]) == (None, False, "no task")
 
 
 def test_swarm_times_and_names() -> None:
