@@ -33,10 +33,44 @@ case "${1:-start}" in
     # --bridge=none --iptables=false. A failure only warns: the other Docker tests need no swarm.
     if [ "${LB_SWARM:-1}" != 0 ] &&
       [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != active ]; then
-      if ! docker swarm init --advertise-addr 127.0.0.1 \
+      if docker swarm init --advertise-addr 127.0.0.1 \
         --listen-addr "127.0.0.1:${LB_SWARM_PORT:-2377}" --data-path-addr 127.0.0.1 \
         >"$D/swarm-init.log" 2>&1; then
+        for _ in $(seq 1 50); do # the ingress network comes a moment after the init
+          docker network inspect ingress >/dev/null 2>&1 && break
+          sleep 0.2
+        done
+      else
         echo "warning: docker swarm init failed (see $D/swarm-init.log); swarm tests will skip" >&2
+      fi
+    fi
+    # swarm init makes the routing mesh: an "ingress" overlay and a "docker_gwbridge" bridge
+    # with a 172.x address on the host. Members use the host network, so neither is needed:
+    # both go, and the host keeps no interface but its own (loopback only).
+    if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ]; then
+      # Removing ingress takes its sandbox off docker_gwbridge a moment later, and a fresh
+      # swarm may create them a moment after the init: repeat until neither is seen for 2 s.
+      absent=0
+      for _ in $(seq 1 80); do
+        seen=0
+        if docker network inspect ingress >/dev/null 2>&1; then
+          seen=1
+          echo y | docker network rm ingress >/dev/null 2>&1 || true
+        fi
+        if docker network inspect docker_gwbridge >/dev/null 2>&1; then
+          seen=1
+          docker network rm docker_gwbridge >/dev/null 2>&1 || true
+        fi
+        if [ "$seen" = 0 ]; then
+          absent=$((absent + 1))
+          [ "$absent" -ge 4 ] && break
+        else
+          absent=0
+        fi
+        sleep 0.5
+      done
+      if docker network inspect docker_gwbridge >/dev/null 2>&1; then
+        echo "warning: could not remove docker_gwbridge (the routing mesh's bridge)" >&2
       fi
     fi
     if ! docker image inspect lbtest/busybox:1 >/dev/null 2>&1; then
