@@ -367,6 +367,75 @@ def _check_lbs(local_lb: bool, lbs: list[LbInstance]) -> None:
         names[lb.label] = i
 
 
+class SwarmSettings(_Model):
+    """``[scalers.swarm]``: one single-replica Swarm service per member, through aiodocker.
+
+    The engine must be a Swarm manager (``docker swarm init``). Members run with host
+    networking on a port of ``port_range``, like ``[scalers.docker]`` in host mode."""
+
+    image: str = Field(min_length=1, description="an image every node has; nothing is pulled")
+    command: str | list[str] | None = Field(
+        default=None, description="command template ({port}); default: the image's CMD"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="added to lb.managed-by=scaler and lb.pool=NAME"
+    )
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU limit, in cores")
+    memory: int | None = Field(default=None, description='memory limit: "128m", "1g" or bytes')
+    port_range: PortRange = Field(default="9300-9399", description="member ports (host network)")
+    host: str = Field(default="127.0.0.1", description="address members bind and lb sends to")
+    constraints: list[str] = Field(
+        default_factory=list, description='placement constraints, e.g. "node.role==worker"'
+    )
+    docker_url: str | None = Field(
+        default=None, description="a manager's address; default: DOCKER_HOST, then the socket"
+    )
+    init: bool = Field(
+        default=True, description="run an init as PID 1, so SIGTERM reaches the member"
+    )
+    stats_timeout: Duration = Field(default=3.0, gt=0, description="per Docker stats call")
+
+    # The fields it shares with [scalers.docker] are checked by the same rules.
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: object) -> object:
+        return DockerSettings._memory(v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        return DockerSettings._image(v)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | list[str] | None) -> str | list[str] | None:
+        return DockerSettings._command(v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return DockerSettings._labels(v)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v or any(c.isspace() or c in "/:[]" for c in v):
+            raise ValueError('an IPv4 address or host name, such as "127.0.0.1"')
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if "==" not in c and "!=" not in c:
+                raise ValueError(
+                    f"constraint {c!r}: a Swarm placement constraint is KEY==VALUE or "
+                    'KEY!=VALUE, such as "node.role==worker"'
+                )
+        return v
+
+
 def _step_defaults(data: Any) -> Any:
     """A direction with no step limit set gets the HPA's defaults; one with any set gets only
     those (the others are off)."""
@@ -385,7 +454,7 @@ class ScalerConfig(_Model):
     """One ``[[scalers]]`` entry: how one pool is scaled."""
 
     pool: str = Field(min_length=1, description="the pool in [pools] whose members this manages")
-    provider: Literal["process", "docker"] = "process"
+    provider: Literal["process", "docker", "swarm"] = "process"
     min: int = Field(default=1, ge=0, le=1000, description="0: scale to zero when idle")
     max: int = Field(ge=1, le=1000)
     metric: Metric = "inflight_per_backend"
@@ -427,6 +496,7 @@ class ScalerConfig(_Model):
     )
     process: ProcessSettings | None = Field(default=None, validate_default=True)
     docker: DockerSettings | None = Field(default=None, validate_default=True)
+    swarm: SwarmSettings | None = Field(default=None, validate_default=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -479,7 +549,7 @@ class ScalerConfig(_Model):
                 'provider = "process" needs [scalers.process] with a command, e.g. '
                 'command = "{python} -m lb.demo_server --port {port}"'
             )
-        if provider == "docker" and v is not None:
+        if provider in ("docker", "swarm") and v is not None:
             raise ValueError('only applies to provider = "process"; remove it or change provider')
         return v
 
@@ -489,8 +559,18 @@ class ScalerConfig(_Model):
         provider = info.data.get("provider")
         if provider == "docker" and v is None:
             raise ValueError('provider = "docker" needs [scalers.docker] with an image')
-        if provider == "process" and v is not None:
+        if provider in ("process", "swarm") and v is not None:
             raise ValueError('only applies to provider = "docker"; remove it or change provider')
+        return v
+
+    @field_validator("swarm")
+    @classmethod
+    def _swarm(cls, v: SwarmSettings | None, info: ValidationInfo) -> SwarmSettings | None:
+        provider = info.data.get("provider")
+        if provider == "swarm" and v is None:
+            raise ValueError('provider = "swarm" needs [scalers.swarm] with an image')
+        if provider in ("process", "docker") and v is not None:
+            raise ValueError('only applies to provider = "swarm"; remove it or change provider')
         return v
 
     @model_validator(mode="after")
@@ -517,6 +597,8 @@ class ScalerConfig(_Model):
             if self.process is not None
             else ("docker", self.docker.port_range)
             if self.docker is not None and self.docker.network_mode == "host"
+            else ("swarm", self.swarm.port_range)
+            if self.swarm is not None
             else ("", "")
         )
         if section:
@@ -532,6 +614,8 @@ class ScalerConfig(_Model):
         return self
 
     def settings_text(self) -> str:
+        if self.swarm is not None:
+            return f"swarm image {self.swarm.image} (a service per member, host network)"
         if self.docker is not None:
             return f"docker image {self.docker.image} ({self.docker.network_mode} network)"
         assert self.process is not None
@@ -594,6 +678,7 @@ __all__ = [
     "LbInstance",
     "ProcessSettings",
     "ScalerConfig",
+    "SwarmSettings",
     "check_scalers",
     "parse_duration",
     "parse_memory",

@@ -453,6 +453,8 @@ class PoolScaler:
                 "managed-by": MANAGED_BY,
                 "member": m.id[:256],
                 "provider": self.sc.provider,
+                # Where it runs (Swarm: node, task, slot), for the dashboard.
+                **{k: m.info[k][:256] for k in ("node", "task", "slot") if m.info.get(k)},
             },
             what=f"{m.address} ({m.name})",
             on=on,

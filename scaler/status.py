@@ -168,8 +168,12 @@ def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: s
             lines.append(f"  last decision: {p['reason']}")
         members = p.get("members") or []
         if members:
-            rows = [("MEMBER", "ADDRESS", "STARTED", "LB", "IN-FLIGHT")]
+            rows: list[tuple[str, ...]] = [
+                ("MEMBER", "ADDRESS", "STARTED", "LB", "IN-FLIGHT", "WHERE")
+            ]
             for m in members:
+                # Where it runs, when the provider says (Swarm: node, task, slot).
+                where = " ".join(f"{k}={m[k]}" for k in ("node", "task", "slot") if m.get(k))
                 lb_state = (
                     f"{m.get('admin')}/{m.get('health')}"
                     if m.get("registered") and m.get("admin")
@@ -190,8 +194,11 @@ def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: s
                         _clock(m.get("created")),
                         lb_state,
                         "-" if in_flight is None else str(in_flight),
+                        where,
                     )
                 )
+            if not any(r[-1] for r in rows[1:]):
+                rows = [r[:-1] for r in rows]  # no provider said where its members run
             widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
             lines += [
                 "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
