@@ -47,6 +47,7 @@ _STATE = ("admin", "health", "ejected", "effective_weight")
 _state_getters = tuple(map(operator.attrgetter, _STATE))
 _eligible_of = operator.attrgetter("eligible")
 _id_of = operator.attrgetter("id")
+_weight_of = operator.attrgetter("effective_weight")
 
 
 class Members(list[Backend]):
@@ -183,7 +184,7 @@ class Roster:
         changes = Changes()
         if added:
             ids = list(map(_id_of, added))
-            if any(i in self.rank for i in ids):
+            if not self.rank.keys().isdisjoint(ids):
                 changes.reordered = True  # a known id at a new place: rank them all again
                 self.rank.clear()
                 self._rank_new(list(map(_id_of, objects)))
@@ -223,14 +224,22 @@ class Roster:
         return changes
 
     def _rank_new(self, ids: list[str]) -> None:
-        rank = self.rank
-        for i in ids:
-            rank[i] = self._next_rank
-            self._next_rank += 1
+        first = self._next_rank
+        self._next_rank += len(ids)
+        self.rank.update(zip(ids, range(first, self._next_rank)))
 
     def _apply(self, candidates: list[Backend], eligible: list[bool], changes: Changes) -> None:
         """Classify backends whose state changed, or that are new to the list."""
         members, weights = self.members, self.weights
+        if not members and len(candidates) > 1:
+            # A first list (10,000 backends at a worker's start): they all join, in C.
+            joined = list(itertools.compress(candidates, eligible))
+            ids = list(map(_id_of, joined))
+            if len(set(ids)) == len(ids):  # else the loop below keeps the first of an id
+                members.update(zip(ids, joined))
+                weights.update(zip(ids, map(_weight_of, joined)))
+                changes.joined += joined
+                return
         for b, ok in zip(candidates, eligible, strict=True):
             held = members.get(b.id)
             if ok and held is None:
