@@ -226,7 +226,7 @@ class Roster:
     def _rank_new(self, ids: list[str]) -> None:
         first = self._next_rank
         self._next_rank += len(ids)
-        self.rank.update(zip(ids, range(first, self._next_rank)))
+        self.rank.update(zip(ids, range(first, self._next_rank), strict=True))
 
     def _apply(self, candidates: list[Backend], eligible: list[bool], changes: Changes) -> None:
         """Classify backends whose state changed, or that are new to the list."""
@@ -236,8 +236,8 @@ class Roster:
             joined = list(itertools.compress(candidates, eligible))
             ids = list(map(_id_of, joined))
             if len(set(ids)) == len(ids):  # else the loop below keeps the first of an id
-                members.update(zip(ids, joined))
-                weights.update(zip(ids, map(_weight_of, joined)))
+                members.update(zip(ids, joined, strict=True))
+                weights.update(zip(ids, map(_weight_of, joined), strict=True))
                 changes.joined += joined
                 return
         for b, ok in zip(candidates, eligible, strict=True):

@@ -178,9 +178,9 @@ class WeightedRoundRobin:
         ranks = list(map(rank.__getitem__, map(_id_of, joined)))
         keys = [t * w for w in weights] if t else [0.0] * len(weights)
         made = list(map(_Member, joined, weights, keys, ranks))
-        self._members.update(zip(map(_id_of, joined), made))
-        self._by_rank.update(zip(ranks, made))
-        for weight, pairs in groupby(sorted(zip(weights, ranks)), key=itemgetter(0)):
+        self._members.update(zip(map(_id_of, joined), made, strict=True))
+        self._by_rank.update(zip(ranks, made, strict=True))
+        for weight, pairs in groupby(sorted(zip(weights, ranks, strict=True)), key=itemgetter(0)):
             class_ranks = list(map(itemgetter(1), pairs))
             key = t * weight if t else 0.0
             klass = self._by_weight[weight] = _Class(weight)

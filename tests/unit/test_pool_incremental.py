@@ -46,9 +46,7 @@ def entry(i: int, state: int, port: int = 0) -> BackendEntry:
 
 ops = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("backend"), st.integers(0, 12), st.integers(0, 40), st.integers(0, 1)
-        ),
+        st.tuples(st.just("backend"), st.integers(0, 12), st.integers(0, 40), st.integers(0, 1)),
         st.tuples(st.just("remove"), st.integers(0, 12), st.just(0), st.just(0)),
         st.tuples(
             st.just("snapshot"),
