@@ -4,7 +4,7 @@
 # attribute the class sets must be declared here (see docs/architecture.md).
 
 cdef class TlsConnection:
-    cdef public object app, counters, incoming, loop, outgoing, sslobj, timer, transport
+    cdef public object app, counters, incoming, loop, outgoing, ssl, sslobj, timer, transport
     cdef public double timeout
     cdef public int state
     cdef public bint read_paused, reading_scheduled, write_paused, closing

@@ -104,6 +104,7 @@ class TlsConnection:
         "outgoing",
         "read_paused",
         "reading_scheduled",
+        "ssl",
         "sslobj",
         "state",
         "timeout",
@@ -128,6 +129,9 @@ class TlsConnection:
         self.incoming = _MemoryBIO()
         self.outgoing = _MemoryBIO()
         self.sslobj: Any = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # The C object under the SSLObject: its read/write/pending without the Python-level
+        # wrappers of ssl.py (a frame each, on every record).
+        self.ssl: Any = getattr(self.sslobj, "_sslobj", self.sslobj)
         self.transport: Any = None
         self.timer: asyncio.TimerHandle | None = None
         self.state = HANDSHAKE
@@ -243,7 +247,7 @@ class TlsConnection:
 
     def _read(self) -> None:
         """Decrypt the records in the incoming BIO into the app while it reads."""
-        sslobj = self.sslobj
+        sslobj = self.ssl
         incoming = self.incoming
         app = self.app
         while True:
@@ -290,7 +294,7 @@ class TlsConnection:
         if self.closing or not data:
             return
         try:
-            self.sslobj.write(data)
+            self.ssl.write(data)
         except _SSLError as exc:
             self._fatal(exc)
             return
@@ -339,7 +343,7 @@ class TlsConnection:
             self.read_paused = False
             if not self.closing:
                 self.transport.resume_reading()
-            if not self.reading_scheduled and (self.incoming.pending or self.sslobj.pending()):
+            if not self.reading_scheduled and (self.incoming.pending or self.ssl.pending()):
                 self.reading_scheduled = True
                 self.loop.call_soon(self._resume_read)
 
