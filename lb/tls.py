@@ -233,9 +233,7 @@ class ServerTls:
             info = read_certificate(cert)
             self.certificates.append(info)
             names = frozenset(info.names)
-            twin = next(
-                (b for b in built if b[0] == names and info.key_type not in b[1]), None
-            )
+            twin = next((b for b in built if b[0] == names and info.key_type not in b[1]), None)
             if twin is not None:
                 twin[2].load_cert_chain(cert, key)
                 twin[1].add(info.key_type)

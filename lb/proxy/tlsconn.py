@@ -50,6 +50,7 @@ in ``tlsconn.pxd`` next to it (docs/architecture.md, "The compiled fast path").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import Any, Protocol, cast
 
@@ -98,6 +99,7 @@ class TlsConnection:
 
     __slots__ = (
         "app",
+        "closing",
         "counters",
         "incoming",
         "loop",
@@ -111,7 +113,6 @@ class TlsConnection:
         "timer",
         "transport",
         "write_paused",
-        "closing",
     )
 
     def __init__(
@@ -317,10 +318,8 @@ class TlsConnection:
         if transport is None:
             return
         if self.state != HANDSHAKE:
-            try:
-                self.sslobj.unwrap()  # queues our close_notify
-            except (_SSLError, ValueError):
-                pass
+            with contextlib.suppress(_SSLError, ValueError):
+                self.sslobj.unwrap()  # queues our close_notify (the client's is not awaited)
             self._flush()
         transport.close()
 
