@@ -275,7 +275,7 @@ class TlsConnection:
 
     def _resume_read(self) -> None:
         self.reading_scheduled = False
-        if self.state == OPEN and not self.read_paused:
+        if self.state == OPEN and not self.read_paused and not self.closing:
             self._read()
 
     def _fatal(self, exc: BaseException) -> None:
