@@ -7,6 +7,7 @@ timeout and failures, read flow control with records waiting in the BIO, write f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -96,10 +97,8 @@ async def _open(port: int, client: ssl.SSLContext) -> tuple[Any, Any]:
 
 async def _close(writer: Any) -> None:
     writer.close()
-    try:
+    with contextlib.suppress(OSError, ssl.SSLError):
         await writer.wait_closed()
-    except (OSError, ssl.SSLError):
-        pass
 
 
 def test_handshake_timeout_and_a_client_that_leaves(tmp_path: Path) -> None:
