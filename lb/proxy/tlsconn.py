@@ -193,7 +193,7 @@ class TlsConnection:
     # -- the handshake -------------------------------------------------------------------------
 
     def _handshake(self) -> None:
-        sslobj = self.sslobj
+        sslobj = self.ssl
         try:
             sslobj.do_handshake()
         except _WantRead:
