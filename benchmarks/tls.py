@@ -13,6 +13,9 @@ For an ECDSA P-256 and an RSA 2048 certificate (made with ``openssl`` at run tim
   lb's own count of resumed sessions is printed beside it;
 * **resumed handshakes/s**: ``openssl s_time -reuse`` against ``-new`` (one connection at a
   time, so these figures are per-handshake latency as much as throughput);
+* **CPU µs per request** for both wrk runs: the utime + stime of the proxy's process tree
+  over the run, divided by the requests (steadier than req/s on a shared machine, as in
+  ``benchmarks/cpu.py``; for ``Connection: close`` it is per connection);
 * **memory per idle TLS connection**: RSS growth of the proxy's process tree with ``--idle``
   connections open (handshake done, one request answered), per connection.
 
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import configs, wrk
+from benchmarks.cpu import tree_cpu_seconds
 from benchmarks.procs import Procs, free_port, raise_nofile, tree_rss_kib, wait_log, wait_port
 from lb.tls import INTERMEDIATE_CIPHERS
 
@@ -217,24 +221,30 @@ def main(argv: list[str] | None = None) -> int:
                 ha_port, ha_pid = start_haproxy(procs, tmp, kind, backend)
                 ports = {"lb": lb_port, "haproxy": ha_port}
                 pids = {"lb": lb_pid, "haproxy": ha_pid}
-                for label, headers in (
-                    ("keep-alive req/s", ()),
-                    ("TLS connections/s (Connection: close)", ("Connection: close",)),
+                for label, short, headers in (
+                    ("keep-alive req/s", "keep-alive", ()),
+                    ("TLS connections/s (Connection: close)", "close", ("Connection: close",)),
                 ):
                     row = Row(f"{kind}: {label}")
+                    cpu = Row(f"{kind}: CPU µs per request, {short}")
                     for proxy in ("lb", "haproxy"):
                         before = resumed_count(admin) if proxy == "lb" else 0
+                        cpu0 = tree_cpu_seconds(pids[proxy])
                         r = wrk.run(
                             port=ports[proxy], path="/", connections=64, threads=1,
                             duration=args.duration, lua=lua, headers=headers, scheme="https",
                         )  # fmt: skip
+                        used = tree_cpu_seconds(pids[proxy]) - cpu0
+                        cpu.figures[proxy] = 1e6 * used / max(1, r.requests)
                         row.figures[proxy] = r.rps
                         if r.errors:
                             row.note += f"{proxy}: {r.errors} errors ({r.error_kinds}) "
                         if proxy == "lb" and headers:
                             row.note += f"lb resumed {resumed_count(admin) - before} "
-                        print(f"{row.what} {proxy}: {r.rps:,.0f}", flush=True)
+                        us = cpu.figures[proxy]
+                        print(f"{row.what} {proxy}: {r.rps:,.0f} ({us:.1f} µs CPU)", flush=True)
                     rows.append(row)
+                    rows.append(cpu)
                 for label, reuse in (("full", False), ("resumed", True)):
                     row = Row(f"{kind}: s_time {label} handshakes/s (sequential)")
                     for proxy in ("lb", "haproxy"):

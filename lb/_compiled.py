@@ -50,6 +50,7 @@ COMPILED_MODULES = (
     "lb.proxy.context",
     "lb.proxy.exchange",
     "lb.proxy.http",
+    "lb.proxy.tlsconn",
 )
 _SOURCE_ONLY = frozenset(COMPILED_MODULES)
 

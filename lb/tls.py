@@ -10,6 +10,10 @@ subjectAltName, or its common name when it has none; exact names first, then ``*
 wildcards, which match one label) and switches the connection to that certificate's context.
 A name nobody has, or no name, keeps the default.
 
+Two certificates for the same names with different kinds of key (ECDSA and RSA) share one
+context (``load_cert_chain`` twice): OpenSSL gives each client the certificate that its
+signature algorithms (TLS 1.3) or cipher suites (TLS 1.2) allow.
+
 Every context gets the same settings (Mozilla's "intermediate" profile unless the operator
 changes them): TLS 1.2 at least, TLS 1.3 on, forward-secret AEAD ciphers only, no compression,
 no renegotiation, session tickets and the session cache on, ALPN ``http/1.1`` on http
@@ -69,6 +73,7 @@ class CertificateInfo:
     names: tuple[str, ...]  # lowercased DNS names (SAN, or the CN without one)
     subject: str
     not_after: float  # seconds since the epoch
+    key_type: str = ""  # "RSA", "EC" or "Ed25519": the certificate's public key
 
 
 def _read(path: str) -> bytes:
@@ -96,8 +101,20 @@ def read_certificate(path: str) -> CertificateInfo:
         names = [
             str(a.value).lower() for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         ]
+    public = leaf.public_key()
+    key_type = (
+        "RSA"
+        if isinstance(public, rsa.RSAPublicKey)
+        else "EC"
+        if isinstance(public, ec.EllipticCurvePublicKey)
+        else type(public).__name__.removesuffix("PublicKey").lstrip("_")
+    )
     return CertificateInfo(
-        path, tuple(names), leaf.subject.rfc4514_string(), leaf.not_valid_after_utc.timestamp()
+        path,
+        tuple(names),
+        leaf.subject.rfc4514_string(),
+        leaf.not_valid_after_utc.timestamp(),
+        key_type,
     )
 
 
@@ -208,11 +225,22 @@ class ServerTls:
         self.wildcard: dict[str, ssl.SSLContext] = {}
         self.certificates: list[CertificateInfo] = []
         contexts = []
+        # (names, key types, context): a certificate for the same names as an earlier one,
+        # with another kind of key (an RSA one beside an ECDSA one), joins that context;
+        # OpenSSL then offers each client the one its signature algorithms allow.
+        built: list[tuple[frozenset[str], set[str], ssl.SSLContext]] = []
         for cert, key in pairs:
             info = read_certificate(cert)
-            ctx = server_context(cert, key, opts)
-            contexts.append(ctx)
             self.certificates.append(info)
+            names = frozenset(info.names)
+            twin = next((b for b in built if b[0] == names and info.key_type not in b[1]), None)
+            if twin is not None:
+                twin[2].load_cert_chain(cert, key)
+                twin[1].add(info.key_type)
+                continue
+            ctx = server_context(cert, key, opts)
+            built.append((names, {info.key_type}, ctx))
+            contexts.append(ctx)
             for name in info.names:
                 table, name = (
                     (self.wildcard, name[2:]) if name.startswith("*.") else (self.exact, name)

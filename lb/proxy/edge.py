@@ -8,13 +8,14 @@ its config when it starts and rebuilt by every reload (``Listener.reconfigure``)
 connections get the new certificates at once, connections already open keep theirs. A
 listener without either has none, and its connections go straight to their protocol.
 
-* **TLS only.** The protocol uvloop gets for a new connection is uvloop's own
-  ``SSLProtocol`` wrapped around the connection's protocol (what ``create_server(ssl=...)``
-  builds inside), started with the default certificate's context; SNI switches the context
-  during the handshake (``lb.tls.ServerTls``). Building it here rather than passing ``ssl`` to
-  ``create_server`` gives us its handshake waiter: a handshake that completes is counted by
-  version (and resumed or not), one that fails by reason (``lb.tls.failure_reason``). A stalled
-  handshake is closed after ``handshake_timeout``.
+* **TLS only.** The protocol uvloop gets for a new connection is our own
+  :class:`lb.proxy.tlsconn.TlsConnection` (compiled where a C compiler is there), which owns
+  the connection's ``SSLObject`` and memory BIOs and is the transport the connection's
+  protocol writes to. It starts with the default certificate's context; SNI switches the
+  context during the handshake (``lb.tls.ServerTls``). A handshake that completes is counted
+  by version (and resumed or not), one that fails by reason (``lb.tls.failure_reason``). A
+  stalled handshake is closed after ``handshake_timeout``. (It replaced uvloop's
+  ``SSLProtocol``: fewer instructions per request, and one record per response.)
 * **PROXY protocol.** :class:`ProxyGate` is the first protocol. A peer outside
   ``trusted_proxies`` is closed before any byte is read. A trusted one must send a header
   (``lb.proxyproto``) within ``proxy_protocol_timeout``; what follows the header is the
@@ -31,16 +32,14 @@ connection.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, cast
 
-import uvloop
-
 from lb.config import ListenerConfig, PoolConfig
 from lb.model import Backend
+from lb.proxy.tlsconn import TlsApp, TlsConnection
 from lb.proxyproto import REJECT_REASONS, Address, ProxyProtocolError, build, parse
 from lb.tls import (
     FAILURE_REASONS,
@@ -48,11 +47,7 @@ from lb.tls import (
     ServerOptions,
     ServerTls,
     client_context,
-    failure_reason,
 )
-
-SHUTDOWN_TIMEOUT = 5.0  # seconds
-_UVLOOP_SSL: Callable[..., asyncio.BaseProtocol] = uvloop.loop.SSLProtocol  # type: ignore[attr-defined]
 
 
 class EdgeApp(Protocol):
@@ -138,41 +133,14 @@ class Edge:
         """The protocol for a new connection (the listener's protocol factory calls this)."""
         if self.trusted is not None:
             return cast(asyncio.BaseProtocol, ProxyGate(self, app_factory))
-        return self.tls_protocol(app_factory())
+        return cast(asyncio.BaseProtocol, self.tls_protocol(app_factory()))
 
-    def tls_protocol(self, app: EdgeApp) -> asyncio.BaseProtocol:
+    def tls_protocol(self, app: EdgeApp) -> TlsConnection:
         tls = self.tls
         assert tls is not None
-        loop = self.loop
-        waiter = loop.create_future()
-        waiter.add_done_callback(functools.partial(self._handshake_done, app))
-        cls = _UVLOOP_SSL if isinstance(loop, uvloop.Loop) else _asyncio_ssl()
-        return cls(
-            loop,
-            app,
-            tls.default,
-            waiter,
-            server_side=True,
-            ssl_handshake_timeout=self.handshake_timeout,
-            # a client that never answers our close_notify holds its connection this long
-            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
+        return TlsConnection(
+            self.loop, cast(TlsApp, app), tls.default, self.counters, self.handshake_timeout
         )
-
-    def _handshake_done(self, app: EdgeApp, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        transport = app.transport
-        counters = self.counters
-        if exc is None and transport is not None:
-            sslobj = transport.get_extra_info("ssl_object")
-            version = sslobj.version() if sslobj is not None else None
-            if version in counters.handshakes:
-                counters.handshakes[version] += 1
-            if sslobj is not None and sslobj.session_reused:
-                counters.resumed += 1
-        else:
-            counters.failures[failure_reason(exc)] += 1
 
     def trusts(self, ip: str) -> bool:
         trusted = self.trusted
@@ -185,12 +153,6 @@ class Edge:
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         return any(addr in net for net in trusted)
-
-
-def _asyncio_ssl() -> Callable[..., asyncio.BaseProtocol]:
-    from asyncio import sslproto
-
-    return cast(Callable[..., asyncio.BaseProtocol], sslproto.SSLProtocol)
 
 
 class ProxyGate(asyncio.Protocol):
@@ -243,18 +205,10 @@ class ProxyGate(asyncio.Protocol):
                 app.data_received(rest)
             return
         proto = edge.tls_protocol(app)
-        t.set_protocol(proto)
+        t.set_protocol(cast(asyncio.BaseProtocol, proto))
         proto.connection_made(t)
-        if rest:
-            # The first bytes of the handshake came with the header: give them to the TLS
-            # protocol as if read from the socket (it is a buffered protocol).
-            buffered = cast(asyncio.BufferedProtocol, proto)
-            view = memoryview(buffered.get_buffer(len(rest)))
-            n = min(len(rest), len(view))
-            view[:n] = rest[:n]
-            buffered.buffer_updated(n)
-            if n < len(rest):  # (never: a header and a ClientHello fit its buffer)
-                t.abort()
+        if rest:  # the start of the handshake came with the header
+            proto.data_received(rest)
 
     def eof_received(self) -> bool:
         if not self.done:

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.certs import Authority, Pair
 from tests.helpers import Proc, ProcessGroup, free_port, to_toml
@@ -177,6 +179,41 @@ def test_sni_picks_each_names_certificate_and_unknown_gets_the_default(
     r = curl("--cacert", str(ca.ca_pem), "--resolve", f"c.test:{port}:127.0.0.1",
              f"https://c.test:{port}/")  # fmt: skip
     assert r.returncode != 0 and "c.test" in r.stderr
+
+
+def _served_key(port: int, ctx: ssl.SSLContext, name: str) -> str:
+    """The kind of key of the certificate lb presents: ``EC`` or ``RSA``."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=name) as s,
+    ):
+        der = s.getpeercert(binary_form=True)
+    assert der is not None
+    key = x509.load_der_x509_certificate(der).public_key()
+    return "EC" if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
+
+
+def test_an_ecdsa_and_an_rsa_certificate_for_one_name(procs: ProcessGroup, ca: Authority) -> None:
+    ecdsa = ca.issue("a-ec", "a.test", common_name="a-ec")
+    rsa = ca.issue("a-rsa", "a.test", ecdsa=False, common_name="a-rsa")
+    other = ca.issue("b", "b.test", common_name="b-cert")
+    be = procs.backend("be")
+    port = free_port()
+    procs.lb(tls_config(port, be.port, [ecdsa, rsa, other]))
+    seen = {}
+    for label, cipher in (
+        ("ecdsa", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+        ("rsa", "ECDHE-RSA-AES128-GCM-SHA256"),
+    ):
+        ctx = client_context(ca)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(cipher)  # a TLS 1.2 client that can take one kind of key only
+        seen[label] = _served_key(port, ctx, "a.test")
+    assert seen["ecdsa"] == "EC", seen
+    assert "RSA" in seen["rsa"], seen
+    # a TLS 1.3 client that takes both gets one of them, and the other name is untouched
+    assert served_cn(port, "a.test") in ("a-ec", "a-rsa")
+    assert served_cn(port, "b.test") == "b-cert"
 
 
 def test_alpn_versions_and_metrics(procs: ProcessGroup, ca: Authority) -> None:

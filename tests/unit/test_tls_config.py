@@ -165,6 +165,58 @@ def test_sni_selection(tmp_path: Path) -> None:
     assert tls.default.options & ssl.OP_NO_COMPRESSION
 
 
+def test_an_rsa_and_an_ecdsa_certificate_for_the_same_names_share_a_context(
+    tmp_path: Path,
+) -> None:
+    ca = Authority(tmp_path)
+    ec = ca.issue("ec", "a.test", "*.a.test")
+    rsa = ca.issue("rsa", "*.a.test", "a.test", ecdsa=False)
+    rsa2 = ca.issue("rsa2", "a.test", "*.a.test", ecdsa=False)  # a second RSA one: its own
+    other = ca.issue("other", "a.test", ecdsa=False)  # other names: its own context
+    tls = ServerTls([(str(p.cert), str(p.key)) for p in (ec, rsa, rsa2, other)], ServerOptions())
+    assert [c.key_type for c in tls.certificates] == ["EC", "RSA", "RSA", "RSA"]
+    assert tls.select("a.test") is tls.select("x.a.test") is tls.default
+    # (the later contexts exist, but every name they have is taken by the first one)
+    assert len({id(tls.select(n)) for n in ("a.test", "x.a.test", "b.test")}) == 1
+    # a TLS 1.2 client that takes one kind of key only gets that one, from the same context
+    for cipher, want in (
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "EC"),
+        ("ECDHE-RSA-AES128-GCM-SHA256", "RSA"),
+    ):
+        client = ssl.create_default_context(cafile=str(ca.ca_pem))
+        client.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.set_ciphers(cipher)
+        assert _served_key_type(tls.default, client, "a.test") == want
+
+
+def _served_key_type(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> str:
+    """A handshake between two SSLObjects in memory; the kind of key the server's
+    certificate has."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_hostname=name)
+    done = set()
+    for _ in range(10):
+        for side, obj in (("c", cli), ("s", srv)):
+            if side not in done:
+                try:
+                    obj.do_handshake()
+                    done.add(side)
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if done == {"c", "s"}:
+            break
+    der = cli.getpeercert(binary_form=True)
+    assert der is not None
+    key = x509.load_der_x509_certificate(der).public_key()
+    return "EC" if isinstance(key, ec.EllipticCurvePublicKey) else "RSA"
+
+
 @pytest.mark.parametrize(
     ("exc", "reason"),
     [

@@ -1,0 +1,381 @@
+"""Server-side TLS for one client connection: our own layer between uvloop's TCP transport and
+the connection's protocol, in place of uvloop's ``SSLProtocol``.
+
+Owns: the connection's ``ssl.SSLObject`` and its two memory BIOs, the handshake (its timeout,
+and counting it by version, resumption or failure reason on the listener's
+``EdgeCounters``), decrypting what the socket delivers into the app's ``data_received``,
+encrypting what the app writes into the socket, flow control both ways, and ``close_notify``.
+
+Never does: buffer plaintext or ciphertext of its own (the socket transport's buffer is the
+one write buffer, and the incoming BIO holds only what the socket delivered while the app had
+reading paused), log per connection, or know HTTP.
+
+Theory of operation
+-------------------
+One :class:`TlsConnection` is both the protocol uvloop drives for the socket and the
+transport the app (``HttpClientProtocol``, ``TcpClientProtocol``) writes to; the two roles
+have no method name in common. It starts in ``HANDSHAKE``: the bytes the socket delivers go
+into the incoming BIO and ``do_handshake`` runs until it completes; what OpenSSL writes meanwhile
+(ServerHello and certificate, alerts) goes to the socket at once. The default certificate's
+context starts every connection; its SNI callback (``lb.tls.ServerTls``) switches to the
+certificate that has the name. A completed handshake is counted, the timer is cancelled, the
+state becomes ``OPEN`` and the app gets ``connection_made(self)``. A failed one is counted by
+reason (``lb.tls.failure_reason``), its alert is sent, and the socket is closed; the app never
+hears of the connection. So is one that outlasts ``handshake_timeout``, or that the client
+closes.
+
+``OPEN``: each read from the socket is written into the incoming BIO, then records are
+decrypted one by one into ``app.data_received`` while the app has not paused reading. The
+loop ends without an exception when neither the BIO nor OpenSSL holds another byte (the
+common case: one request, one record). ``pause_reading`` pauses the socket too and leaves
+undecrypted records in the BIO; ``resume_reading`` resumes the socket and decrypts them on
+the next loop iteration (never inside the app's own call). A ``close_notify`` from the client
+(or a FIN) is ``eof_received`` for the app; it may keep the connection open to finish a
+response.
+
+Writes are encrypted at once and handed to the socket transport: ``writelines`` joins its
+parts first, so a response head and a small body become one TLS record and one ``send``.
+The socket transport's buffer does the write flow control: its ``pause_writing`` and
+``resume_writing`` are passed to the app, and ``get_write_buffer_size`` is its size (of
+ciphertext, a few bytes per record above the plaintext).
+
+``close`` sends ``close_notify`` (after what is buffered) and closes the socket without
+waiting for the client's own ``close_notify``, as HAProxy and nginx do; ``abort`` drops the
+socket at once. The app hears ``connection_lost`` when the socket is gone.
+
+Where a C compiler is there, setup.py compiles this module with Cython, with the class layout
+in ``tlsconn.pxd`` next to it (docs/architecture.md, "The compiled fast path").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any, Protocol, cast
+
+from lb.tls import failure_reason
+
+# states
+HANDSHAKE = 0  # the app does not know of the connection yet
+OPEN = 1  # the app has it, and reads
+DONE = 2  # the app has it; nothing more to read (close_notify, FIN, or a bad record)
+REFUSED = 3  # the handshake failed or timed out: the app never had it
+
+# SSL_read returns at most one record (16 KiB of plaintext) per call.
+READ_SIZE = 16384
+
+_WantRead = ssl.SSLWantReadError
+_SSLError = ssl.SSLError
+_MemoryBIO = ssl.MemoryBIO
+
+
+class TlsApp(Protocol):
+    """What the connection needs of the protocol above it."""
+
+    def connection_made(self, transport: Any) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> bool | None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
+class TlsCounters(Protocol):
+    """The listener's counters this connection adds to (``lb.proxy.edge.EdgeCounters``)."""
+
+    handshakes: dict[str, int]
+    resumed: int
+    failures: dict[str, int]
+
+
+class TlsConnection:
+    """One TLS client connection (see the module docstring)."""
+
+    __slots__ = (
+        "app",
+        "closing",
+        "counters",
+        "incoming",
+        "loop",
+        "outgoing",
+        "read_paused",
+        "reading_scheduled",
+        "ssl",
+        "sslobj",
+        "state",
+        "timeout",
+        "timer",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app: TlsApp,
+        context: ssl.SSLContext,
+        counters: TlsCounters,
+        handshake_timeout: float,
+    ) -> None:
+        self.loop = loop
+        self.app = app
+        self.counters = counters
+        self.timeout = handshake_timeout
+        self.incoming = _MemoryBIO()
+        self.outgoing = _MemoryBIO()
+        self.sslobj: Any = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # The C object under the SSLObject: its read/write/pending without the Python-level
+        # wrappers of ssl.py (a frame each, on every record).
+        self.ssl: Any = getattr(self.sslobj, "_sslobj", self.sslobj)
+        self.transport: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.state = HANDSHAKE
+        self.read_paused = False
+        self.reading_scheduled = False
+        self.write_paused = False
+        self.closing = False
+
+    # -- the socket's protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.timer = self.loop.call_later(self.timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        state = self.state
+        if state == OPEN:
+            if not self.read_paused:
+                self._read()
+        elif state == HANDSHAKE:
+            self._handshake()
+
+    def eof_received(self) -> bool:
+        state = self.state
+        if state == HANDSHAKE:
+            self._handshake_failed(ConnectionResetError("the client closed during the handshake"))
+            return False
+        if state == OPEN:
+            self.state = DONE
+            return bool(self.app.eof_received())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        state = self.state
+        self.closing = True
+        if state == HANDSHAKE:
+            self.state = REFUSED
+            self.counters.failures[failure_reason(exc)] += 1
+        elif state != REFUSED:
+            self.state = DONE
+            self.app.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.state == OPEN or self.state == DONE:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.state == OPEN or self.state == DONE:
+            self.app.resume_writing()
+
+    # -- the handshake -------------------------------------------------------------------------
+
+    def _handshake(self) -> None:
+        sslobj = self.ssl
+        try:
+            sslobj.do_handshake()
+        except _WantRead:
+            self._flush()
+            return
+        except (_SSLError, ValueError) as exc:
+            self._handshake_failed(exc)
+            return
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        counters = self.counters
+        version = sslobj.version()
+        if version in counters.handshakes:
+            counters.handshakes[version] += 1
+        if sslobj.session_reused:
+            counters.resumed += 1
+        self._flush()  # the server's last flight, and TLS 1.3 session tickets
+        self.state = OPEN
+        app = self.app
+        app.connection_made(self)
+        if self.write_paused and self.state == OPEN:
+            app.pause_writing()
+        if self.state == OPEN and not self.read_paused and self.incoming.pending:
+            self._read()  # the client's first request came with its Finished
+
+    def _handshake_failed(self, exc: BaseException, abort: bool = False) -> None:
+        if self.state != HANDSHAKE:
+            return
+        self.state = REFUSED
+        self.closing = True
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        self.counters.failures[failure_reason(exc)] += 1
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if abort:
+            transport.abort()
+        else:
+            self._flush()  # the alert that says why
+            transport.close()
+
+    def _handshake_timeout(self) -> None:
+        self.timer = None
+        self._handshake_failed(TimeoutError("the TLS handshake did not complete in time"), True)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """Decrypt the records in the incoming BIO into the app while it reads."""
+        sslobj = self.ssl
+        incoming = self.incoming
+        app = self.app
+        while True:
+            try:
+                data = sslobj.read(READ_SIZE)
+            except _WantRead:
+                break  # a partial record, or one with no application data (a ticket, KeyUpdate)
+            except _SSLError as exc:
+                self._fatal(exc)
+                return
+            if not data:  # close_notify
+                self._flush()
+                self.state = DONE
+                if not app.eof_received():
+                    self.close()
+                return
+            app.data_received(data)
+            if self.read_paused or self.closing or self.state != OPEN:
+                return
+            if not incoming.pending and not sslobj.pending():
+                break
+        if self.outgoing.pending:  # what reading a record made OpenSSL answer (KeyUpdate)
+            self._flush()
+
+    def _resume_read(self) -> None:
+        self.reading_scheduled = False
+        if self.state == OPEN and not self.read_paused and not self.closing:
+            self._read()
+
+    def _fatal(self, exc: BaseException) -> None:
+        """A record we cannot decrypt: the connection is over."""
+        self.state = DONE
+        self.closing = True
+        self.transport.abort()
+
+    def _flush(self) -> None:
+        outgoing = self.outgoing
+        if outgoing.pending:
+            self.transport.write(outgoing.read())
+
+    # -- the app's transport -------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closing or not data:
+            return
+        try:
+            self.ssl.write(data)
+        except _SSLError as exc:
+            self._fatal(exc)
+            return
+        self.transport.write(self.outgoing.read())
+
+    def writelines(self, lines: Any) -> None:
+        self.write(b"".join(lines))
+
+    def can_write_eof(self) -> bool:
+        return False  # TLS has no half-close: close_notify ends both directions
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections cannot half-close")
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        transport = self.transport
+        if transport is None:
+            return
+        if self.state != HANDSHAKE:
+            with contextlib.suppress(_SSLError, ValueError):
+                self.sslobj.unwrap()  # queues our close_notify (the client's is not awaited)
+            self._flush()
+        transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.closing or self.transport.is_closing()
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            if not self.closing:
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            if not self.closing:
+                self.transport.resume_reading()
+            if not self.reading_scheduled and (self.incoming.pending or self.ssl.pending()):
+                self.reading_scheduled = True
+                self.loop.call_soon(self._resume_read)
+
+    def is_reading(self) -> bool:
+        return not self.read_paused and not self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return cast(int, self.transport.get_write_buffer_size())
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return cast(tuple[int, int], self.transport.get_write_buffer_limits())
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.transport.set_write_buffer_limits(high, low)
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.app = protocol
+
+    def get_protocol(self) -> Any:
+        return self.app
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        sslobj = self.sslobj
+        if name == "ssl_object":
+            return sslobj
+        if name == "peercert":
+            return sslobj.getpeercert()
+        if name == "sslcontext":
+            return sslobj.context
+        if name == "cipher":
+            return sslobj.cipher()
+        if name == "compression":
+            return sslobj.compression()
+        if name == "peercert_binary":
+            return sslobj.getpeercert(True)
+        return self.transport.get_extra_info(name, default)
