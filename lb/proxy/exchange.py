@@ -781,13 +781,13 @@ class HttpUpstreamProtocol:
             end = read.buf.find(b"\r\n\r\n", 0, nbytes)
             if end >= 0:
                 start = end + 4
-                parser.feed(bytes(read.view[:start]))
+                parser.feed(read.view[:start].tobytes())
                 if start == nbytes:
                     return
         n = nbytes - start
         ex = self.exchange
         if ex is None or not parser.passes(n):
-            parser.feed(bytes(read.view[start:nbytes]))
+            parser.feed(read.view[start:nbytes].tobytes())
             return
         # Body bytes only: straight from the read buffer to the client's transport.
         client = ex.conn

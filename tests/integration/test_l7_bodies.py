@@ -215,13 +215,12 @@ def test_upload_to_a_backend_that_reads_late_arrives_exactly(
     lb = procs.lb(lb_config(port, backend.port))
     worker = children(lb.pid)[0]
     body = body_of(5, SIZE)
-    with PeakRss(worker) as rss:
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % SIZE)
-            s.sendall(body)
-            with s.makefile("rb") as f:
-                line, headers = read_head(f)
-                answer = read_body(f, headers, False)
+    with PeakRss(worker) as rss, socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % SIZE)
+        s.sendall(body)
+        with s.makefile("rb") as f:
+            line, headers = read_head(f)
+            answer = read_body(f, headers, False)
     assert line.startswith(b"HTTP/1.1 200"), line
     assert answer == hashlib.sha256(body).hexdigest().encode()
     assert rss.growth_kib < 24 * 1024, f"worker RSS grew by {rss.growth_kib} KiB"
