@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.certs import Authority
 from tests.helpers import ProcessGroup, children, free_port, rss_kib
 
 SIZE = 16 * 1024 * 1024
@@ -75,8 +78,10 @@ class Backend:
     random bytes (seeded; chunked in random chunk sizes when C is 1); ``POST /up`` waits a
     second before it reads the body, then answers its SHA-256."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_side=True)
         self.port = self.sock.getsockname()[1]
         self.threads: list[threading.Thread] = []
         self.closed = False
@@ -136,11 +141,11 @@ def backend() -> Iterator[Backend]:
     b.close()
 
 
-def lb_config(port: int, backend_port: int) -> dict[str, Any]:
+def lb_config(port: int, backend_port: int, **pool: Any) -> dict[str, Any]:
     return {
         "lb": {"workers": 1, "grace": "5s"},
         "listeners": [{"name": "web", "bind": f"127.0.0.1:{port}", "mode": "http", "pool": "p"}],
-        "pools": {"p": {"backends": [{"address": f"127.0.0.1:{backend_port}"}]}},
+        "pools": {"p": {**pool, "backends": [{"address": f"127.0.0.1:{backend_port}"}]}},
     }
 
 
@@ -224,3 +229,22 @@ def test_upload_to_a_backend_that_reads_late_arrives_exactly(
     assert line.startswith(b"HTTP/1.1 200"), line
     assert answer == hashlib.sha256(body).hexdigest().encode()
     assert rss.growth_kib < 24 * 1024, f"worker RSS grew by {rss.growth_kib} KiB"
+
+
+def test_downloads_from_a_tls_backend_arrive_exactly(procs: ProcessGroup, tmp_path: Path) -> None:
+    """uvloop's TLS transport reads into the same buffer (decrypted) and hands it on alike."""
+    ca = Authority(tmp_path / "pki")
+    pair = ca.issue("backend", "backend.test")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pair.cert, pair.key)
+    b = Backend(ctx)
+    try:
+        port = free_port()
+        tls = {"tls": True, "tls_ca": str(ca.ca_pem), "tls_server_name": "backend.test"}
+        procs.lb(lb_config(port, b.port, **tls))
+        results: dict[int, bytes] = {}
+        download(port, 3, 0, True, results)
+    finally:
+        b.close()
+    for seed in (3, 103):
+        assert results.get(seed) == hashlib.sha256(body_of(seed, SIZE)).digest(), seed
