@@ -159,6 +159,16 @@ class ChunkedFramer:
         self._state = state
         return n
 
+    def data_left(self) -> int:
+        """Bytes of the current chunk's data still to come (0 outside chunk data): that many
+        bytes can be passed on with :meth:`skip`, not fed, as long as a read stops short of
+        the CRLF after them."""
+        return self._remaining if self._state == _DATA else 0
+
+    def skip(self, n: int) -> None:
+        """``n`` bytes of chunk data went by (``n < data_left()``): count them, nothing else."""
+        self._remaining -= n
+
 
 def _parse_size(line: bytes) -> int:
     semi = line.find(b";")

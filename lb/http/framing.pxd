@@ -26,6 +26,8 @@ cdef class MessageParser:
     cdef _expect_body(self, Py_ssize_t length, framer)
     @cython.locals(n=Py_ssize_t, end=Py_ssize_t, remaining=Py_ssize_t)
     cdef Py_ssize_t _body_step(self, data, Py_ssize_t pos) except? -2
+    cpdef bint passes(self, Py_ssize_t n) except -1
+    cpdef pass_on(self, data, Py_ssize_t n)
 
     cdef Py_ssize_t _complete_head(self, raw, data, Py_ssize_t end) except? -2
     cdef bint _head_limits(self) except -1

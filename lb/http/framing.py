@@ -244,6 +244,33 @@ class MessageParser:
             return n  # a callback closed us
         return self._message_end(end, n)
 
+    def passes(self, n: int) -> bool:
+        """Are the next ``n`` bytes from the wire all body bytes that need no framing work:
+        within a Content-Length body (they may end it), or within one chunk's data (they do
+        not reach its CRLF), with nothing to decode?"""
+        if self._state != BODY:
+            return False
+        framer = self._framer
+        if framer is None:
+            return n <= self._remaining
+        return self._out is None and framer.data_left() > n
+
+    def pass_on(self, data: Any, n: int) -> None:
+        """Hands on ``data`` (``n`` bytes, any buffer: a ``memoryview`` of the read buffer),
+        which :meth:`passes` said is all body, as it is: counted, not copied, not sliced.
+        A Content-Length body that ends here ends the message (with nothing after it)."""
+        framer = self._framer
+        self._count_body(n)
+        if framer is not None:
+            framer.skip(n)
+            self._on_body(data)
+            return
+        remaining = self._remaining - n
+        self._remaining = remaining
+        self._on_body(data)
+        if remaining == 0 and self._state == BODY:
+            self._message_end(n, n)
+
     # -- what the subclass says ----------------------------------------------------------------
 
     def _complete_head(self, raw: bytes, data: bytes, end: int) -> int:

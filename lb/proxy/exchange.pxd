@@ -16,7 +16,7 @@ cdef class ClientSide:
     cdef public object listener, transport, client_ip, proxied
     cdef public HttpContext ctx
     cdef public int state
-    cdef public bint write_paused
+    cdef public bint write_paused, through
 
     cpdef exchange_done(self, double now)
     cpdef close_now(self)
@@ -59,6 +59,12 @@ cdef class Exchange:
     cpdef account(self, double now)
 
 
+cdef class ReadBuffer:
+    cdef public object buf, view
+
+    cpdef renew(self)
+
+
 cdef class HttpUpstreamProtocol:
     cdef public object transport, requests
     cdef public object backend
@@ -69,6 +75,10 @@ cdef class HttpUpstreamProtocol:
     cdef public double idle_deadline
 
     cpdef data_received(self, data)
+    cpdef get_buffer(self, Py_ssize_t sizehint)
+    @cython.locals(read=ReadBuffer, parser=CResponseParser, ex=Exchange, client=ClientSide,
+                   start=Py_ssize_t, end=Py_ssize_t, n=Py_ssize_t)
+    cpdef buffer_updated(self, Py_ssize_t nbytes)
     cpdef close(self)
     cpdef on_response_body(self, data)
     cpdef on_response_end(self, bint reusable)

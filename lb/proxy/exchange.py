@@ -37,6 +37,7 @@ import orjson
 
 from lb.histogram import LATENCY_BOUNDS
 from lb.http import RequestHead, ResponseHead, ResponseParser, error_response
+from lb.http.framing import HEAD as MESSAGE_HEAD
 from lb.http.rewrite import client_response_head, replace_header, upstream_request_head
 from lb.model import Backend
 from lb.proxy.context import HttpContext
@@ -73,7 +74,16 @@ class ListenerView(Protocol):
 class ClientSide:
     """The client connection as an exchange sees it (``HttpClientProtocol`` implements it)."""
 
-    __slots__ = ("client_ip", "ctx", "listener", "proxied", "state", "transport", "write_paused")
+    __slots__ = (
+        "client_ip",
+        "ctx",
+        "listener",
+        "proxied",
+        "state",
+        "through",
+        "transport",
+        "write_paused",
+    )
 
     def __init__(self, listener: ListenerView, ctx: HttpContext) -> None:
         self.listener = listener
@@ -82,6 +92,9 @@ class ClientSide:
         self.client_ip = b""
         self.state = IDLE
         self.write_paused = False
+        # Response bodies go to the transport straight from the read buffer (ReadBuffer): its
+        # high-water mark is 0 from the first such body on.
+        self.through = False
         # (source, destination) from a PROXY header (lb/proxy/edge.py), or None
         self.proxied: tuple[Address, Address | None] | None = None
 
@@ -686,8 +699,47 @@ class Exchange:
             )
 
 
+#: Bytes one read from a backend may bring: large, so that a big body takes few reads (and few
+#: Python calls); one buffer for the whole worker, so that it costs nothing per connection.
+READ_SIZE = 256 * 1024
+#: A read larger than this that starts with a response head is split after the head.
+SPLIT_HEAD = 4096
+
+
+class ReadBuffer:
+    """The buffer every ``HttpUpstreamProtocol`` of a worker reads into (uvloop's
+    ``BufferedProtocol`` interface: ``get_buffer``, then ``buffer_updated``).
+
+    Body bytes that need no framing work (:meth:`lb.http.framing.MessageParser.passes`) go
+    from it to the client's transport as a ``memoryview`` of it, uncopied; everything else
+    (heads, chunk lines, the end of a body with more behind it) is copied out as ``bytes`` for
+    the parser, as a plain ``data_received`` would have had it. Sharing one buffer is safe
+    because one thread runs the loop and a read's bytes are used up before the next read
+    starts: written whole to the kernel (the client's transport writes straight through, with
+    a high-water mark of 0), or copied, or else still held by the transport, in which case the
+    buffer is handed over to it and a new one made (``renew``).
+    """
+
+    __slots__ = ("buf", "view")
+
+    def __init__(self) -> None:
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+
+    def renew(self) -> None:
+        """A transport kept part of the last read to write later: leave it this buffer."""
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+
+
+READ_BUFFER = ReadBuffer()
+
+
 class HttpUpstreamProtocol:
-    """One keep-alive connection to a backend. Events go to the attached exchange, if any."""
+    """One keep-alive connection to a backend. Events go to the attached exchange, if any.
+
+    On uvloop it reads into the worker's ``ReadBuffer`` (``get_buffer``/``buffer_updated``);
+    other loops call ``data_received``, with the same outcome."""
 
     __slots__ = (
         "backend",
@@ -715,6 +767,41 @@ class HttpUpstreamProtocol:
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed(data)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return READ_BUFFER.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        read = READ_BUFFER
+        parser = self.parser
+        start = 0
+        if parser._state == MESSAGE_HEAD and nbytes > SPLIT_HEAD:
+            # A head with much of its body behind it: the parser gets the head (as bytes),
+            # the body bytes go on from the buffer (below) rather than being copied twice.
+            end = read.buf.find(b"\r\n\r\n", 0, nbytes)
+            if end >= 0:
+                start = end + 4
+                parser.feed(read.view[:start].tobytes())
+                if start == nbytes:
+                    return
+        n = nbytes - start
+        ex = self.exchange
+        if ex is None or not parser.passes(n):
+            parser.feed(read.view[start:nbytes].tobytes())
+            return
+        # Body bytes only: straight from the read buffer to the client's transport.
+        client = ex.conn
+        sink = client.transport
+        if not client.through:
+            # Write at once, and pause this side as soon as the client's socket is full: a
+            # write never waits in the transport for a later loop iteration, so the read
+            # buffer is usually free again when the write returns.
+            client.through = True
+            sink.set_write_buffer_limits(0)
+        parser.bytes_received += n
+        parser.pass_on(read.view[start:nbytes], n)
+        if sink.get_write_buffer_size():
+            read.renew()  # the transport holds on to (part of) this read
 
     def eof_received(self) -> bool:
         if self.exchange is None:

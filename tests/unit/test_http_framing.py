@@ -143,3 +143,48 @@ def test_both_directions_refuse_a_bad_chunk_each_in_its_own_words() -> None:
     assert request[-1] == ("error", 400, "chunk data not followed by CRLF")
     reason = "invalid chunked response body: chunk data not followed by CRLF"
     assert response[-1] == ("error", reason)
+
+
+# -- body bytes passed on as they are (the shared read buffer of lb.proxy.exchange) -------------
+
+
+def _relay(pieces: list[bytes]) -> tuple[list[object], int]:
+    """Feeds ``pieces`` as ``HttpUpstreamProtocol.buffer_updated`` does: a piece that
+    ``passes`` goes on as a memoryview through ``pass_on``, any other is fed as bytes."""
+    parser, rec = response_parser()
+    parser.start()
+    for piece in pieces:
+        if parser.passes(len(piece)):
+            parser.pass_on(memoryview(piece), len(piece))
+        else:
+            parser.feed(piece)
+    return merged(rec.events), parser.head.body_bytes if parser.head else -1
+
+
+_CL_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + bytes(range(256)) + b"x" * 44
+_CHUNKED_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"100\r\n" + bytes(range(256)) + b"\r\n2c;ext=1\r\n" + b"y" * 44 + b"\r\n0\r\nT: v\r\n\r\n"
+)
+
+
+@given(st.sampled_from([_CL_RESPONSE, _CHUNKED_RESPONSE]), st.lists(st.integers(1, 400)))
+def test_passing_body_bytes_on_frames_like_feeding_them(response: bytes, cuts: list[int]) -> None:
+    points = sorted({c for c in cuts if c < len(response)})
+    pieces = [response[a:b] for a, b in pairwise([0, *points, len(response)])]
+    parser, rec = response_parser()
+    parser.start()
+    parser.feed(response)
+    assert _relay(pieces) == (merged(rec.events), parser.head.body_bytes if parser.head else -1)
+
+
+def test_only_body_bytes_that_need_no_framing_pass() -> None:
+    parser, _ = response_parser()
+    parser.start()
+    assert not parser.passes(1)  # a head is expected
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    assert parser.passes(10) and not parser.passes(11)  # more than the body: fed
+    parser, _ = response_parser()
+    parser.start()
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n")
+    assert parser.passes(9) and not parser.passes(10)  # the chunk's CRLF must be framed
