@@ -48,6 +48,7 @@ from typing import Protocol
 import httptools
 
 from lb.http._fast import SCAN_REQUEST
+from lb.http._llhttp import Quiet
 from lb.http.chunked import ChunkedFramer, FramingError
 from lb.http.framing import (
     BODY,
@@ -152,6 +153,41 @@ _PAUSED = 3
 
 #: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
 _SCAN = SCAN_REQUEST
+#: The callback-free llhttp parser that validates the heads the scan takes, shared by every
+#: connection of the process (see :func:`_validate`); ``None`` until needed.
+_VALIDATOR: httptools.HttpRequestParser | None = None
+_QUIET = Quiet()
+
+
+def _validate(raw: bytes) -> bool:
+    """Does llhttp accept the complete request head ``raw`` (which the scan took)? It checks
+    what the scan does not look at: token and value characters, no obs-fold, no bare CR or LF.
+
+    One parser serves every connection of the process, so a new connection costs no llhttp
+    parser of its own: each head is fed whole, and a bodiless request leaves llhttp at the
+    start of the next message. It is lenient about data after a closing request (the parsers
+    enforce that rule themselves: ``_last_closes``), so that a ``Connection: close`` request
+    leaves it usable too. A head llhttp refuses, or one whose body it would wait for, costs a
+    fresh parser (:func:`_drop_validator`)."""
+    global _VALIDATOR
+    ll = _VALIDATOR
+    if ll is None:
+        ll = _VALIDATOR = httptools.HttpRequestParser(_QUIET)
+        ll.set_dangerous_leniencies(lenient_data_after_close=True)
+    try:
+        ll.feed_data(raw)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        _VALIDATOR = None  # the general path says what is wrong
+        return False
+    return True
+
+
+def _drop_validator() -> None:
+    """The shared validator is not at the start of a message: make a fresh one when needed."""
+    global _VALIDATOR
+    _VALIDATOR = None
+
+
 #: llhttp's words for a request after one that closes the connection. Said by the parser
 #: itself, since the llhttp parser that saw that request may not be the one that sees this one.
 AFTER_CLOSE = "Data after `Connection: close`"
@@ -375,12 +411,12 @@ class RequestParser(MessageParser):
             fast = scan(raw, self._max_body_or_none)
             # llhttp validates what the scan does not look at, on a parser without callbacks
             # (four Python calls fewer per request): the scan already knows the framing.
-            if fast is not None and self._quick_check(raw):
+            if fast is not None and _validate(raw):
                 method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
                 if length or b"proxy-connection" in drop:
                     # It waits for a body it will never see, or it may have taken
                     # Proxy-Connection for Connection (see _last_closes): a fresh one.
-                    self._llf = None
+                    _drop_validator()
                 head = RequestHead(
                     method,
                     target,
