@@ -97,7 +97,7 @@ def _all() -> list[Scenario]:
             "l7-browser",
             "clients",
             "http",
-            "L7 keep-alive, a browser's head (wrk, 13 fields, about 560 bytes)",
+            "L7 keep-alive, a browser's head (wrk, 12 fields, about 560 bytes)",
             browser=True,
             target=0.85,
         ),

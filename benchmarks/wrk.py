@@ -4,7 +4,7 @@ wrk's human summary rounds and changes units (``987.65us``, ``1.02ms``, ``2.00s`
 prints the raw figures (microseconds) as one JSON line instead. For the consistent_hash
 scenarios the script also makes wrk send 1,000 distinct ``X-User`` values in turn, so the hash
 spreads requests over the backends; for the browser-head scenarios it sends the head a browser
-sends (``BROWSER_HEADERS``: about 560 bytes, 13 header fields with a cookie), built once, so
+sends (``BROWSER_HEADERS``: about 560 bytes, 12 header fields with a cookie), built once, so
 wrk's cost per request stays that of the minimal head. While wrk runs, a thread samples the
 proxy's RSS (the sum over its process tree) and keeps the peak.
 """

@@ -35,9 +35,6 @@ cdef class RequestParser(MessageParser):
     cdef Py_ssize_t _message_end(self, Py_ssize_t end, Py_ssize_t n) except? -2
 
 
-cpdef bint _validate(bytes raw) except -1
-cpdef _drop_validator()
-
 @cython.locals(head=CRequestHead)
 cpdef CRequestHead read_request_head(
     bytes raw, Py_ssize_t line_end, bint upgraded, bint message_complete, max_body

@@ -48,7 +48,6 @@ from typing import Protocol
 import httptools
 
 from lb.http._fast import SCAN_REQUEST
-from lb.http._llhttp import Quiet
 from lb.http.chunked import ChunkedFramer, FramingError
 from lb.http.framing import (
     BODY,
@@ -153,41 +152,6 @@ _PAUSED = 3
 
 #: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
 _SCAN = SCAN_REQUEST
-#: The callback-free llhttp parser that validates the heads the scan takes, shared by every
-#: connection of the process (see :func:`_validate`); ``None`` until needed.
-_VALIDATOR: httptools.HttpRequestParser | None = None
-_QUIET = Quiet()
-
-
-def _validate(raw: bytes) -> bool:
-    """Does llhttp accept the complete request head ``raw`` (which the scan took)? It checks
-    what the scan does not look at: token and value characters, no obs-fold, no bare CR or LF.
-
-    One parser serves every connection of the process, so a new connection costs no llhttp
-    parser of its own: each head is fed whole, and a bodiless request leaves llhttp at the
-    start of the next message. It is lenient about data after a closing request (the parsers
-    enforce that rule themselves: ``_last_closes``), so that a ``Connection: close`` request
-    leaves it usable too. A head llhttp refuses, or one whose body it would wait for, costs a
-    fresh parser (:func:`_drop_validator`)."""
-    global _VALIDATOR
-    ll = _VALIDATOR
-    if ll is None:
-        ll = _VALIDATOR = httptools.HttpRequestParser(_QUIET)
-        ll.set_dangerous_leniencies(lenient_data_after_close=True)
-    try:
-        ll.feed_data(raw)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-        _VALIDATOR = None  # the general path says what is wrong
-        return False
-    return True
-
-
-def _drop_validator() -> None:
-    """The shared validator is not at the start of a message: make a fresh one when needed."""
-    global _VALIDATOR
-    _VALIDATOR = None
-
-
 #: llhttp's words for a request after one that closes the connection. Said by the parser
 #: itself, since the llhttp parser that saw that request may not be the one that sees this one.
 AFTER_CLOSE = "Data after `Connection: close`"
@@ -222,10 +186,10 @@ class RequestParser(MessageParser):
         self.set_limits(limits)
         # The last request did not let the connection stay open (Connection: close, or
         # HTTP/1.0 without keep-alive): any further request is an error, in llhttp's words.
-        # The rule is ours, not llhttp's closed state: a head may be validated by either of
-        # two llhttp parsers (the fast path's has no callbacks), llhttp forgets it whenever
-        # it is replaced after a body, and llhttp also takes Proxy-Connection for Connection,
-        # which we do not (a parser that saw one is replaced).
+        # The rule is ours, not llhttp's closed state: the heads the compiled scan takes never
+        # reach llhttp, llhttp forgets it whenever it is replaced after a body, and llhttp also
+        # takes Proxy-Connection for Connection, which we do not (a parser that saw one is
+        # replaced).
         self._last_closes = False
         self._stash: list[bytes] = []
         self._head: RequestHead | None = None
@@ -397,26 +361,13 @@ class RequestParser(MessageParser):
         if len(raw) - line_end - 2 > self._max_header_bytes:
             self._fail(431, "request header section too large")
             return None
-        # A header line takes at least 4 bytes ("a:" CRLF): count lines only for large heads.
-        if (len(raw) - line_end) // 4 > self._max_headers and (
-            raw.count(b"\r\n", line_end + 2) - 1 > self._max_headers
-        ):
-            self._fail(431, "too many header fields")
-            return None
-        if self._last_closes:
-            self._fail(400, AFTER_CLOSE)
-            return None
         scan = _SCAN
-        if scan is not None and not self._fed:
-            fast = scan(raw, self._max_body_or_none)
-            # llhttp validates what the scan does not look at, on a parser without callbacks
-            # (four Python calls fewer per request): the scan already knows the framing.
-            if fast is not None and _validate(raw):
+        if scan is not None and not self._fed and not self._last_closes:
+            # The scan checks all that llhttp would in the heads it takes (more strictly), and
+            # counts their header fields, so a head it takes needs no llhttp at all.
+            fast = scan(raw, self._max_body_or_none, self._max_headers)
+            if fast is not None:
                 method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
-                if length or b"proxy-connection" in drop:
-                    # It waits for a body it will never see, or it may have taken
-                    # Proxy-Connection for Connection (see _last_closes): a fresh one.
-                    _drop_validator()
                 head = RequestHead(
                     method,
                     target,
@@ -436,6 +387,15 @@ class RequestParser(MessageParser):
                 if drop:
                     head._cut = drop
                 return head
+        # A header line takes at least 4 bytes ("a:" CRLF): count lines only for large heads.
+        if (len(raw) - line_end) // 4 > self._max_headers and (
+            raw.count(b"\r\n", line_end + 2) - 1 > self._max_headers
+        ):
+            self._fail(431, "too many header fields")
+            return None
+        if self._last_closes:
+            self._fail(400, AFTER_CLOSE)
+            return None
 
         upgraded = self._feed_head(raw, False)
         if upgraded < 0:
