@@ -2,11 +2,19 @@
 
     python -m benchmarks.exchange            # about 10 s
     LB_NO_EXTENSIONS=1 python -m benchmarks.exchange   # all of it as plain Python
+    python -m benchmarks.exchange --head browser       # a browser's head (also: ab, close)
+    python -m benchmarks.exchange --head close --new-connections   # a connection per request
 
 One ``HttpClientProtocol`` and one pooled ``HttpUpstreamProtocol`` on stand-in transports that
 drop what is written, on uvloop. Each exchange feeds wrk's request head to the client side and
 nginx's response (head and a 33-byte body, in one buffer) to the upstream side, through the
-real parsers, routing, balancing, rewriting, upstream pool and accounting. The figures are the
+real parsers, routing, balancing, rewriting, upstream pool and accounting. ``--head`` picks the
+request head: wrk's (``minimal``), a browser's (``browser``: ``benchmarks.wrk.BROWSER_HEADERS``),
+ab's (``ab``: HTTP/1.0 with ``Connection: Keep-Alive``) or wrk's with ``Connection: close``
+(``close``). ``--new-connections`` makes every exchange a new client connection (a new
+protocol object, ``connection_made`` and ``connection_lost``), as ``Connection: close`` traffic
+is; the upstream connection stays pooled. For instruction counts, run it under callgrind at two
+batch sizes and divide the difference (the set-up cancels out). The figures are the
 minimum over repeats of the mean time per exchange, split into the request side and the
 response side: the part of a request's CPU cost that is lb's own Python (the rest is the event
 loop and the kernel; see ``benchmarks/cpu.py`` for the whole).
@@ -22,6 +30,7 @@ from typing import Any
 
 import uvloop
 
+from benchmarks.wrk import BROWSER_HEADERS
 from lb import _compiled
 from lb.config import parse_config
 from lb.proxy.context import HttpContext
@@ -32,6 +41,16 @@ from lb.proxy.pool import PoolRuntime
 from lb.wire import BackendEntry
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18180\r\n\r\n"
+HEADS: dict[str, bytes] = {
+    "minimal": REQUEST,
+    "browser": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18180\r\n"
+    + b"".join(f"{n}: {v}\r\n".encode() for n, v in BROWSER_HEADERS)
+    + b"\r\n",
+    # What ab -k sends, byte for byte.
+    "ab": b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: 127.0.0.1:18180\r\n"
+    b"User-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n",
+    "close": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18180\r\nConnection: close\r\n\r\n",
+}
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 18:50:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 33\r\nConnection: keep-alive\r\n\r\n"
@@ -64,7 +83,9 @@ class _Transport:
         return ("127.0.0.1", 5555) if name == "peername" else None
 
 
-async def measure(repeats: int, batch: int) -> tuple[float, float]:
+async def measure(
+    repeats: int, batch: int, request: bytes = REQUEST, new_connections: bool = False
+) -> tuple[float, float]:
     cfg = parse_config(
         {
             "listeners": [{"name": "h", "bind": "127.0.0.1:1", "mode": "http", "pool": "p"}],
@@ -92,9 +113,17 @@ async def measure(repeats: int, batch: int) -> tuple[float, float]:
         for _ in range(batch):
             upstream.requests = 0  # stay under upstream_max_requests
             t0 = clock()
-            to_client(REQUEST)
+            if new_connections:
+                # What the listener's factory and uvloop do for an accepted connection.
+                client = HttpClientProtocol(listener, ctx)
+                client.connection_made(_Transport())  # type: ignore[arg-type]
+                client.data_received(request)
+            else:
+                to_client(request)
             t1 = clock()
             to_upstream(RESPONSE)
+            if new_connections:
+                client.connection_lost(None)  # (the response said Connection: close)
             t2 = clock()
             req += t1 - t0
             resp += t2 - t1
@@ -110,15 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=60)
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--head", choices=sorted(HEADS), default="minimal", help="the request head")
+    ap.add_argument(
+        "--new-connections", action="store_true", help="a new client connection per exchange"
+    )
     args = ap.parse_args(argv)
-    req, resp = uvloop.run(measure(args.repeats, args.batch))
+    req, resp = uvloop.run(
+        measure(args.repeats, args.batch, HEADS[args.head], args.new_connections)
+    )
     modules = _compiled.compiled_modules()
     path = (
         f"scan {'compiled' if _compiled.speedups_loaded() else 'in Python'},"
         f" {sum(modules.values())}/{len(modules)} modules compiled"
     )
     print(
-        f"one exchange ({path}): request side {req:.2f} us + response side {resp:.2f} us"
+        f"one exchange ({args.head} head"
+        f"{', new connection' if args.new_connections else ''}; {path}):"
+        f" request side {req:.2f} us + response side {resp:.2f} us"
         f" = {req + resp:.2f} us (min of {args.repeats} x {args.batch}; includes two clock reads)"
     )
     return 0

@@ -7,7 +7,8 @@
     python -m benchmarks.run --scenarios l7,l7-close --groups core
     python -m benchmarks.run --update-results   # also refresh benchmarks/RESULTS.md
 
-Pieces (``--groups``): ``core`` (L4, L7 keep-alive, L7 close, 16 KiB, 256 KiB), ``many``
+Pieces (``--groups``): ``core`` (L4, L7 keep-alive, L7 close, 16 KiB, 256 KiB), ``clients``
+(a browser's head with wrk, ``ab -k``, ``h2load --h1``), ``many``
 (5,000 connections), ``workers`` (2 workers / nbthread 2), ``strategies`` (5 strategies x 2, 10,
 100 backends), ``overload`` (5,000 connections, max_conn and a queue), ``memory`` (RSS per
 idle connection at 1k and 10k) and ``micro`` (pick(), update(), HTTP heads). See
@@ -129,7 +130,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def smoke_selection(chosen: list[scenarios.Scenario]) -> list[scenarios.Scenario]:
     """A few seconds' worth: one scenario of each kind, with small connection counts."""
-    keep = {"l4", "l7", "l7-close", "l7-16k", "l7-5k-conns", "l7-w2", "consistent_hash-10"}
+    keep = {
+        "l4",
+        "l7",
+        "l7-close",
+        "l7-browser",
+        "l7-ab-k",
+        "l7-h2load-h1",
+        "l7-16k",
+        "l7-5k-conns",
+        "l7-w2",
+        "consistent_hash-10",
+    }
     keep.add(overload.NAME)
     return [
         dataclasses.replace(s, connections=min(s.connections, 500))

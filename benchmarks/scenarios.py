@@ -4,6 +4,10 @@ A scenario is a value; ``configs.py`` turns it into equivalent lb, HAProxy and n
 ``wrk.py`` into a wrk command. Groups are run (and reported) together:
 
 * ``core``: L4 and L7 keep-alive, L7 ``Connection: close``, 16 KiB and 256 KiB responses;
+* ``clients``: the heads real clients send, L7 keep-alive: a browser's head (wrk with
+  ``wrk.BROWSER_HEADERS``, about 560 bytes), ``ab -k`` (HTTP/1.0 with ``Connection:
+  Keep-Alive``) and ``h2load --h1`` (``benchmarks/clients.py``; skipped where the tool is
+  missing);
 * ``many``: 5,000 concurrent keep-alive connections (req/s, p99 and the proxies' RSS);
 * ``workers``: lb ``workers = 2`` against HAProxy ``nbthread 2`` and nginx
   ``worker_processes 2`` (compare with the 1-worker rows of ``core``);
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Mode = Literal["tcp", "http"]
+#: What drives the load: wrk (``wrk.py``), or ab / h2load (``clients.py``).
+Client = Literal["wrk", "ab", "h2load"]
 
 #: Strategy name in lb -> what HAProxy and nginx call the same policy.
 STRATEGIES: dict[str, tuple[str, str]] = {
@@ -53,6 +59,9 @@ class Scenario:
     #: Each backend's concurrency limit (0: none) and how long a request may wait for a slot.
     max_conn: int = 0
     queue_timeout_s: float = 0.0
+    client: Client = "wrk"
+    #: wrk sends a browser's head (``wrk.BROWSER_HEADERS``) instead of its minimal one.
+    browser: bool = False
 
     @property
     def hash_header(self) -> str | None:
@@ -78,10 +87,43 @@ def _all() -> list[Scenario]:
             "http",
             "L7, Connection: close (a new client connection per request)",
             headers=("Connection: close",),
-            target=0.5,
+            target=0.75,
         ),
         Scenario("l7-16k", "core", "http", "L7 keep-alive, 16 KiB responses", path="/16k"),
         Scenario("l7-256k", "core", "http", "L7 keep-alive, 256 KiB responses", path="/256k"),
+    ]
+    clients = [
+        Scenario(
+            "l7-browser",
+            "clients",
+            "http",
+            "L7 keep-alive, a browser's head (wrk, 12 fields, about 560 bytes)",
+            browser=True,
+            target=0.85,
+        ),
+        Scenario(
+            "l7-browser-close",
+            "clients",
+            "http",
+            "L7, a browser's head with Connection: close",
+            browser=True,
+            headers=("Connection: close",),
+        ),
+        Scenario(
+            "l7-ab-k",
+            "clients",
+            "http",
+            "L7, ab -k: HTTP/1.0 with Connection: Keep-Alive",
+            client="ab",
+            target=0.85,
+        ),
+        Scenario(
+            "l7-h2load-h1",
+            "clients",
+            "http",
+            "L7 keep-alive, h2load --h1",
+            client="h2load",
+        ),
     ]
     many = [
         Scenario(
@@ -109,11 +151,11 @@ def _all() -> list[Scenario]:
         for strategy in STRATEGIES
         for n in BACKEND_COUNTS
     ]
-    return core + many + workers + strategies + overload.scenarios()
+    return core + clients + many + workers + strategies + overload.scenarios()
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _all()}
-GROUPS: tuple[str, ...] = ("core", "many", "workers", "strategies", "overload")
+GROUPS: tuple[str, ...] = ("core", "clients", "many", "workers", "strategies", "overload")
 
 
 def select(groups: list[str], names: list[str] | None, quick: bool) -> list[Scenario]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import proxies, wrk
+from benchmarks import clients, proxies, wrk
 from benchmarks.procs import Procs
 from benchmarks.scenarios import Scenario
 
@@ -96,7 +96,7 @@ def run_scenario(
     progress: Progress,
     label: str,
 ) -> ScenarioResult:
-    lua = wrk.script(tmp, sc.hash_header)
+    lua = wrk.script(tmp, sc.hash_header, sc.browser)
     result = ScenarioResult(sc, duration, rounds, {p: ProxyRuns(p) for p in which})
     procs = Procs()
     try:
@@ -124,16 +124,37 @@ def run_scenario(
             for p in order:
                 r = running[p]
                 prefix = f"{label} {sc.name:<22} {p:<8} round {rnd + 1}/{rounds}"
-                res = wrk.run(
-                    port=r.port,
-                    path=sc.path,
-                    connections=sc.connections,
-                    threads=sc.threads,
-                    duration=duration,
-                    lua=lua,
-                    headers=sc.headers,
-                    rss_pid=r.proc.pid if r.proc is not None else None,
-                )
+                rss_pid = r.proc.pid if r.proc is not None else None
+                if sc.client == "ab":
+                    res = clients.run_ab(
+                        tmp=tmp,
+                        port=r.port,
+                        path=sc.path,
+                        connections=sc.connections,
+                        duration=duration,
+                        rss_pid=rss_pid,
+                    )
+                elif sc.client == "h2load":
+                    res = clients.run_h2load(
+                        tmp=tmp,
+                        port=r.port,
+                        path=sc.path,
+                        connections=sc.connections,
+                        threads=sc.threads,
+                        duration=duration,
+                        rss_pid=rss_pid,
+                    )
+                else:
+                    res = wrk.run(
+                        port=r.port,
+                        path=sc.path,
+                        connections=sc.connections,
+                        threads=sc.threads,
+                        duration=duration,
+                        lua=lua,
+                        headers=sc.headers,
+                        rss_pid=rss_pid,
+                    )
                 result.proxies[p].runs.append(res)
                 errors = f"  errors {res.errors:,} ({res.error_kinds})" if res.errors else ""
                 progress(
@@ -166,6 +187,11 @@ def run_all(
     for i, sc in enumerate(scenarios, 1):
         elapsed = int(time.monotonic() - started)
         label = f"[{i:>2}/{len(scenarios)} {elapsed // 60}:{elapsed % 60:02d}]"
+        why = clients.missing(sc.client)
+        if why is not None:
+            # A client that is not installed: the scenario is left out of the run, not failed.
+            progress(f"{label} {sc.name}: skipped: {why}")
+            continue
         out.append(
             run_scenario(
                 tmp,

@@ -3,8 +3,10 @@
 wrk's human summary rounds and changes units (``987.65us``, ``1.02ms``, ``2.00s``); the hook
 prints the raw figures (microseconds) as one JSON line instead. For the consistent_hash
 scenarios the script also makes wrk send 1,000 distinct ``X-User`` values in turn, so the hash
-spreads requests over the backends. While wrk runs, a thread samples the proxy's RSS (the sum
-over its process tree) and keeps the peak.
+spreads requests over the backends; for the browser-head scenarios it sends the head a browser
+sends (``BROWSER_HEADERS``: about 560 bytes, 12 header fields with a cookie), built once, so
+wrk's cost per request stays that of the minimal head. While wrk runs, a thread samples the
+proxy's RSS (the sum over its process tree) and keeps the peak.
 """
 
 from __future__ import annotations
@@ -46,6 +48,43 @@ end
 """
 
 
+#: What a desktop Chrome sends for a page (wrk adds Host): the browser-head scenarios' head.
+BROWSER_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Connection", "keep-alive"),
+    ("Upgrade-Insecure-Requests", "1"),
+    (
+        "User-Agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Safari/537.36",
+    ),
+    (
+        "Accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    ),
+    ("Sec-Fetch-Site", "same-origin"),
+    ("Sec-Fetch-Mode", "navigate"),
+    ("Sec-Fetch-Dest", "document"),
+    ("Referer", "http://127.0.0.1/index.html"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Accept-Language", "en-US,en;q=0.9,de;q=0.8"),
+    (
+        "Cookie",
+        "session=8f14e45fceea167a5a36dedd4bea2543; theme=dark; _ga=GA1.1.1234567.1700000000",
+    ),
+)
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# (A header given with -H, e.g. Connection: close, wins: wrk sets those before this runs.)
+_BROWSER = "".join(
+    f"wrk.headers[{_lua_string(name)}] = wrk.headers[{_lua_string(name)}] or {_lua_string(value)}\n"
+    for name, value in BROWSER_HEADERS
+)
+
+
 @dataclass
 class WrkResult:
     rps: float
@@ -62,14 +101,18 @@ class WrkResult:
     error_kinds: str = ""
 
 
-def script(tmp: Path, vary_header: str | None) -> Path:
-    path = tmp / (f"wrk-{vary_header}.lua" if vary_header else "wrk.lua")
+def script(tmp: Path, vary_header: str | None, browser: bool = False) -> Path:
+    """The Lua script for a scenario: the summary hook, plus the varying hash header or the
+    browser head (wrk sends ``wrk.headers`` set at load time as a static request)."""
+    path = tmp / f"wrk{'-' + vary_header if vary_header else ''}{'-browser' if browser else ''}.lua"
     text = _DONE + (_VARY_HEADER % {"header": vary_header} if vary_header else "")
+    if browser:
+        text += _BROWSER
     path.write_text(text)
     return path
 
 
-class _RssSampler(threading.Thread):
+class RssSampler(threading.Thread):
     def __init__(self, pid: int | None, period: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pid = pid
@@ -115,7 +158,7 @@ def run(
         *[a for h in headers for a in ("-H", h)],
         f"{scheme}://127.0.0.1:{port}{path}",
     ]
-    sampler = _RssSampler(rss_pid)
+    sampler = RssSampler(rss_pid)
     sampler.start()
     try:
         out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)

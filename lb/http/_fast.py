@@ -13,7 +13,7 @@ from typing import Any
 
 from lb._compiled import load_speedups
 
-ScanRequest = Callable[[bytes, int], "tuple[Any, ...] | None"]
+ScanRequest = Callable[[bytes, int, int], "tuple[Any, ...] | None"]
 ScanResponse = Callable[[bytes, bool], "tuple[Any, ...] | None"]
 UpstreamHead = Callable[
     [bytes, bytes, int, "tuple[bytes, ...]", bool, "bytes | None", bytes, bytes, "bytes | None",

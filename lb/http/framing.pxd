@@ -20,6 +20,7 @@ cdef class MessageParser:
     cdef _begin_head(self)
     @cython.locals(n=Py_ssize_t, end=Py_ssize_t, old=Py_ssize_t)
     cdef Py_ssize_t _head_step(self, data, Py_ssize_t pos) except? -2
+    cdef _general(self)
     cdef _partial_head(self)
     cdef int _feed_head(self, raw, bint paused_ok) except? -2
     cdef bint _quick_check(self, data) except -1

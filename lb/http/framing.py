@@ -84,7 +84,9 @@ class MessageParser:
         self._cb = Collector()
         # llhttp with callbacks, for heads the compiled scan does not take; ``_ll_clean`` says
         # it is at the start of a message (it is not after a head with a body: see _feed_head).
-        self._ll = ll_class(self._cb)
+        # Made when first needed (``_general``): most connections never need it, and making
+        # one is a good part of what a new connection costs.
+        self._ll: Any = None  # (an instance of ll_class)
         self._ll_clean = True
         # llhttp without callbacks, for the heads the compiled scan takes (see _quick_check).
         self._llf: Any = None  # (an instance of ll_class)
@@ -113,7 +115,7 @@ class MessageParser:
     def _begin_head(self) -> None:
         """A new head starts: llhttp must be at the start of a message."""
         if not self._ll_clean:
-            self._ll = self._ll_class(self._cb)
+            self._ll = None  # (a fresh one when needed)
             self._ll_clean = True
         cb = self._cb
         cb.headers_complete = cb.message_complete = False
@@ -151,6 +153,13 @@ class MessageParser:
         buf.clear()
         return self._complete_head(raw, data, pos + end - old)
 
+    def _general(self) -> Any:
+        """The llhttp parser with callbacks (made on first use)."""
+        ll = self._ll
+        if ll is None:
+            ll = self._ll = self._ll_class(self._cb)
+        return ll
+
     def _partial_head(self) -> None:
         """Part of a head is buffered: bound it, and let llhttp see what is new."""
         if not self._head_limits():
@@ -159,7 +168,7 @@ class MessageParser:
         chunk = bytes(buf[self._fed :])
         self._fed = len(buf)
         try:
-            self._ll.feed_data(chunk)
+            self._general().feed_data(chunk)
         except httptools.HttpParserError as exc:
             self._bad_head(error_text(exc))
 
@@ -174,7 +183,7 @@ class MessageParser:
         fed = self._fed
         upgraded = 0
         try:
-            self._ll.feed_data(raw[fed:] if fed else raw)
+            self._general().feed_data(raw[fed:] if fed else raw)
         except httptools.HttpParserUpgrade:
             upgraded = 1
         except httptools.HttpParserError as exc:

@@ -182,8 +182,7 @@ class ResponseParser(MessageParser):
         self._head_request = head_request
         self._upgrade = upgrade
         self._dechunk = dechunk
-        # The compiled scan does not de-chunk: HTTP/1.0 clients' responses take the general path.
-        self._scan = None if dechunk else _SCAN
+        self._scan = _SCAN
         self._head = None
         self.bytes_received = 0
 
@@ -257,6 +256,10 @@ class ResponseParser(MessageParser):
             return -1
         (status, version, low, line_end, length, chunked, no_body, close_delimited,
          keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
+        if chunked and self._dechunk:
+            # The scan does not de-chunk: a chunked response to an HTTP/1.0 client takes the
+            # general path (every other head frames the same for either kind of client).
+            return -1
         # llhttp validates what the scan does not look at (see _quick_check). Given the whole
         # message when a Content-Length body ends this buffer (the usual small response), it
         # also reaches the end of the message and stays usable for the next response.

@@ -170,16 +170,23 @@ def client_response_head(
 ) -> bytes:
     """:func:`rewrite_response_head` with positional arguments (as
     :func:`upstream_request_head`)."""
-    if (
-        not close
-        and not head._cut
-        and head.version == b"1.1"
-        and not http10_client
-        and not head.close_delimited
-    ):
-        # The common case (a keep-alive backend answering a keep-alive HTTP/1.1 client): the
-        # head as received, plus the extra lines.
-        return head.raw[:-2] + extra + b"\r\n" if extra else head.raw
+    if not head._cut and head.version == b"1.1" and not head.close_delimited:
+        if not close:
+            if not http10_client or head._conn_keep_alive:
+                # The common case (a keep-alive backend answering a keep-alive client; an
+                # HTTP/1.0 one is told so by the backend's own Connection: keep-alive): the
+                # head as received, plus the extra lines.
+                return head.raw[:-2] + extra + b"\r\n" if extra else head.raw
+        elif head._conn_keep_alive:
+            # The last response on a client connection (Connection: close) from a keep-alive
+            # backend: its one Connection line becomes ours.
+            raw = head.raw
+            low = head._low
+            i = low.find(b"\r\nconnection:", head._line_end)
+            j = low.find(b"\r\n", i + 2)
+            return b"".join(
+                (raw[: i + 2], raw[j + 2 : -2], b"Connection: close\r\n", extra, b"\r\n")
+            )
     if head.status == 101:
         close = False  # the connection becomes a tunnel; its Connection/Upgrade lines stay
     elif head.close_delimited:

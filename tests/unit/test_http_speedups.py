@@ -321,3 +321,59 @@ def test_common_heads_take_the_fast_path() -> None:
     )
     assert scan_response(nginx, False) is not None
     assert scan_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", False)
+
+
+_TEMPLATES = [
+    b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x/1.0\r\nCookie: a=1; b=2\r\n\r\n",
+    b"POST /p HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\nAccept: */*\r\n\r\n",
+]
+
+
+@compiled
+@settings(max_examples=3000, deadline=None)
+@given(
+    template=st.sampled_from(_TEMPLATES),
+    at=st.integers(0, 200),
+    byte=st.integers(0, 255),
+    insert=st.booleans(),
+)
+@example(template=_TEMPLATES[0], at=40, byte=0, insert=True)  # NUL in a value
+@example(template=_TEMPLATES[0], at=43, byte=13, insert=True)  # a bare CR
+@example(template=_TEMPLATES[0], at=43, byte=10, insert=True)  # a bare LF
+@example(template=_TEMPLATES[0], at=37, byte=32, insert=True)  # SP before the colon
+@example(template=_TEMPLATES[0], at=39, byte=32, insert=True)  # obs-fold
+@example(template=_TEMPLATES[0], at=8, byte=34, insert=False)  # '"' in the target
+def test_scanned_request_heads_are_heads_llhttp_takes(
+    template: bytes, at: int, byte: int, insert: bool
+) -> None:
+    """The scan takes request heads without llhttp, so whatever it takes llhttp must take
+    too: one byte changed or inserted anywhere in a valid head is declined, or valid."""
+    import httptools
+
+    from lb.http._llhttp import Quiet
+    from lb.http._speedups import scan_request
+
+    end = len(template) - 4
+    at %= end
+    raw = template[:at] + bytes([byte]) + template[at + (0 if insert else 1) :]
+    if raw.find(b"\r\n\r\n") != len(raw) - 4:
+        return  # not one complete head: the parser never hands such bytes to the scan
+    if scan_request(raw, -1) is None:
+        return
+    parser = httptools.HttpRequestParser(Quiet())
+    parser.feed_data(raw)  # raises if llhttp refuses what the scan took
+
+
+@compiled
+def test_real_clients_heads_take_the_fast_path() -> None:
+    """wrk's browser head (benchmarks/wrk.py) and ab -k's HTTP/1.0 head are taken by the
+    scan: no llhttp, no general path for them."""
+    from benchmarks.exchange import HEADS
+    from lb.http._speedups import scan_request
+
+    for name in ("minimal", "browser", "ab", "close"):
+        fast = scan_request(HEADS[name], -1, 100)
+        assert fast is not None, name
+    assert scan_request(HEADS["ab"], -1)[7] is True  # keep-alive (HTTP/1.0)
+    assert scan_request(HEADS["close"], -1)[7] is False
+    assert scan_request(HEADS["browser"], -1, 11) is None  # 12 fields: over the limit
