@@ -44,9 +44,15 @@ from typing import Protocol
 
 import xxhash
 
-from lb.balancing import StrategyOptions, create_strategy, needs_key, tracks_load
+from lb.balancing import (
+    StrategyOptions,
+    create_strategy,
+    needs_key,
+    tracks_latency,
+    tracks_load,
+)
 from lb.balancing.base import Strategy
-from lb.config import PoolConfig
+from lb.config import PeakEwmaConfig, PoolConfig
 from lb.histogram import LATENCY_BUCKETS, latency_bucket
 from lb.model import AdminState, Backend
 from lb.wire import BackendEntry
@@ -65,6 +71,19 @@ def worker_share(max_conn: int, workers: int) -> int:
     if max_conn <= 0:
         return 0
     return max(1, math.ceil(max_conn / max(1, workers)))
+
+
+def strategy_options(config: PoolConfig) -> StrategyOptions:
+    """What a pool's config says to its strategy's constructor."""
+    ewma = config.peak_ewma or PeakEwmaConfig()
+    return StrategyOptions(
+        bounded_load=config.bounded_load,
+        vnodes=config.vnodes,
+        ewma_decay=ewma.decay,
+        ewma_floor=ewma.floor,
+        ewma_initial_rtt=ewma.initial_rtt,
+        ewma_penalty=ewma.penalty,
+    )
 
 
 class Waiter(Protocol):
@@ -129,6 +148,7 @@ class PoolRuntime:
         "retried",
         "sticky_cookie",
         "strategy",
+        "tracks_latency",
         "tracks_load",
         "waited",
         "waiting",
@@ -139,10 +159,7 @@ class PoolRuntime:
         self.name = name
         self.config = config
         self.workers = workers
-        self.strategy: Strategy = create_strategy(
-            config.strategy,
-            StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
-        )
+        self.strategy: Strategy = create_strategy(config.strategy, strategy_options(config))
         self.backends: dict[str, Backend] = {}
         # Called with (pool, backend, failures) when a backend succeeds after failing here.
         self.on_success: SuccessReporter = _ignore_success
@@ -187,6 +204,8 @@ class PoolRuntime:
         self.needs_key = needs_key(self.strategy)
         # The strategy keeps backends ordered by load: acquire/release tell it of each change.
         self.tracks_load = tracks_load(self.strategy)
+        # The strategy scores by latency: the proxy hands it each answer's (on_latency).
+        self.tracks_latency = tracks_latency(self.strategy)
         self.sticky_cookie = config.sticky_cookie.encode() if config.sticky_cookie else None
         self.report_5xx = config.passive is not None and config.passive.on_5xx
 
@@ -213,10 +232,7 @@ class PoolRuntime:
             self._refresh()
         if config != self.config:
             self.config = config
-            self.strategy = create_strategy(
-                config.strategy,
-                StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
-            )
+            self.strategy = create_strategy(config.strategy, strategy_options(config))
             self._derive()
             self._rebuild_tokens()
             self.strategy.update(list(self.backends.values()))
