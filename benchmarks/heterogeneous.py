@@ -10,7 +10,8 @@ request ``--latency`` ms late (20 ms); ``--slow-after`` seconds later (10 s), ba
 (``/latency?ms=N`` on the backend, which takes effect at once). wrk drives each proxy with
 ``--connections`` keep-alive connections for ``--duration`` seconds, and the table gives req/s,
 p50 and p99 over the whole run, and the share of requests each slow backend got (from the
-backends' own counters). Between runs every backend is made fast again.
+backends' own counters: backend 0's over the whole run, backend 1's from when it slowed down).
+Between runs every backend is made fast again.
 
 The proxies, one worker / thread each, in front of the same four backends:
 
@@ -59,8 +60,8 @@ class Row:
     p50_ms: float
     p99_ms: float
     errors: int
-    #: Share of the run's requests that backend 0 (slow from the start) and backend 1 (slow
-    #: from --slow-after) answered.
+    #: Share of the requests that backend 0 answered (slow from the start; over the whole run)
+    #: and that backend 1 answered after it slowed down (from --slow-after to the end).
     slow0_share: float
     slow1_share: float
 
@@ -106,7 +107,13 @@ def one_run(
         _get(running.port, "/")  # through the proxy: it works before it is measured
         before = [served(p) for p in backends]
         set_latency(backends[0], args.latency)
-        second = threading.Timer(args.slow_after, set_latency, (backends[1], args.latency))
+        at_switch: list[int] = []
+
+        def slow_down_second() -> None:
+            at_switch.extend(served(p) for p in backends)
+            set_latency(backends[1], args.latency)
+
+        second = threading.Timer(args.slow_after, slow_down_second)
         second.start()
         try:
             result = wrk.run(
@@ -127,15 +134,17 @@ def one_run(
             running.proc.wait(15)
             procs.procs.remove(running.proc)
     counts = [a - b for a, b in zip(after, before, strict=True)]
-    total = sum(counts) or 1
+    # Backend 1's share from the moment it slowed down (the whole run when the timer did not
+    # fire, which --slow-after <= --duration rules out).
+    late = [a - b for a, b in zip(after, at_switch or before, strict=True)]
     return Row(
         label,
         result.rps,
         result.p50_ms,
         result.p99_ms,
         result.errors,
-        counts[0] / total,
-        counts[1] / total,
+        counts[0] / (sum(counts) or 1),
+        late[1] / (sum(late) or 1),
     )
 
 
@@ -156,7 +165,7 @@ def table(rows: list[Row]) -> str:
     ref = next((r for r in rows if r.label == REFERENCE), None)
     lines = [
         "| proxy | req/s | p50 ms | p99 ms | p99 / HAProxy's | req/s / HAProxy's "
-        "| slow backend 0 | slow backend 1 | errors |",
+        "| slow backend 0's share | slow backend 1's share, once slow | errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:

@@ -172,11 +172,31 @@ class PeakEwma:
         b = self._backends[j]
         active_a = a.active
         active_b = b.active
+        # _estimate, inlined for both (this is the hot path; a method call costs more than
+        # the arithmetic). Stamps are never after _now: it is the latest sample's time.
+        now = self._now
+        floor = self._floor
+        e = self._estimates[i]
+        cost_a = e.cost
+        if cost_a < 0.0:
+            cost_a = self._penalty if active_a else self._initial
+        else:
+            cost_a *= _exp((e.stamp - now) * self._inv_decay)
+            if cost_a < floor:
+                cost_a = floor
+        e = self._estimates[j]
+        cost_b = e.cost
+        if cost_b < 0.0:
+            cost_b = self._penalty if active_b else self._initial
+        else:
+            cost_b *= _exp((e.stamp - now) * self._inv_decay)
+            if cost_b < floor:
+                cost_b = floor
         wa = self._weights[i]
         wb = self._weights[j]
         # score_a / wa <= score_b / wb, without dividing (weights are > 0).
-        load_a = self._estimate(self._estimates[i], active_a) * (active_a + 1) * wb
-        load_b = self._estimate(self._estimates[j], active_b) * (active_b + 1) * wa
+        load_a = cost_a * (active_a + 1) * wb
+        load_b = cost_b * (active_b + 1) * wa
         if load_a < load_b or (load_a == load_b and wa >= wb):
             return a
         return b
