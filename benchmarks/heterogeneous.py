@@ -37,13 +37,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks import wrk
-from benchmarks.procs import Procs, free_ports, raise_nofile, wait_port
-from benchmarks.proxies import start
+from benchmarks import configs, wrk
+from benchmarks.procs import ROOT, Procs, free_port, free_ports, raise_nofile, wait_log, wait_port
+from benchmarks.proxies import Running, start
 
-#: (row label, proxy, strategy), in table order.
-CONTENDERS: tuple[tuple[str, str, str], ...] = (
-    ("lb peak_ewma", "lb", "peak_ewma"),
+DEFAULT_DECAY = 10.0  # lb's default for [pools.NAME.peak_ewma] decay
+#: (row label, proxy, strategy) after the lb peak_ewma rows, in table order.
+OTHERS: tuple[tuple[str, str, str], ...] = (
     ("lb least_conn", "lb", "least_conn"),
     ("lb round_robin", "lb", "round_robin"),
     ("HAProxy leastconn", "haproxy", "least_conn"),
@@ -88,31 +88,53 @@ def served(port: int) -> int:
     return stats["requests"]
 
 
+def start_lb(
+    procs: Procs, tmp: Path, label: str, strategy: str, backends: list[int], decay: float | None
+) -> Running:
+    """lb as ``proxies.start`` runs it, with ``[pools.bench.peak_ewma] decay`` when given, and
+    a longer wait for its banner (a loaded machine can take more than 20 s to start it)."""
+    name = label.replace(" ", "-").replace("(", "").replace(")", "")
+    port = free_port()
+    conf = configs.lb(tmp, name, mode="http", port=port, backends=backends, strategy=strategy)
+    if decay is not None:
+        with conf.open("a") as fh:
+            fh.write(f'\n[pools.bench.peak_ewma]\ndecay = "{decay:g}s"\n')
+    log = tmp / f"lb-{name}.log"
+    proc = procs.start([sys.executable, "-m", "lb", "run", "-c", str(conf)], log, cwd=ROOT)
+    wait_log(log, "lb: running", proc, timeout=90)
+    wait_port(port)
+    return Running("lb", port, proc)
+
+
+def contenders(decays: list[float]) -> list[tuple[str, str, str, float | None]]:
+    """(row label, proxy, strategy, peak_ewma decay), in table order: one lb peak_ewma row per
+    decay (the first unlabelled when it is the default), then the others."""
+    rows: list[tuple[str, str, str, float | None]] = []
+    for decay in decays:
+        label = "lb peak_ewma" if decay == DEFAULT_DECAY else f"lb peak_ewma (decay {decay:g}s)"
+        rows.append((label, "lb", "peak_ewma", None if decay == DEFAULT_DECAY else decay))
+    return rows + [(label, proxy, strategy, None) for label, proxy, strategy in OTHERS]
+
+
 def one_run(
     procs: Procs,
     tmp: Path,
     label: str,
     proxy: str,
     strategy: str,
+    decay: float | None,
     backends: list[int],
     args: argparse.Namespace,
 ) -> Row:
     for port in backends:
         set_latency(port, 0)
-    for attempt in (1, 2):  # a loaded machine can make lb's start outlast the wait: once more
-        try:
-            running = start(
-                procs, tmp, proxy, name=f"{label.replace(' ', '-')}-{attempt}", mode="http",
-                backends=backends, strategy=strategy,
-            )  # fmt: skip
-            break
-        except RuntimeError:
-            if attempt == 2:
-                raise
-            for p in list(procs.procs)[len(backends) :]:  # the proxy that did not come up
-                p.terminate()  # (SIGTERM: lb stops its workers too)
-                p.wait(30)
-                procs.procs.remove(p)
+    if proxy == "lb":
+        running = start_lb(procs, tmp, label, strategy, backends, decay)
+    else:
+        running = start(
+            procs, tmp, proxy, name=label.replace(" ", "-"), mode="http", backends=backends,
+            strategy=strategy,
+        )  # fmt: skip
     try:
         _get(running.port, "/")  # through the proxy: it works before it is measured
         before = [served(p) for p in backends]
@@ -224,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-after", type=float, default=10.0, help="when backend 1 slows down")
     ap.add_argument("--latency", type=int, default=20, help="ms the slow backends add")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections")
+    ap.add_argument(
+        "--decays",
+        default=f"{DEFAULT_DECAY:g}",
+        help="comma-separated peak_ewma decays in seconds, one lb row each (default: lb's)",
+    )
     ap.add_argument("--out", type=Path, help="directory for results.json, table.md, chart.png")
     args = ap.parse_args(argv)
     for name in ("rounds", "duration", "connections"):
@@ -231,11 +258,18 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name} must be > 0")
     if not 0 <= args.slow_after <= args.duration:
         ap.error("--slow-after must be between 0 and --duration")
+    try:
+        decays = [float(d) for d in args.decays.split(",")]
+    except ValueError:
+        ap.error("--decays must be numbers of seconds separated by commas, e.g. 10,2")
+    if any(d <= 0 for d in decays):
+        ap.error("--decays must be > 0")
+    rows_order = contenders(decays)
     raise_nofile()
     out = args.out or Path(tempfile.mkdtemp(prefix="lb-heterogeneous-"))
     out.mkdir(parents=True, exist_ok=True)
     procs = Procs()
-    rows: dict[str, list[Row]] = {label: [] for label, _, _ in CONTENDERS}
+    rows: dict[str, list[Row]] = {label: [] for label, _, _, _ in rows_order}
     try:
         with tempfile.TemporaryDirectory(prefix="lb-het-") as tmp_name:
             tmp = Path(tmp_name)
@@ -249,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             for port in backends:
                 wait_port(port)
             for n in range(args.rounds):
-                for label, proxy, strategy in CONTENDERS:
-                    row = one_run(procs, tmp, label, proxy, strategy, backends, args)
+                for label, proxy, strategy, decay in rows_order:
+                    row = one_run(procs, tmp, label, proxy, strategy, decay, backends, args)
                     rows[label].append(row)
                     print(
                         f"round {n + 1} {label}: {row.rps:,.0f} req/s, p50 {row.p50_ms:.2f} ms,"
