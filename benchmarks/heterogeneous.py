@@ -15,8 +15,8 @@ Between runs every backend is made fast again.
 
 The proxies, one worker / thread each, in front of the same four backends:
 
-* lb ``peak_ewma`` (power of two choices on latency x (in-flight + 1)), ``least_conn`` and
-  ``round_robin``;
+* lb ``peak_ewma`` (power of two choices on latency x (in-flight + 1)), as it comes and with
+  ``choices = 3`` (``--ewma`` picks the variants), ``least_conn`` and ``round_robin``;
 * HAProxy ``balance leastconn``; nginx ``least_conn``.
 
 The issue's target: lb ``peak_ewma``'s p99 at most half of HAProxy ``leastconn``'s, at no less
@@ -41,7 +41,8 @@ from benchmarks import configs, wrk
 from benchmarks.procs import ROOT, Procs, free_port, free_ports, raise_nofile, wait_log, wait_port
 from benchmarks.proxies import Running, start
 
-DEFAULT_DECAY = 10.0  # lb's default for [pools.NAME.peak_ewma] decay
+#: [pools.NAME.peak_ewma] settings of an lb peak_ewma row: (key, TOML value) pairs.
+Variant = tuple[tuple[str, str], ...]
 #: (row label, proxy, strategy) after the lb peak_ewma rows, in table order.
 OTHERS: tuple[tuple[str, str, str], ...] = (
     ("lb least_conn", "lb", "least_conn"),
@@ -89,16 +90,18 @@ def served(port: int) -> int:
 
 
 def start_lb(
-    procs: Procs, tmp: Path, label: str, strategy: str, backends: list[int], decay: float | None
+    procs: Procs, tmp: Path, label: str, strategy: str, backends: list[int], ewma: Variant
 ) -> Running:
-    """lb as ``proxies.start`` runs it, with ``[pools.bench.peak_ewma] decay`` when given, and
-    a longer wait for its banner (a loaded machine can take more than 20 s to start it)."""
+    """lb as ``proxies.start`` runs it, with a ``[pools.bench.peak_ewma]`` table when ``ewma``
+    sets something, and a longer wait for its banner (a loaded machine can take more than 20 s
+    to start it)."""
     name = label.replace(" ", "-").replace("(", "").replace(")", "")
     port = free_port()
     conf = configs.lb(tmp, name, mode="http", port=port, backends=backends, strategy=strategy)
-    if decay is not None:
+    if ewma:
         with conf.open("a") as fh:
-            fh.write(f'\n[pools.bench.peak_ewma]\ndecay = "{decay:g}s"\n')
+            fh.write("\n[pools.bench.peak_ewma]\n")
+            fh.writelines(f"{key} = {value}\n" for key, value in ewma)
     log = tmp / f"lb-{name}.log"
     proc = procs.start([sys.executable, "-m", "lb", "run", "-c", str(conf)], log, cwd=ROOT)
     wait_log(log, "lb: running", proc, timeout=90)
@@ -106,14 +109,34 @@ def start_lb(
     return Running("lb", port, proc)
 
 
-def contenders(decays: list[float]) -> list[tuple[str, str, str, float | None]]:
-    """(row label, proxy, strategy, peak_ewma decay), in table order: one lb peak_ewma row per
-    decay (the first unlabelled when it is the default), then the others."""
-    rows: list[tuple[str, str, str, float | None]] = []
-    for decay in decays:
-        label = "lb peak_ewma" if decay == DEFAULT_DECAY else f"lb peak_ewma (decay {decay:g}s)"
-        rows.append((label, "lb", "peak_ewma", None if decay == DEFAULT_DECAY else decay))
-    return rows + [(label, proxy, strategy, None) for label, proxy, strategy in OTHERS]
+def parse_variants(spec: str) -> list[Variant]:
+    """``"default,choices=3,decay=2s+choices=3"``: one lb peak_ewma row each, with those
+    ``[pools.NAME.peak_ewma]`` settings (``default``: none). Values are TOML (durations are
+    quoted for it)."""
+    variants: list[Variant] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if item in ("", "default"):
+            variants.append(())
+            continue
+        pairs = []
+        for setting in item.split("+"):
+            key, sep, value = setting.partition("=")
+            if not sep or not key or not value:
+                raise ValueError(f"{setting!r} is not KEY=VALUE")
+            pairs.append((key, value if value.isdigit() else f'"{value}"'))
+        variants.append(tuple(pairs))
+    return variants
+
+
+def contenders(variants: list[Variant]) -> list[tuple[str, str, str, Variant]]:
+    """(row label, proxy, strategy, peak_ewma settings), in table order: one lb peak_ewma row
+    per variant, then the others."""
+    rows: list[tuple[str, str, str, Variant]] = []
+    for v in variants:
+        shown = ", ".join(f"{k} {val.strip(chr(34))}" for k, val in v)
+        rows.append((f"lb peak_ewma ({shown})" if v else "lb peak_ewma", "lb", "peak_ewma", v))
+    return rows + [(label, proxy, strategy, ()) for label, proxy, strategy in OTHERS]
 
 
 def one_run(
@@ -122,14 +145,14 @@ def one_run(
     label: str,
     proxy: str,
     strategy: str,
-    decay: float | None,
+    ewma: Variant,
     backends: list[int],
     args: argparse.Namespace,
 ) -> Row:
     for port in backends:
         set_latency(port, 0)
     if proxy == "lb":
-        running = start_lb(procs, tmp, label, strategy, backends, decay)
+        running = start_lb(procs, tmp, label, strategy, backends, ewma)
     else:
         running = start(
             procs, tmp, proxy, name=label.replace(" ", "-"), mode="http", backends=backends,
@@ -247,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=int, default=20, help="ms the slow backends add")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections")
     ap.add_argument(
-        "--decays",
-        default=f"{DEFAULT_DECAY:g}",
-        help="comma-separated peak_ewma decays in seconds, one lb row each (default: lb's)",
+        "--ewma",
+        default="default,choices=3",
+        help="lb peak_ewma rows, comma-separated: 'default' or KEY=VALUE[+KEY=VALUE] of "
+        "[pools.NAME.peak_ewma], e.g. default,choices=3,decay=2s",
     )
     ap.add_argument("--out", type=Path, help="directory for results.json, table.md, chart.png")
     args = ap.parse_args(argv)
@@ -259,12 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.slow_after <= args.duration:
         ap.error("--slow-after must be between 0 and --duration")
     try:
-        decays = [float(d) for d in args.decays.split(",")]
-    except ValueError:
-        ap.error("--decays must be numbers of seconds separated by commas, e.g. 10,2")
-    if any(d <= 0 for d in decays):
-        ap.error("--decays must be > 0")
-    rows_order = contenders(decays)
+        rows_order = contenders(parse_variants(args.ewma))
+    except ValueError as exc:
+        ap.error(f"--ewma: {exc}")
     raise_nofile()
     out = args.out or Path(tempfile.mkdtemp(prefix="lb-heterogeneous-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -283,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             for port in backends:
                 wait_port(port)
             for n in range(args.rounds):
-                for label, proxy, strategy, decay in rows_order:
-                    row = one_run(procs, tmp, label, proxy, strategy, decay, backends, args)
+                for label, proxy, strategy, ewma in rows_order:
+                    row = one_run(procs, tmp, label, proxy, strategy, ewma, backends, args)
                     rows[label].append(row)
                     print(
                         f"round {n + 1} {label}: {row.rps:,.0f} req/s, p50 {row.p50_ms:.2f} ms,"

@@ -447,6 +447,13 @@ class PeakEwmaConfig(_Model):
         le=3600,
         description="the estimate of a backend with no answer yet and a request in flight",
     )
+    choices: int = Field(
+        default=2,
+        ge=2,
+        le=100,
+        description="distinct backends a pick compares (2: power of two choices; Envoy's "
+        "choice_count)",
+    )
 
 
 class PoolConfig(_Model):

@@ -18,3 +18,5 @@ class StrategyOptions:
     ewma_floor: float = 0.001
     ewma_initial_rtt: float = 0.001
     ewma_penalty: float = 1.0
+    # peak_ewma: how many distinct backends a pick compares (2: power of two choices).
+    ewma_choices: int = 2

@@ -33,7 +33,10 @@ Each backend has an estimate of its response time, ``cost`` seconds as of time `
 
 ``pick`` samples two distinct eligible backends at random and keeps the one with the smaller
 ``estimate x (active + 1) / effective_weight`` (cross-multiplied, no division); a tie goes to
-the heavier backend, then to the first sampled. O(1). The "time now" used when reading is the
+the heavier backend, then to the first sampled. O(1). With ``choices`` = d > 2 it samples d
+distinct backends (Envoy's ``choice_count``): with two choices, a pool where half the backends
+are slow draws two slow ones for a sixth of its picks (2 of 4) and must send one of them the
+request; three choices out of four never do. The "time now" used when reading is the
 time of the pool's latest sample, so the strategy needs no clock: decay advances with traffic,
 and a pool with no traffic picks nothing anyway (the first pick after a silence reads estimates
 as of the last answer; the next answer brings the time up to date).
@@ -74,6 +77,7 @@ class PeakEwma:
     __slots__ = (
         "_backends",
         "_by_backend",
+        "_choices",
         "_estimates",
         "_floor",
         "_initial",
@@ -81,6 +85,7 @@ class PeakEwma:
         "_n",
         "_now",
         "_penalty",
+        "_perm",
         "_random",
         "_roster",
         "_weights",
@@ -93,6 +98,9 @@ class PeakEwma:
             value = getattr(options, name)
             if value < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")
+        if options.ewma_choices < 2:
+            raise ValueError(f"ewma_choices must be >= 2, not {options.ewma_choices!r}")
+        self._choices = options.ewma_choices
         self._inv_decay = 1.0 / options.ewma_decay
         self._floor = options.ewma_floor
         self._initial = max(options.ewma_initial_rtt, options.ewma_floor)
@@ -104,6 +112,7 @@ class PeakEwma:
         self._by_backend: dict[Backend, _Estimate] = {}
         self._weights = array("d")
         self._n = 0
+        self._perm: list[int] = []  # a permutation of range(n), for choices > 2
         self._now = 0.0
 
     def update(self, backends: Sequence[Backend]) -> None:
@@ -120,6 +129,7 @@ class PeakEwma:
         self._estimates = tuple(by_backend.values())
         self._weights = array("d", roster.weights.values())
         self._n = len(members)
+        self._perm = list(range(self._n))
 
     def on_latency(self, backend: Backend, rtt: float, now: float) -> None:
         """A response from ``backend`` took ``rtt`` seconds, and ended at ``now`` (the loop's
@@ -163,6 +173,8 @@ class PeakEwma:
         n = self._n
         if n <= 1:
             return self._backends[0] if n else None
+        if self._choices > 2:
+            return self._pick_among(n)
         rand = self._random
         i = int(rand() * n)
         j = int(rand() * (n - 1))
@@ -200,3 +212,33 @@ class PeakEwma:
         if load_a < load_b or (load_a == load_b and wa >= wb):
             return a
         return b
+
+    def _pick_among(self, n: int) -> Backend:
+        """``choices`` > 2 (Envoy's ``choice_count``): the lowest score among that many distinct
+        backends drawn at random (all of them when the pool is no bigger), by a partial
+        Fisher-Yates shuffle of a kept permutation. O(choices)."""
+        perm = self._perm
+        rand = self._random
+        backends = self._backends
+        estimates = self._estimates
+        weights = self._weights
+        best: Backend | None = None
+        best_load = 0.0
+        best_weight = 0.0
+        for k in range(min(self._choices, n)):
+            r = k + int(rand() * (n - k))
+            i = perm[r]
+            perm[r] = perm[k]
+            perm[k] = i
+            b = backends[i]
+            score = self._estimate(estimates[i], b.active) * (b.active + 1)
+            w = weights[i]
+            # score / w < best_load / best_weight, cross-multiplied; a tie: the heavier.
+            if (
+                best is None
+                or score * best_weight < best_load * w
+                or (score * best_weight == best_load * w and w > best_weight)
+            ):
+                best, best_load, best_weight = b, score, w
+        assert best is not None
+        return best

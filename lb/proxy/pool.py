@@ -83,6 +83,7 @@ def strategy_options(config: PoolConfig) -> StrategyOptions:
         ewma_floor=ewma.floor,
         ewma_initial_rtt=ewma.initial_rtt,
         ewma_penalty=ewma.penalty,
+        ewma_choices=ewma.choices,
     )
 
 

@@ -315,3 +315,56 @@ def test_the_constructor_refuses_values_no_config_could_give() -> None:
         PeakEwma(StrategyOptions(ewma_decay=0.0))
     with pytest.raises(ValueError, match="ewma_floor"):
         PeakEwma(StrategyOptions(ewma_floor=-1.0))
+
+
+# -- more than two choices ----------------------------------------------------------------------
+
+
+def test_three_choices_out_of_four_never_send_to_a_slow_pair() -> None:
+    two, three = ewma(seed=11), ewma(seed=11, ewma_choices=3)
+    for s in (two, three):
+        bs = backends(4)
+        s.update(bs)
+        for b in bs:
+            s.on_latency(b, (50 if b in bs[:2] else 1) * MS, 1.0)
+        picks = [s.pick(None) for _ in range(3000)]
+        slow = sum(1 for b in picks if b in bs[:2])
+        if s is two:
+            # Both candidates slow in 1 of 6 draws: one of them gets the request.
+            assert 380 < slow < 620, slow
+        else:
+            assert slow == 0
+
+
+def test_choices_at_least_the_pool_compare_every_backend_and_sample_uniformly() -> None:
+    s = ewma(seed=2, ewma_choices=5)
+    bs = backends(3)
+    s.update(bs)
+    for b, ms in zip(bs, (3, 1, 2), strict=True):
+        s.on_latency(b, ms * MS, 1.0)
+    s2 = ewma(seed=2, ewma_choices=3, ewma_floor=0.0)
+    s2.update(bs)
+    for b, ms in zip(bs, (3, 1, 2), strict=True):
+        s2.on_latency(b, ms * MS, 1.0)
+    assert {s2.pick(None) for _ in range(50)} == {bs[1]}
+    bs[1].active = 2  # 1 ms x 3 > 2 ms x 1
+    assert {s2.pick(None) for _ in range(50)} == {bs[2]}
+    # Idle and equal (all at the floor): ties go to the first drawn, uniform over the pool.
+    four = ewma(seed=9, ewma_choices=3)
+    pool = backends(4)
+    four.update(pool)
+    counts = dict.fromkeys(pool, 0)
+    for _ in range(4000):
+        b = four.pick(None)
+        assert b is not None
+        counts[b] += 1
+    assert all(800 < c < 1200 for c in counts.values()), counts
+    assert s.pick(None) in bs
+
+
+def test_choices_below_two_are_refused() -> None:
+    with pytest.raises(ValueError, match="ewma_choices"):
+        PeakEwma(StrategyOptions(ewma_choices=1))
+    with pytest.raises(ConfigError, match=r"pools\.p\.peak_ewma\.choices"):
+        config(peak_ewma={"choices": 1})
+    assert strategy_options(config(peak_ewma={"choices": 3})).ewma_choices == 3
