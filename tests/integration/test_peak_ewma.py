@@ -131,3 +131,20 @@ def test_the_demo_backend_changes_its_latency_while_it_serves(procs: ProcessGrou
     response = conn.getresponse()
     assert response.status == 400 and b"ms must be" in response.read()
     conn.close()
+
+
+def test_tcp_mode_feeds_connect_times_and_serves(procs: ProcessGroup) -> None:
+    """In tcp mode the sample is the connect time: connections flow, to both backends."""
+    from tests.helpers import http_get
+
+    backends = [procs.backend(f"t{i}").port for i in range(2)]
+    port = free_port()
+    cfg = config(port, backends, "peak_ewma")
+    cfg["listeners"][0]["mode"] = "tcp"
+    procs.lb(cfg)
+    seen: Counter[str] = Counter()
+    for _ in range(40):
+        status, headers, _ = http_get(port)
+        assert status == 200
+        seen[headers["x-backend"]] += 1
+    assert set(seen) == {"t0", "t1"}, seen
