@@ -1,6 +1,6 @@
 """Cold start: from the first request at zero members to its first response byte.
 
-``python -m benchmarks.coldstart [--rounds 10] [--providers process,docker]`` starts lb (1
+``python -m benchmarks.coldstart [--rounds 10] [--providers process,docker,swarm]`` starts lb (1
 worker) and lb-scaler on 127.0.0.1 with a pool scaled from ``min = 0`` (``scale_to_zero_after =
 "1s"``), then, ``--rounds`` times: waits until the pool has no backend, sends one ``GET /`` on a
 new connection, and times its first response byte. lb holds the request; the scaler, woken by
@@ -18,10 +18,12 @@ Where the time goes comes from the JSON logs of both processes (wall-clock ``tim
 
 The Docker provider runs only when an engine is reachable (``DOCKER_HOST``,
 ``scripts/dockerd.sh``) and busybox is installed; it uses the tests' image
-(``tests/docker/conftest.py``). Every process is stopped at the end; members are stopped by
-``lb-scaler stop-all``. Bounded: each request waits at most 20 s, each provider at most
-``rounds * 30`` s. Figures are printed as a Markdown table (and JSON with ``--json``); they are
-not asserted anywhere.
+(``tests/docker/conftest.py``). The Swarm provider (a single-replica service per member, host
+network) also needs that engine to be a Swarm manager (``scripts/dockerd.sh`` runs ``docker
+swarm init``); its members are services labelled ``bench=coldstart``. Every process is
+stopped at the end; members are stopped by ``lb-scaler stop-all``. Bounded: each request waits
+at most 20 s, each provider at most ``rounds * 30`` s. Figures are printed as a Markdown table
+(and JSON with ``--json``); they are not asserted anywhere.
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ def config(tmp: Path, provider: str, ports: str) -> dict[str, Any]:
         scaler["process"] = {
             "command": "{python} -m lb.demo_server --port {port} --name web-{port}",
             "port_range": ports,
+        }
+    elif provider == "swarm":
+        from tests.docker.conftest import IMAGE
+
+        scaler["swarm"] = {
+            "image": IMAGE,
+            "command": "busybox httpd -f -p 127.0.0.1:{port} -h /www",
+            "port_range": ports,
+            "labels": {"bench": "coldstart"},
         }
     else:
         from tests.docker.conftest import IMAGE
@@ -258,6 +269,19 @@ def docker_ready() -> str | None:
     return None
 
 
+def swarm_ready() -> str | None:
+    """None when the Swarm provider can run, else why not."""
+    why = docker_ready()
+    if why is not None:
+        return why
+    from tests.docker.conftest import _swarm_state
+
+    state, manager = asyncio.run(_swarm_state())
+    if state != "active" or not manager:
+        return f"the Docker engine is not a Swarm manager (swarm state {state})"
+    return None
+
+
 def summary(provider: str, rows: list[Round]) -> dict[str, Any]:
     def med(values: list[float | None]) -> float | None:
         got = [v for v in values if v is not None]
@@ -295,19 +319,21 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=__doc__)
     ap.add_argument("--rounds", type=int, default=10, help="cold starts per provider (1-50)")
-    ap.add_argument("--providers", default="process,docker", help="process, docker or both")
+    ap.add_argument(
+        "--providers", default="process,docker,swarm", help="any of process, docker, swarm"
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     rounds = max(1, min(50, args.rounds))
     results = []
     for provider in [p.strip() for p in args.providers.split(",") if p.strip()]:
-        if provider == "docker":
-            why = docker_ready()
+        if provider in ("docker", "swarm"):
+            why = docker_ready() if provider == "docker" else swarm_ready()
             if why is not None:
-                print(f"docker: skipped: {why}", file=sys.stderr)
+                print(f"{provider}: skipped: {why}", file=sys.stderr)
                 continue
         elif provider != "process":
-            ap.error(f"unknown provider {provider!r}: process or docker")
+            ap.error(f"unknown provider {provider!r}: process, docker or swarm")
         results.append(summary(provider, run_provider(provider, rounds)))
     print(table(results))
     print("(parts are medians, in seconds; see the module docstring for what each covers)")

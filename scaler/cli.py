@@ -1,6 +1,7 @@
 """``lb-scaler``: the autoscaling sidecar of lb (also ``python -m scaler``).
 
 lb-scaler -c config.toml [run]     scale every pool of [[scalers]] until SIGTERM/Ctrl-C
+          [--metrics HOST:PORT]     serve Prometheus metrics on GET /metrics there
 lb-scaler -c config.toml status    members, desired counts, recent decisions (--json)
 lb-scaler -c config.toml check     validate the file (0 valid, 2 invalid)
 lb-scaler -c config.toml stop-all  drain, stop and deregister every member (scaler stopped)
@@ -22,12 +23,13 @@ import orjson
 import uvloop
 
 from lb.config import Config, ConfigError, load_config
-from lb.control.client import ControlClient
 from lb.control.service import resolve_path
 from lb.logs import setup_logging
 from scaler import status
 from scaler.config import ScalerConfig, run_dir, scalers_of
 from scaler.controller import PoolScaler
+from scaler.fleet import FleetError, Instance, open_instances
+from scaler.metrics import parse_bind
 from scaler.providers import ProviderError, make_provider
 from scaler.runner import Runner
 
@@ -39,12 +41,18 @@ def _load(path: str) -> tuple[Config, list[ScalerConfig]]:
     return config, scalers_of(config)
 
 
-async def _run(config: Config, path: str, scalers: list[ScalerConfig]) -> int:
-    runner = Runner(config, path, scalers)
+async def _run(
+    config: Config, path: str, scalers: list[ScalerConfig], metrics: str | None = None
+) -> int:
+    runner = Runner(config, path, scalers, metrics)
     try:
         await runner.open()
-    except (status.AlreadyRunning, ProviderError) as exc:
+    except (status.AlreadyRunning, ProviderError, FleetError) as exc:
         log.error("cannot start: %s", exc)
+        await runner.close()
+        return 1
+    except OSError as exc:
+        log.error("cannot start: --metrics %s: %s", metrics, exc.strerror or exc)
         await runner.close()
         return 1
     print(runner.banner(), flush=True)
@@ -62,15 +70,18 @@ async def _stop_all(config: Config, path: str, scalers: list[ScalerConfig]) -> i
     except status.AlreadyRunning as exc:
         print(f"lb-scaler: {exc}", file=sys.stderr)
         return 1
-    client = ControlClient(resolve_path(path, config.lb.control_socket), timeout=10.0)
+    socket = resolve_path(path, config.lb.control_socket)
+    instances: list[Instance] = []
     failed = 0
     pools: dict[str, Any] = {}
     try:
-        for sc in scalers:
+        for i, sc in enumerate(scalers):
             provider = make_provider(sc, path, rd)
             try:
+                lbs = open_instances(sc, i, path, socket)
+                instances += lbs
                 await provider.open()
-                ps = PoolScaler(sc, provider, client)
+                ps = PoolScaler(sc, provider, lbs)
                 removed = await ps.stop_all()
                 pools[sc.pool] = ps.status()
                 left = len(ps.removing)
@@ -78,13 +89,14 @@ async def _stop_all(config: Config, path: str, scalers: list[ScalerConfig]) -> i
                 if left:
                     failed += 1
                     print(f"pool {sc.pool}: {left} member(s) could not be removed", file=sys.stderr)
-            except ProviderError as exc:
+            except (ProviderError, FleetError) as exc:
                 failed += 1
                 print(f"pool {sc.pool}: {exc}", file=sys.stderr)
             finally:
                 await provider.close()
     finally:
-        await client.close()
+        for inst in instances:
+            await inst.client.close()
         now = time.time()
         doc = {"pid": os.getpid(), "running": False, "config": path}
         with contextlib.suppress(OSError):
@@ -105,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="lb-scaler", description="autoscaling sidecar of lb", parents=[common]
     )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", parents=[common], help="scale the pools of [[scalers]] (the default)")
+    run = sub.add_parser(
+        "run", parents=[common], help="scale the pools of [[scalers]] (the default)"
+    )
+    for p in (parser, run):
+        p.add_argument(
+            "--metrics",
+            metavar="HOST:PORT",
+            default=argparse.SUPPRESS,
+            help="serve the scaler's Prometheus metrics on GET /metrics there (default: off)",
+        )
     st = sub.add_parser("status", parents=[common], help="members, desired counts, decisions")
     st.add_argument("--json", action="store_true", help="the status file as JSON")
     sub.add_parser("check", parents=[common], help="validate the config file")
@@ -113,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path: str = getattr(args, "config", "config.toml")
     command = args.command or "run"
+    metrics: str | None = getattr(args, "metrics", None)
+    if metrics is not None:
+        try:
+            parse_bind(metrics)
+        except ValueError as exc:
+            parser.error(str(exc))
 
     try:
         config, scalers = _load(path)
@@ -145,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.lb.log_format, config.lb.log_level, "scaler")
     if command == "stop-all":
         return uvloop.run(_stop_all(config, path, scalers))
-    return uvloop.run(_run(config, path, scalers))
+    return uvloop.run(_run(config, path, scalers, metrics))
 
 
 if __name__ == "__main__":

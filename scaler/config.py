@@ -63,7 +63,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def field_error(model: str, loc: tuple[str, ...], value: object, message: str) -> ValidationError:
+def field_error(
+    model: str, loc: tuple[str | int, ...], value: object, message: str
+) -> ValidationError:
     """A cross-field problem reported at the field it concerns (not at the whole table):
     pydantic nests a ValidationError raised by a validator under the caller's location."""
     detail = InitErrorDetails(
@@ -251,6 +253,189 @@ class DockerSettings(_Model):
         return self
 
 
+# -- the lb instances an entry keeps in step (docs/scaler.md, "Several lb instances") -------------
+
+LOCAL_LB = "local"  # the name of the lb behind [lb] control_socket
+
+
+class LbInstance(_Model):
+    """One entry of ``lbs``: another lb, through its admin listener (``[admin] bind`` there)
+    and that lb's bearer token for write calls."""
+
+    url: str = Field(description='the admin listener, e.g. "http://127.0.0.1:9901"')
+    name: str | None = Field(
+        default=None, description="in status, logs and metrics; default: host:port of url"
+    )
+    token_file: str | None = Field(
+        default=None, description="file holding that lb's [admin] token (relative to config)"
+    )
+    token_env: str | None = Field(
+        default=None, description="or: an environment variable holding it"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from yarl import URL
+
+        try:
+            u = URL(v)
+            port = u.explicit_port
+        except (ValueError, TypeError):
+            port = None
+            u = None
+        if (
+            u is None
+            or u.scheme not in ("http", "https")
+            or not u.host
+            or port is None
+            or u.path not in ("", "/")
+            or u.query_string
+            or u.user
+        ):
+            raise ValueError(
+                'the admin listener of an lb, as "http://HOST:PORT" (no path, no credentials: '
+                "the token goes in token_file or token_env)"
+            )
+        return v.rstrip("/")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", v):
+            raise ValueError(
+                "letters, digits, '.', '_', ':' and '-', at most 64 characters, such as 'edge-2'"
+            )
+        if v == LOCAL_LB:
+            raise ValueError(f"{LOCAL_LB!r} names the lb of [lb] control_socket; choose another")
+        return v
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("the name of an environment variable, such as LB_EDGE2_TOKEN")
+        return v
+
+    @model_validator(mode="after")
+    def _token(self) -> LbInstance:
+        if (self.token_file is None) == (self.token_env is None):
+            raise field_error(
+                "lbs",
+                ("token_file",),
+                self.token_file,
+                "give exactly one of token_file and token_env: the bearer token of that lb's "
+                "admin listener (its [admin] token_file), which the scaler's writes need",
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        from yarl import URL
+
+        u = URL(self.url)
+        return f"{u.host}:{u.explicit_port}"
+
+
+def _check_lbs(local_lb: bool, lbs: list[LbInstance]) -> None:
+    """The instances of one entry: at least one, names and addresses each used once."""
+    if not local_lb and not lbs:
+        raise field_error(
+            "scalers",
+            ("local_lb",),
+            local_lb,
+            "local_lb = false and no lbs: no lb to keep in step; set local_lb = true or add "
+            'lbs = [{ url = "http://HOST:PORT", token_file = "..." }]',
+        )
+    names: dict[str, int] = {}
+    urls: dict[str, int] = {}
+    for i, lb in enumerate(lbs):
+        if lb.url in urls:
+            raise field_error(
+                "scalers", ("lbs", i, "url"), lb.url, f"lbs[{urls[lb.url]}] has this url"
+            )
+        urls[lb.url] = i
+        if lb.label in names:
+            raise field_error(
+                "scalers",
+                ("lbs", i, "name"),
+                lb.label,
+                f"lbs[{names[lb.label]}] is named {lb.label!r} too; give each a distinct name",
+            )
+        names[lb.label] = i
+
+
+class SwarmSettings(_Model):
+    """``[scalers.swarm]``: one single-replica Swarm service per member, through aiodocker.
+
+    The engine must be a Swarm manager (``docker swarm init``). Members run with host
+    networking on a port of ``port_range``, like ``[scalers.docker]`` in host mode."""
+
+    image: str = Field(min_length=1, description="an image every node has; nothing is pulled")
+    command: str | list[str] | None = Field(
+        default=None, description="command template ({port}); default: the image's CMD"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="added to lb.managed-by=scaler and lb.pool=NAME"
+    )
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU limit, in cores")
+    memory: int | None = Field(default=None, description='memory limit: "128m", "1g" or bytes')
+    port_range: PortRange = Field(default="9300-9399", description="member ports (host network)")
+    host: str = Field(default="127.0.0.1", description="address members bind and lb sends to")
+    constraints: list[str] = Field(
+        default_factory=list, description='placement constraints, e.g. "node.role==worker"'
+    )
+    docker_url: str | None = Field(
+        default=None, description="a manager's address; default: DOCKER_HOST, then the socket"
+    )
+    init: bool = Field(
+        default=True, description="run an init as PID 1, so SIGTERM reaches the member"
+    )
+    stats_timeout: Duration = Field(default=3.0, gt=0, description="per Docker stats call")
+
+    # The fields it shares with [scalers.docker] are checked by the same rules.
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: object) -> object:
+        return DockerSettings._memory(v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        return DockerSettings._image(v)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | list[str] | None) -> str | list[str] | None:
+        return DockerSettings._command(v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return DockerSettings._labels(v)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v or any(c.isspace() or c in "/:[]" for c in v):
+            raise ValueError('an IPv4 address or host name, such as "127.0.0.1"')
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if "==" not in c and "!=" not in c:
+                raise ValueError(
+                    f"constraint {c!r}: a Swarm placement constraint is KEY==VALUE or "
+                    'KEY!=VALUE, such as "node.role==worker"'
+                )
+        return v
+
+
 def _step_defaults(data: Any) -> Any:
     """A direction with no step limit set gets the HPA's defaults; one with any set gets only
     those (the others are off)."""
@@ -269,7 +454,7 @@ class ScalerConfig(_Model):
     """One ``[[scalers]]`` entry: how one pool is scaled."""
 
     pool: str = Field(min_length=1, description="the pool in [pools] whose members this manages")
-    provider: Literal["process", "docker"] = "process"
+    provider: Literal["process", "docker", "swarm"] = "process"
     min: int = Field(default=1, ge=0, le=1000, description="0: scale to zero when idle")
     max: int = Field(ge=1, le=1000)
     metric: Metric = "inflight_per_backend"
@@ -302,8 +487,16 @@ class ScalerConfig(_Model):
     backoff_max: Duration = Field(default=60.0, gt=0)
     weight: int = Field(default=1, ge=1, le=1000, description="weight of registered members")
     publish_events: bool = Field(default=True, description="send decisions to lb (GET /v1/events)")
+    # The lb instances this entry keeps in step (the block above ``_step_defaults``).
+    local_lb: bool = Field(
+        default=True, description="keep the lb of [lb] control_socket in step (name: local)"
+    )
+    lbs: list[LbInstance] = Field(
+        default_factory=list, description="other lb instances, through their admin listener"
+    )
     process: ProcessSettings | None = Field(default=None, validate_default=True)
     docker: DockerSettings | None = Field(default=None, validate_default=True)
+    swarm: SwarmSettings | None = Field(default=None, validate_default=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -356,7 +549,7 @@ class ScalerConfig(_Model):
                 'provider = "process" needs [scalers.process] with a command, e.g. '
                 'command = "{python} -m lb.demo_server --port {port}"'
             )
-        if provider == "docker" and v is not None:
+        if provider in ("docker", "swarm") and v is not None:
             raise ValueError('only applies to provider = "process"; remove it or change provider')
         return v
 
@@ -366,9 +559,24 @@ class ScalerConfig(_Model):
         provider = info.data.get("provider")
         if provider == "docker" and v is None:
             raise ValueError('provider = "docker" needs [scalers.docker] with an image')
-        if provider == "process" and v is not None:
+        if provider in ("process", "swarm") and v is not None:
             raise ValueError('only applies to provider = "docker"; remove it or change provider')
         return v
+
+    @field_validator("swarm")
+    @classmethod
+    def _swarm(cls, v: SwarmSettings | None, info: ValidationInfo) -> SwarmSettings | None:
+        provider = info.data.get("provider")
+        if provider == "swarm" and v is None:
+            raise ValueError('provider = "swarm" needs [scalers.swarm] with an image')
+        if provider in ("process", "docker") and v is not None:
+            raise ValueError('only applies to provider = "swarm"; remove it or change provider')
+        return v
+
+    @model_validator(mode="after")
+    def _lbs(self) -> ScalerConfig:
+        _check_lbs(self.local_lb, self.lbs)
+        return self
 
     @model_validator(mode="after")
     def _zero(self) -> ScalerConfig:
@@ -389,6 +597,8 @@ class ScalerConfig(_Model):
             if self.process is not None
             else ("docker", self.docker.port_range)
             if self.docker is not None and self.docker.network_mode == "host"
+            else ("swarm", self.swarm.port_range)
+            if self.swarm is not None
             else ("", "")
         )
         if section:
@@ -404,6 +614,8 @@ class ScalerConfig(_Model):
         return self
 
     def settings_text(self) -> str:
+        if self.swarm is not None:
+            return f"swarm image {self.swarm.image} (a service per member, host network)"
         if self.docker is not None:
             return f"docker image {self.docker.image} ({self.docker.network_mode} network)"
         assert self.process is not None
@@ -463,8 +675,10 @@ def resolve(config_path: str | Path, value: str) -> Path:
 __all__ = [
     "METRICS",
     "DockerSettings",
+    "LbInstance",
     "ProcessSettings",
     "ScalerConfig",
+    "SwarmSettings",
     "check_scalers",
     "parse_duration",
     "parse_memory",

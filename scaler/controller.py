@@ -8,8 +8,9 @@ overlap, so there is a single writer of its members. The tasks beside the loop
 (``follow_events``, ``follow_demand``) only set ``wake``; they never act.
 
 1. **Observe.** The provider lists its members (adopting those an earlier scaler started);
-   lb lists the pool's backends. Backends registered by the scaler carry the metadata
-   ``managed-by = scaler``; the others (from config.toml or an operator) are not touched.
+   every lb instance lists the pool's backends. Backends registered by the scaler carry the
+   metadata ``managed-by = scaler``; the others (from config.toml or an operator) are not
+   touched.
 2. **Reconcile.** A dead member is cleaned up; a registered address without a live member is
    deregistered (``force``: nothing serves there); a live member that is not registered is
    registered (adoption after a restart, or a registration that failed earlier).
@@ -34,6 +35,13 @@ Every decision and action is a structured log line (``event`` field), is kept fo
 
 The loop never stops a member because lb is unreachable: without lb it only waits.
 
+**Several lb instances.** "lb" above is ``self.fleet`` (``scaler/fleet.py``): the local
+control socket and the admin listeners of other instances. Registrations, drains and
+deregistrations go to every instance; the reconcile step resyncs each one that answers from
+its own list (so one that restarted or was away is brought back in step); stats and demand
+are summed over them. A removal waits for every instance that answers to say removable, and
+for one that does not answer at most ``drain_timeout``; with no instance answering, it waits.
+
 **Demand, as it happens.** ``follow_demand`` long-polls lb's demand API (``after`` the last
 sequence number seen, up to ``DEMAND_WAIT`` seconds). When requests wait and no backend is
 eligible (zero members) the loop wakes at once (the first held request at zero members starts
@@ -52,12 +60,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from lb.control.client import ApiError, ControlClient, ControlClientError, Unreachable
-from lb.control.models import BackendStats, BackendView
+from lb.control.models import BackendStats
 from scaler.config import ScalerConfig
+from scaler.fleet import LOCAL, Drained, Fleet, Instance
 from scaler.observe import pick_victims, samples
 from scaler.policy import Decision, Policy, PolicySpec, is_jump
 from scaler.providers.base import (
@@ -106,7 +115,7 @@ class PoolScaler:
         self,
         sc: ScalerConfig,
         provider: Provider,
-        lb: ControlClient,
+        lb: ControlClient | Sequence[Instance],
         *,
         resume: set[str] | None = None,
         on_change: Callable[[], None] = lambda: None,
@@ -115,13 +124,15 @@ class PoolScaler:
         self.sc = sc
         self.pool = sc.pool
         self.provider = provider
-        self.lb = lb
+        # Every lb instance this pool is kept in step on; one ControlClient is a fleet of one.
+        instances = list(lb) if isinstance(lb, Sequence) else [Instance(LOCAL, lb)]
+        self.fleet = Fleet(sc.pool, instances, self)
+        self.counts: dict[str, int] = {}  # actions by kind, for the scaler's metrics
         self.clock = clock
         self.on_change = on_change  # the runner persists the status (and the removal intents)
         self.policy: Policy | None = None
         self.removing: set[str] = set(resume or ())  # member ids whose removal is under way
         self.members: list[Member] = []
-        self.backends: dict[str, BackendView] = {}  # ours, by address
         self.stats: dict[str, BackendStats] = {}  # by address
         self.eligible = 0  # backends of the pool eligible for traffic (lb's stats)
         self.decisions: deque[dict[str, Any]] = deque(maxlen=KEEP)
@@ -135,8 +146,6 @@ class PoolScaler:
         self.last_error = ""
         self.wake = asyncio.Event()
         self._logged_key: tuple[Any, ...] | None = None
-        self._lb_down: str | None = None
-        self._lb_seen = False  # lb answered at least once since this scaler started
         self._cpu: dict[str, CpuSample] = {}
         self._outbox: list[dict[str, Any]] = []
         self._publish = sc.publish_events
@@ -159,6 +168,7 @@ class PoolScaler:
 
     def action(self, kind: str, message: str, level: int = logging.INFO, **fields: Any) -> None:
         doc = self._event(kind, message, level, **fields)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
         self.actions.append(doc)
         self._queue(doc)
 
@@ -214,20 +224,14 @@ class PoolScaler:
         if not self._outbox or not self._publish:
             return
         batch, self._outbox = self._outbox, []
-        try:
-            await self.lb.request(
-                "POST",
-                f"/v1/pools/{self.pool}/events",
-                body={"source": "scaler", "events": batch},
-                seconds=PUBLISH_TIMEOUT,
-            )
-        except ApiError as exc:
-            if exc.status == 404 and exc.field == "path":
-                self._publish = False
-                log.warning("%s: lb has no events API (older lb?); not publishing", self.pool)
-            else:
-                log.warning("%s: lb refused the events: %s", self.pool, exc.message)
-        except ControlClientError:
+        sent = await self.fleet.post_events(
+            f"/v1/pools/{self.pool}/events",
+            {"source": "scaler", "events": batch},
+            PUBLISH_TIMEOUT,
+        )
+        if sent == "off":
+            self._publish = False
+        elif sent == "retry":
             self._outbox = (batch + self._outbox)[-100:]  # lb is down: try with the next tick
 
     # -- the loop -------------------------------------------------------------------------------
@@ -244,7 +248,7 @@ class PoolScaler:
             await self.publish()
             with contextlib.suppress(TimeoutError):
                 # Until lb first answers, look again soon: they are often started together.
-                async with asyncio.timeout(self.sc.interval if self._lb_seen else 0.25):
+                async with asyncio.timeout(self.sc.interval if self.fleet.seen else 0.25):
                     await _first(stop.wait(), self.wake.wait())
 
     async def follow_events(self) -> None:
@@ -264,22 +268,28 @@ class PoolScaler:
                 await asyncio.sleep(5.0)
 
     async def follow_demand(self) -> None:
-        """Wake the loop when lb reports that the pool's demand left 0 or jumped. Never acts:
-        the loop, woken, decides. Failures back off and are logged once until it works."""
+        """Wake the loop when lb reports that the pool's demand left 0 or jumped: one watcher
+        per lb instance, and the pool's demand is their sum. Never acts: the loop, woken,
+        decides. Failures back off and are logged once until it works."""
+        await asyncio.gather(*(self._follow_demand(inst) for inst in self.fleet.instances))
+
+    async def _follow_demand(self, inst: Instance) -> None:
         after: int | None = None
         backoff = 0.0
         failing = ""
+        lb = self.fleet.lb(inst)
         while True:
             try:
-                d = await self.lb.demand(self.pool, after=after, within=DEMAND_WAIT)
+                d = await inst.client.demand(self.pool, after=after, within=DEMAND_WAIT)
             except (ApiError, ControlClientError) as exc:
+                inst.demand = None
                 if isinstance(exc, ApiError) and exc.status == 404 and exc.field != "pool":
                     self._no_demand_api()
                     why = "no demand API"  # said once, by _no_demand_api
                 elif isinstance(exc, ApiError):
-                    why = f"lb refused the demand call: {exc.message}"
+                    why = f"{lb} refused the demand call: {exc.message}"
                 else:
-                    why = f"lb unreachable: {exc}"
+                    why = f"{lb} unreachable: {exc}"
                 cap = DEMAND_BACKOFF[1] if isinstance(exc, Unreachable) else DEMAND_BACKOFF[2]
                 backoff = min(cap, max(DEMAND_BACKOFF[0], backoff * 2))
                 if why != failing and why != "no demand API":
@@ -294,10 +304,11 @@ class PoolScaler:
                 await asyncio.sleep(backoff)
                 continue
             if failing or not self._demand_api:
-                log.info("%s: following lb's demand again", self.pool)
+                log.info("%s: following %s's demand again", self.pool, lb)
                 failing, backoff, self._demand_api = "", 0.0, True
             after = d.seq
-            self.on_demand(d.demand, d.eligible)
+            inst.demand = (d.demand, d.eligible)
+            self.on_demand(*self.fleet.demand_now())
             await asyncio.sleep(DEMAND_GAP)
 
     def on_demand(self, demand: int, eligible: int) -> None:
@@ -375,57 +386,51 @@ class PoolScaler:
 
     # -- observe and reconcile ------------------------------------------------------------------
 
-    def _lb_unreachable(self, exc: Exception) -> None:
-        msg = str(exc)
-        if self._lb_down != msg:
-            self._lb_down = msg
-            if self._lb_seen:
-                self.action("lb_unreachable", f"lb unreachable: {msg}; waiting", logging.WARNING)
-            else:  # started together with lb (make run): not a problem yet
-                log.info("%s: waiting for lb (%s)", self.pool, msg)
-
-    def _lb_back(self) -> None:
-        if self._lb_down is not None and self._lb_seen:
-            self.action("lb_reachable", "lb reachable again")
-        self._lb_down = None
-        self._lb_seen = True
-
     async def _reconcile(self, live: list[Member]) -> bool:
-        try:
-            view = await self.lb.backends(self.pool)
-        except Unreachable as exc:
-            self._lb_unreachable(exc)
+        """Make every lb that answers match the members: the resync of an instance that was
+        away or restarted, and adoption after a scaler restart. False: no lb answers (or the
+        only one refused the pool)."""
+        fleet = self.fleet
+        if not await fleet.views():
             return False
-        except ApiError as exc:
-            self._note_error(f"lb: {exc.message} (is [scalers] pool {self.pool!r} in lb's config?)")
-            return False
-        self._lb_back()
-        ours = {b.address: b for b in view.backends if b.metadata.get("managed-by") == MANAGED_BY}
         by_address = {m.address: m for m in live}
-        for address, b in ours.items():
-            if address in by_address:
-                continue
-            try:
-                await self.lb.remove(self.pool, b.id, force=True)
-            except ApiError as exc:
-                if exc.status != 404:
-                    self._note_error(f"cannot deregister {address}: {exc.message}")
-                continue
-            self.action(
-                "deregistered",
-                f"deregistered {address}: no live member serves it",
-                member=b.metadata.get("member", ""),
-                address=address,
-            )
-        self.backends = {b.address: b for b in ours.values() if b.address in by_address}
+        seen = [i for i in fleet.instances if i.known and i.reachable]
+        changes: dict[str, list[str]] = {i.name: [] for i in seen}
+        failed: set[str] = set()
+        for address in sorted({a for i in seen for a in i.ours if a not in by_address}):
+            where = [i for i in seen if address in i.ours]
+            member = where[0].ours[address].metadata.get("member", "")
+            got = await asyncio.gather(*(fleet.deregister(i, address, force=True) for i in where))
+            done = [i for i, r in zip(where, got, strict=True) if r == "removed"]
+            failed |= {i.name for i, r in zip(where, got, strict=True) if r == "failed"}
+            for i in done:
+                changes[i.name].append(f"deregistered {address}")
+            if done:
+                self.action(
+                    "deregistered",
+                    f"deregistered {address}{self._on(done)}: no live member serves it",
+                    member=member,
+                    address=address,
+                )
         for m in live:
-            if m.address not in ours and m.id not in self.removing and await self._register(m):
+            missing = [i for i in seen if m.address not in i.ours]
+            if not missing or m.id in self.removing:
+                continue
+            added = await self._register(m, missing)
+            failed |= {i.name for i in missing if i not in added}
+            for i in added:
+                changes[i.name].append(f"registered {m.address}")
+            if added:
                 self.action(
                     "adopted",
-                    f"registered {m.address} ({m.name}): running but not registered",
+                    f"registered {m.address} ({m.name}){self._on(added)}: running but not "
+                    "registered",
                     member=m.id,
                     address=m.address,
                 )
+        for i in seen:
+            if i.name not in failed:
+                fleet.synced(i, changes[i.name])
         # Intents about members that no longer exist are done.
         gone = self.removing - {m.id for m in live}
         if gone:
@@ -433,51 +438,47 @@ class PoolScaler:
             self.on_change()
         return True
 
-    async def _register(self, m: Member) -> bool:
-        try:
-            added = await self.lb.add_backend(
-                self.pool,
-                m.address,
-                self.sc.weight,
-                metadata={
-                    "managed-by": MANAGED_BY,
-                    "member": m.id[:256],
-                    "provider": self.sc.provider,
-                },
-            )
-        except ControlClientError as exc:
-            self._note_error(
-                f"cannot register {m.address} ({m.name}): {exc}; it runs, and the next tick "
-                "registers it"
-            )
-            return False
-        except ApiError as exc:
-            self._note_error(f"lb refused {m.address} ({m.name}): {exc.message}")
-            return False
-        self.backends[m.address] = added.backend
-        return True
+    def _on(self, where: Sequence[Instance]) -> str:
+        """`` on lb a, b`` when only some instances of several are meant; else ""."""
+        if self.fleet.single or len(where) == len(self.fleet.instances):
+            return ""
+        return " on lb " + ", ".join(i.name for i in where)
+
+    async def _register(self, m: Member, on: Sequence[Instance] | None = None) -> list[Instance]:
+        """Register ``m`` on ``on`` (default: every lb instance); returns where it is now."""
+        return await self.fleet.register(
+            m.address,
+            self.sc.weight,
+            metadata={
+                "managed-by": MANAGED_BY,
+                "member": m.id[:256],
+                "provider": self.sc.provider,
+                # Where it runs (Swarm: node, task, slot), for the dashboard.
+                **{k: m.info[k][:256] for k in ("node", "task", "slot") if m.info.get(k)},
+            },
+            what=f"{m.address} ({m.name})",
+            on=on,
+        )
 
     async def _observe(self, active: list[Member]) -> bool:
         try:
-            st = await self.lb.stats(self.pool, window=self.sc.metric_window)
-        except Unreachable as exc:
-            self._lb_unreachable(exc)
-            return False
+            got = await self.fleet.stats(self.sc.metric_window)
         except ApiError as exc:
             self._note_error(f"lb stats: {exc.message}")
             return False
-        pool = st.pools.get(self.pool)
-        self.stats = {b.address: b for b in pool.backends.values()} if pool is not None else {}
-        self.eligible = pool.backends_eligible if pool is not None else 0
-        self.demand = await self._demand(pool.in_flight if pool is not None else None)
+        if got is None:
+            return False
+        self.stats, self.eligible, in_flight = got
+        self.demand = await self._demand(in_flight)
         return True
 
     async def _demand(self, in_flight: int | None) -> int | None:
-        """The pool's demand now (in flight + queued + held). From an lb without the demand
-        API: its in-flight count, which is the demand when nothing can wait in lb."""
+        """The pool's demand now (in flight + queued + held), summed over the lb instances.
+        From an lb without the demand API: its in-flight count, which is the demand when
+        nothing can wait in lb."""
         if self._demand_api:
             try:
-                return (await self.lb.demand(self.pool)).demand
+                return await self.fleet.demand()
             except ApiError as exc:
                 if exc.status == 404 and exc.field != "pool":
                     self._no_demand_api()
@@ -594,58 +595,62 @@ class PoolScaler:
         self.members.append(m)
         return None
 
-    async def _remove_all(self, victims: list[Member]) -> int:
+    async def _remove_all(self, victims: list[Member], *, drain: bool = True) -> int:
         for m in victims:
             self.removing.add(m.id)
         self.on_change()  # the intent is on disk before the first drain
-        done = await asyncio.gather(*(self._remove(m) for m in victims))
+        done = await asyncio.gather(*(self._remove(m, drain=drain) for m in victims))
         return sum(done)
 
-    async def _remove(self, m: Member) -> bool:
-        """Drain, wait, stop, remove, deregister. False (intent kept) if lb cannot be asked."""
+    async def _remove(self, m: Member, *, drain: bool = True) -> bool:
+        """Drain on every lb, wait, stop, remove, deregister everywhere. False (intent kept)
+        if no lb can be asked, or one refused."""
         t0 = self.clock()
-        b = self.backends.get(m.address)
-        removable = True
-        if b is not None:
-            try:
-                await self.lb.drain(self.pool, b.id)
-                res = await self.lb.wait_removable(self.pool, b.id, within=self.sc.drain_timeout)
-            except ControlClientError as exc:
-                self._note_error(f"cannot drain {m.address} ({exc}); will try again")
-                return False
-            except ApiError as exc:
-                if exc.status != 404:
-                    self._note_error(f"cannot drain {m.address}: {exc.message}; will try again")
-                    return False
-                b = None  # deregistered meanwhile: nothing to drain
-            else:
-                removable = res.removable
-                if not removable:
-                    self.action(
-                        "drain_timeout",
-                        f"{m.address} still had {res.active} active after drain_timeout="
-                        f"{self.sc.drain_timeout:g}s ({res.reason}); stopping it anyway",
-                        logging.WARNING,
-                        member=m.id,
-                        address=m.address,
-                    )
+        timeout = self.sc.drain_timeout
+        d = await self.fleet.drain(m.address, timeout, self.clock) if drain else Drained()
+        if d.nobody:
+            self._note_error(f"cannot drain {m.address} ({self.fleet.down}); will try again")
+            return False
+        if d.refused:
+            self._note_error(f"cannot drain {m.address}: {d.refused}; will try again")
+            return False
+        if d.timeouts:
+            self.action(
+                "drain_timeout",
+                f"{m.address} still had {'; '.join(d.timeouts)} after drain_timeout="
+                f"{timeout:g}s; stopping it anyway",
+                logging.WARNING,
+                member=m.id,
+                address=m.address,
+            )
+        if d.unreachable:
+            names = ", ".join(f"lb {n} ({why})" for n, why in sorted(d.unreachable.items()))
+            self.action(
+                "drain_unreachable",
+                f"{m.address}: {names} did not answer within drain_timeout={timeout:g}s; "
+                "removing it anyway (it is deregistered there when that lb returns)",
+                logging.WARNING,
+                member=m.id,
+                address=m.address,
+            )
         try:
             await self.provider.stop_and_remove(m, self.sc.stop_timeout)
         except ProviderError as exc:
             self._note_error(f"cannot stop {m.name}: {exc}; will try again")
             return False
-        if b is not None:
-            with contextlib.suppress(ControlClientError, ApiError):
-                # Not removable in time: its connections are closed (the member is gone).
-                await self.lb.remove(self.pool, b.id, force=not removable)
+        if d.registered:
+            # Not removable in time: its connections are closed (the member is gone).
+            await self.fleet.deregister_all(m.address, lambda lb: not d.removable.get(lb, False))
         self.removing.discard(m.id)
         self.members = [x for x in self.members if x.id != m.id]
-        self.backends.pop(m.address, None)
+        self.fleet.forget(m.address)
         self.on_change()
-        if b is None:
+        if not d.registered:
             how = "stopped; it was not registered"
-        elif removable:
+        elif d.all_removable:
             how = "drained, stopped, deregistered"
+        elif d.unreachable and all(d.removable.values()):
+            how = "drained on every lb that answered, stopped, deregistered"
         else:
             how = "drained until drain_timeout, stopped, deregistered"
         self.action(
@@ -666,22 +671,17 @@ class PoolScaler:
                 await self._clean_dead(m)
         live = [m for m in members if m.running]
         self.members = live
-        try:
-            view = await self.lb.backends(self.pool)
-        except (ControlClientError, ApiError) as exc:
-            why = exc.message if isinstance(exc, ApiError) else str(exc)
+        if not await self.fleet.views():
             log.warning(
-                "%s: lb unreachable (%s): stopping members without draining them", self.pool, why
+                "%s: lb unreachable (%s): stopping members without draining them",
+                self.pool,
+                self.fleet.down or self.last_error,
             )
-            self.backends = {}
-        else:
-            ours = [b for b in view.backends if b.metadata.get("managed-by") == MANAGED_BY]
-            live_addresses = {m.address for m in live}
-            self.backends = {b.address: b for b in ours if b.address in live_addresses}
-            for b in ours:
-                if b.address not in live_addresses:
-                    with contextlib.suppress(ApiError, ControlClientError):
-                        await self.lb.remove(self.pool, b.id, force=True)
+            return await self._remove_all(live, drain=False)
+        live_addresses = {m.address for m in live}
+        for inst in self.fleet.instances:
+            for address in [a for a in inst.ours if a not in live_addresses]:
+                await self.fleet.deregister(inst, address, force=True)
         return await self._remove_all(live)
 
     # -- status ---------------------------------------------------------------------------------
@@ -697,7 +697,8 @@ class PoolScaler:
                     "name": m.name,
                     "address": m.address,
                     "created": m.created,
-                    "registered": m.address in self.backends,
+                    "registered": bool(self.fleet.registered(m.address)),
+                    "lbs": self.fleet.registered(m.address),
                     "admin": st.admin.value if st is not None else None,
                     "health": st.health.value if st is not None else None,
                     "in_flight": st.in_flight if st is not None else None,
@@ -722,7 +723,9 @@ class PoolScaler:
             "removing": sorted(self.removing),
             "failures": self.failures,
             "last_error": self.last_error,
-            "lb_unreachable": self._lb_down,
+            "lb_unreachable": self.fleet.down,
+            "lbs": self.fleet.status(),
+            "counts": dict(self.counts),
             "members": members,
             "decisions": list(self.decisions),
             "actions": list(self.actions),

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from lb.config import Config
-from lb.control.client import ControlClient, ControlClientError
+from lb.control.client import ControlClientError
 from lb.control.service import resolve_path
 from scaler import status
 from scaler.config import ScalerConfig, run_dir
 from scaler.controller import PoolScaler
+from scaler.fleet import Instance, open_instances
+from scaler.metrics import MetricsServer
 from scaler.providers import Provider, ProviderError, make_provider
 from scaler.providers.base import cancel_quietly
 
@@ -32,7 +34,13 @@ log = logging.getLogger("scaler")
 
 
 class Runner:
-    def __init__(self, config: Config, config_path: str, scalers: list[ScalerConfig]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str,
+        scalers: list[ScalerConfig],
+        metrics: str | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.scalers = scalers
@@ -42,7 +50,11 @@ class Runner:
         self.started = time.time()
         self.pools: list[PoolScaler] = []
         self.providers: list[Provider] = []
-        self.client: ControlClient | None = None
+        self.instances: list[Instance] = []  # every pool's lb clients (closed at the end)
+        self.metrics = MetricsServer(metrics, self.statuses) if metrics else None
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [p.status() for p in self.pools]
 
     def write_status(self, running: bool = True) -> None:
         doc: dict[str, Any] = {
@@ -59,11 +71,13 @@ class Runner:
             log.error("cannot write the status file in %s: %s", self.run_dir, exc.strerror)
 
     async def open(self) -> None:
-        """Take the lock and open every provider. Raises AlreadyRunning or ProviderError."""
+        """Take the lock, open every provider and the metrics listener. Raises AlreadyRunning,
+        ProviderError, FleetError (a token) or OSError (the metrics address)."""
         self.lock.acquire()
         previous = status.read(self.run_dir)
-        self.client = ControlClient(self.socket, timeout=10.0)
-        for sc in self.scalers:
+        for i, sc in enumerate(self.scalers):
+            instances = open_instances(sc, i, self.config_path, self.socket)
+            self.instances += instances
             provider = make_provider(sc, self.config_path, self.run_dir)
             try:
                 await provider.open()
@@ -74,18 +88,22 @@ class Runner:
                 PoolScaler(
                     sc,
                     provider,
-                    self.client,
+                    instances,
                     resume=status.resume_intents(previous, sc.pool),
                     on_change=self.write_status,
                 )
             )
+        if self.metrics is not None:
+            await self.metrics.start()
 
     async def close(self) -> None:
         for provider in self.providers:
             with contextlib.suppress(Exception):
                 await provider.close()
-        if self.client is not None:
-            await self.client.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+        for inst in self.instances:
+            await inst.client.close()
         self.lock.release()
 
     async def run(self) -> int:
@@ -130,10 +148,17 @@ class Runner:
 
     def banner(self) -> str:
         lines = [f"lb-scaler: running {self.config_path}; lb control socket {self.socket}"]
-        lines += [
-            f"  pool {sc.pool}: {sc.settings_text()}, {sc.min}..{sc.max} members, "
-            f"{sc.metric} target {sc.target:g}, every {sc.interval:g}s"
-            for sc in self.scalers
-        ]
+        for sc, p in zip(self.scalers, self.pools, strict=True):
+            lines.append(
+                f"  pool {sc.pool}: {sc.settings_text()}, {sc.min}..{sc.max} members, "
+                f"{sc.metric} target {sc.target:g}, every {sc.interval:g}s"
+            )
+            if not p.fleet.single or not sc.local_lb:
+                lines.append(
+                    "    kept in step on "
+                    + ", ".join(f"lb {i.name} ({i.target})" for i in p.fleet.instances)
+                )
+        if self.metrics is not None:
+            lines.append(f"  metrics: http://{self.metrics.host}:{self.metrics.port}/metrics")
         lines.append(f"  status: lb-scaler -c {self.config_path} status")
         return "\n".join(lines)

@@ -114,6 +114,15 @@ def _ago(t: float | None) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
 
 
+def _lb_state(lb: dict[str, Any]) -> str:
+    """``in step`` / ``OUT OF STEP since T: why`` / ``UNREACHABLE since T: why``."""
+    state = lb.get("state")
+    if state == "in step":
+        return "in step" + (f" (resynced {lb['resyncs']}x)" if lb.get("resyncs") else "")
+    why = f": {lb['reason']}" if lb.get("reason") else ""
+    return f"{str(state).upper()} since {_clock(lb.get('since'))} ({_ago(lb.get('since'))}){why}"
+
+
 def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: str) -> str:
     if doc is None:
         if running_pid:
@@ -147,7 +156,11 @@ def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: s
                 f"  demand (in flight + queued + held): {p['demand']}"
                 + ("; PANIC: no scale-down" if p.get("panic") else "")
             )
-        if p.get("lb_unreachable"):
+        lbs = p.get("lbs") or []
+        if len(lbs) > 1 or any(lb.get("name") != "local" for lb in lbs):
+            lines.append("  lb instances:")
+            lines += [f"    {lb.get('name')} ({lb.get('target')}): {_lb_state(lb)}" for lb in lbs]
+        elif p.get("lb_unreachable"):
             lines.append(f"  lb: UNREACHABLE: {p['lb_unreachable']}")
         if p.get("last_error"):
             lines.append(f"  last error: {p['last_error']}")
@@ -155,8 +168,12 @@ def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: s
             lines.append(f"  last decision: {p['reason']}")
         members = p.get("members") or []
         if members:
-            rows = [("MEMBER", "ADDRESS", "STARTED", "LB", "IN-FLIGHT")]
+            rows: list[tuple[str, ...]] = [
+                ("MEMBER", "ADDRESS", "STARTED", "LB", "IN-FLIGHT", "WHERE")
+            ]
             for m in members:
+                # Where it runs, when the provider says (Swarm: node, task, slot).
+                where = " ".join(f"{k}={m[k]}" for k in ("node", "task", "slot") if m.get(k))
                 lb_state = (
                     f"{m.get('admin')}/{m.get('health')}"
                     if m.get("registered") and m.get("admin")
@@ -164,6 +181,9 @@ def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: s
                     if m.get("registered")
                     else "not registered"
                 )
+                on = m.get("lbs")
+                if on is not None and len(lbs) > 1 and len(on) < len(lbs):
+                    lb_state += f" (on {', '.join(on) or 'none'})"
                 if m.get("removing"):
                     lb_state += " (removing)"
                 in_flight = m.get("in_flight")
@@ -174,8 +194,11 @@ def format_status(doc: dict[str, Any] | None, running_pid: int | None, config: s
                         _clock(m.get("created")),
                         lb_state,
                         "-" if in_flight is None else str(in_flight),
+                        where,
                     )
                 )
+            if not any(r[-1] for r in rows[1:]):
+                rows = [r[:-1] for r in rows]  # no provider said where its members run
             widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
             lines += [
                 "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

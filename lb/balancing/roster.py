@@ -18,6 +18,12 @@ The diff itself is O(n) but runs in C where it can (``map``, ``compress``, list 
 comparisons): a pool whose list holds the same objects as last time is compared element-wise
 for weights and eligibility only.
 
+A pool can say what it changed: it hands ``update`` a ``Members`` list (a plain list to any
+other strategy) that names the backends touched since its previous list. When the roster saw
+that previous list, it looks at those backends alone, so one runtime change costs the same at
+10,000 backends as at 10; otherwise (a first list, a snapshot, a list built by hand) it diffs
+the whole list as above.
+
 Ranks follow the pool's order (what a strategy uses to break ties "first in the list"): a
 backend keeps the rank it got when it first appeared, and a new one ranks after all others,
 which is the pool's order as long as new backends are appended (a dict). When the order given
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +47,30 @@ _STATE = ("admin", "health", "ejected", "effective_weight")
 _state_getters = tuple(map(operator.attrgetter, _STATE))
 _eligible_of = operator.attrgetter("eligible")
 _id_of = operator.attrgetter("id")
+_weight_of = operator.attrgetter("effective_weight")
+
+
+class Members(list[Backend]):
+    """A pool's backends in its order, with what changed since its previous list.
+
+    ``lineage`` names the pool (an object of its own), ``generation`` counts its lists, and
+    ``touched`` maps the id of every backend added, changed or removed (``None``) since list
+    ``generation - 1``; ``None`` when the pool does not know (a snapshot). It is a hint: a
+    ``Roster`` uses it only when it diffed list ``generation - 1`` of the same lineage."""
+
+    __slots__ = ("generation", "lineage", "touched")
+
+    def __init__(
+        self,
+        backends: Iterable[Backend],
+        lineage: object,
+        generation: int,
+        touched: dict[str, Backend | None] | None,
+    ) -> None:
+        super().__init__(backends)
+        self.lineage = lineage
+        self.generation = generation
+        self.touched = touched
 
 
 @dataclass(slots=True)
@@ -64,7 +94,18 @@ class Changes:
 class Roster:
     """The eligible backends last seen, by id, and the diff against a new list."""
 
-    __slots__ = ("_eligible", "_next_rank", "_objects", "_states", "members", "rank", "weights")
+    __slots__ = (
+        "_eligible",
+        "_generation",
+        "_lineage",
+        "_next_rank",
+        "_objects",
+        "_stale",
+        "_states",
+        "members",
+        "rank",
+        "weights",
+    )
 
     def __init__(self) -> None:
         #: Eligible backends by id, in the order they became members.
@@ -77,10 +118,34 @@ class Roster:
         self._objects: list[Backend] = []
         self._states: tuple[list[Any], ...] = tuple([] for _ in _STATE)
         self._eligible: list[bool] = []
+        # The last list, when it was a Members list (see ``Members``).
+        self._lineage: object = None
+        self._generation = 0
+        # _objects, _states and _eligible do not describe the last list (it was diffed from
+        # its hint): the next whole-list diff compares by id.
+        self._stale = False
 
     def diff(self, backends: Sequence[Backend]) -> Changes:
         """Compare ``backends`` with the last list, remember it, and say what changed."""
+        if isinstance(backends, Members):
+            follows = (
+                backends.lineage is self._lineage
+                and backends.generation == self._generation + 1
+                and self._lineage is not None
+            )
+            self._lineage, self._generation = backends.lineage, backends.generation
+            if follows and backends.touched is not None:
+                return self._diff_touched(backends.touched)
+        else:
+            self._lineage = None
         objects = list(backends)
+        if self._stale:
+            eligible = list(map(_eligible_of, objects))
+            changes = self._general(objects, eligible)
+            states = tuple(list(map(get, objects)) for get in _state_getters)
+            self._objects, self._states, self._eligible = objects, states, eligible
+            self._stale = False
+            return changes
         states = tuple(list(map(get, objects)) for get in _state_getters)
         removed: list[Backend] = []
         old = self._objects
@@ -119,7 +184,7 @@ class Roster:
         changes = Changes()
         if added:
             ids = list(map(_id_of, added))
-            if any(i in self.rank for i in ids):
+            if not self.rank.keys().isdisjoint(ids):
                 changes.reordered = True  # a known id at a new place: rank them all again
                 self.rank.clear()
                 self._rank_new(list(map(_id_of, objects)))
@@ -139,15 +204,42 @@ class Roster:
         self._objects, self._states, self._eligible = objects, states, eligible
         return changes
 
+    def _diff_touched(self, touched: dict[str, Backend | None]) -> Changes:
+        """What changed, from the pool's word on which backends it touched."""
+        changes = Changes()
+        candidates: list[Backend] = []
+        for backend_id, b in touched.items():
+            if b is None:  # removed from the pool
+                self.rank.pop(backend_id, None)
+                held = self.members.pop(backend_id, None)
+                if held is not None:
+                    del self.weights[backend_id]
+                    changes.left.append(held)
+            else:
+                if backend_id not in self.rank:  # new: the pool appended it
+                    self._rank_new([backend_id])
+                candidates.append(b)
+        self._apply(candidates, list(map(_eligible_of, candidates)), changes)
+        self._stale = True
+        return changes
+
     def _rank_new(self, ids: list[str]) -> None:
-        rank = self.rank
-        for i in ids:
-            rank[i] = self._next_rank
-            self._next_rank += 1
+        first = self._next_rank
+        self._next_rank += len(ids)
+        self.rank.update(zip(ids, range(first, self._next_rank), strict=True))
 
     def _apply(self, candidates: list[Backend], eligible: list[bool], changes: Changes) -> None:
         """Classify backends whose state changed, or that are new to the list."""
         members, weights = self.members, self.weights
+        if not members and len(candidates) > 1:
+            # A first list (10,000 backends at a worker's start): they all join, in C.
+            joined = list(itertools.compress(candidates, eligible))
+            ids = list(map(_id_of, joined))
+            if len(set(ids)) == len(ids):  # else the loop below keeps the first of an id
+                members.update(zip(ids, joined, strict=True))
+                weights.update(zip(ids, map(_weight_of, joined), strict=True))
+                changes.joined += joined
+                return
         for b, ok in zip(candidates, eligible, strict=True):
             held = members.get(b.id)
             if ok and held is None:

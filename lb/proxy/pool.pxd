@@ -11,6 +11,8 @@ cdef class PoolRuntime:
     cdef public long eligible, in_flight, waiting, report_above, workers
     cdef public long queue_full, queue_timeouts, hold_timeouts, waited
     cdef public long attempts, retried, budget_exhausted
+    cdef public long limits, generation
+    cdef public object lineage
 
     cpdef acquire(self, backend)
     cpdef release(self, backend)

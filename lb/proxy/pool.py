@@ -52,6 +52,7 @@ from lb.balancing import (
     tracks_load,
 )
 from lb.balancing.base import Strategy
+from lb.balancing.roster import Members
 from lb.config import PeakEwmaConfig, PoolConfig
 from lb.histogram import LATENCY_BUCKETS, latency_bucket
 from lb.model import AdminState, Backend
@@ -85,6 +86,11 @@ def strategy_options(config: PoolConfig) -> StrategyOptions:
         ewma_penalty=ewma.penalty,
         ewma_choices=ewma.choices,
     )
+
+
+def _strategy_settings(config: PoolConfig) -> tuple[object, ...]:
+    """What a pool's strategy is built from: a reload that keeps these keeps the strategy."""
+    return (config.strategy, config.bounded_load, config.vnodes, config.peak_ewma)
 
 
 class Waiter(Protocol):
@@ -129,11 +135,14 @@ class PoolRuntime:
         "by_token",
         "config",
         "eligible",
+        "generation",
         "hold_timeouts",
         "in_flight",
         "key_kind",
         "key_name",
         "limited",
+        "limits",
+        "lineage",
         "name",
         "needs_key",
         "on_demand",
@@ -173,7 +182,12 @@ class PoolRuntime:
         # Sticky sessions (http): cookie value -> backend.
         self.by_token: dict[bytes, Backend] = {}
         self.limited = False  # some backend has a limit (picks check it)
+        self.limits = 0  # backends with a limit (limited: limits > 0)
         self.eligible = 0  # eligible backends (0: requests are held, or refused)
+        # The strategy's lists (lb.balancing.roster.Members): this pool's own lineage, and
+        # how many it was given, so that a list can say what changed since the one before.
+        self.lineage = object()
+        self.generation = 0
         self.in_flight = 0  # acquired and not released: requests (http), connections (tcp)
         # Waiters, oldest first, with (the time they came, held: no backend was eligible).
         self.queue: OrderedDict[Waiter, tuple[float, bool]] = OrderedDict()
@@ -224,54 +238,96 @@ class PoolRuntime:
     # -- membership -------------------------------------------------------------------------
 
     def reconfigure(self, config: PoolConfig, workers: int | None = None) -> None:
-        """A reload changed pool settings (or the worker count): rebuild the strategy, keep
-        the backends; a new worker count changes every backend's share of its limit."""
+        """A reload changed pool settings (or the worker count): keep the backends, and the
+        strategy unless what it is built from changed (its name, ``bounded_load``,
+        ``vnodes``, ``peak_ewma``): a new one starts its sequence afresh, and a ring of
+        10,000 backends is built again; a new worker count changes every backend's share of
+        its limit."""
         if workers is not None and workers != self.workers:
             self.workers = workers
             for b in self.backends.values():
                 b.limit = worker_share(b.max_conn, workers)
             self._refresh()
         if config != self.config:
-            self.config = config
-            self.strategy = create_strategy(config.strategy, strategy_options(config))
+            old, self.config = self.config, config
+            if _strategy_settings(config) != _strategy_settings(old):
+                self.strategy = create_strategy(config.strategy, strategy_options(config))
+                self._update_strategy(None)
             self._derive()
             self._rebuild_tokens()
-            self.strategy.update(list(self.backends.values()))
             self._wake()
 
     def apply_snapshot(self, entries: Iterable[BackendEntry]) -> None:
+        """The whole pool (a worker's start, a reload): counts and tokens are recomputed."""
         seen: set[str] = set()
         for entry in entries:
             self._upsert(entry)
             seen.add(entry.id)
         for gone in set(self.backends) - seen:
             del self.backends[gone]
-        self._changed()
+        self._rebuild_tokens()
+        self._refresh()
+        self._changed(None)
 
     def apply_backend(self, entry: BackendEntry) -> None:
-        self._upsert(entry)
-        self._changed()
+        """One backend added or changed (a runtime add, a state, weight or slow-start step):
+        the counts and the sticky tokens follow that backend alone, so that a change costs
+        the same at 10,000 backends as at 10 (the strategy's ``update`` aside)."""
+        old = self.backends.get(entry.id)
+        if old is not None:
+            self._count(old, -1)
+        b = self._upsert(entry)
+        self._count(b, 1)
+        if old is not b and self.sticky_cookie is not None:
+            self.by_token[sticky_token(b.id)] = b
+        self._changed({b.id: b})
 
     def remove(self, backend_id: str) -> None:
-        if self.backends.pop(backend_id, None) is not None:
-            self._changed()
+        b = self.backends.pop(backend_id, None)
+        if b is not None:
+            self._count(b, -1)
+            if self.sticky_cookie is not None:
+                token = sticky_token(backend_id)
+                if self.by_token.get(token) is b:
+                    del self.by_token[token]
+            self._changed({backend_id: None})
 
-    def _changed(self) -> None:
-        self._rebuild_tokens()
-        self.strategy.update(list(self.backends.values()))
-        self._refresh()
+    def _changed(self, touched: dict[str, Backend | None] | None) -> None:
+        """``touched``: the backends changed (None: removed) since the strategy's last list,
+        or None when unknown (a snapshot)."""
+        self._update_strategy(touched)
         self._wake()
 
+    def _update_strategy(self, touched: dict[str, Backend | None] | None) -> None:
+        self.generation += 1
+        self.strategy.update(
+            Members(self.backends.values(), self.lineage, self.generation, touched)
+        )
+
+    def _count(self, b: Backend, sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) what ``b`` adds to ``eligible`` and ``limited``."""
+        if b.eligible:
+            self.eligible += sign
+        if b.limit:
+            self.limits += sign
+            self.limited = self.limits > 0
+
     def _refresh(self) -> None:
+        """Count from scratch (a snapshot, a new worker count); single changes use _count."""
         backends = self.backends.values()
-        self.limited = any(b.limit for b in backends)
+        self.limits = sum(1 for b in backends if b.limit)
+        self.limited = self.limits > 0
         self.eligible = sum(1 for b in backends if b.eligible)
 
     def _rebuild_tokens(self) -> None:
+        """Sticky cookie value -> backend, from scratch (a snapshot or a new config); single
+        changes update the one entry. Empty without a sticky cookie."""
         if self.sticky_cookie is not None:
             self.by_token = {sticky_token(b.id): b for b in self.backends.values()}
+        else:
+            self.by_token = {}
 
-    def _upsert(self, e: BackendEntry) -> None:
+    def _upsert(self, e: BackendEntry) -> Backend:
         b = self.backends.get(e.id)
         if b is None or b.address != e.address:
             b = Backend(e.address, e.weight, id=e.id)
@@ -283,6 +339,7 @@ class PoolRuntime:
         b.ejected = e.ejected
         b.max_conn = e.max_conn
         b.limit = worker_share(e.max_conn, self.workers)
+        return b
 
     # -- picking ----------------------------------------------------------------------------
 

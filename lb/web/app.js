@@ -312,6 +312,16 @@
     return el("span", { class: "badge", "data-state": stateName, text: text ?? stateName });
   }
 
+  // Where a scaler member runs (the Swarm provider puts node, task and slot in its metadata).
+  function placement(meta) {
+    if (!meta) return "";
+    const parts = [];
+    if (meta.node) parts.push(`node ${meta.node}`);
+    if (meta.task) parts.push(`task ${meta.task.slice(0, 12)}`);
+    if (meta.slot) parts.push(`slot ${meta.slot}`);
+    return parts.join(" · ");
+  }
+
   function backendRow(pool, b, s) {
     const health = el("td", { class: "state", "data-label": "Health" }, badge(b.health));
     if (b.ejected) health.append(badge("ejected", `ejected ${Math.ceil(b.ejected_for)}s`));
@@ -336,6 +346,11 @@
     );
     const label = el("td", { class: "lead", "data-label": "Backend" }, b.id);
     if (b.address !== b.id) label.append(el("div", { class: "muted mono", text: b.address }));
+    const where = placement(b.metadata);
+    if (where) {
+      const title = b.metadata.task ? `task ${b.metadata.task}` : null;
+      label.append(el("div", { class: "muted mono placement", title, text: where }));
+    }
     return el(
       "tr",
       {

@@ -1,4 +1,5 @@
-"""Providers: where members come from (``process``: local commands, ``docker``: containers)."""
+"""Providers: where members come from (``process``: local commands, ``docker``: containers,
+``swarm``: one Docker Swarm service per member)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ __all__ = ["Member", "MemberGone", "Provider", "ProviderError", "make_provider"]
 
 def make_provider(sc: ScalerConfig, config_path: str | Path, run_dir: Path) -> Provider:
     """The provider of one ``[[scalers]]`` entry (not opened yet)."""
+    if sc.swarm is not None:
+        from scaler.providers.swarm import SwarmProvider
+
+        return SwarmProvider(
+            sc.pool, sc.swarm, start_timeout=sc.start_timeout, stop_timeout=sc.stop_timeout
+        )
     if sc.docker is not None:
         from scaler.providers.docker import DockerProvider
 

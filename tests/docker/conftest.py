@@ -4,11 +4,16 @@ none is reachable, failed instead when ``LB_REQUIRE_DOCKER=1`` (as ``.ci/run`` s
 The tests build their own image, ``lbtest/busybox-cgi:2``: busybox httpd with ``/healthz``
 and a CGI ``/cgi-bin/slow`` that answers after 0.2 s with ``X-Backend: web-$PORT``. Every
 container a test's scaler starts carries the label ``test-run=<id>``, and the fixture removes
-them all at the end, whatever happened."""
+them all at the end, whatever happened.
+
+The Swarm tests also need the engine to be a Swarm manager (``scripts/dockerd.sh start`` runs
+``docker swarm init``): ``swarm_engine`` skips without it (fails under ``LB_REQUIRE_DOCKER=1``),
+and ``swarm_label`` removes every service with its label at the end."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import shutil
@@ -150,3 +155,61 @@ def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
         yield group
     finally:
         group.close()
+
+
+# -- Swarm (the swarm provider's tests) ---------------------------------------------------------
+
+
+async def _swarm_state() -> tuple[str, bool]:
+    docker = aiodocker.Docker()
+    try:
+        async with asyncio.timeout(5):
+            swarm = (await docker.system.info()).get("Swarm") or {}
+    finally:
+        await docker.close()
+    return str(swarm.get("LocalNodeState") or "?"), bool(swarm.get("ControlAvailable"))
+
+
+@pytest.fixture(scope="session")
+def swarm_engine(docker_engine: str) -> str:
+    """The engine's version, once it is a Swarm manager; skips (or fails under
+    LB_REQUIRE_DOCKER=1) when it is not in swarm mode."""
+    state, manager = asyncio.run(_swarm_state())
+    if state != "active" or not manager:
+        _unavailable(
+            f"the Docker engine is not a Swarm manager (swarm state {state}); "
+            "scripts/dockerd.sh start runs docker swarm init"
+        )
+    return docker_engine
+
+
+async def remove_labelled_services(label: str, within: float = 30.0) -> int:
+    """Remove every service with ``label``, then wait until their containers are gone."""
+    docker = aiodocker.Docker()
+    try:
+        found = await docker.services.list(filters={"label": [label]})
+        for s in found:
+            with contextlib.suppress(aiodocker.DockerError):
+                await docker.services.delete(s["ID"])
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            if not await docker.containers.list(all=True, filters={"label": [label]}):
+                break
+            await asyncio.sleep(0.2)
+        for c in await docker.containers.list(all=True, filters={"label": [label]}):
+            with contextlib.suppress(aiodocker.DockerError):
+                await c.delete(force=True)
+        return len(found)
+    finally:
+        await docker.close()
+
+
+@pytest.fixture
+def swarm_label(swarm_engine: str) -> Iterator[str]:
+    """A label value unique to this test; every service (and container) with it is removed at
+    the end, whatever happened."""
+    value = uuid.uuid4().hex[:12]
+    try:
+        yield value
+    finally:
+        asyncio.run(remove_labelled_services(f"test-run={value}"))

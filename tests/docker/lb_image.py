@@ -112,8 +112,8 @@ def build(workdir: Path) -> Built:
     )
     left = BUILD_TIMEOUT - (time.monotonic() - t0)
     _run_logged(["docker", "build", *common, "-t", IMAGE, "-t", "lb:latest", "."], log, left, env)
-    # The storage driver here (vfs) copies every layer whole: the images that this build
-    # replaced (dangling now, and carrying our label) go, so that builds do not pile up.
+    # Dangling images that this build replaced (they carry our label) go, so that builds do not
+    # pile up on the engine (vfs, where overlay2 is not available, copies every layer whole).
     docker("image", "prune", "--force", "--filter", f"label={BUILD_LABEL}", timeout=300)
     dist = workdir / "dist"
     cid = docker("create", BUILD_STAGE).stdout.strip()
