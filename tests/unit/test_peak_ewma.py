@@ -279,6 +279,11 @@ def test_the_pool_turns_the_hook_on_and_off_with_the_strategy() -> None:
     assert pool.tracks_latency
     assert isinstance(pool.strategy, PeakEwma)
     assert pool.strategy.pick(None) is pool.backends["b0"]
+    kept = pool.strategy
+    pool.reconfigure(config(peak_ewma={"decay": "2s"}, retries=3))  # not a strategy setting
+    assert pool.strategy is kept
+    pool.reconfigure(config(peak_ewma={"decay": "3s"}, retries=3))  # a knob: a new strategy
+    assert pool.strategy is not kept and pool.tracks_latency
     pool.reconfigure(config(strategy="least_conn"))
     assert not pool.tracks_latency
 
