@@ -426,11 +426,44 @@ class PassiveConfig(_Model):
         return v
 
 
+class PeakEwmaConfig(_Model):
+    """``[pools.NAME.peak_ewma]``: the latency estimates of ``strategy = "peak_ewma"``
+    (lb/balancing/peak_ewma.py; docs/config.md, "Latency-aware balancing")."""
+
+    decay: Duration = Field(
+        default=10.0, gt=0, le=3600, description="how fast an estimate forgets (Finagle's 10s)"
+    )
+    floor: Duration = Field(
+        default=0.001,
+        le=60,
+        description="the lowest an estimate reads: an unused slow backend decays to it and is "
+        "tried again",
+    )
+    initial_rtt: Duration = Field(
+        default=0.001, le=60, description="the estimate of a backend with no answer yet, idle"
+    )
+    penalty: Duration = Field(
+        default=1.0,
+        le=3600,
+        description="the estimate of a backend with no answer yet and a request in flight",
+    )
+    choices: int = Field(
+        default=2,
+        ge=2,
+        le=100,
+        description="distinct backends a pick compares (2: power of two choices; Envoy's "
+        "choice_count)",
+    )
+
+
 class PoolConfig(_Model):
     strategy: str = "round_robin"
     hash_key: str = "source_ip"
     bounded_load: float | None = Field(default=None, gt=1.0)
     vnodes: int = Field(default=160, ge=1, le=10000)
+    peak_ewma: PeakEwmaConfig | None = Field(
+        default=None, description='the estimates of strategy = "peak_ewma" (defaults if unset)'
+    )
     slow_start: Duration = 0.0
     health: HealthConfig | None = None
     passive: PassiveConfig | None = None
@@ -534,6 +567,18 @@ class PoolConfig(_Model):
                 "send_proxy",
                 self.send_proxy,
                 "not supported together with tls = true yet; use one of them",
+                relative=True,
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _peak_ewma_only(self) -> PoolConfig:
+        if self.peak_ewma is not None and self.strategy != "peak_ewma":
+            raise ConfigFieldError(
+                "peak_ewma",
+                self.peak_ewma.model_dump(),
+                f'only strategy = "peak_ewma" uses it (this pool\'s is {self.strategy!r}); '
+                "remove the table or change the strategy",
                 relative=True,
             )
         return self

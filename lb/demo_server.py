@@ -17,6 +17,9 @@ Endpoints (any method; HEAD gets the headers only):
 * ``/status/NNN``: answers status NNN.
 * ``/stream?bytes=N[&chunked=1]``: N bytes of body, written as the client reads them.
 * ``/sleep?ms=N``: answers after N ms (on a timer; the loop keeps serving).
+* ``/latency?ms=N``: from now on, delays every application response by N ms, as ``--latency``
+  does (``ms=0`` turns it off); answers at once. How a test or benchmark makes a backend slow,
+  and fast again, while it serves.
 * ``Upgrade`` requests (and ``CONNECT``): 101 (200), then the connection echoes raw bytes.
 
 Theory of operation
@@ -212,6 +215,11 @@ class App:
             },
             option=orjson.OPT_APPEND_NEWLINE,
         )
+
+    def set_latency(self, ms: int) -> None:
+        """``/latency?ms=N``: the delay of every application response from now on."""
+        self.latency_s = ms / 1000.0
+        self.fast = self.latency_s <= 0 and self.cpu_s <= 0
 
     def delayed_started(self) -> None:
         self.in_flight += 1
@@ -550,6 +558,14 @@ class BackendProtocol(asyncio.Protocol):
                 self._answer(render(status, headers, body, mode, head_only))
         elif path == b"/stream":
             self._stream(query, mode, head_only)
+        elif path == b"/latency":
+            ms = _int_or_none(parse_qs(query.decode("latin-1")).get("ms", [""])[0].encode())
+            if ms is None or ms < 0:
+                self._emit(self._client_error(b"ms must be an integer >= 0\n"))
+                return
+            app.set_latency(ms)
+            headers = [(b"Content-Type", b"text/plain"), app.name_header]
+            self._emit(render(200, headers, b"latency %d ms\n" % ms, mode, head_only))
         elif path == b"/sleep":
             params = parse_qs(query.decode("latin-1"))
             ms = _int_or_none(params.get("ms", ["0"])[0].encode())

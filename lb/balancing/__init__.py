@@ -5,10 +5,18 @@ name into a strategy. Never does: I/O, asyncio, or any state the supervisor owns
 read ``Backend`` values and ``active`` counts, and return a choice.
 """
 
-from lb.balancing.base import LoadTracking, Strategy, needs_key, tracks_load
+from lb.balancing.base import (
+    LatencyTracking,
+    LoadTracking,
+    Strategy,
+    needs_key,
+    tracks_latency,
+    tracks_load,
+)
 from lb.balancing.consistent_hash import ConsistentHash
 from lb.balancing.least_conn import LeastConn
 from lb.balancing.options import StrategyOptions
+from lb.balancing.peak_ewma import PeakEwma
 from lb.balancing.random_two import RandomTwo
 from lb.balancing.registry import (
     BUILTIN_STRATEGIES,
@@ -25,8 +33,10 @@ __all__ = [
     "BUILTIN_STRATEGIES",
     "ENTRY_POINT_GROUP",
     "ConsistentHash",
+    "LatencyTracking",
     "LeastConn",
     "LoadTracking",
+    "PeakEwma",
     "RandomTwo",
     "RoundRobin",
     "Strategy",
@@ -37,5 +47,6 @@ __all__ = [
     "create_strategy",
     "needs_key",
     "resolve_strategy",
+    "tracks_latency",
     "tracks_load",
 ]

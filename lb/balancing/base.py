@@ -64,3 +64,32 @@ def needs_key(strategy: object) -> bool:
     """Whether the proxy must compute a hash key for ``strategy``'s picks: the strategy's own
     ``needs_key`` attribute, and ``True`` for one that does not say (a plugin may hash)."""
     return bool(getattr(strategy, "needs_key", True))
+
+
+class LatencyTracking(Protocol):
+    """Optional hook for a strategy that scores backends by their latency (``peak_ewma``).
+
+    A strategy opts in with ``tracks_latency = True`` (read once when the pool creates or
+    rebuilds the strategy, like ``tracks_load``). The proxy then calls
+    ``on_latency(backend, seconds, now)`` for each answer: http, with the time from sending
+    the request to the end of its response (and, for a backend that did not start answering
+    within ``response_timeout``, with that wait); tcp, with the connect time. ``now`` is the
+    loop's clock when it ended, the one time source a strategy needs. Called for backends the
+    strategy may not hold (no longer eligible): those it ignores. A strategy without the
+    attribute costs the pool nothing per request.
+    """
+
+    tracks_latency: bool
+
+    def on_latency(self, backend: Backend, seconds: float, now: float) -> None: ...
+
+
+def tracks_latency(strategy: object) -> bool:
+    """Whether the proxy must call ``strategy.on_latency`` (see :class:`LatencyTracking`):
+    its ``tracks_latency`` attribute, and ``False`` for one that does not say. Raises
+    TypeError for a strategy that says so without the hook."""
+    if not getattr(strategy, "tracks_latency", False):
+        return False
+    if not callable(getattr(strategy, "on_latency", None)):
+        raise TypeError(f"{type(strategy).__qualname__} sets tracks_latency but lacks on_latency")
+    return True

@@ -26,6 +26,7 @@ from lb.balancing.base import Strategy
 from lb.balancing.consistent_hash import ConsistentHash
 from lb.balancing.least_conn import LeastConn
 from lb.balancing.options import StrategyOptions
+from lb.balancing.peak_ewma import PeakEwma
 from lb.balancing.random_two import RandomTwo
 from lb.balancing.round_robin import RoundRobin
 from lb.balancing.weighted import WeightedRoundRobin
@@ -40,6 +41,7 @@ _BUILTINS: Mapping[str, StrategyFactory] = {
     "least_conn": LeastConn,
     "consistent_hash": ConsistentHash,
     "random_two": RandomTwo,
+    "peak_ewma": PeakEwma,
 }
 
 BUILTIN_STRATEGIES: tuple[str, ...] = tuple(_BUILTINS)

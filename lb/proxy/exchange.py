@@ -500,6 +500,8 @@ class Exchange:
             elapsed = now - self.t_mark
             b.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
             b.latency_sum += elapsed
+            if pool.tracks_latency:  # (peak_ewma: a C flag test for the others)
+                pool.strategy.on_latency(b, elapsed, now)  # type: ignore[attr-defined]
             if b.failure_streak and self.status < 500:
                 pool.note_success(b)
             elif self.status >= 500 and pool.report_5xx:
@@ -645,6 +647,8 @@ class Exchange:
             pool, b = self.pool, self.backend
             if pool is not None and b is not None:
                 self.conn.listener.report_failure(pool, b, "timeout", None)
+                if pool.tracks_latency:  # what it made us wait is its latency
+                    pool.strategy.on_latency(b, now - self.t_mark, now)  # type: ignore[attr-defined]
             self._release_backend()
             if self.response_started:
                 self.conn.abort()

@@ -7,7 +7,7 @@ cdef class PoolRuntime:
     cdef public object _panic_next, backends, by_token, config, key_kind, key_name, name
     cdef public object on_demand, on_idle, on_success, report_5xx, sticky_cookie, strategy
     cdef public object queue, queue_wait, queue_wait_sum, budget_since
-    cdef public bint needs_key, limited, tracks_load
+    cdef public bint needs_key, limited, tracks_load, tracks_latency
     cdef public long eligible, in_flight, waiting, report_above, workers
     cdef public long queue_full, queue_timeouts, hold_timeouts, waited
     cdef public long attempts, retried, budget_exhausted

@@ -44,10 +44,16 @@ from typing import Protocol
 
 import xxhash
 
-from lb.balancing import StrategyOptions, create_strategy, needs_key, tracks_load
+from lb.balancing import (
+    StrategyOptions,
+    create_strategy,
+    needs_key,
+    tracks_latency,
+    tracks_load,
+)
 from lb.balancing.base import Strategy
 from lb.balancing.roster import Members
-from lb.config import PoolConfig
+from lb.config import PeakEwmaConfig, PoolConfig
 from lb.histogram import LATENCY_BUCKETS, latency_bucket
 from lb.model import AdminState, Backend
 from lb.wire import BackendEntry
@@ -68,9 +74,23 @@ def worker_share(max_conn: int, workers: int) -> int:
     return max(1, math.ceil(max_conn / max(1, workers)))
 
 
+def strategy_options(config: PoolConfig) -> StrategyOptions:
+    """What a pool's config says to its strategy's constructor."""
+    ewma = config.peak_ewma or PeakEwmaConfig()
+    return StrategyOptions(
+        bounded_load=config.bounded_load,
+        vnodes=config.vnodes,
+        ewma_decay=ewma.decay,
+        ewma_floor=ewma.floor,
+        ewma_initial_rtt=ewma.initial_rtt,
+        ewma_penalty=ewma.penalty,
+        ewma_choices=ewma.choices,
+    )
+
+
 def _strategy_settings(config: PoolConfig) -> tuple[object, ...]:
     """What a pool's strategy is built from: a reload that keeps these keeps the strategy."""
-    return (config.strategy, config.bounded_load, config.vnodes)
+    return (config.strategy, config.bounded_load, config.vnodes, config.peak_ewma)
 
 
 class Waiter(Protocol):
@@ -138,6 +158,7 @@ class PoolRuntime:
         "retried",
         "sticky_cookie",
         "strategy",
+        "tracks_latency",
         "tracks_load",
         "waited",
         "waiting",
@@ -148,10 +169,7 @@ class PoolRuntime:
         self.name = name
         self.config = config
         self.workers = workers
-        self.strategy: Strategy = create_strategy(
-            config.strategy,
-            StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
-        )
+        self.strategy: Strategy = create_strategy(config.strategy, strategy_options(config))
         self.backends: dict[str, Backend] = {}
         # Called with (pool, backend, failures) when a backend succeeds after failing here.
         self.on_success: SuccessReporter = _ignore_success
@@ -201,6 +219,8 @@ class PoolRuntime:
         self.needs_key = needs_key(self.strategy)
         # The strategy keeps backends ordered by load: acquire/release tell it of each change.
         self.tracks_load = tracks_load(self.strategy)
+        # The strategy scores by latency: the proxy hands it each answer's (on_latency).
+        self.tracks_latency = tracks_latency(self.strategy)
         self.sticky_cookie = config.sticky_cookie.encode() if config.sticky_cookie else None
         self.report_5xx = config.passive is not None and config.passive.on_5xx
 
@@ -220,8 +240,9 @@ class PoolRuntime:
     def reconfigure(self, config: PoolConfig, workers: int | None = None) -> None:
         """A reload changed pool settings (or the worker count): keep the backends, and the
         strategy unless what it is built from changed (its name, ``bounded_load``,
-        ``vnodes``): a new one starts its sequence afresh, and a ring of 10,000 backends is
-        built again; a new worker count changes every backend's share of its limit."""
+        ``vnodes``, ``peak_ewma``): a new one starts its sequence afresh, and a ring of
+        10,000 backends is built again; a new worker count changes every backend's share of
+        its limit."""
         if workers is not None and workers != self.workers:
             self.workers = workers
             for b in self.backends.values():
@@ -230,10 +251,7 @@ class PoolRuntime:
         if config != self.config:
             old, self.config = self.config, config
             if _strategy_settings(config) != _strategy_settings(old):
-                self.strategy = create_strategy(
-                    config.strategy,
-                    StrategyOptions(bounded_load=config.bounded_load, vnodes=config.vnodes),
-                )
+                self.strategy = create_strategy(config.strategy, strategy_options(config))
                 self._update_strategy(None)
             self._derive()
             self._rebuild_tokens()

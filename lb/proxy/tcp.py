@@ -262,6 +262,7 @@ class TcpClientProtocol(asyncio.Protocol):
             if tried:
                 tried[-1].retries += 1  # it failed there; this is the retry
             tried.append(backend)
+            connect_started = loop.time() if pool.tracks_latency else 0.0
             try:
                 async with asyncio.timeout(listener.config.connect_timeout):
                     transport, proto = await open_upstream(
@@ -283,6 +284,9 @@ class TcpClientProtocol(asyncio.Protocol):
                 return
             self.backend = backend
             self.upstream_proto = proto
+            if pool.tracks_latency:  # tcp: the connect time is the latency peak_ewma sees
+                now = loop.time()
+                pool.strategy.on_latency(backend, now - connect_started, now)  # type: ignore[attr-defined]
             if backend.failure_streak:
                 pool.note_success(backend)  # passive health: it recovered
             sock = transport.get_extra_info("socket")

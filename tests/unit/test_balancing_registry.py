@@ -35,6 +35,7 @@ def test_builtins() -> None:
         "least_conn",
         "consistent_hash",
         "random_two",
+        "peak_ewma",
     )
     for name in BUILTIN_STRATEGIES:
         assert isinstance(create_strategy(name, StrategyOptions()), Strategy)
