@@ -35,10 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+# cryptography is imported where a certificate or key is read: a worker without a TLS listener
+# never reads one, and the package is about 15 MiB of a worker's RSS.
 
 # Mozilla's "intermediate" TLS 1.2 ciphers (https://ssl-config.mozilla.org/, version 5.7),
 # without the DHE ones: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305, ECDSA or RSA
@@ -85,6 +83,10 @@ def _read(path: str) -> bytes:
 
 def read_certificate(path: str) -> CertificateInfo:
     """The leaf certificate of a PEM file (a chain may follow it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
     data = _read(path)
     try:
         certs = x509.load_pem_x509_certificates(data)
@@ -119,6 +121,9 @@ def read_certificate(path: str) -> CertificateInfo:
 
 
 def _check_key(path: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     data = _read(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
