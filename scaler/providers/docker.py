@@ -40,7 +40,7 @@ import secrets
 import shlex
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiodocker
@@ -78,67 +78,79 @@ def _error_text(exc: DockerError) -> str:
     return str(exc.message).strip() or f"HTTP {exc.status}"
 
 
-class DockerProvider:
-    kind = "docker"
+class EngineProvider:
+    """What the Docker and Swarm providers share: the engine's address and connection, the
+    labels that mark a pool's members, and the ports of host-network members."""
 
-    def __init__(self, pool: str, settings: DockerSettings, *, start_timeout: float) -> None:
+    kind: str  # "docker" or "swarm": also its config table, [scalers.KIND]
+    title: str  # for messages: "Docker", "Swarm"
+
+    def __init__(
+        self,
+        pool: str,
+        *,
+        docker_url: str | None,
+        image: str,
+        port_range: str,
+        start_timeout: float,
+    ) -> None:
         self.pool = pool
-        self.settings = settings
+        self.docker_url = docker_url
+        self.image = image
         self.start_timeout = start_timeout
-        self.port_lo, self.port_hi = parse_port_range(settings.port_range)
+        self.port_lo, self.port_hi = parse_port_range(port_range)
         self._last_port = self.port_hi
         self._reserved: set[int] = set()  # ports of members being created right now
         self.docker: aiodocker.Docker | None = None
         self.labels = {"lb.managed-by": MANAGED_BY, "lb.pool": pool}
+        self.log = logging.getLogger(f"scaler.{self.kind}")
 
     @property
     def url(self) -> str:
         """The engine's address, as configured (for messages)."""
-        return (
-            self.settings.docker_url
-            or os.environ.get("DOCKER_HOST")
-            or f"unix://{DEFAULT_SOCKET} (the default)"
-        )
+        default = f"unix://{DEFAULT_SOCKET} (the default)"
+        return self.docker_url or os.environ.get("DOCKER_HOST") or default
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        url = self.settings.docker_url or os.environ.get("DOCKER_HOST")
+    async def _connect(self) -> Mapping[str, Any]:
+        """Connect to the engine; its ``info``. Raises ProviderError naming the setting to fix."""
+        table = f"[scalers.{self.kind}]"
+        url = self.docker_url or os.environ.get("DOCKER_HOST")
         if url is None and not await asyncio.to_thread(os.path.exists, DEFAULT_SOCKET):
             raise ProviderError(
                 f"no Docker engine address: DOCKER_HOST is not set and there is no "
-                f"{DEFAULT_SOCKET}; set [scalers.docker] docker_url or DOCKER_HOST"
+                f"{DEFAULT_SOCKET}; set {table} docker_url or DOCKER_HOST"
             )
         try:
             self.docker = aiodocker.Docker(url=url)
         except (ValueError, AssertionError, OSError) as exc:
             raise ProviderError(
-                f"bad Docker engine address {url!r}: {exc}; set [scalers.docker] docker_url "
+                f"bad Docker engine address {url!r}: {exc}; set {table} docker_url "
                 "or DOCKER_HOST to unix:///path/docker.sock or tcp://host:port"
             ) from None
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self.docker.version()
+                info: Mapping[str, Any] = await self.docker.system.info()
         except (DockerError, TimeoutError, OSError) as exc:
             why = _error_text(exc) if isinstance(exc, DockerError) else "no answer"
             await self.close()
             raise ProviderError(
                 f"cannot reach the Docker engine at {self.url}: {why}; start it, or set "
-                "[scalers.docker] docker_url / DOCKER_HOST"
+                f"{table} docker_url / DOCKER_HOST"
             ) from None
+        return info
+
+    async def _check_image(self, missing: str) -> None:
+        """Log ``missing`` (with the image and the engine's address) when the image is not on
+        the engine: members cannot start until it is there, but the scaler still runs."""
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
-                await self.docker.images.inspect(self.settings.image)
+                await self._engine().images.inspect(self.image)
         except DockerError as exc:
-            if exc.status == 404:
-                log.error(
-                    "image %s is not on the Docker engine at %s: members cannot start until "
-                    "it is built or loaded (the scaler never pulls)",
-                    self.settings.image,
-                    self.url,
-                )
-            else:
+            if exc.status != 404:
                 raise ProviderError(f"Docker engine: {_error_text(exc)}") from None
+            self.log.error(missing, self.image, self.url)
 
     async def close(self) -> None:
         if self.docker is not None:
@@ -147,8 +159,30 @@ class DockerProvider:
 
     def _engine(self) -> aiodocker.Docker:
         if self.docker is None:
-            raise ProviderError("the Docker provider is not open")
+            raise ProviderError(f"the {self.title} provider is not open")
         return self.docker
+
+
+class DockerProvider(EngineProvider):
+    kind = "docker"
+    title = "Docker"
+
+    def __init__(self, pool: str, settings: DockerSettings, *, start_timeout: float) -> None:
+        super().__init__(
+            pool,
+            docker_url=settings.docker_url,
+            image=settings.image,
+            port_range=settings.port_range,
+            start_timeout=start_timeout,
+        )
+        self.settings = settings
+
+    async def open(self) -> None:
+        await self._connect()
+        await self._check_image(
+            "image %s is not on the Docker engine at %s: members cannot start until it is built "
+            "or loaded (the scaler never pulls)"
+        )
 
     # -- list -----------------------------------------------------------------------------------
 

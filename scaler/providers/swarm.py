@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import secrets
 import time
@@ -52,20 +51,18 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-import aiodocker
 from aiodocker.exceptions import DockerError
 
-from scaler.config import SwarmSettings, parse_port_range
+from scaler.config import SwarmSettings
 from scaler.providers.base import (
     LISTEN_POLL,
-    MANAGED_BY,
     CpuSample,
     Member,
     MemberGone,
     ProviderError,
     pick_port,
 )
-from scaler.providers.docker import DEFAULT_SOCKET, _accepts, _error_text, render
+from scaler.providers.docker import EngineProvider, _accepts, _error_text, render
 
 log = logging.getLogger("scaler.swarm")
 
@@ -146,57 +143,28 @@ def service_name(pool: str, port: int) -> str:
     return f"lb-{safe}-{port}-{secrets.token_hex(3)}"
 
 
-class SwarmProvider:
+class SwarmProvider(EngineProvider):
     kind = "swarm"
+    title = "Swarm"
 
     def __init__(
         self, pool: str, settings: SwarmSettings, *, start_timeout: float, stop_timeout: float
     ) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self.port_lo, self.port_hi = parse_port_range(settings.port_range)
-        self._last_port = self.port_hi
-        self._reserved: set[int] = set()  # ports of members being created right now
-        self._nodes: dict[str, str] = {}  # node id -> host name
-        self.docker: aiodocker.Docker | None = None
-        self.labels = {"lb.managed-by": MANAGED_BY, "lb.pool": pool}
-
-    @property
-    def url(self) -> str:
-        return (
-            self.settings.docker_url
-            or os.environ.get("DOCKER_HOST")
-            or f"unix://{DEFAULT_SOCKET} (the default)"
+        super().__init__(
+            pool,
+            docker_url=settings.docker_url,
+            image=settings.image,
+            port_range=settings.port_range,
+            start_timeout=start_timeout,
         )
+        self.settings = settings
+        self.stop_timeout = stop_timeout
+        self._nodes: dict[str, str] = {}  # node id -> host name
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        url = self.settings.docker_url or os.environ.get("DOCKER_HOST")
-        if url is None and not await asyncio.to_thread(os.path.exists, DEFAULT_SOCKET):
-            raise ProviderError(
-                f"no Docker engine address: DOCKER_HOST is not set and there is no "
-                f"{DEFAULT_SOCKET}; set [scalers.swarm] docker_url or DOCKER_HOST"
-            )
-        try:
-            self.docker = aiodocker.Docker(url=url)
-        except (ValueError, AssertionError, OSError) as exc:
-            raise ProviderError(
-                f"bad Docker engine address {url!r}: {exc}; set [scalers.swarm] docker_url "
-                "or DOCKER_HOST to unix:///path/docker.sock or tcp://host:port"
-            ) from None
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                info = await self.docker.system.info()
-        except (DockerError, TimeoutError, OSError) as exc:
-            why = _error_text(exc) if isinstance(exc, DockerError) else "no answer"
-            await self.close()
-            raise ProviderError(
-                f"cannot reach the Docker engine at {self.url}: {why}; start it, or set "
-                "[scalers.swarm] docker_url / DOCKER_HOST"
-            ) from None
+        info = await self._connect()
         swarm = info.get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             await self.close()
@@ -206,28 +174,10 @@ class SwarmProvider:
                 f"{state}); run `docker swarm init` there, or point [scalers.swarm] docker_url "
                 "at a manager"
             )
-        try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                await self.docker.images.inspect(self.settings.image)
-        except DockerError as exc:
-            if exc.status != 404:
-                raise ProviderError(f"Docker engine: {_error_text(exc)}") from None
-            log.error(
-                "image %s is not on the manager at %s: a task is rejected on every node "
-                "without it (the scaler never pulls)",
-                self.settings.image,
-                self.url,
-            )
-
-    async def close(self) -> None:
-        if self.docker is not None:
-            await self.docker.close()
-            self.docker = None
-
-    def _engine(self) -> aiodocker.Docker:
-        if self.docker is None:
-            raise ProviderError("the Swarm provider is not open")
-        return self.docker
+        await self._check_image(
+            "image %s is not on the manager at %s: a task is rejected on every node without it "
+            "(the scaler never pulls)"
+        )
 
     # -- list -----------------------------------------------------------------------------------
 
