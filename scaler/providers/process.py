@@ -348,7 +348,9 @@ class ProcessProvider:
             return "gone (its process no longer exists)"
         state, ticks, _ = st
         if state in ("Z", "X"):
-            return "exited"
+            # It exited between the waitpid above and this look: reap it now for its status.
+            status = self._reap(rec.pid)
+            return describe_status(status) if status is not None else "exited"
         if ticks != rec.start_ticks:
             return f"gone (pid {rec.pid} now belongs to another process)"
         cmdline = proc_cmdline(rec.pid)
