@@ -16,10 +16,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_issued: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, never handed out before by this process: the kernel can
+    give the same free port to two calls in a row, and a test that takes several (a listener,
+    its admin listener, "dead" backends) must get distinct ones."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _issued:
+            _issued.add(port)
+            return port
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
