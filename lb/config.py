@@ -562,13 +562,6 @@ class PoolConfig(_Model):
             raise ConfigFieldError(
                 missing, None, "a client certificate needs both tls_cert and tls_key", relative=True
             )
-        if self.tls and self.send_proxy is not None:
-            raise ConfigFieldError(
-                "send_proxy",
-                self.send_proxy,
-                "not supported together with tls = true yet; use one of them",
-                relative=True,
-            )
         return self
 
     @model_validator(mode="after")

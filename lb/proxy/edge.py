@@ -266,22 +266,76 @@ class UpstreamTls:
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
+class _TlsStart(asyncio.Protocol):
+    """The protocol under ``loop.start_tls`` until the caller's own takes the TLS transport.
+
+    The caller's protocol cannot be given to ``start_tls`` itself: a failed handshake calls
+    ``connection_lost`` on it without a ``connection_made`` first (a relay would then close
+    its client while the next backend is still to be tried). This one ignores that, and keeps
+    any bytes or EOF that come before the hand-over (uvloop delivers none: it schedules the
+    first read after waking the caller; kept for loops that do not)."""
+
+    __slots__ = ("data", "eof")
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # keep the transport open: the caller's protocol decides
+
+    def hand_over(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        app = cast(asyncio.Protocol, protocol)
+        for data in self.data:
+            app.data_received(data)
+        if self.eof and not app.eof_received():
+            transport.close()
+
+
 async def open_upstream(
     loop: asyncio.AbstractEventLoop,
     factory: Callable[[], P],
     backend: Backend,
     tls: UpstreamTls | None,
+    preamble: bytes | None = None,
 ) -> tuple[asyncio.Transport, P]:
-    """Connect to ``backend``, over TLS when its pool says so (the caller's timeout applies)."""
+    """Connect to ``backend``, over TLS when its pool says so (the caller's timeout applies).
+
+    ``preamble`` (a ``send_proxy`` pool's PROXY header) is the first thing on the wire: in
+    plain TCP it is written right after the connect; with TLS it goes in clear before the
+    handshake (HAProxy's ``ssl send-proxy-v2``), which then starts on the same connection
+    (``loop.start_tls``), and the caller's protocol gets the TLS transport once it is done.
+    A failed handshake raises ``ssl.SSLError`` (an ``OSError``), as a TLS connect does."""
     if tls is None:
-        return await loop.create_connection(factory, backend.host, backend.port)
-    return await loop.create_connection(
-        factory,
-        backend.host,
-        backend.port,
-        ssl=tls.context,
-        server_hostname=tls.server_name or backend.host,
-    )
+        transport, proto = await loop.create_connection(factory, backend.host, backend.port)
+        if preamble is not None:
+            transport.write(preamble)
+        return transport, proto
+    server_hostname = tls.server_name or backend.host
+    if preamble is None:
+        return await loop.create_connection(
+            factory, backend.host, backend.port, ssl=tls.context, server_hostname=server_hostname
+        )
+    start = _TlsStart()
+    plain, _ = await loop.create_connection(lambda: start, backend.host, backend.port)
+    try:
+        plain.write(preamble)
+        secure = await loop.start_tls(
+            plain, start, tls.context, server_hostname=server_hostname
+        )
+    except BaseException:
+        plain.abort()  # (start_tls closed its TLS transport; this is the TCP one under it)
+        raise
+    assert secure is not None  # (None only for a transport closed under it, which raised)
+    proto = factory()
+    start.hand_over(cast(asyncio.Transport, secure), proto)
+    return cast(asyncio.Transport, secure), proto
 
 
 def build_upstream_tls(

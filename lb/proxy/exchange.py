@@ -361,9 +361,11 @@ class Exchange:
         # (Not an asyncio.Protocol subclass, so that it can be compiled; it has the methods.)
         factory = cast(Callable[[], asyncio.Protocol], lambda: conn)
         tls = self.conn.listener.upstream_tls.get(pool.name)
+        send_proxy = pool.config.send_proxy  # (such connections are never pooled: one client's)
+        preamble = None if send_proxy is None else self.conn.proxy_header(send_proxy)
         try:
             async with asyncio.timeout(ctx.connect_timeout):
-                transport, _ = await open_upstream(ctx.loop, factory, backend, tls)
+                transport, _ = await open_upstream(ctx.loop, factory, backend, tls, preamble)
         except (OSError, TimeoutError) as exc:
             backend.connect_failures += 1
             listener = self.conn.listener
@@ -378,9 +380,6 @@ class Exchange:
         self.pending = None
         self.t_mark = ctx.loop.time()  # the response timeout counts from now
         self._attach(conn)
-        send_proxy = pool.config.send_proxy
-        if send_proxy is not None:  # (such connections are never pooled: one client's)
-            cast(asyncio.WriteTransport, transport).write(self.conn.proxy_header(send_proxy))
         cast(asyncio.WriteTransport, transport).writelines(pending)
         if not self.request_complete:
             self.conn.transport.resume_reading()

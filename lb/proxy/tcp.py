@@ -77,10 +77,7 @@ class TcpUpstreamProtocol(asyncio.Protocol):
         self.bytes_out = 0  # backend -> client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = t = cast(asyncio.Transport, transport)
-        pool = self.client.pool
-        if pool is not None and pool.config.send_proxy is not None:
-            t.write(self.client.proxy_header(pool.config.send_proxy))  # before any client byte
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.client_write(data)
@@ -245,6 +242,8 @@ class TcpClientProtocol(asyncio.Protocol):
         loop = listener.loop
         key = self.key = self.client_ip.encode() if pool.needs_key else None
         tried: list[Backend] = []
+        send_proxy = pool.config.send_proxy  # the header goes before any client byte
+        preamble = None if send_proxy is None else self.proxy_header(send_proxy)
         for _attempt in range(pool.config.retries + 1):
             if tried and not pool.retry_allowed():
                 break
@@ -270,6 +269,7 @@ class TcpClientProtocol(asyncio.Protocol):
                         lambda: TcpUpstreamProtocol(self),
                         backend,
                         listener.upstream_tls.get(pool.name),
+                        preamble,
                     )
             except (OSError, TimeoutError) as exc:
                 pool.release(backend)

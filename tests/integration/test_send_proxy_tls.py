@@ -1,0 +1,106 @@
+"""``send_proxy`` together with ``tls = true`` on a pool (HAProxy's ``ssl send-proxy-v2``), end
+to end with a real peer: nginx listening with ``ssl proxy_protocol``, a certificate made at
+test time, verification on against the test CA.
+
+lb connects in plain TCP, writes the PROXY header, then starts TLS on the same connection. The
+backend must see the address of the client lb saw (a client bound to 127.0.0.2 or .3, never
+lb's own source address 127.0.0.1) and a TLS connection with our SNI, in http and tcp mode;
+a backend whose certificate does not match the name gets no request (502, and the worker's log
+line names the verification error).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.certs import Authority, Pair
+from tests.helpers import Proc, ProcessGroup, free_port, wait_port
+from tests.integration.edge_peers import nginx, request_from
+
+
+def nginx_tls_proxy_protocol(procs: ProcessGroup, pair: Pair) -> int:
+    """An HTTPS backend that requires a PROXY header before its TLS handshake, and answers
+    with the address the header carried, the SNI it got and the TLS version."""
+    port = free_port()
+    nginx(
+        procs,
+        f"nginx-tls-pp-{port}",
+        f"""
+    server {{
+        listen 127.0.0.1:{port} ssl proxy_protocol;
+        ssl_certificate {pair.cert};
+        ssl_certificate_key {pair.key};
+        location / {{
+            default_type text/plain;
+            return 200 "client=$proxy_protocol_addr sni=$ssl_server_name tls=$ssl_protocol\\n";
+        }}
+    }}""",
+    )
+    wait_port(port)
+    return port
+
+
+def body_of(answer: bytes) -> str:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    return body.decode()
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), answer
+    return int(answer.split(b" ", 2)[1])
+
+
+def wait_for_line(lb: Proc, needle: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while needle not in lb.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [x for x in lb.output().splitlines() if needle in x]
+    assert lines, f"no log line with {needle!r}:\n{lb.output()}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_proxy_header_then_tls_reaches_nginx_in_http_and_tcp_mode(
+    procs: ProcessGroup, tmp_path: Path, version: str
+) -> None:
+    ca = Authority(tmp_path / "certs")
+    backend = nginx_tls_proxy_protocol(procs, ca.issue("nginx", "backend.test"))
+    web, raw, wrong = free_port(), free_port(), free_port()
+    pool: dict[str, Any] = {
+        "send_proxy": version,
+        "tls": True,
+        "tls_ca": str(ca.ca_pem),
+        "tls_server_name": "backend.test",
+        "backends": [{"address": f"127.0.0.1:{backend}"}],
+    }
+    cfg: dict[str, Any] = {
+        "lb": {"workers": 1},
+        "listeners": [
+            {"name": "web", "bind": f"127.0.0.1:{web}", "mode": "http", "pool": "pp"},
+            {"name": "raw", "bind": f"127.0.0.1:{raw}", "mode": "tcp", "pool": "pp"},
+            {"name": "wrong", "bind": f"127.0.0.1:{wrong}", "mode": "http", "pool": "mismatch"},
+        ],
+        "pools": {
+            "pp": pool,
+            # the same backend, verified against a name its certificate does not have
+            "mismatch": {**pool, "tls_server_name": "other.test", "retries": 0},
+        },
+    }
+    lb = procs.lb(cfg)
+    for source in ("127.0.0.2", "127.0.0.3"):
+        for _ in range(2):  # a second request: a new connection, never another client's
+            body = body_of(request_from(source, web, "/"))
+            assert re.fullmatch(rf"client={re.escape(source)} sni=backend\.test tls=TLSv1\.[23]\n", body)
+        # tcp mode: the client's bytes go on inside TLS, after the header
+        body = body_of(request_from(source, raw, "/"))
+        assert re.fullmatch(rf"client={re.escape(source)} sni=backend\.test tls=TLSv1\.[23]\n", body)
+
+    assert status_of(request_from("127.0.0.2", wrong, "/")) == 502
+    line = wait_for_line(lb, "certificate verification failed")
+    assert "pool mismatch" in line and "other.test" in line, line
