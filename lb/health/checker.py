@@ -61,6 +61,7 @@ from lb.health_rules import (
     transition_cause,
 )
 from lb.model import parse_address
+from lb.proxyproto import build_v2
 from lb.state import ClusterState, ManagedBackend, StateError
 from lb.tls import client_context
 
@@ -68,6 +69,7 @@ log = logging.getLogger("lb.health")
 
 USER_AGENT = "lb-health-check/0.1"
 MAX_BODY = 64 * 1024  # how much of a response body expect_body searches
+V1_UNKNOWN = b"PROXY UNKNOWN\r\n"  # a v1 header for a connection that relays nobody
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +106,35 @@ class ProbeTls:
         return self.server_name or host
 
 
-async def tcp_probe(address: str, within: float, tls: ProbeTls | None = None) -> CheckResult:
+async def tcp_probe(
+    address: str, within: float, tls: ProbeTls | None = None, send_proxy: str | None = None
+) -> CheckResult:
     """Pass when a TCP connection to ``address`` is established ``within`` seconds (with a
-    TLS handshake that verifies, on a ``tls = true`` pool)."""
+    TLS handshake that verifies, on a ``tls = true`` pool). On a ``send_proxy`` pool the
+    connection starts with a PROXY header for a connection of lb's own (v2 ``LOCAL``, v1
+    ``UNKNOWN``, as HAProxy's checks send), before the handshake as the traffic's is."""
     loop = asyncio.get_running_loop()
     host, port = parse_address(address)
     started = loop.time()
     try:
         async with asyncio.timeout(within):
-            if tls is None:
+            if send_proxy is not None:
+                transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
+                transport.write(build_v2(None, None) if send_proxy == "v2" else V1_UNKNOWN)
+                if tls is not None:
+                    try:
+                        secure = await loop.start_tls(
+                            transport,
+                            asyncio.Protocol(),
+                            tls.context,
+                            server_hostname=tls.name(host),
+                        )
+                    except BaseException:
+                        transport.abort()
+                        raise
+                    if secure is not None:
+                        transport = secure  # closed below with a close_notify
+            elif tls is None:
                 transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
             else:
                 transport, _ = await loop.create_connection(
@@ -285,10 +307,14 @@ class ActiveChecker:
     # -- one backend ------------------------------------------------------------------------
 
     async def probe(
-        self, address: str, cfg: HealthConfig, tls: ProbeTls | None = None
+        self,
+        address: str,
+        cfg: HealthConfig,
+        tls: ProbeTls | None = None,
+        send_proxy: str | None = None,
     ) -> CheckResult:
         if cfg.type == "tcp":
-            return await tcp_probe(address, cfg.timeout, tls)
+            return await tcp_probe(address, cfg.timeout, tls, send_proxy)
         if self._session is None:
             self._session = new_session()
         return await http_probe(self._session, address, cfg, tls)
@@ -324,7 +350,9 @@ class ActiveChecker:
                 return
             started = self.loop.time()
             try:
-                result = await self.probe(b.address, cfg, self._tls(pool))
+                pool_cfg = self.state.config.pools.get(pool)
+                send_proxy = pool_cfg.send_proxy if pool_cfg is not None else None
+                result = await self.probe(b.address, cfg, self._tls(pool), send_proxy)
             except Exception:
                 # A bug in a probe must not end the checks: count it as a failure and go on.
                 log.exception("%s: the %s check raised", b.name, cfg.type)

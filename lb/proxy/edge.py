@@ -326,16 +326,14 @@ async def open_upstream(
     plain, _ = await loop.create_connection(lambda: start, backend.host, backend.port)
     try:
         plain.write(preamble)
-        secure = await loop.start_tls(
-            plain, start, tls.context, server_hostname=server_hostname
-        )
+        secure = await loop.start_tls(plain, start, tls.context, server_hostname=server_hostname)
     except BaseException:
         plain.abort()  # (start_tls closed its TLS transport; this is the TCP one under it)
         raise
     assert secure is not None  # (None only for a transport closed under it, which raised)
     proto = factory()
-    start.hand_over(cast(asyncio.Transport, secure), proto)
-    return cast(asyncio.Transport, secure), proto
+    start.hand_over(secure, proto)
+    return secure, proto
 
 
 def build_upstream_tls(

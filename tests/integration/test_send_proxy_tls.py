@@ -11,7 +11,10 @@ line names the verification error).
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,15 @@ def status_of(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
+def health_of(lb: Proc, pool: str) -> list[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "lb.control.lbctl", "-c", str(lb.extra["config_path"]),
+         "--json", "backends", pool],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    return [b["health"] for b in json.loads(r.stdout)["backends"]]
+
+
 def wait_for_line(lb: Proc, needle: str, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
     while needle not in lb.output() and time.monotonic() < deadline:
@@ -92,14 +104,22 @@ def test_proxy_header_then_tls_reaches_nginx_in_http_and_tcp_mode(
             "mismatch": {**pool, "tls_server_name": "other.test", "retries": 0},
         },
     }
+    # a tcp check sends a LOCAL/UNKNOWN PROXY header, then its verified handshake: without
+    # the header nginx would refuse the ClientHello and the backend would never come up
+    cfg["pools"]["pp"]["health"] = {"type": "tcp", "interval": "200ms"}
     lb = procs.lb(cfg)
+    assert health_of(lb, "pp") == ["up"]
     for source in ("127.0.0.2", "127.0.0.3"):
         for _ in range(2):  # a second request: a new connection, never another client's
             body = body_of(request_from(source, web, "/"))
-            assert re.fullmatch(rf"client={re.escape(source)} sni=backend\.test tls=TLSv1\.[23]\n", body)
+            assert re.fullmatch(
+                rf"client={re.escape(source)} sni=backend\.test tls=TLSv1\.[23]\n", body
+            )
         # tcp mode: the client's bytes go on inside TLS, after the header
         body = body_of(request_from(source, raw, "/"))
-        assert re.fullmatch(rf"client={re.escape(source)} sni=backend\.test tls=TLSv1\.[23]\n", body)
+        assert re.fullmatch(
+            rf"client={re.escape(source)} sni=backend\.test tls=TLSv1\.[23]\n", body
+        )
 
     assert status_of(request_from("127.0.0.2", wrong, "/")) == 502
     line = wait_for_line(lb, "certificate verification failed")

@@ -59,7 +59,6 @@ CERTS = {"certificates": [{"cert": "a.pem", "key": "a.key"}]}
         ({"mode": "tcp", "redirect_https": True}, {}, "redirect_https", 'mode = "http"'),
         ({}, {"tls_ca": "ca.pem"}, "pools.p.tls_ca", "tls = true"),
         ({}, {"tls": True, "tls_cert": "c.pem"}, "pools.p.tls_key", "both"),
-        ({}, {"tls": True, "send_proxy": "v2"}, "pools.p.send_proxy", "one of them"),
         ({}, {"send_proxy": "v3"}, "pools.p.send_proxy", "v1"),
         ({}, {"send_proxy": "v1", "upstream_max_idle": 4}, "pools.p.upstream_max_idle", "never pooled"),  # noqa: E501
     ],
@@ -69,6 +68,12 @@ def test_refused_with_field_and_fix(
 ) -> None:
     message = refused(config(listener, pool))
     assert field in message and hint in message, message
+
+
+def test_send_proxy_with_tls() -> None:
+    """The PROXY header goes in clear, then TLS (HAProxy's ``ssl send-proxy-v2``)."""
+    pool = parse_config(config(pool={"tls": True, "send_proxy": "v2"})).pools["p"]
+    assert pool.tls and pool.send_proxy == "v2" and pool.upstream_max_idle == 0
 
 
 def test_send_proxy_turns_pooling_off() -> None:
