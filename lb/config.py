@@ -148,6 +148,13 @@ class ListenerTlsConfig(_Model):
     hsts: str | None = Field(
         default=None, description='http: a Strict-Transport-Security value: "max-age=31536000"'
     )
+    watch: bool = Field(
+        default=False,
+        description="reload when a certificate, key or client_ca file changes (polled)",
+    )
+    watch_interval: Duration = Field(
+        default=5.0, ge=0.1, le=3600.0, description="how often watch looks at the files"
+    )
 
     @field_validator("ciphers")
     @classmethod

@@ -35,6 +35,7 @@ from typing import assert_never
 
 from lb import wire
 from lb.bus import LocalBus, PipeBus
+from lb.certwatch import CertWatcher
 from lb.config import Config
 from lb.control.errors import ApiError, ControlStartupError
 from lb.control.plane import ControlPlane
@@ -107,6 +108,8 @@ class Supervisor:
         self.stopping = False
         self._stop = self.loop.create_future()
         self.control = ControlService(self.plane)
+        # [listeners.tls] watch: a changed certificate file reloads as SIGHUP does
+        self.certwatch = CertWatcher(lambda: self.plane.config, self.control.reload_soon)
         # systemd (Type=notify; lb/sdnotify.py): READY=1 once every listener accepts,
         # RELOADING=1 then READY=1 around a reload that applies, STOPPING=1. Registered after
         # _prepare_sockets: a reload refused there never says RELOADING.
@@ -268,6 +271,7 @@ class Supervisor:
         if failed:
             raise StartupError(failed[0].fatal or "worker failed")
         self.started = True
+        self.certwatch.start(self.loop)
         # Announce "running" once the first checks said who is up (bounded by about a check).
         await self.health.wait_initial()
         # Every worker said "ready": each has its listeners accepting.
@@ -433,6 +437,7 @@ class Supervisor:
         # Workers stop accepting; with our copies closed too, new connections are refused
         # instead of waiting in a queue that nobody will read.
         self.sockets.close()
+        await self.certwatch.stop()
         await self.control.close()
         await self.health.stop()
         grace = self.config.lb.grace

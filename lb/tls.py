@@ -30,8 +30,9 @@ No sockets and no asyncio here: only ``ssl`` and the files.
 
 from __future__ import annotations
 
+import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,3 +357,29 @@ def subject_of(peercert: dict[str, object] | None) -> str:
             text = text.replace("\\", "\\\\").replace(",", "\\,")
             parts.append(f"{short.get(name, name)}={text}")
     return ",".join(parts)
+
+
+# -- watching the files (``[listeners.tls] watch``) ----------------------------------------
+
+FileStamp = tuple[int, int, int] | None
+"""What tells a file's versions apart: modification time (ns), size and inode (a file renamed
+into place is a new inode even within the same mtime tick); None for a file that is not there."""
+
+
+def file_stamps(paths: Iterable[str]) -> dict[str, FileStamp]:
+    """The stamp of every file in ``paths`` (a ``stat`` each; nothing is read)."""
+    out: dict[str, FileStamp] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out[path] = None
+        else:
+            out[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return out
+
+
+def changed_files(before: dict[str, FileStamp], after: dict[str, FileStamp]) -> list[str]:
+    """The files of ``after`` whose stamp differs from ``before``'s; a file ``before`` did not
+    watch is new to the watch (a reload added it), not changed."""
+    return [path for path, stamp in after.items() if path in before and before[path] != stamp]
