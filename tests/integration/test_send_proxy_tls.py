@@ -11,16 +11,22 @@ line names the verification error).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lb.proxyproto import parse
 from tests.certs import Authority, Pair
 from tests.helpers import Proc, ProcessGroup, free_port, wait_port
 from tests.integration.edge_peers import nginx, request_from
@@ -124,3 +130,82 @@ def test_proxy_header_then_tls_reaches_nginx_in_http_and_tcp_mode(
     assert status_of(request_from("127.0.0.2", wrong, "/")) == 502
     line = wait_for_line(lb, "certificate verification failed")
     assert "pool mismatch" in line and "other.test" in line, line
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        assert chunk, "closed early"
+        data += chunk
+    return data
+
+
+@contextlib.contextmanager
+def server_first_backend(pair: Pair) -> Iterator[int]:
+    """A TLS backend behind a PROXY v2 header that speaks first (as SMTP, IMAP or MySQL do):
+    its banner names the client the header carried, right after the handshake; then it echoes
+    one line. One connection at a time, in a thread; bounded by the socket timeouts."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(pair.cert), str(pair.key))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                fixed = _recv_exactly(conn, 16)  # signature, command, family, length
+                raw = fixed + _recv_exactly(conn, int.from_bytes(fixed[14:16], "big"))
+                header = parse(raw)
+                assert header is not None and header.source is not None
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(f"220 hello {header.source[0]}\r\n".encode())
+                    line = tls.recv(1024)
+                    tls.sendall(b"echo " + line)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_a_backend_that_speaks_first_after_the_handshake(
+    procs: ProcessGroup, tmp_path: Path
+) -> None:
+    """tcp mode: the banner the backend sends as soon as TLS is up must reach the client (it
+    arrives while lb hands the TLS transport from the handshake to the relay)."""
+    ca = Authority(tmp_path / "certs")
+    with server_first_backend(ca.issue("backend", "backend.test")) as backend:
+        port = free_port()
+        cfg: dict[str, Any] = {
+            "lb": {"workers": 1},
+            "listeners": [{"name": "raw", "bind": f"127.0.0.1:{port}", "pool": "pp"}],
+            "pools": {
+                "pp": {
+                    "send_proxy": "v2",
+                    "tls": True,
+                    "tls_ca": str(ca.ca_pem),
+                    "tls_server_name": "backend.test",
+                    "backends": [{"address": f"127.0.0.1:{backend}"}],
+                }
+            },
+        }
+        procs.lb(cfg)
+        for _ in range(3):
+            with socket.socket() as s:
+                s.settimeout(5)
+                s.bind(("127.0.0.2", 0))
+                s.connect(("127.0.0.1", port))
+                assert s.recv(1024) == b"220 hello 127.0.0.2\r\n"  # before we sent anything
+                s.sendall(b"ping\n")
+                assert s.recv(1024) == b"echo ping\n"
