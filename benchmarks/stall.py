@@ -205,7 +205,9 @@ async def _measure(
     result.snapshot_update_s = timed.spent
     pool = created
     t1 = time.perf_counter()
-    while getattr(timed.inner, "building", False):
+    for _ in range(600_000):  # bounded: 10 minutes of 1 ms sleeps
+        if not getattr(timed.inner, "building", False):
+            break
         await asyncio.sleep(0.001)
     result.build_s = time.perf_counter() - t1 if slices else 0.0
     result.slice_worst_s = max(slices, default=0.0)
@@ -257,19 +259,21 @@ def render(results: list[Result]) -> str:
         "| strategy | backends | snapshot | update() | sliced work | worst slice | worst lag |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in results:
-        lines.append(
-            f"| {r.name} | {r.backends:,} | {_ms(r.snapshot_s)} / {_ms(r.snapshot_cpu_s)}"
-            f" | {_ms(r.snapshot_update_s)} | {_ms(r.build_s) if r.build_s else '-'}"
-            f" | {_ms(r.slice_worst_s) if r.build_s else '-'} | {_ms(r.create_lag_s)} |"
-        )
+    lines.extend(
+        f"| {r.name} | {r.backends:,} | {_ms(r.snapshot_s)} / {_ms(r.snapshot_cpu_s)}"
+        f" | {_ms(r.snapshot_update_s)} | {_ms(r.build_s) if r.build_s else '-'}"
+        f" | {_ms(r.slice_worst_s) if r.build_s else '-'} | {_ms(r.create_lag_s)} |"
+        for r in results
+    )
     lines += [
         "",
         "Worker loop time per control-plane change (ms): median / p99 / worst of the change; the",
         "worst of the strategy's update() in it; the worst CPU time of a change; the worst loop",
         "lag a 1 ms probe saw.",
         "",
-        "| strategy | backends | " + " | ".join(KINDS) + " | update() worst | CPU worst | worst lag |",
+        "| strategy | backends | "
+        + " | ".join(KINDS)
+        + " | update() worst | CPU worst | worst lag |",
         "| --- | ---: | " + " | ".join("---:" for _ in KINDS) + " | ---: | ---: | ---: |",
     ]
     for r in results:

@@ -54,6 +54,13 @@ def scheduler() -> Scheduler | None:
     return _scheduler
 
 
+def _hold(step: Step) -> Callable[[], Step | None]:
+    """A bound method weakly (its object may be dropped), any other step strongly."""
+    if hasattr(step, "__self__"):
+        return weakref.WeakMethod(step)
+    return lambda: step
+
+
 def run_on(
     loop: _Loop, slice_s: float = SLICE_S, on_slice: Callable[[float], None] | None = None
 ) -> Scheduler:
@@ -71,11 +78,7 @@ def run_on(
             while step(math.inf):
                 pass
             return
-        ref: Callable[[], Step | None]
-        if hasattr(step, "__self__"):
-            ref = weakref.WeakMethod(step)  # type: ignore[arg-type]
-        else:
-            ref = lambda: step  # noqa: E731
+        ref = _hold(step)
 
         def run() -> None:
             live = ref()

@@ -27,8 +27,8 @@ or after it, and the low bits say whose point it is. Points at equal positions (
 one pair per three rings of 10,000 backends) are ordered by their owners' ``id``, so every
 worker, restart and LB instance sees the same ring whatever order its backends came in. The
 two clear bits make a packed point, read as an IEEE double, a finite non-negative number that
-orders as the integer does: the first build sorts 1.6 million points as doubles, which Python
-compares several times faster than 64-bit integers, with no Python code run per point.
+orders as the integer does: a whole build sorts its points as doubles, which Python compares
+several times faster than 64-bit integers, with no Python code run per point.
 
 The ring is kept as a list of sorted chunks of at most ``2 * CHUNK`` points (``array('Q')``,
 8 bytes a point) with the last point of each in a list ``maxes``, as ``sortedcontainers``
@@ -37,8 +37,42 @@ removing one backend inserts or deletes its ~160 points, each a short ``memmove`
 instead of re-sorting the ring. ``update`` applies only what changed (``Roster``): a new or
 returning backend adds its points, one that leaves removes them, a weight change adds or removes
 the points past the smaller count. A first update, or one that changes more than a quarter of
-the backends, builds the ring at once (slots by ``id`` order, one sort). Each backend's point
-positions are cached while it is in the pool (eligible or not), so it never hashes twice.
+the backends, builds the whole ring (below). Each backend's point positions are cached while it
+is in the pool (eligible or not), so it never hashes twice.
+
+Whole builds
+------------
+A whole build numbers the slots in ``id`` order (so that sorting the packed points orders equal
+positions by id), then hashes the backends' points and sorts them in batches of
+``BATCH_POINTS``, each cut at fixed positions into ``RANGE_POINTS``-sized ranges; then sorts
+each range's pieces together and cuts it into chunks. Every unit of that work is a few
+milliseconds, so the build can stop at a deadline and go on later. The ring it gives is the
+one its definition gives (a unit test builds that one point at a time and compares).
+
+At 10,000 backends the hashing alone is 1.6 million SHAKE-128 words per unit of weight: a
+second or more of CPU, far above the 10 ms a control-plane change may block a worker's loop
+(issue 17). So when the process has a scheduler for long work (``lb.balancing.background``:
+a worker installs one on its loop), a build that is not done within ``INLINE_S`` goes on in
+slices of about 2 ms, one per loop iteration, between the I/O; without one (tests, a strategy
+used on its own) the build is done at once. While a build goes on:
+
+* picks come from a *provisional table*: the backends in slot order with their cumulative
+  weights, a key going to the backend whose share of the total weight holds ``xxh3_64(key)``.
+  It is weighted, O(log n) and consistent (a key stays on its backend for the whole build),
+  but it is not the ring: keys move once more when the build is done. That is the price of
+  not blocking; the other choice, holding requests until the ring is built, would add up to a
+  few seconds of latency to every request of the pool. Bounded loads apply to it as to the
+  ring (the walk goes to the next backend of the table), and keyless picks draw their
+  position from a counter;
+* a change (``update``) changes the pick structures only (slots, weights, counts: a backend
+  that leaves is passed over, one that joins waits for the ring), and the ring catches up when
+  the build is done: each backend changed meanwhile has its points removed or inserted as a
+  single change would. A change of more than a quarter of the backends starts the build again
+  (the cached points are kept). A slot is not reused during a build, since the build's points
+  name their owners by slot.
+
+A strategy replaced before its build is done (a reload that changes ``vnodes``) is dropped
+with its build: the scheduler holds it weakly.
 
 ``key is None`` (nothing to hash on): a cursor steps one ring point per pick. Over a full lap
 every backend gets exactly its number of points, i.e. weighted round-robin with a pseudo-random
@@ -85,8 +119,10 @@ _POSITION_MASK = ((1 << 62) - 1) ^ _OWNER_MASK
 MAX_BACKENDS = 1 << _OWNER_BITS
 #: Points per chunk of the ring: a chunk splits above twice this, and merges below a quarter.
 CHUNK = 1024
-#: A whole build of at most this many points is done at once, even with a scheduler.
-SYNC_POINTS = 1 << 15
+#: A whole build of at most this many points is done at once, even with a scheduler; a
+#: bigger one too if it ends within INLINE_S seconds, else it goes on in slices.
+SYNC_POINTS = 1 << 12
+INLINE_S = 0.002
 #: Points sorted together in a build's first phase, and per range in its second.
 BATCH_POINTS = 1 << 13
 RANGE_POINTS = 1 << 13
@@ -338,6 +374,9 @@ class ConsistentHash:
         schedule = background.scheduler()
         if schedule is None or sum(counts) <= SYNC_POINTS:
             self._step(math.inf)
+            return
+        # A build that ends within INLINE_S is done at once: the ring is exact from the start.
+        if not self._step(time.perf_counter() + INLINE_S):
             return
         self._cumulative = list(itertools.accumulate(weights))
         if not self._scheduled:
@@ -636,7 +675,6 @@ class ConsistentHash:
                 i = 0
         # Unreachable while c >= 1 and the counts add up; keep the affinity.
         return self._slots[first]
-
 
     def _provisional(self, key: bytes | None) -> Backend | None:
         """A pick while a first build is under way: the key's place in the cumulative weights

@@ -64,9 +64,12 @@ def eligible_column(states: tuple[list[Any], ...], start: int = 0) -> list[bool]
                 map(operator.is_, health, _UP),
                 map(operator.not_, ejected),
                 map(operator.gt, weight, _ZERO),
+                strict=True,
             ),
         )
     )
+
+
 _id_of = operator.attrgetter("id")
 _weight_of = operator.attrgetter("effective_weight")
 

@@ -74,8 +74,10 @@ def crowded_ring(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def steps() -> Iterator[list[background.Step]]:
-    """A scheduler that only collects the steps: the test runs them, a slice at a time."""
+def steps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[background.Step]]:
+    """A scheduler that only collects the steps: the test runs them, a slice at a time. No
+    build ends inline (a fast machine could finish these small ones within INLINE_S)."""
+    monkeypatch.setattr(ch, "INLINE_S", -1.0)
     collected: list[background.Step] = []
     previous = background.set_scheduler(collected.append)
     yield collected
@@ -188,7 +190,7 @@ def test_a_small_build_is_done_at_once_even_with_a_scheduler(
     steps: list[background.Step],
 ) -> None:
     strategy = ConsistentHash(StrategyOptions())
-    strategy.update(big_pool(50))  # 8,000 points
+    strategy.update(big_pool(20))  # 3,200 points
     assert not strategy.building and not steps
 
 
@@ -287,7 +289,11 @@ def test_changes_during_a_build_end_in_the_ring_a_fresh_build_gives(
         assert strategy._slots[slot] is b
 
 
-def test_run_on_a_loop_builds_between_io_and_drops_a_replaced_strategy() -> None:
+def test_run_on_a_loop_builds_between_io_and_drops_a_replaced_strategy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ch, "INLINE_S", -1.0)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         slices: list[float] = []

@@ -103,7 +103,10 @@ def test_eligible_column_is_backend_eligible() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.integers(0, 30), st.booleans()), min_size=2, max_size=12, unique_by=lambda t: t[0]
+        st.tuples(st.integers(0, 30), st.booleans()),
+        min_size=2,
+        max_size=12,
+        unique_by=lambda t: t[0],
     )
 )
 def test_a_first_list_joins_every_eligible_backend(spec: list[tuple[int, bool]]) -> None:
