@@ -123,6 +123,7 @@ CHUNK = 1024
 #: bigger one too if it ends within INLINE_S seconds, else it goes on in slices.
 SYNC_POINTS = 1 << 12
 INLINE_S = 0.002
+INLINE_POINTS = 1 << 15
 #: Points sorted together in a build's first phase, and per range in its second.
 BATCH_POINTS = 1 << 13
 RANGE_POINTS = 1 << 13
@@ -189,23 +190,20 @@ class _Build:
         "pending",
         "pending_points",
         "pieces",
+        "prepared",
         "range",
         "size",
+        "weights",
     )
 
-    def __init__(self, order: list[Backend], counts: list[int]) -> None:
+    def __init__(self, order: list[Backend], ids: list[str], weights: list[float]) -> None:
         self.order = order
-        self.ids: list[str] = list(map(_id_of, order))
-        self.counts = counts
-        total = sum(counts)
-        ranges = 1
-        while ranges * RANGE_POINTS < total and ranges < 1 << 16:
-            ranges *= 2
-        step = 1 << (62 - ranges.bit_length() + 1)
-        # The first packed value of each range after the first, read as a double.
-        self.bounds = array("d", array("Q", [r * step for r in range(1, ranges)]).tobytes())
-        # Per range, the batches' sorted points in it (doubles' bytes: not tracked by the GC).
-        self.pieces: list[list[bytes]] = [[] for _ in range(ranges)]
+        self.ids = ids
+        self.weights = weights
+        # Made by prepare(), in the first slice: what the loop need not wait for.
+        self.counts: list[int] = []
+        self.bounds = array("d")
+        self.pieces: list[list[bytes]] = []
         self.next = 0  # the next backend to hash
         self.pending: list[bytes] = []  # hashed, not yet sorted: positions ...
         self.owners: list[bytes] = []  # ... and their owners' slots
@@ -214,6 +212,24 @@ class _Build:
         self.chunks: list[array[int]] = []
         self.maxes: list[int] = []
         self.size = 0
+        self.prepared = False
+
+    def prepare(self, vnodes: int) -> None:
+        """Each backend's number of points, and the ranges."""
+        weights = self.weights
+        # point_count() of each: computed once per distinct weight (a pool has few).
+        per_weight = {w: max(1, round(vnodes * w)) for w in set(weights)}
+        self.counts = counts = list(map(per_weight.__getitem__, weights))
+        total = sum(counts)
+        ranges = 1
+        while ranges * RANGE_POINTS < total and ranges < 1 << 16:
+            ranges *= 2
+        step = 1 << (62 - ranges.bit_length() + 1)
+        # The first packed value of each range after the first, read as a double.
+        self.bounds = array("d", array("Q", [r * step for r in range(1, ranges)]).tobytes())
+        # Per range, the batches' sorted points in it (doubles' bytes: not tracked by the GC).
+        self.pieces = [[] for _ in range(ranges)]
+        self.prepared = True
 
 
 class ConsistentHash:
@@ -355,28 +371,27 @@ class ConsistentHash:
         answering picks meanwhile. The slots are renumbered in ``id`` order here, and the
         pick structures follow them at once."""
         order = sorted(self._roster.members.values(), key=_id_of)
-        vnodes = self._vnodes
+        ids = list(map(_id_of, order))
         weights = list(map(_weight_of, order))
-        # point_count() of each: computed once per distinct weight (a pool has few).
-        per_weight = {w: max(1, round(vnodes * w)) for w in set(weights)}
-        counts = list(map(per_weight.__getitem__, weights))
-        build = self._build = _Build(order, counts)
+        self._build = _Build(order, ids, weights)
         self._slots = list(order)
         self._weights = array("d", weights)
         self._active = list(map(_active_of, order))
         self._free = []
-        self._slot_of = dict(zip(build.ids, range(len(order)), strict=True))
+        self._slot_of = dict(zip(ids, range(len(order)), strict=True))
         self._held = dict(zip(order, range(len(order)), strict=True))
         self._load = sum(self._active)
         self._counts = {}
         self._chunks, self._maxes, self._size = [], [], 0
         self._dirty = set()
         schedule = background.scheduler()
-        if schedule is None or sum(counts) <= SYNC_POINTS:
+        points = self._vnodes * sum(weights)  # about (each count is rounded)
+        if schedule is None or points <= SYNC_POINTS:
             self._step(math.inf)
             return
         # A build that ends within INLINE_S is done at once: the ring is exact from the start.
-        if not self._step(time.perf_counter() + INLINE_S):
+        # (One ten times too big for that is not tried.)
+        if points <= INLINE_POINTS and not self._step(time.perf_counter() + INLINE_S):
             return
         self._cumulative = list(itertools.accumulate(weights))
         if not self._scheduled:
@@ -396,6 +411,10 @@ class ConsistentHash:
         return False
 
     def _advance(self, build: _Build, deadline: float) -> bool:
+        if not build.prepared:
+            build.prepare(self._vnodes)
+            if time.perf_counter() > deadline:
+                return True
         order, counts, clock = build.order, build.counts, time.perf_counter
         n = len(order)
         while build.next < n:
