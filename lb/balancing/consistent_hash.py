@@ -121,7 +121,7 @@ MAX_BACKENDS = 1 << _OWNER_BITS
 CHUNK = 1024
 #: A whole build of at most this many points is done at once, even with a scheduler; a
 #: bigger one too if it ends within INLINE_S seconds, else it goes on in slices.
-SYNC_POINTS = 1 << 12
+SYNC_POINTS = 1 << 13
 INLINE_S = 0.002
 INLINE_POINTS = 1 << 15
 #: Points sorted together in a build's first phase, and per range in its second.
