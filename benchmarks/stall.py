@@ -54,6 +54,7 @@ CASES: dict[str, tuple[str, dict[str, object]]] = {
     "weighted": ("weighted", {}),
     "least_conn": ("least_conn", {}),
     "random_two": ("random_two", {}),
+    "peak_ewma": ("peak_ewma", {}),
     "consistent_hash": ("consistent_hash", {}),
     "consistent_hash (bounded_load 1.25)": ("consistent_hash", {"bounded_load": 1.25}),
 }

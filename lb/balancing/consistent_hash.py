@@ -390,7 +390,7 @@ class ConsistentHash:
             self._step(math.inf)
             return
         # A build that ends within INLINE_S is done at once: the ring is exact from the start.
-        # (One ten times too big for that is not tried.)
+        # (One much bigger than that is not even tried.)
         if points <= INLINE_POINTS and not self._step(time.perf_counter() + INLINE_S):
             return
         self._cumulative = list(itertools.accumulate(weights))
@@ -714,7 +714,8 @@ class ConsistentHash:
         if i >= n:
             i = n - 1
         bound = self._bound
-        per_weight = 0.0 if bound is None else bound * (self._load + 1) / self._total_weight
+        total = self._total_weight or 1.0  # 0: every backend left (all slots are None)
+        per_weight = 0.0 if bound is None else bound * (self._load + 1) / total
         first = None
         active, weights = self._active, self._weights
         for _ in range(n):

@@ -332,3 +332,26 @@ def test_a_loop_that_is_not_running_builds_at_once() -> None:
     finally:
         background.set_scheduler(previous)
         loop.close()
+
+
+@pytest.mark.parametrize("bound", [None, 1.25])
+def test_every_backend_leaving_during_a_build_leaves_nothing_to_pick(
+    steps: list[background.Step], bound: float | None
+) -> None:
+    backends = big_pool(240)
+    strategy = ConsistentHash(StrategyOptions(bounded_load=bound))
+    lineage = object()
+    strategy.update(Members(backends, lineage, 1, None))
+    assert strategy.building
+    generation = 1
+    for b in list(backends):  # one at a time, as the pool removes them
+        b.admin = AdminState.MAINT
+        generation += 1
+        strategy.update(Members(backends, lineage, generation, {b.id: b}))
+        if not strategy.building:
+            break
+        picked = strategy.pick(b"key")
+        assert picked is None or picked.eligible
+    assert strategy.pick(b"key") is None and strategy.pick(None) is None
+    run_all(steps)
+    assert not strategy.building and strategy.pick(b"key") is None
