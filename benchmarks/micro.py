@@ -14,10 +14,13 @@ What is measured:
   goal is a flat curve: pick at 10,000 backends costs at most 2x pick at 10 (issue 17). The
   pools are "busy": ``active`` is 1-8 per backend (set before the first update, which is where
   the load-tracking strategies read it).
-* ``update()`` at the same sizes: on a fresh strategy ("cold": consistent_hash hashes every
-  virtual node and builds its ring), on one that has seen the same list before ("warm"), and
-  the pool's common changes, one backend added to the end of the list and one removed (the
-  strategies apply only what changed; the diff itself is O(n), in C where it can be).
+* ``update()`` at the same sizes, with the lists a worker's pool hands its strategy
+  (``lb.balancing.roster.Members``: a snapshot says nothing of what changed, a single change
+  names its backend): on a fresh strategy ("cold": the whole first build; consistent_hash
+  hashes every virtual node and builds its ring), the part of it that blocks the loop when
+  the worker's scheduler for long work is installed (``lb.balancing.background``: the rest
+  runs in slices between I/O), the same snapshot again ("warm"), and the pool's common
+  changes, one backend added and one removed (the strategies apply only what changed).
 * the request head path: ``RequestParser.feed`` + ``build_upstream_head`` for a browser-like
   head and for wrk's minimal one, and the response head path (``ResponseParser`` +
   ``rewrite_response_head``).
@@ -35,7 +38,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lb.balancing import Strategy, StrategyOptions, create_strategy
+from lb.balancing import Strategy, StrategyOptions, background, create_strategy
+from lb.balancing.roster import Members
 from lb.http import (
     RequestHead,
     RequestParser,
@@ -131,6 +135,8 @@ class MicroResults:
     update_warm: list[Curve] = field(default_factory=list)
     update_add: list[Curve] = field(default_factory=list)
     update_remove: list[Curve] = field(default_factory=list)
+    #: Of update_cold, what blocks the loop with the worker's scheduler installed.
+    update_first_blocking: list[Curve] = field(default_factory=list)
     #: Benchmark name -> nanoseconds per request (or response) head.
     http: dict[str, float] = field(default_factory=dict)
 
@@ -174,56 +180,99 @@ def bench_pick(repeat: int, budget_s: float, sizes: tuple[int, ...]) -> list[Cur
         keys: list[bytes | None] = list(keys_bytes) if keyed else [None] * 1000
         for n in sizes:
             s = create_strategy(strategy, options)
-            s.update(backends(n, weighted=weighted, rng=rng))
+            s.update(Members(backends(n, weighted=weighted, rng=rng), object(), 1, None))
             curve.ns[n] = best_ns(_pick_loop(s.pick, keys), len(keys), repeat, budget_s)
         curves.append(curve)
     return curves
 
 
 def _update_s(strategy: Strategy, pool: list[Backend]) -> float:
-    started = time.perf_counter()
+    """CPU time of one ``update`` (``thread_time``: a shared machine's other processes are
+    not counted)."""
+    started = time.thread_time()
     strategy.update(pool)
-    return time.perf_counter() - started
+    return time.thread_time() - started
+
+
+class _Lists:
+    """The lists one pool hands its strategy, as ``PoolRuntime`` makes them."""
+
+    def __init__(self) -> None:
+        self.lineage = object()
+        self.generation = 0
+
+    def snapshot(self, pool: list[Backend]) -> Members:
+        self.generation += 1
+        return Members(pool, self.lineage, self.generation, None)
+
+    def change(self, pool: list[Backend], b: Backend, gone: bool = False) -> Members:
+        self.generation += 1
+        return Members(pool, self.lineage, self.generation, {b.id: None if gone else b})
+
+
+def _first_blocking_s(strategy: Strategy, pool: list[Backend]) -> float:
+    """CPU time of a first ``update`` with a scheduler installed: what blocks the loop (the
+    work handed to the scheduler is dropped, not timed)."""
+    previous = background.set_scheduler(lambda step: None)
+    try:
+        return _update_s(strategy, Members(pool, object(), 1, None))
+    finally:
+        background.set_scheduler(previous)
 
 
 def bench_update(
     repeat: int, sizes: tuple[int, ...]
-) -> tuple[list[Curve], list[Curve], list[Curve], list[Curve]]:
+) -> tuple[list[Curve], list[Curve], list[Curve], list[Curve], list[Curve]]:
     rng = random.Random(9)
-    cold_curves, warm_curves, add_curves, remove_curves = [], [], [], []
+    cold_curves, blocking_curves, warm_curves, add_curves, remove_curves = [], [], [], [], []
     for name, (strategy, options, _keyed, weighted) in PICK_CASES.items():
         if name.startswith("least_conn (") or "bounded_load" in name:
             continue  # same update() as the plain variant
         cold = Curve(name)
+        blocking = Curve(name)
         warm = Curve(name)
         add = Curve(name)
         remove = Curve(name)
         for n in sizes:
             pool = backends(n, weighted=weighted, rng=rng)
-            # A cold consistent_hash at 10,000 backends hashes 1.6M points (seconds): fewer repeats.
+            # A cold consistent_hash at 10,000 backends hashes 1.6M points (a second or
+            # more): fewer repeats.
             times = repeat if n < 10000 else 1
             # A fresh strategy each time: for consistent_hash this hashes every virtual node.
             cold.ns[n] = (
-                min(_update_s(create_strategy(strategy, options), pool) for _ in range(times)) * 1e9
+                min(
+                    _update_s(create_strategy(strategy, options), Members(pool, object(), 1, None))
+                    for _ in range(times)
+                )
+                * 1e9
             )
-            # The same strategy, the same members again (a weight or state change elsewhere).
+            blocking.ns[n] = (
+                min(
+                    _first_blocking_s(create_strategy(strategy, options), pool)
+                    for _ in range(max(3, repeat))
+                )
+                * 1e9
+            )
+            # The same strategy, the same members again (a snapshot that changes nothing here).
             s = create_strategy(strategy, options)
-            s.update(pool)
-            warm.ns[n] = min(_update_s(s, pool) for _ in range(times)) * 1e9
+            lists = _Lists()
+            s.update(lists.snapshot(pool))
+            warm.ns[n] = min(_update_s(s, lists.snapshot(pool)) for _ in range(times)) * 1e9
             # One backend joins at the end of the list, then leaves again (the pool's
             # apply_backend and remove); each timed on its own, the best of a few rounds.
             extra = backends(n + 1, weighted=weighted, rng=rng)[n]
             adds, removes = [], []
             for _ in range(max(3, repeat)):
-                adds.append(_update_s(s, [*pool, extra]))
-                removes.append(_update_s(s, pool))
+                adds.append(_update_s(s, lists.change([*pool, extra], extra)))
+                removes.append(_update_s(s, lists.change(pool, extra, gone=True)))
             add.ns[n] = min(adds) * 1e9
             remove.ns[n] = min(removes) * 1e9
         cold_curves.append(cold)
+        blocking_curves.append(blocking)
         warm_curves.append(warm)
         add_curves.append(add)
         remove_curves.append(remove)
-    return cold_curves, warm_curves, add_curves, remove_curves
+    return cold_curves, blocking_curves, warm_curves, add_curves, remove_curves
 
 
 class _Requests:
@@ -315,20 +364,25 @@ def run(
     quick: bool = False,
     progress: Callable[[str], None] = print,
     sizes: tuple[int, ...] = SIZES,
+    updates_only: bool = False,
 ) -> MicroResults:
     repeat = 3 if quick else 5
     budget = 0.02 if quick else 0.1
-    progress(f"[micro] pick() at {', '.join(f'{n:,}' for n in sizes)} backends")
-    results = MicroResults(pick=bench_pick(repeat, budget, sizes))
+    results = MicroResults()
+    if not updates_only:
+        progress(f"[micro] pick() at {', '.join(f'{n:,}' for n in sizes)} backends")
+        results.pick = bench_pick(repeat, budget, sizes)
     progress("[micro] update() (consistent_hash at 10,000 backends takes a few seconds)")
     (
         results.update_cold,
+        results.update_first_blocking,
         results.update_warm,
         results.update_add,
         results.update_remove,
     ) = bench_update(repeat if not quick else 2, sizes)
-    progress("[micro] request and response heads")
-    results.http = bench_http(repeat, budget)
+    if not updates_only:
+        progress("[micro] request and response heads")
+        results.http = bench_http(repeat, budget)
     return results
 
 
@@ -341,32 +395,39 @@ def _fmt_ns(ns: float) -> str:
 
 
 def render(results: MicroResults) -> str:
-    sizes = sorted({n for c in results.pick for n in c.ns})
+    sizes = sorted({n for c in results.pick + results.update_cold for n in c.ns})
     cols = " | ".join(f"{n:,}" for n in sizes)
     align = " | ".join("---:" for _ in sizes)
-    lines = [
-        f"pick(), per call, by number of backends (goal: {sizes[-1]:,} at most "
-        f"{FLAT_LIMIT:g}x {sizes[0]:,}):",
-        "",
-        f"| strategy | {cols} | {sizes[-1]:,} / {sizes[0]:,} | flat? |",
-        f"| --- | {align} | ---: | --- |",
-    ]
+    lines = []
+    if results.pick:
+        lines += [
+            f"pick(), per call, by number of backends (goal: {sizes[-1]:,} at most "
+            f"{FLAT_LIMIT:g}x {sizes[0]:,}):",
+            "",
+            f"| strategy | {cols} | {sizes[-1]:,} / {sizes[0]:,} | flat? |",
+            f"| --- | {align} | ---: | --- |",
+        ]
     for c in results.pick:
         cells = " | ".join(_fmt_ns(c.ns[n]) for n in sizes)
         lines.append(
             f"| {c.name} | {cells} | {c.growth:.1f}x | {'yes' if c.flat else 'no: ' + c.note} |"
         )
     for title, curves in (
-        ("update() on a fresh strategy (cold)", results.update_cold),
-        ("update() again with the same members (warm)", results.update_warm),
+        ("update() on a fresh strategy (cold: the whole first build, CPU)", results.update_cold),
+        (
+            "of that, what blocks the loop with the worker's scheduler installed (CPU)",
+            results.update_first_blocking,
+        ),
+        ("update() with the same snapshot again (warm)", results.update_warm),
         ("update() with one backend added at the end", results.update_add),
         ("update() with that backend removed again", results.update_remove),
     ):
         lines += ["", f"{title}, per call:", "", f"| strategy | {cols} |", f"| --- | {align} |"]
         for c in curves:
             lines.append(f"| {c.name} | " + " | ".join(_fmt_ns(c.ns[n]) for n in sizes) + " |")
-    lines += ["", "HTTP heads, per message:", "", "| what | time |", "| --- | ---: |"]
-    lines += [f"| {k} | {_fmt_ns(v)} |" for k, v in results.http.items()]
+    if results.http:
+        lines += ["", "HTTP heads, per message:", "", "| what | time |", "| --- | ---: |"]
+        lines += [f"| {k} | {_fmt_ns(v)} |" for k, v in results.http.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -374,8 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks.micro", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and shorter runs")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument(
+        "--updates-only", action="store_true", help="only the update() tables (no pick, no heads)"
+    )
     args = ap.parse_args(argv)
-    results = run(args.quick)
+    results = run(args.quick, updates_only=args.updates_only)
     print()
     print(render(results))
     if args.json:

@@ -25,6 +25,7 @@ from typing import Any, assert_never, cast
 import uvloop
 
 from lb import wire
+from lb.balancing import background
 from lb.bus import Bus, PipeBus
 from lb.config import Config, ListenerConfig
 from lb.logs import setup_logging
@@ -57,6 +58,9 @@ class DataPlane:
         self.handed_sockets = sockets is not None
         self._socket_waiters: dict[str, asyncio.Future[None]] = {}
         self.loop = asyncio.get_running_loop()
+        # Long strategy work (the first build of a big consistent_hash ring) runs in slices
+        # between this loop's I/O, not in one go (lb/balancing/background.py).
+        background.set_scheduler(background.run_on(self.loop))
         self.config: Config | None = None
         self.pools: dict[str, PoolRuntime] = {}
         self.listeners: list[Listener] = []

@@ -27,8 +27,8 @@ or after it, and the low bits say whose point it is. Points at equal positions (
 one pair per three rings of 10,000 backends) are ordered by their owners' ``id``, so every
 worker, restart and LB instance sees the same ring whatever order its backends came in. The
 two clear bits make a packed point, read as an IEEE double, a finite non-negative number that
-orders as the integer does: the first build sorts 1.6 million points as doubles, which Python
-compares several times faster than 64-bit integers, with no Python code run per point.
+orders as the integer does: a whole build sorts its points as doubles, which Python compares
+several times faster than 64-bit integers, with no Python code run per point.
 
 The ring is kept as a list of sorted chunks of at most ``2 * CHUNK`` points (``array('Q')``,
 8 bytes a point) with the last point of each in a list ``maxes``, as ``sortedcontainers``
@@ -37,8 +37,42 @@ removing one backend inserts or deletes its ~160 points, each a short ``memmove`
 instead of re-sorting the ring. ``update`` applies only what changed (``Roster``): a new or
 returning backend adds its points, one that leaves removes them, a weight change adds or removes
 the points past the smaller count. A first update, or one that changes more than a quarter of
-the backends, builds the ring at once (slots by ``id`` order, one sort). Each backend's point
-positions are cached while it is in the pool (eligible or not), so it never hashes twice.
+the backends, builds the whole ring (below). Each backend's point positions are cached while it
+is in the pool (eligible or not), so it never hashes twice.
+
+Whole builds
+------------
+A whole build numbers the slots in ``id`` order (so that sorting the packed points orders equal
+positions by id), then hashes the backends' points and sorts them in batches of
+``BATCH_POINTS``, each cut at fixed positions into ``RANGE_POINTS``-sized ranges; then sorts
+each range's pieces together and cuts it into chunks. Every unit of that work is a few
+milliseconds, so the build can stop at a deadline and go on later. The ring it gives is the
+one its definition gives (a unit test builds that one point at a time and compares).
+
+At 10,000 backends the hashing alone is 1.6 million SHAKE-128 words per unit of weight: a
+second or more of CPU, far above the 10 ms a control-plane change may block a worker's loop
+(issue 17). So when the process has a scheduler for long work (``lb.balancing.background``:
+a worker installs one on its loop), a build that is not done within ``INLINE_S`` goes on in
+slices of about 2 ms, one per loop iteration, between the I/O; without one (tests, a strategy
+used on its own) the build is done at once. While a build goes on:
+
+* picks come from a *provisional table*: the backends in slot order with their cumulative
+  weights, a key going to the backend whose share of the total weight holds ``xxh3_64(key)``.
+  It is weighted, O(log n) and consistent (a key stays on its backend for the whole build),
+  but it is not the ring: keys move once more when the build is done. That is the price of
+  not blocking; the other choice, holding requests until the ring is built, would add up to a
+  few seconds of latency to every request of the pool. Bounded loads apply to it as to the
+  ring (the walk goes to the next backend of the table), and keyless picks draw their
+  position from a counter;
+* a change (``update``) changes the pick structures only (slots, weights, counts: a backend
+  that leaves is passed over, one that joins waits for the ring), and the ring catches up when
+  the build is done: each backend changed meanwhile has its points removed or inserted as a
+  single change would. A change of more than a quarter of the backends starts the build again
+  (the cached points are kept). A slot is not reused during a build, since the build's points
+  name their owners by slot.
+
+A strategy replaced before its build is done (a reload that changes ``vnodes``) is dropped
+with its build: the scheduler holds it weakly.
 
 ``key is None`` (nothing to hash on): a cursor steps one ring point per pick. Over a full lap
 every backend gets exactly its number of points, i.e. weighted round-robin with a pseudo-random
@@ -57,16 +91,20 @@ choice is always within its bound.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import operator
 import sys
+import time
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from hashlib import shake_128
 from math import ceil
 
 from xxhash import xxh3_64_intdigest
 
+from lb.balancing import background
 from lb.balancing.options import StrategyOptions
 from lb.balancing.roster import Roster
 from lb.model import Backend
@@ -81,6 +119,20 @@ _POSITION_MASK = ((1 << 62) - 1) ^ _OWNER_MASK
 MAX_BACKENDS = 1 << _OWNER_BITS
 #: Points per chunk of the ring: a chunk splits above twice this, and merges below a quarter.
 CHUNK = 1024
+#: A whole build of at most this many points is done at once, even with a scheduler; a
+#: bigger one too if it ends within INLINE_S seconds, else it goes on in slices.
+SYNC_POINTS = 1 << 13
+INLINE_S = 0.002
+INLINE_POINTS = 1 << 15
+#: Points sorted together in a build's first phase, and per range in its second.
+BATCH_POINTS = 1 << 13
+RANGE_POINTS = 1 << 13
+
+_MASK64 = (1 << 64) - 1
+_INV53 = 2.0**-53
+_id_of = operator.attrgetter("id")
+_weight_of = operator.attrgetter("effective_weight")
+_active_of = operator.attrgetter("active")
 
 _ORDER = sys.byteorder  # arrays hold native words; the hash's bytes are read little-endian
 _POSITION_WORD = _POSITION_MASK.to_bytes(8, _ORDER)
@@ -116,27 +168,97 @@ def point_positions(backend_id: str, start: int, stop: int) -> array[int]:
     return array("Q", masked.to_bytes(8 * count, _ORDER))
 
 
+class _Build:
+    """A whole ring in the making (see "First builds" in the module docstring).
+
+    ``order`` are the eligible backends when it started, in ``id`` order: backend ``i`` owns
+    slot ``i``, so a sort of the packed points orders equal positions by id. The points are
+    made in batches of about ``BATCH_POINTS``; each batch is packed, sorted (as doubles, in
+    C) and cut at ``ranges`` fixed positions into ``pieces``. Then each range's pieces are
+    sorted together (runs: timsort merges them) and cut into chunks. Every unit of work is
+    small, so that the work can stop at a deadline and go on later."""
+
+    __slots__ = (
+        "bounds",
+        "chunks",
+        "counts",
+        "ids",
+        "maxes",
+        "next",
+        "order",
+        "owners",
+        "pending",
+        "pending_points",
+        "pieces",
+        "prepared",
+        "range",
+        "size",
+        "weights",
+    )
+
+    def __init__(self, order: list[Backend], ids: list[str], weights: list[float]) -> None:
+        self.order = order
+        self.ids = ids
+        self.weights = weights
+        # Made by prepare(), in the first slice: what the loop need not wait for.
+        self.counts: list[int] = []
+        self.bounds = array("d")
+        self.pieces: list[list[bytes]] = []
+        self.next = 0  # the next backend to hash
+        self.pending: list[bytes] = []  # hashed, not yet sorted: positions ...
+        self.owners: list[bytes] = []  # ... and their owners' slots
+        self.pending_points = 0
+        self.range = 0  # the next range to merge
+        self.chunks: list[array[int]] = []
+        self.maxes: list[int] = []
+        self.size = 0
+        self.prepared = False
+
+    def prepare(self, vnodes: int) -> None:
+        """Each backend's number of points, and the ranges."""
+        weights = self.weights
+        # point_count() of each: computed once per distinct weight (a pool has few).
+        per_weight = {w: max(1, round(vnodes * w)) for w in set(weights)}
+        self.counts = counts = list(map(per_weight.__getitem__, weights))
+        total = sum(counts)
+        ranges = 1
+        while ranges * RANGE_POINTS < total and ranges < 1 << 16:
+            ranges *= 2
+        step = 1 << (62 - ranges.bit_length() + 1)
+        # The first packed value of each range after the first, read as a double.
+        self.bounds = array("d", array("Q", [r * step for r in range(1, ranges)]).tobytes())
+        # Per range, the batches' sorted points in it (doubles' bytes: not tracked by the GC).
+        self.pieces = [[] for _ in range(ranges)]
+        self.prepared = True
+
+
 class ConsistentHash:
     """A ring with ``vnodes`` points per unit of weight; see the module docstring."""
 
     needs_key = True  # picks by the hash key
 
     __slots__ = (
+        "__weakref__",
         "_active",
         "_bound",
+        "_build",
         "_cache",
         "_chunks",
         "_counts",
+        "_cumulative",
         "_cursor",
         "_cursor_chunk",
+        "_dirty",
         "_free",
         "_held",
         "_load",
         "_maxes",
         "_roster",
+        "_scheduled",
         "_size",
         "_slot_of",
         "_slots",
+        "_spin",
         "_total_weight",
         "_vnodes",
         "_weights",
@@ -172,7 +294,17 @@ class ConsistentHash:
         self._size = 0
         self._cursor_chunk = 0
         self._cursor = 0
-        self._cache: dict[str, array[int]] = {}
+        # id -> its point positions as native 64-bit words: bytes, which the garbage collector
+        # does not track (10,000 arrays would make every full collection longer).
+        self._cache: dict[str, bytes] = {}
+        # A first build in slices (see the module docstring): the build, whether a scheduler
+        # runs it, the ids changed since it started, and the provisional table picks use
+        # until it is done (cumulative weights by slot), with its keyless counter.
+        self._build: _Build | None = None
+        self._scheduled = False
+        self._dirty: set[str] = set()
+        self._cumulative: list[float] = []
+        self._spin = 0
 
     # -- membership -------------------------------------------------------------------------
 
@@ -184,67 +316,200 @@ class ConsistentHash:
         if len(roster.members) > MAX_BACKENDS:
             raise ValueError(f"consistent_hash supports at most {MAX_BACKENDS} eligible backends")
         if changes.size * 4 > max(len(roster.members), 32):
-            self._build()
-        else:
-            for b in changes.left:
-                self._leave(b)
-            for old, new in changes.changed:
-                self._change(old, new)
-            for b in changes.joined:
-                self._join(b)
-            self._normalize_cursor()
+            self._total_weight = sum(roster.weights.values())
+            self._start_build()
+            return
+        for b in changes.left:
+            self._leave(b)
+        for old, new in changes.changed:
+            self._change(old, new)
+        for b in changes.joined:
+            self._join(b)
         self._total_weight = sum(roster.weights.values())
-        cache = self._cache
-        if len(cache) > len(roster.rank):
-            for gone in cache.keys() - roster.rank.keys():
-                del cache[gone]
+        if self._build is None:
+            self._normalize_cursor()
+            self._prune_cache()
+
+    @property
+    def building(self) -> bool:
+        """A first build is under way: picks use the provisional table until it is done."""
+        return self._build is not None
 
     def point_count(self, backend: Backend) -> int:
         """How many ring points a backend gets at its current effective weight."""
         return max(1, round(self._vnodes * backend.effective_weight))
 
-    def _positions(self, backend: Backend, count: int) -> array[int]:
-        """The first ``count`` point positions of ``backend`` (cached, hashed once)."""
-        positions = self._cache.get(backend.id)
-        if positions is None:
-            positions = self._cache[backend.id] = point_positions(backend.id, 0, count)
-        elif len(positions) < count:
-            positions += point_positions(backend.id, len(positions), count)
-        return positions
+    def _words(self, backend_id: str, count: int) -> bytes:
+        """The first ``count`` point positions of a backend, as native words (cached: each
+        is hashed once while the backend is in the pool)."""
+        words = self._cache.get(backend_id)
+        if words is None:
+            words = self._cache[backend_id] = point_positions(backend_id, 0, count).tobytes()
+        elif len(words) < 8 * count:
+            more = point_positions(backend_id, len(words) // 8, count).tobytes()
+            words = self._cache[backend_id] = words + more
+        return words if len(words) == 8 * count else words[: 8 * count]
 
-    def _build(self) -> None:
-        """The whole ring at once: slots in ``id`` order, so one sort orders ties by id.
+    def _positions(self, backend_id: str, start: int, stop: int) -> array[int]:
+        """Positions ``start .. stop - 1`` of a backend, sorted (for single inserts)."""
+        if stop <= start:
+            return array("Q")
+        return array("Q", sorted(array("Q", self._words(backend_id, stop)[8 * start :])))
 
-        No Python code runs per point: the owners go in with one big-integer ``|`` over the
-        whole ring, and the sort compares the packed words as doubles (ordered as the words
-        are, see ``_POSITION_MASK``)."""
-        eligible = sorted(self._roster.members.values(), key=lambda b: b.id)
-        counts = {}
-        positions: list[bytes] = []
-        owners: list[bytes] = []
-        for slot, b in enumerate(eligible):
-            count = counts[b.id] = self.point_count(b)
-            positions.append(self._positions(b, count)[:count].tobytes())
-            owners.append(slot.to_bytes(8, _ORDER) * count)
-        words = b"".join(positions)
-        packed = int.from_bytes(words, _ORDER) | int.from_bytes(b"".join(owners), _ORDER)
-        as_floats = array("d", packed.to_bytes(len(words), _ORDER))
-        ring = array("Q", array("d", sorted(as_floats)).tobytes())
-        self._chunks = [ring[i : i + CHUNK] for i in range(0, len(ring), CHUNK)]
-        self._maxes = [chunk[-1] for chunk in self._chunks]
-        self._size = len(ring)
-        self._slots = list(eligible)
-        self._weights = array("d", [b.effective_weight for b in eligible])
-        self._active = [b.active for b in eligible]
+    def _prune_cache(self) -> None:
+        """Forget the points of backends no longer in the pool (eligible or not)."""
+        cache, rank = self._cache, self._roster.rank
+        if len(cache) > len(rank):
+            for gone in cache.keys() - rank.keys():
+                del cache[gone]
+
+    # -- whole builds -----------------------------------------------------------------------
+
+    def _start_build(self) -> None:
+        """Build the whole ring afresh: at once when it is small or no scheduler runs in this
+        process, else in slices (``lb.balancing.background``), with the provisional table
+        answering picks meanwhile. The slots are renumbered in ``id`` order here, and the
+        pick structures follow them at once."""
+        order = sorted(self._roster.members.values(), key=_id_of)
+        ids = list(map(_id_of, order))
+        weights = list(map(_weight_of, order))
+        self._build = _Build(order, ids, weights)
+        self._slots = list(order)
+        self._weights = array("d", weights)
+        self._active = list(map(_active_of, order))
         self._free = []
-        self._slot_of = {b.id: slot for slot, b in enumerate(eligible)}
-        self._counts = counts
-        self._held = {b: slot for slot, b in enumerate(eligible)}
+        self._slot_of = dict(zip(ids, range(len(order)), strict=True))
+        self._held = dict(zip(order, range(len(order)), strict=True))
         self._load = sum(self._active)
+        self._counts = {}
+        self._chunks, self._maxes, self._size = [], [], 0
+        self._dirty = set()
+        schedule = background.scheduler()
+        points = self._vnodes * sum(weights)  # about (each count is rounded)
+        if schedule is None or points <= SYNC_POINTS:
+            self._step(math.inf)
+            return
+        # A build that ends within INLINE_S is done at once: the ring is exact from the start.
+        # (One much bigger than that is not even tried.)
+        if points <= INLINE_POINTS and not self._step(time.perf_counter() + INLINE_S):
+            return
+        self._cumulative = list(itertools.accumulate(weights))
+        if not self._scheduled:
+            self._scheduled = True
+            schedule(self._step)
+
+    def _step(self, deadline: float) -> bool:
+        """Work on the build until ``deadline``; True: more remains (``background.Step``)."""
+        build = self._build
+        if build is None:
+            self._scheduled = False
+            return False
+        if self._advance(build, deadline):
+            return True
+        self._finish(build)
+        self._scheduled = False
+        return False
+
+    def _advance(self, build: _Build, deadline: float) -> bool:
+        if not build.prepared:
+            build.prepare(self._vnodes)
+            if time.perf_counter() > deadline:
+                return True
+        order, counts, clock = build.order, build.counts, time.perf_counter
+        n = len(order)
+        while build.next < n:
+            i = build.next
+            count = counts[i]
+            build.pending.append(self._words(order[i].id, count))
+            build.owners.append(i.to_bytes(8, _ORDER) * count)
+            build.pending_points += count
+            build.next = i + 1
+            if build.pending_points >= BATCH_POINTS or build.next == n:
+                self._sort_batch(build)
+            if clock() > deadline:
+                return True
+        pieces = build.pieces
+        while build.range < len(pieces):
+            self._merge_range(build, pieces[build.range])
+            pieces[build.range] = []
+            build.range += 1
+            if build.range < len(pieces) and clock() > deadline:
+                return True
+        return False
+
+    @staticmethod
+    def _sort_batch(build: _Build) -> None:
+        """Pack the pending points with their owners (one big-integer ``|``), sort them as
+        doubles (ordered as the words are, see ``_POSITION_MASK``) and cut them by range."""
+        words = b"".join(build.pending)
+        packed = int.from_bytes(words, _ORDER) | int.from_bytes(b"".join(build.owners), _ORDER)
+        run = array("d", sorted(array("d", packed.to_bytes(len(words), _ORDER))))
+        raw = run.tobytes()
+        build.pending, build.owners, build.pending_points = [], [], 0
+        lo = 0
+        for r, bound in enumerate(build.bounds):
+            hi = bisect_left(run, bound, lo)
+            if hi > lo:
+                build.pieces[r].append(raw[8 * lo : 8 * hi])
+            lo = hi
+        if lo < len(run):
+            build.pieces[-1].append(raw[8 * lo :])
+
+    @staticmethod
+    def _merge_range(build: _Build, pieces: list[bytes]) -> None:
+        if not pieces:
+            return
+        ring = array("Q", array("d", sorted(array("d", b"".join(pieces)))).tobytes())
+        for i in range(0, len(ring), CHUNK):
+            chunk = ring[i : i + CHUNK]
+            build.chunks.append(chunk)
+            build.maxes.append(chunk[-1])
+        build.size += len(ring)
+
+    def _finish(self, build: _Build) -> None:
+        """The build is done: it becomes the ring, and the changes made since it started
+        (``_dirty``) are applied to it as incremental changes are."""
+        self._build = None
+        self._cumulative = []
+        self._chunks, self._maxes, self._size = build.chunks, build.maxes, build.size
+        self._counts = dict(zip(build.ids, build.counts, strict=True))
+        dirty, self._dirty = self._dirty, set()
+        if dirty:
+            snapshot = dict(zip(build.ids, range(len(build.ids)), strict=True))
+            for backend_id in sorted(dirty):
+                self._reconcile(backend_id, snapshot.get(backend_id))
+            slots = self._slots
+            self._free = [slot for slot in range(len(slots)) if slots[slot] is None]
         self._normalize_cursor()
+        self._prune_cache()
+
+    def _reconcile(self, backend_id: str, built_slot: int | None) -> None:
+        """Bring one backend changed during a build to the points it should have now."""
+        have = self._counts.get(backend_id, 0)
+        slot = self._slot_of.get(backend_id)
+        b = None if slot is None else self._slots[slot]
+        if have and (b is None or slot != built_slot):
+            assert built_slot is not None
+            for p in self._positions(backend_id, 0, have):
+                self._remove(p | built_slot)
+            del self._counts[backend_id]
+            have = 0
+        if b is None or slot is None:
+            return
+        count = self._counts[backend_id] = self.point_count(b)
+        for p in self._positions(backend_id, count, have):
+            self._remove(p | slot)
+        for p in self._positions(backend_id, have, count):
+            self._insert(p, slot, backend_id)
+
+    # -- single changes ---------------------------------------------------------------------
+    # During a build these change the pick structures only: the ring being built catches up
+    # when it is done (``_finish``). A slot is not reused during a build (the build's points
+    # name their owners by slot), so one that joins takes a new slot.
 
     def _join(self, b: Backend) -> None:
-        slot = self._free.pop() if self._free else len(self._slots)
+        building = self._build is not None
+        slot = self._free.pop() if self._free and not building else len(self._slots)
         if slot == len(self._slots):
             self._slots.append(b)
             self._weights.append(b.effective_weight)
@@ -254,21 +519,27 @@ class ConsistentHash:
             self._weights[slot] = b.effective_weight
             self._active[slot] = b.active
         self._slot_of[b.id] = slot
-        count = self._counts[b.id] = self.point_count(b)
-        for p in sorted(self._positions(b, count)[:count]):
-            self._insert(p, slot, b.id)
         self._held[b] = slot
         self._load += b.active
+        if building:
+            self._dirty.add(b.id)
+            return
+        count = self._counts[b.id] = self.point_count(b)
+        for p in self._positions(b.id, 0, count):
+            self._insert(p, slot, b.id)
 
     def _leave(self, b: Backend) -> None:
         slot = self._slot_of.pop(b.id)
-        for p in self._cache[b.id][: self._counts.pop(b.id)]:
-            self._remove(p | slot)
         self._slots[slot] = None
-        self._free.append(slot)
         del self._held[b]
         self._load -= self._active[slot]
         self._active[slot] = 0
+        if self._build is not None:
+            self._dirty.add(b.id)
+            return
+        for p in self._positions(b.id, 0, self._counts.pop(b.id)):
+            self._remove(p | slot)
+        self._free.append(slot)
 
     def _change(self, old: Backend, new: Backend) -> None:
         slot = self._slot_of[new.id]
@@ -278,12 +549,14 @@ class ConsistentHash:
         self._held[new] = slot
         self._load += new.active - self._active[slot]
         self._active[slot] = new.active
+        if self._build is not None:
+            self._dirty.add(new.id)
+            return
         have = self._counts[new.id]
         count = self._counts[new.id] = self.point_count(new)
-        positions = self._positions(new, count)
-        for p in sorted(positions[count:have]):
+        for p in self._positions(new.id, count, have):
             self._remove(p | slot)
-        for p in sorted(positions[have:count]):
+        for p in self._positions(new.id, have, count):
             self._insert(p, slot, new.id)
 
     def _insert(self, position: int, slot: int, backend_id: str) -> None:
@@ -374,7 +647,7 @@ class ConsistentHash:
 
     def pick(self, key: bytes | None) -> Backend | None:
         if not self._size:
-            return None
+            return None if self._build is None else self._provisional(key)
         chunks = self._chunks
         if key is None:
             ci = self._cursor_chunk
@@ -421,6 +694,39 @@ class ConsistentHash:
                 i = 0
         # Unreachable while c >= 1 and the counts add up; keep the affinity.
         return self._slots[first]
+
+    def _provisional(self, key: bytes | None) -> Backend | None:
+        """A pick while a first build is under way: the key's place in the cumulative weights
+        of the backends in ``id`` order (the slots the build numbered), so that keys spread by
+        weight and a key keeps its backend until the ring is done. A backend that left since
+        is passed over, to the next in the table, as are those above their bound."""
+        table = self._cumulative
+        slots = self._slots
+        n = len(table)
+        if not n:
+            return None
+        if key is None:
+            self._spin = spin = (self._spin + 0x9E3779B97F4A7C15) & _MASK64
+            h = spin
+        else:
+            h = xxh3_64_intdigest(key)
+        i = bisect_right(table, (h >> 11) * _INV53 * table[-1])
+        if i >= n:
+            i = n - 1
+        bound = self._bound
+        total = self._total_weight or 1.0  # 0: every backend left (all slots are None)
+        per_weight = 0.0 if bound is None else bound * (self._load + 1) / total
+        first = None
+        active, weights = self._active, self._weights
+        for _ in range(n):
+            b = slots[i]
+            if b is not None:
+                if bound is None or active[i] < ceil(per_weight * weights[i]):
+                    return b
+                if first is None:
+                    first = b
+            i = i + 1 if i + 1 < n else 0
+        return first
 
 
 def _id(slots: list[Backend | None], value: int) -> str:

@@ -28,6 +28,7 @@ picked at it): a backend that just finished a request queues behind the ones tha
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Sequence
 from heapq import heappop, heappush
@@ -35,6 +36,9 @@ from heapq import heappop, heappush
 from lb.balancing.options import StrategyOptions
 from lb.balancing.roster import Roster
 from lb.model import Backend
+
+_weight_of = operator.attrgetter("effective_weight")
+_active_of = operator.attrgetter("active")
 
 
 class LeastConn:
@@ -59,8 +63,24 @@ class LeastConn:
         for old, new in changes.changed:
             self._leave(old)
             self._join(new)
-        for b in changes.joined:
-            self._join(b)
+        if not self._held and len(changes.joined) > 1:
+            self._join_all(changes.joined)
+        else:
+            for b in changes.joined:
+                self._join(b)
+
+    def _join_all(self, joined: list[Backend]) -> None:
+        """The first members (10,000 at a worker's start) in bulk: what ``_join`` does for
+        each, in C where it can. An idle pool (all loads 0) fills one bucket at once."""
+        weights = list(map(_weight_of, joined))
+        loads = list(map(operator.truediv, map(_active_of, joined), weights))
+        self._held.update(zip(joined, map(list, zip(loads, weights, strict=True)), strict=True))
+        if loads.count(loads[0]) == len(loads):
+            bucket = self._bucket(loads[0])
+            bucket.update(dict.fromkeys(joined))
+            return
+        for b, load in zip(joined, loads, strict=True):
+            self._bucket(load)[b] = None
 
     def _join(self, b: Backend) -> None:
         weight = b.effective_weight

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lb.model import Backend
+from lb.model import AdminState, Backend, HealthState
 
 # What ``Backend.eligible`` and a strategy's weights depend on, read in C one column at a time:
 # an unchanged column compares equal at once (the same objects), a changed one says which
@@ -46,6 +46,30 @@ from lb.model import Backend
 _STATE = ("admin", "health", "ejected", "effective_weight")
 _state_getters = tuple(map(operator.attrgetter, _STATE))
 _eligible_of = operator.attrgetter("eligible")
+_READY = itertools.repeat(AdminState.READY)
+_UP = itertools.repeat(HealthState.UP)
+_ZERO = itertools.repeat(0)
+
+
+def eligible_column(states: tuple[list[Any], ...], start: int = 0) -> list[bool]:
+    """``Backend.eligible`` of each backend from its ``_STATE`` columns (from ``start``), in C
+    rather than a property call each (a fifth of the time at 10,000 backends). The same rule
+    as ``Backend.eligible``: a unit test holds them together."""
+    admin, health, ejected, weight = (column[start:] if start else column for column in states)
+    return list(
+        map(
+            all,
+            zip(
+                map(operator.is_, admin, _READY),
+                map(operator.is_, health, _UP),
+                map(operator.not_, ejected),
+                map(operator.gt, weight, _ZERO),
+                strict=True,
+            ),
+        )
+    )
+
+
 _id_of = operator.attrgetter("id")
 _weight_of = operator.attrgetter("effective_weight")
 
@@ -139,14 +163,15 @@ class Roster:
         else:
             self._lineage = None
         objects = list(backends)
+        states = tuple(list(map(get, objects)) for get in _state_getters)
         if self._stale:
-            eligible = list(map(_eligible_of, objects))
+            eligible = eligible_column(states)
             changes = self._general(objects, eligible)
-            states = tuple(list(map(get, objects)) for get in _state_getters)
             self._objects, self._states, self._eligible = objects, states, eligible
             self._stale = False
             return changes
-        states = tuple(list(map(get, objects)) for get in _state_getters)
+        if not self._objects and not self.rank and objects:
+            return self._first(objects, states)
         removed: list[Backend] = []
         old = self._objects
         n, m = len(objects), len(old)
@@ -166,7 +191,7 @@ class Roster:
             old_states = tuple(column[:k] + column[k + 1 :] for column in self._states)
             old_eligible = self._eligible[:k] + self._eligible[k + 1 :]
         else:
-            eligible = list(map(_eligible_of, objects))
+            eligible = eligible_column(states)
             changes = self._general(objects, eligible)
             self._objects, self._states, self._eligible = objects, states, eligible
             return changes
@@ -180,7 +205,8 @@ class Roster:
         where = sorted(changed)
         for i in where:
             eligible[i] = objects[i].eligible
-        eligible += map(_eligible_of, added)
+        if added:
+            eligible += eligible_column(states, len(same))
         changes = Changes()
         if added:
             ids = list(map(_id_of, added))
@@ -202,6 +228,32 @@ class Roster:
             changes,
         )
         self._objects, self._states, self._eligible = objects, states, eligible
+        return changes
+
+    def _first(self, objects: list[Backend], states: tuple[list[Any], ...]) -> Changes:
+        """A first list (10,000 backends at a worker's start): every eligible backend joins.
+        The common case, all of them eligible and distinct, in a few passes in C."""
+        ids = list(map(_id_of, objects))
+        self._rank_new(ids)
+        n = len(objects)
+        admin, health, ejected, weight = states
+        if (
+            admin.count(AdminState.READY) == n
+            and health.count(HealthState.UP) == n
+            and ejected.count(False) == n
+            and min(weight) > 0
+        ):
+            eligible = [True] * n
+        else:
+            eligible = eligible_column(states)
+        self._objects, self._states, self._eligible = objects, states, eligible
+        changes = Changes()
+        if len(self.rank) == n and eligible.count(True) == n:  # distinct ids, all eligible
+            self.members.update(zip(ids, objects, strict=True))
+            self.weights.update(zip(ids, weight, strict=True))
+            changes.joined = list(objects)
+            return changes
+        self._apply(objects, eligible, changes)
         return changes
 
     def _diff_touched(self, touched: dict[str, Backend | None]) -> Changes:

@@ -46,10 +46,10 @@ in the middle of a slow start.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from heapq import heapify, heappop, heappush
-from itertools import groupby
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 
 from lb.balancing.options import StrategyOptions
 from lb.balancing.roster import Roster
@@ -180,8 +180,17 @@ class WeightedRoundRobin:
         made = list(map(_Member, joined, weights, keys, ranks))
         self._members.update(zip(map(_id_of, joined), made, strict=True))
         self._by_rank.update(zip(ranks, made, strict=True))
-        for weight, pairs in groupby(sorted(zip(weights, ranks, strict=True)), key=itemgetter(0)):
-            class_ranks = list(map(itemgetter(1), pairs))
+        # The ranks of each weight class; joined in rank order, so each list is sorted.
+        by_weight: dict[float, list[int]] = {}
+        for weight, r in zip(weights, ranks, strict=True):
+            class_ranks = by_weight.get(weight)
+            if class_ranks is None:
+                by_weight[weight] = [r]
+            else:
+                class_ranks.append(r)
+        for weight, class_ranks in by_weight.items():
+            if not all(map(operator.lt, class_ranks, class_ranks[1:])):
+                class_ranks.sort()
             key = t * weight if t else 0.0
             klass = self._by_weight[weight] = _Class(weight)
             klass.keys = [key]

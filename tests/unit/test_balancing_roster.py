@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lb.balancing.roster import Roster
+from lb.balancing.roster import Roster, _state_getters, eligible_column
 from lb.model import AdminState, Backend, HealthState
 
 edits = st.lists(
@@ -83,3 +83,41 @@ def test_an_unchanged_pool_is_no_change() -> None:
     assert len(roster.diff(pool).joined) == 5
     assert not roster.diff(pool)
     assert not roster.diff(list(pool))
+
+
+def test_eligible_column_is_backend_eligible() -> None:
+    # Every combination of what Backend.eligible reads, in one list.
+    pool = []
+    for admin in AdminState:
+        for health in HealthState:
+            for ejected in (False, True):
+                for weight in (0.0, 0.01, 1.0):
+                    b = Backend("127.0.0.1:9000", effective_weight=weight)
+                    b.admin, b.health, b.ejected = admin, health, ejected
+                    pool.append(b)
+    states = tuple(list(map(get, pool)) for get in _state_getters)
+    assert eligible_column(states) == [b.eligible for b in pool]
+    assert eligible_column(states, 7) == [b.eligible for b in pool[7:]]
+    assert any(b.eligible for b in pool) and not all(b.eligible for b in pool)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 30), st.booleans()),
+        min_size=2,
+        max_size=12,
+        unique_by=lambda t: t[0],
+    )
+)
+def test_a_first_list_joins_every_eligible_backend(spec: list[tuple[int, bool]]) -> None:
+    pool = []
+    for port, ready in spec:
+        b = Backend(f"127.0.0.1:{9000 + port}")
+        if not ready:
+            b.admin = AdminState.DRAIN
+        pool.append(b)
+    roster = Roster()
+    changes = roster.diff(pool)
+    assert roster.members == {b.id: b for b in pool if b.eligible}
+    assert changes.joined == [b for b in pool if b.eligible]
+    assert [roster.rank[b.id] for b in pool] == list(range(len(pool)))
