@@ -57,6 +57,15 @@ from lb.model import Backend
 
 _exp = math.exp
 
+#: An answer below the estimate has at least this weight in it, 1/EVIDENCE, however soon after
+#: the previous one it comes: a busy backend forgets a peak within a few EVIDENCE answers.
+EVIDENCE = 100
+_KEEP = 1.0 - 1.0 / EVIDENCE
+
+#: A pick whose best candidate reads more than this many times the pool's typical latency
+#: draws again, twice as many candidates (see "Slow candidates" above).
+FAR_WORSE = 4.0
+
 
 class _Estimate:
     """One backend's latency estimate: ``cost`` seconds (< 0: no sample yet) as of ``stamp``."""
@@ -82,12 +91,14 @@ class PeakEwma:
         "_floor",
         "_initial",
         "_inv_decay",
+        "_load",
         "_n",
         "_now",
         "_penalty",
         "_perm",
         "_random",
         "_roster",
+        "_typical",
         "_weights",
     )
 
@@ -114,6 +125,8 @@ class PeakEwma:
         self._n = 0
         self._perm: list[int] = []  # a permutation of range(n), for choices > 2
         self._now = 0.0
+        self._typical = -1.0  # the pool's typical latency (< 0: no sample yet)
+        self._load = 1.0  # the pool's typical in-flight count of an answering backend
 
     def update(self, backends: Sequence[Backend]) -> None:
         roster = self._roster
@@ -133,16 +146,32 @@ class PeakEwma:
 
     def on_latency(self, backend: Backend, rtt: float, now: float) -> None:
         """A response from ``backend`` took ``rtt`` seconds, and ended at ``now`` (the loop's
-        clock). Backends it does not hold (no longer eligible) are ignored."""
-        self._now = now
+        clock), while ``backend.active`` requests (this one included) were in flight to it.
+        Backends it does not hold (no longer eligible) are ignored."""
         e = self._by_backend.get(backend)
         if e is None:
+            self._now = now
             return
+        # The pool's figures: every answer, averaged by time (no peaks).
+        typical = self._typical
+        if typical < 0.0:
+            self._typical = rtt
+        else:
+            w = _exp((self._now - now) * self._inv_decay)
+            if w > _KEEP:
+                w = _KEEP
+            self._typical = typical * w + rtt * (1.0 - w)
+            active = backend.active
+            self._load = self._load * w + (active if active > 1 else 1) * (1.0 - w)
+        self._now = now
+        # The backend's estimate.
         cost = e.cost
         if rtt > cost:  # a peak (or the first sample: cost < 0)
             e.cost = rtt
         else:
             w = _exp((e.stamp - now) * self._inv_decay)
+            if w > _KEEP:  # each answer counts for at least 1/EVIDENCE
+                w = _KEEP
             e.cost = cost * w + rtt * (1.0 - w)
         e.stamp = now
 
@@ -150,9 +179,10 @@ class PeakEwma:
         cost = e.cost
         if cost < 0.0:
             return self._initial if not active else self._penalty
-        elapsed = self._now - e.stamp
-        if elapsed > 0.0:
-            cost *= _exp(-elapsed * self._inv_decay)
+        if not active:  # (while a request is out, the last answer stands: one probe at a time)
+            elapsed = self._now - e.stamp
+            if elapsed > 0.0:
+                cost *= _exp(-elapsed * self._inv_decay)
         floor = self._floor
         return cost if cost > floor else floor
 
@@ -161,20 +191,38 @@ class PeakEwma:
         e = self._by_backend.get(backend)
         return None if e is None else self._estimate(e, backend.active)
 
+    def load(self) -> float:
+        """How many requests an answering backend of the pool usually has in flight (>= 1)."""
+        return self._load
+
     def score(self, backend: Backend) -> float | None:
-        """What ``pick`` compares: estimate x (active + 1) / effective_weight."""
+        """What ``pick`` compares: estimate x (active + load) / effective_weight."""
         e = self._by_backend.get(backend)
         if e is None:
             return None
         active = backend.active
-        return self._estimate(e, active) * (active + 1) / backend.effective_weight
+        return self._estimate(e, active) * (active + self._load) / backend.effective_weight
+
+    def typical(self) -> float | None:
+        """The pool's typical latency: every answer, averaged by time (None: no answer yet)."""
+        return None if self._typical < 0.0 else self._typical
+
+    def _far_worse(self, cost: float) -> bool:
+        """Whether the best candidate's estimate ``cost`` is far worse than the pool's typical
+        latency (never below the floor): then the pick draws again, wider."""
+        typical = self._typical
+        floor = self._floor
+        return cost > FAR_WORSE * (typical if typical > floor else floor)
 
     def pick(self, key: bytes | None) -> Backend | None:
         n = self._n
         if n <= 1:
             return self._backends[0] if n else None
         if self._choices > 2:
-            return self._pick_among(n)
+            best, cost = self._pick_among(n, self._choices)
+            if n > self._choices and self._far_worse(cost):
+                best, cost = self._pick_among(n, 2 * self._choices)
+            return best
         rand = self._random
         i = int(rand() * n)
         j = int(rand() * (n - 1))
@@ -186,14 +234,14 @@ class PeakEwma:
         active_b = b.active
         # _estimate, inlined for both (this is the hot path; a method call costs more than
         # the arithmetic). Stamps are never after _now: it is the latest sample's time.
-        now = self._now
         floor = self._floor
         e = self._estimates[i]
         cost_a = e.cost
         if cost_a < 0.0:
             cost_a = self._penalty if active_a else self._initial
         else:
-            cost_a *= _exp((e.stamp - now) * self._inv_decay)
+            if not active_a:
+                cost_a *= _exp((e.stamp - self._now) * self._inv_decay)
             if cost_a < floor:
                 cost_a = floor
         e = self._estimates[j]
@@ -201,44 +249,54 @@ class PeakEwma:
         if cost_b < 0.0:
             cost_b = self._penalty if active_b else self._initial
         else:
-            cost_b *= _exp((e.stamp - now) * self._inv_decay)
+            if not active_b:
+                cost_b *= _exp((e.stamp - self._now) * self._inv_decay)
             if cost_b < floor:
                 cost_b = floor
         wa = self._weights[i]
         wb = self._weights[j]
-        # score_a / wa <= score_b / wb, without dividing (weights are > 0).
-        load_a = cost_a * (active_a + 1) * wb
-        load_b = cost_b * (active_b + 1) * wa
-        if load_a < load_b or (load_a == load_b and wa >= wb):
-            return a
-        return b
+        load = self._load
+        # score_a <= score_b, without dividing (weights are > 0).
+        x_a = cost_a * (active_a + load) * wb
+        x_b = cost_b * (active_b + load) * wa
+        if x_a < x_b or (x_a == x_b and wa >= wb):
+            best, cost = a, cost_a
+        else:
+            best, cost = b, cost_b
+        if n > 2 and self._far_worse(cost):
+            best, cost = self._pick_among(n, 4)
+        return best
 
-    def _pick_among(self, n: int) -> Backend:
-        """``choices`` > 2 (Envoy's ``choice_count``): the lowest score among that many distinct
-        backends drawn at random (all of them when the pool is no bigger), by a partial
-        Fisher-Yates shuffle of a kept permutation. O(choices)."""
+    def _pick_among(self, n: int, choices: int) -> tuple[Backend, float]:
+        """The lowest score among ``choices`` distinct backends drawn at random (all of them
+        when the pool is no bigger), by a partial Fisher-Yates shuffle of a kept permutation,
+        and its estimate. O(choices)."""
         perm = self._perm
         rand = self._random
         backends = self._backends
         estimates = self._estimates
         weights = self._weights
         best: Backend | None = None
-        best_load = 0.0
+        best_score = 0.0
         best_weight = 0.0
-        for k in range(min(self._choices, n)):
+        best_cost = 0.0
+        load = self._load
+        for k in range(min(choices, n)):
             r = k + int(rand() * (n - k))
             i = perm[r]
             perm[r] = perm[k]
             perm[k] = i
             b = backends[i]
-            score = self._estimate(estimates[i], b.active) * (b.active + 1)
+            active = b.active
+            cost = self._estimate(estimates[i], active)
+            score = cost * (active + load)
             w = weights[i]
-            # score / w < best_load / best_weight, cross-multiplied; a tie: the heavier.
+            # score / w < best_score / best_weight, cross-multiplied; a tie: the heavier.
             if (
                 best is None
-                or score * best_weight < best_load * w
-                or (score * best_weight == best_load * w and w > best_weight)
+                or score * best_weight < best_score * w
+                or (score * best_weight == best_score * w and w > best_weight)
             ):
-                best, best_load, best_weight = b, score, w
+                best, best_score, best_weight, best_cost = b, score, w, cost
         assert best is not None
-        return best
+        return best, best_cost
