@@ -34,10 +34,11 @@ Each backend has an estimate of its response time, ``cost`` seconds as of time `
   milliseconds). While a request is in flight to it, a backend reads ``max(floor, cost)``,
   not decayed: a probe is one request, and the next waits for its answer (Finagle keeps
   decaying, so the picks made while the first probe is out, a few hundred at 10,000
-  requests a second, find it as cheap and send it more, up to a dozen at once). A recovered backend answers the probe fast and takes
-  its traffic back within about ``decay``; one that is still slow gets a new peak and waits
-  another round. Decay was chosen over a random probe: it costs nothing per pick, a backend
-  is retried sooner the less bad it was, and a broken one is not sent a fixed share.
+  requests a second, find it as cheap and send it more, up to a dozen at once). A recovered
+  backend answers the probe fast and takes its traffic back within about ``decay``; one
+  that is still slow gets a new peak and waits another round. Decay was chosen over a
+  random probe: it costs nothing per pick, a backend is retried sooner the less bad it was,
+  and a broken one is not sent a fixed share.
 * **No sample yet** (a new backend, or one back from drain, down or ejection, whose old
   estimate is dropped): the estimate is ``initial_rtt`` while nothing is in flight to it, and
   ``penalty`` once something is (Finagle's rule): a new backend is tried at once, then gets one
