@@ -35,8 +35,9 @@ Each backend has an estimate of its response time, ``cost`` seconds as of time `
   not decayed: a probe is one request, and the next waits for its answer (Finagle keeps
   decaying, so the picks made while the first probe is out, a few hundred at 10,000
   requests a second, find it as cheap and send it more, up to a dozen at once). A recovered
-  backend answers the probe fast and takes its traffic back within about ``decay``; one
-  that is still slow gets a new peak and waits another round. Decay was chosen over a
+  backend answers the probe fast; that answer, after a long silence, weighs nearly all of
+  the average, and the backend takes its traffic back. One that is still slow gets a new
+  peak and waits another round. Decay was chosen over a
   random probe: it costs nothing per pick, a backend is retried sooner the less bad it was,
   and a broken one is not sent a fixed share.
 * **No sample yet** (a new backend, or one back from drain, down or ejection, whose old
