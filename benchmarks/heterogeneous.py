@@ -15,8 +15,9 @@ Between runs every backend is made fast again.
 
 The proxies, one worker / thread each, in front of the same four backends:
 
-* lb ``peak_ewma`` (power of two choices on latency x (in-flight + 1)), as it comes and with
-  ``choices = 3`` (``--ewma`` picks the variants), ``least_conn`` and ``round_robin``;
+* lb ``peak_ewma`` (power of two choices on latency x (in-flight + the pool's usual
+  in-flight)), as it comes and with ``choices = 3`` (``--ewma`` picks the variants),
+  ``least_conn`` and ``round_robin``;
 * HAProxy ``balance leastconn``; nginx ``least_conn``.
 
 The issue's target: lb ``peak_ewma``'s p99 at most half of HAProxy ``leastconn``'s, at no less
