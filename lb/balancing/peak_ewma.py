@@ -114,7 +114,8 @@ class _Estimate:
 
 
 class PeakEwma:
-    """Two random candidates; the one with the smaller latency x (in-flight + 1) wins."""
+    """Two random candidates; the one with the smaller latency x (in-flight + the pool's
+    usual in-flight) wins (more candidates when even that one is far slower than usual)."""
 
     needs_key = False  # ignores the hash key
     tracks_latency = True  # the pool calls on_latency with each response's latency
@@ -244,7 +245,8 @@ class PeakEwma:
         return self._estimate(e, active) * (active + self._load) / backend.effective_weight
 
     def typical(self) -> float | None:
-        """The pool's typical latency: every answer, averaged by time (None: no answer yet)."""
+        """The pool's typical latency: every answer, averaged as the estimates are but without
+        peaks (None: no answer yet)."""
         return None if self._typical < 0.0 else self._typical
 
     def _far_worse(self, cost: float) -> bool:
