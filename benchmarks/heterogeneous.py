@@ -15,8 +15,9 @@ Between runs every backend is made fast again.
 
 The proxies, one worker / thread each, in front of the same four backends:
 
-* lb ``peak_ewma`` (power of two choices on latency x (in-flight + 1)), as it comes and with
-  ``choices = 3`` (``--ewma`` picks the variants), ``least_conn`` and ``round_robin``;
+* lb ``peak_ewma`` (power of two choices on latency x (in-flight + the pool's usual
+  in-flight)), as it comes and with ``choices = 3`` (``--ewma`` picks the variants),
+  ``least_conn`` and ``round_robin``;
 * HAProxy ``balance leastconn``; nginx ``least_conn``.
 
 The issue's target: lb ``peak_ewma``'s p99 at most half of HAProxy ``leastconn``'s, at no less
@@ -233,8 +234,10 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def chart(path: Path, rows: list[Row]) -> bool:
-    """p99 and req/s side by side (matplotlib from the ``bench`` extra; False without it)."""
+def chart(path: Path, rows: list[Row], latency_ms: int = 20, slow_after: float = 10.0) -> bool:
+    """p99, req/s and the slow backends' shares side by side, with the issue's target marked
+    (half of HAProxy's p99, 0.9x its req/s); matplotlib from the ``bench`` extra (False
+    without it)."""
     try:
         import matplotlib
 
@@ -243,19 +246,46 @@ def chart(path: Path, rows: list[Row]) -> bool:
     except ImportError:
         return False
     labels = [r.label for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = ["#1f77b4" if r.label.startswith("lb") else "#ff7f0e" for r in rows]
     colors = [
-        "#2ca02c" if r.label.startswith("nginx") else c for r, c in zip(rows, colors, strict=True)
-    ]
+        "#2ca02c" if r.label.startswith("nginx")
+        else "#ff7f0e" if r.label.startswith("HAProxy")
+        else "#1f77b4"
+        for r in rows
+    ]  # fmt: skip
+    ref = next((r for r in rows if r.label == REFERENCE), None)
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     left.barh(labels, [r.p99_ms for r in rows], color=colors)
     left.set_xlabel("p99 latency, ms (lower is better)")
-    left.invert_yaxis()
-    right.barh(labels, [r.rps for r in rows], color=colors)
-    right.set_xlabel("requests/s (higher is better)")
-    right.invert_yaxis()
-    right.set_yticklabels([])
-    fig.suptitle("4 backends, one 20 ms slower from the start, a second one after 10 s")
+    middle.barh(labels, [r.rps for r in rows], color=colors)
+    middle.set_xlabel("requests/s (higher is better)")
+    if ref is not None and ref.p99_ms and ref.rps:
+        left.axvline(ref.p99_ms / 2, color="black", linestyle="--", linewidth=1)
+        left.text(ref.p99_ms / 2, -0.6, " target: <= half HAProxy's", fontsize=8, va="top")
+        middle.axvline(ref.rps * 0.9, color="black", linestyle="--", linewidth=1)
+        middle.text(ref.rps * 0.9, -0.6, " target: >= 0.9x HAProxy's", fontsize=8, va="top")
+    height = 0.4
+    ys = range(len(rows))
+    right.barh(
+        [y - height / 2 for y in ys], [100 * r.slow0_share for r in rows], height, color=colors
+    )
+    right.barh(
+        [y + height / 2 for y in ys], [100 * r.slow1_share for r in rows], height, color=colors,
+        alpha=0.45,
+    )  # fmt: skip
+    right.set_xscale("symlog", linthresh=0.1, linscale=0.5)
+    right.set_xlim(0, 100)
+    right.set_xticks([0, 0.1, 1, 10, 100])
+    right.set_xticklabels(["0", "0.1", "1", "10", "100"])
+    right.set_xlabel("slow backends' share of requests, % (lower is better)")
+    right.set_title("dark: backend 0, whole run; light: backend 1, once slow", fontsize=9)
+    for ax in (left, middle, right):
+        ax.set_yticks(list(ys))
+        ax.set_yticklabels(labels if ax is left else [])
+        ax.invert_yaxis()
+    fig.suptitle(
+        f"4 backends, one {latency_ms} ms slower from the start, a second one after "
+        f"{slow_after:g} s"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -331,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             indent=2,
         )
     )
-    if chart(out / "chart.png", medians):
+    if chart(out / "chart.png", medians, args.latency, args.slow_after):
         print(f"chart: {out / 'chart.png'}")
     print(f"results: {out}")
     return 0

@@ -74,7 +74,9 @@ class LatencyTracking(Protocol):
     ``on_latency(backend, seconds, now)`` for each answer: http, with the time from sending
     the request to the end of its response (and, for a backend that did not start answering
     within ``response_timeout``, with that wait); tcp, with the connect time. ``now`` is the
-    loop's clock when it ended, the one time source a strategy needs. Called for backends the
+    loop's clock when it ended, the one time source a strategy needs. It is called before the
+    pool releases the request (or connection), so ``backend.active`` still counts it
+    (``peak_ewma`` reads it there for the pool's usual load). Called for backends the
     strategy may not hold (no longer eligible): those it ignores. A strategy without the
     attribute costs the pool nothing per request.
     """

@@ -1,9 +1,13 @@
-"""Peak EWMA: power of two choices scored by latency x (in-flight + 1), as Finagle's and
-Linkerd's (tower's) ``PeakEwma`` balancers do.
+"""Peak EWMA: power of two choices scored by peak-EWMA latency x in-flight requests, as
+Finagle's and Linkerd's (tower's) ``PeakEwma`` balancers do, with the in-flight term measured
+against the pool's usual load, so that latency which already includes that load does not
+count it twice.
 
-Owns: a latency estimate per eligible backend, fed by the pool's ``on_latency`` hook, and the
-sampling. Never does: I/O, read a clock (every time it knows comes with a sample), or count
-requests itself (``active`` is kept by the pool and read at pick time).
+Owns: a latency estimate per eligible backend and two pool-wide figures (the typical latency
+and the usual in-flight count of an answering backend), fed by the pool's ``on_latency`` hook,
+and the sampling. Never does: I/O, read a clock (every time it knows comes with a sample), or
+count requests itself (``active`` is kept by the pool and read at pick time and at each
+answer).
 
 Theory of operation
 -------------------
@@ -12,36 +16,68 @@ Each backend has an estimate of its response time, ``cost`` seconds as of time `
 * **A sample** ``rtt`` at time ``now`` (the pool calls ``on_latency``: http, the time from
   sending the request to the end of its response; tcp, the connect time) is taken at once when
   it is above ``cost`` (the *peak*: a backend that slows down is avoided from its first slow
-  answer). Otherwise it is blended in by the time since the last sample:
-  ``cost = cost·w + rtt·(1 - w)`` with ``w = exp(-(now - stamp) / decay)``, an average over
-  time, not over request counts, so a busy backend and a quiet one forget at the same pace.
-* **Reading** the estimate at time ``t`` gives ``max(floor, cost·exp(-(t - stamp) / decay))``:
-  what the average would be if a zero sample arrived now (Finagle's ``get()`` is
-  ``observe(0)``), without keeping it. So the estimate of a backend that gets no traffic decays
-  towards zero, and the **floor** stops it there: after ``decay·ln(cost / floor)`` seconds
-  without a sample (30 s for a 20 ms backend with the defaults), a slow backend ties with the
-  fastest ones and is tried again. A recovered backend then answers fast and keeps its
-  traffic; one that is still slow gets a new peak and waits another round. Decay by time was
-  chosen over a random probe: it costs nothing per pick, a backend is retried sooner the less
-  bad it was, and a broken one is not sent a fixed share of requests whatever it does. The
-  floor also makes backends faster than it (on loopback, all of them) compare by in-flight
-  requests alone, so that clock noise below it does not steer traffic.
+  answer). Otherwise it is blended in: ``cost = cost·w + rtt·(1 - w)`` with
+  ``w = exp(-(now - stamp) / decay)``, an average over time, so a quiet backend forgets a peak
+  within a few ``decay``; but each answer weighs at least ``1/EVIDENCE`` (1/100), so a busy
+  backend forgets one within a few hundred answers (Finagle's weight is by time only: at
+  5,000 answers a second each would weigh 2e-5). A peak is often no news about a backend: a
+  pause of lb's own loop (or of the machine) shows in every answer in flight, to every
+  backend at once, and by time alone it would make the fast backends read as slow as a truly
+  slow one for tens of seconds.
+* **Reading** the estimate at time ``t``, while nothing is in flight to the backend, gives
+  ``max(floor, cost·exp(-(t - stamp) / decay))``: what the average would be if a zero sample
+  arrived now (Finagle's ``get()`` is ``observe(0)``), without keeping it. So the estimate of a
+  backend that gets no traffic decays, until its score is lower than the other candidate's
+  and it is sent a request: a **probe**. The **floor** bounds the decay, so that even against
+  idle backends a slow one is tried again after at most ``decay·ln(cost / floor)``; it also
+  makes backends faster than it compare by in-flight requests alone (uvloop's clock counts
+  milliseconds). While a request is in flight to it, a backend reads ``max(floor, cost)``,
+  not decayed: a probe is one request, and the next waits for its answer (Finagle keeps
+  decaying, so the picks made while the first probe is out, a few hundred at 10,000
+  requests a second, find it as cheap and send it more, up to a dozen at once). A recovered
+  backend answers the probe fast; that answer, after a long silence, weighs nearly all of
+  the average, and the backend takes its traffic back. One that is still slow gets a new
+  peak and waits another round. Decay was chosen over a
+  random probe: it costs nothing per pick, a backend is retried sooner the less bad it was,
+  and a broken one is not sent a fixed share.
 * **No sample yet** (a new backend, or one back from drain, down or ejection, whose old
   estimate is dropped): the estimate is ``initial_rtt`` while nothing is in flight to it, and
   ``penalty`` once something is (Finagle's rule): a new backend is tried at once, then gets one
   request at a time until its first answer says how fast it is.
 
-``pick`` samples two distinct eligible backends at random and keeps the one with the smaller
-``estimate x (active + 1) / effective_weight`` (cross-multiplied, no division); a tie goes to
-the heavier backend, then to the first sampled. O(1). With ``choices`` = d > 2 it samples d
-distinct backends (Envoy's ``choice_count``): with two choices, a pool where half the backends
-are slow draws two slow ones for a sixth of its picks (2 of 4) and must send one of them the
-request; three choices out of four never do. The "time now" used when reading is the
-time of the pool's latest sample, so the strategy needs no clock: decay advances with traffic,
-and a pool with no traffic picks nothing anyway (the first pick after a silence reads estimates
-as of the last answer; the next answer brings the time up to date).
+**The score.** Finagle multiplies the estimate by ``in-flight + 1``. That suits one client of
+many, whose own requests are a small part of a backend's load: the latency it measures is the
+backend's, and its in-flight count adds its own queue on top. When this pool is a backend's
+main load, the latency it measures already includes that queue: with 32 connections over two
+fast backends, each has about 16 requests in flight and answers in 2 ms, mostly waiting
+behind the other 15 (or in lb's own loop), and ``2 ms x 17 = 34 ms`` loses to an idle backend
+that answers in 20 ms (``20 ms x 1``), which then gets the request and keeps the tail at 20 ms.
+So ``pick`` compares ``estimate x (active + load) / effective_weight``, where ``load`` is the
+pool's usual in-flight count of an answering backend (``active`` at each answer, this one
+included, averaged over the pool's answers as above; at least 1): in-flight requests up to
+the usual are already in the latency, and ones beyond it add to it. With one client among
+many, ``load`` is 1 and this is Finagle's score; in the example, ``2 ms x 32`` beats
+``20 ms x 16``, and the idle slow backend gets a request only once a fast one has 144 in
+flight. (Dividing each backend's latency by its own in-flight count, a service time, fails
+the other way: a backend that adds a fixed delay, like the slow ones above, answers its 10
+concurrent requests in 20 ms each, reads 2 ms, and is given more.) A tie goes to the heavier
+backend, then to the first sampled.
 
-Each worker keeps its own estimates, as each keeps its own in-flight counts.
+**Slow candidates.** ``pick`` samples two distinct eligible backends at random (``choices``
+= d > 2: d of them, Envoy's ``choice_count``) and keeps the lower score. O(1). When half the
+pool is slow, two choices draw two slow backends for a sixth of the picks (2 of 4), and one
+of them would get the request. So when even the winner's estimate reads more than
+``FAR_WORSE`` (4) times the pool's typical latency (every answer averaged, no peaks; at
+least the floor), the pick draws again, twice as many candidates (the whole pool, for 4
+backends), and the lowest score among them wins: still a slow backend when nothing better
+was drawn, or when the others are that busy, and a decayed one (due a probe) passes the
+test. A pool where every backend is slow is not far worse than itself.
+
+The "time now" used when reading is the time of the pool's latest sample, so the strategy
+needs no clock: decay advances with traffic, and a pool with no traffic picks nothing anyway
+(the first pick after a silence reads estimates as of the last answer; the next answer brings
+the time up to date). Each worker keeps its own estimates, as each keeps its own in-flight
+counts.
 """
 
 from __future__ import annotations
@@ -57,6 +93,15 @@ from lb.model import Backend
 
 _exp = math.exp
 
+#: An answer below the estimate has at least this weight in it, 1/EVIDENCE, however soon after
+#: the previous one it comes: a busy backend forgets a peak within a few EVIDENCE answers.
+EVIDENCE = 100
+_KEEP = 1.0 - 1.0 / EVIDENCE
+
+#: A pick whose best candidate reads more than this many times the pool's typical latency
+#: draws again, twice as many candidates (see "Slow candidates" above).
+FAR_WORSE = 4.0
+
 
 class _Estimate:
     """One backend's latency estimate: ``cost`` seconds (< 0: no sample yet) as of ``stamp``."""
@@ -69,7 +114,8 @@ class _Estimate:
 
 
 class PeakEwma:
-    """Two random candidates; the one with the smaller latency x (in-flight + 1) wins."""
+    """Two random candidates; the one with the smaller latency x (in-flight + the pool's
+    usual in-flight) wins (more candidates when even that one is far slower than usual)."""
 
     needs_key = False  # ignores the hash key
     tracks_latency = True  # the pool calls on_latency with each response's latency
@@ -82,12 +128,15 @@ class PeakEwma:
         "_floor",
         "_initial",
         "_inv_decay",
+        "_keep_dt",
+        "_load",
         "_n",
         "_now",
         "_penalty",
         "_perm",
         "_random",
         "_roster",
+        "_typical",
         "_weights",
     )
 
@@ -102,6 +151,8 @@ class PeakEwma:
             raise ValueError(f"ewma_choices must be >= 2, not {options.ewma_choices!r}")
         self._choices = options.ewma_choices
         self._inv_decay = 1.0 / options.ewma_decay
+        # exp(-dt / decay) > _KEEP exactly when dt < keep_dt: then an answer weighs 1/EVIDENCE.
+        self._keep_dt = -math.log(_KEEP) * options.ewma_decay
         self._floor = options.ewma_floor
         self._initial = max(options.ewma_initial_rtt, options.ewma_floor)
         self._penalty = max(options.ewma_penalty, options.ewma_floor)
@@ -114,6 +165,8 @@ class PeakEwma:
         self._n = 0
         self._perm: list[int] = []  # a permutation of range(n), for choices > 2
         self._now = 0.0
+        self._typical = -1.0  # the pool's typical latency (< 0: no sample yet)
+        self._load = 1.0  # the pool's typical in-flight count of an answering backend
 
     def update(self, backends: Sequence[Backend]) -> None:
         roster = self._roster
@@ -133,16 +186,33 @@ class PeakEwma:
 
     def on_latency(self, backend: Backend, rtt: float, now: float) -> None:
         """A response from ``backend`` took ``rtt`` seconds, and ended at ``now`` (the loop's
-        clock). Backends it does not hold (no longer eligible) are ignored."""
-        self._now = now
+        clock), while ``backend.active`` requests (this one included) were in flight to it.
+        Backends it does not hold (no longer eligible) are ignored."""
         e = self._by_backend.get(backend)
         if e is None:
+            self._now = now
             return
+        # An answer's weight: 1 - exp(-dt / decay) for dt since the previous one, but at least
+        # 1/EVIDENCE (so no exp() for answers that come closer than keep_dt, the busy case).
+        keep_dt = self._keep_dt
+        # The pool's figures: every answer, averaged (no peaks).
+        typical = self._typical
+        if typical < 0.0:
+            self._typical = rtt
+        else:
+            dt = now - self._now
+            w = _KEEP if dt < keep_dt else _exp(-dt * self._inv_decay)
+            self._typical = typical * w + rtt * (1.0 - w)
+            active = backend.active
+            self._load = self._load * w + (active if active > 1 else 1) * (1.0 - w)
+        self._now = now
+        # The backend's estimate.
         cost = e.cost
         if rtt > cost:  # a peak (or the first sample: cost < 0)
             e.cost = rtt
         else:
-            w = _exp((e.stamp - now) * self._inv_decay)
+            dt = now - e.stamp
+            w = _KEEP if dt < keep_dt else _exp(-dt * self._inv_decay)
             e.cost = cost * w + rtt * (1.0 - w)
         e.stamp = now
 
@@ -150,9 +220,10 @@ class PeakEwma:
         cost = e.cost
         if cost < 0.0:
             return self._initial if not active else self._penalty
-        elapsed = self._now - e.stamp
-        if elapsed > 0.0:
-            cost *= _exp(-elapsed * self._inv_decay)
+        if not active:  # (while a request is out, the last answer stands: one probe at a time)
+            elapsed = self._now - e.stamp
+            if elapsed > 0.0:
+                cost *= _exp(-elapsed * self._inv_decay)
         floor = self._floor
         return cost if cost > floor else floor
 
@@ -161,20 +232,39 @@ class PeakEwma:
         e = self._by_backend.get(backend)
         return None if e is None else self._estimate(e, backend.active)
 
+    def load(self) -> float:
+        """How many requests an answering backend of the pool usually has in flight (>= 1)."""
+        return self._load
+
     def score(self, backend: Backend) -> float | None:
-        """What ``pick`` compares: estimate x (active + 1) / effective_weight."""
+        """What ``pick`` compares: estimate x (active + load) / effective_weight."""
         e = self._by_backend.get(backend)
         if e is None:
             return None
         active = backend.active
-        return self._estimate(e, active) * (active + 1) / backend.effective_weight
+        return self._estimate(e, active) * (active + self._load) / backend.effective_weight
+
+    def typical(self) -> float | None:
+        """The pool's typical latency: every answer, averaged as the estimates are but without
+        peaks (None: no answer yet)."""
+        return None if self._typical < 0.0 else self._typical
+
+    def _far_worse(self, cost: float) -> bool:
+        """Whether the best candidate's estimate ``cost`` is far worse than the pool's typical
+        latency (never below the floor): then the pick draws again, wider."""
+        typical = self._typical
+        floor = self._floor
+        return cost > FAR_WORSE * (typical if typical > floor else floor)
 
     def pick(self, key: bytes | None) -> Backend | None:
         n = self._n
         if n <= 1:
             return self._backends[0] if n else None
         if self._choices > 2:
-            return self._pick_among(n)
+            best, cost = self._pick_among(n, self._choices)
+            if n > self._choices and self._far_worse(cost):
+                best, cost = self._pick_among(n, 2 * self._choices)
+            return best
         rand = self._random
         i = int(rand() * n)
         j = int(rand() * (n - 1))
@@ -186,14 +276,14 @@ class PeakEwma:
         active_b = b.active
         # _estimate, inlined for both (this is the hot path; a method call costs more than
         # the arithmetic). Stamps are never after _now: it is the latest sample's time.
-        now = self._now
         floor = self._floor
         e = self._estimates[i]
         cost_a = e.cost
         if cost_a < 0.0:
             cost_a = self._penalty if active_a else self._initial
         else:
-            cost_a *= _exp((e.stamp - now) * self._inv_decay)
+            if not active_a:
+                cost_a *= _exp((e.stamp - self._now) * self._inv_decay)
             if cost_a < floor:
                 cost_a = floor
         e = self._estimates[j]
@@ -201,44 +291,60 @@ class PeakEwma:
         if cost_b < 0.0:
             cost_b = self._penalty if active_b else self._initial
         else:
-            cost_b *= _exp((e.stamp - now) * self._inv_decay)
+            if not active_b:
+                cost_b *= _exp((e.stamp - self._now) * self._inv_decay)
             if cost_b < floor:
                 cost_b = floor
         wa = self._weights[i]
         wb = self._weights[j]
-        # score_a / wa <= score_b / wb, without dividing (weights are > 0).
-        load_a = cost_a * (active_a + 1) * wb
-        load_b = cost_b * (active_b + 1) * wa
-        if load_a < load_b or (load_a == load_b and wa >= wb):
-            return a
-        return b
+        load = self._load
+        # score_a <= score_b, without dividing (weights are > 0).
+        x_a = cost_a * (active_a + load) * wb
+        x_b = cost_b * (active_b + load) * wa
+        if x_a < x_b or (x_a == x_b and wa >= wb):
+            best, cost = a, cost_a
+        else:
+            best, cost = b, cost_b
+        # _far_worse, inlined: even the winner reads far slower than the pool's typical
+        # answer (two slow candidates, or a slow one against a very busy one): draw again,
+        # wider.
+        typical = self._typical
+        if typical < floor:
+            typical = floor
+        if cost > FAR_WORSE * typical and n > 2:
+            best, cost = self._pick_among(n, 4)
+        return best
 
-    def _pick_among(self, n: int) -> Backend:
-        """``choices`` > 2 (Envoy's ``choice_count``): the lowest score among that many distinct
-        backends drawn at random (all of them when the pool is no bigger), by a partial
-        Fisher-Yates shuffle of a kept permutation. O(choices)."""
+    def _pick_among(self, n: int, choices: int) -> tuple[Backend, float]:
+        """The lowest score among ``choices`` distinct backends drawn at random (all of them
+        when the pool is no bigger), by a partial Fisher-Yates shuffle of a kept permutation,
+        and its estimate. O(choices)."""
         perm = self._perm
         rand = self._random
         backends = self._backends
         estimates = self._estimates
         weights = self._weights
         best: Backend | None = None
-        best_load = 0.0
+        best_score = 0.0
         best_weight = 0.0
-        for k in range(min(self._choices, n)):
+        best_cost = 0.0
+        load = self._load
+        for k in range(min(choices, n)):
             r = k + int(rand() * (n - k))
             i = perm[r]
             perm[r] = perm[k]
             perm[k] = i
             b = backends[i]
-            score = self._estimate(estimates[i], b.active) * (b.active + 1)
+            active = b.active
+            cost = self._estimate(estimates[i], active)
+            score = cost * (active + load)
             w = weights[i]
-            # score / w < best_load / best_weight, cross-multiplied; a tie: the heavier.
+            # score / w < best_score / best_weight, cross-multiplied; a tie: the heavier.
             if (
                 best is None
-                or score * best_weight < best_load * w
-                or (score * best_weight == best_load * w and w > best_weight)
+                or score * best_weight < best_score * w
+                or (score * best_weight == best_score * w and w > best_weight)
             ):
-                best, best_load, best_weight = b, score, w
+                best, best_score, best_weight, best_cost = b, score, w, cost
         assert best is not None
-        return best
+        return best, best_cost

@@ -1,7 +1,8 @@
 """``peak_ewma`` end to end: a real lb in front of three demo backends, one of which turns slow
 (``/latency?ms=N`` on the backend) and later recovers. Real keep-alive clients count who
 answered (``X-Backend``): the slow backend gets clearly fewer requests than its third, and once
-it is fast again it gets traffic again within a few decay times."""
+it is fast again it gets traffic again within a few decay times. With half of four backends
+slow and 16 clients at once, the slow pair gets only probes."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def set_latency(port: int, ms: int) -> None:
         conn.close()
 
 
-async def traffic(port: int, seconds: float) -> Counter[str]:
-    """CLIENTS keep-alive clients, one request after another each, for ``seconds``."""
+async def traffic(port: int, seconds: float, clients: int = CLIENTS) -> Counter[str]:
+    """``clients`` keep-alive clients, one request after another each, for ``seconds``."""
     counts: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
     url = f"http://127.0.0.1:{port}/"
@@ -57,14 +58,14 @@ async def traffic(port: int, seconds: float) -> Counter[str]:
                 assert response.status == 200
                 counts[response.headers["X-Backend"]] += 1
 
-    connector = aiohttp.TCPConnector(limit=CLIENTS)
+    connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(client(session) for _ in range(CLIENTS)))
+        await asyncio.gather(*(client(session) for _ in range(clients)))
     return counts
 
 
-def start(procs: ProcessGroup, strategy: str) -> tuple[int, list[int]]:
-    backends = [procs.backend(f"b{i}").port for i in range(3)]
+def start(procs: ProcessGroup, strategy: str, n: int = 3) -> tuple[int, list[int]]:
+    backends = [procs.backend(f"b{i}").port for i in range(n)]
     port = free_port()
     procs.lb(config(port, backends, strategy))
     return port, backends
@@ -93,6 +94,23 @@ def test_a_slow_backend_gets_few_requests_and_traffic_again_once_it_recovers(
         if shares[-1] > 0.2:
             break
     assert shares[-1] > 0.2, shares
+
+
+def test_two_slow_backends_of_four_get_only_probes_under_concurrency(
+    procs: ProcessGroup,
+) -> None:
+    """benchmarks/heterogeneous.py in small: half the pool slow, 16 clients at once. Two
+    choices used to draw both slow ones for 1 pick in 6, and latency x (in-flight + 1) sent
+    them requests while the fast ones had a few in flight: 17% of the requests between
+    them in this test. Now: probes (and what a pause of the machine sends them)."""
+    port, backends = start(procs, "peak_ewma", 4)
+    asyncio.run(traffic(port, 0.5, 16))  # every backend answered: estimates exist
+    set_latency(backends[0], 40)
+    set_latency(backends[1], 40)
+    counts = asyncio.run(traffic(port, 3.0, 16))
+    total = sum(counts.values())
+    assert total > 300, counts
+    assert (counts["b0"] + counts["b1"]) / total < 0.03, counts
 
 
 def test_round_robin_gives_the_slow_backend_its_third(procs: ProcessGroup) -> None:
