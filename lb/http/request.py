@@ -42,6 +42,7 @@ versions other than 1.0/1.1 get 505.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,8 +56,8 @@ from lb.http.framing import (
     HEAD,
     MessageParser,
     content_length,
-    ignore,
     cut_connection_options,
+    ignore,
     keep_alive_option,
 )
 from lb.http.heads import RequestHead, raw_values, split_tokens
@@ -185,8 +186,8 @@ class RequestParser(MessageParser):
         # have no body and no error, and a bound method is an object to make.
         self._setup(httptools.HttpRequestParser, ignore, HEAD)
         self._handler: RequestHandler | None = handler
-        self._on_head = handler.on_request_head
-        self._on_end = handler.on_request_end
+        self._on_head: Callable[[RequestHead], None] = handler.on_request_head
+        self._on_end: Callable[[], None] = handler.on_request_end
         self.set_limits(limits)
         # The last request did not let the connection stay open (Connection: close, or
         # HTTP/1.0 without keep-alive): any further request is an error, in llhttp's words.

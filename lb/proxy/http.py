@@ -73,8 +73,7 @@ class HttpFactory:
         edge = self.listener.edge
         if edge is None:
             return HttpClientProtocol(self.listener, self.ctx)
-        # (HttpClientProtocol is an EdgeApp: it has the methods)
-        return edge.accept(self.connection)  # type: ignore[arg-type]
+        return edge.accept(self.connection)
 
     def connection(self) -> HttpClientProtocol:
         """A client connection (behind an edge)."""
