@@ -17,6 +17,7 @@ cdef class MessageParser:
 
     @cython.locals(n=Py_ssize_t)
     cdef Py_ssize_t _steps(self, data, Py_ssize_t pos) except? -2
+    cdef _setup(self, ll_class, on_body, int state)
     cdef _begin_head(self)
     @cython.locals(n=Py_ssize_t, end=Py_ssize_t, old=Py_ssize_t)
     cdef Py_ssize_t _head_step(self, data, Py_ssize_t pos) except? -2

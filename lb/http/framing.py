@@ -50,6 +50,14 @@ DEAD = 2
 
 #: The callback target of the llhttp parser that validates the heads the scan takes: none.
 _QUIET = Quiet()
+#: ``_cb`` of a parser that has not needed llhttp with callbacks yet (most connections never
+#: do): making a ``Collector`` per connection is a good part of what a new connection costs.
+_UNUSED = Collector()
+
+
+def ignore(*args: object) -> None:
+    """A callback that takes anything and does nothing: a parser's callback before it is
+    bound, or after its handler is gone."""
 
 
 class MessageParser:
@@ -78,10 +86,22 @@ class MessageParser:
         on_body: Callable[[bytes], None],
         state: int,
     ) -> None:
+        self._setup(ll_class, on_body, state)
+
+    def _setup(
+        self,
+        ll_class: type[httptools.HttpRequestParser] | type[httptools.HttpResponseParser],
+        on_body: Callable[[bytes], None],
+        state: int,
+    ) -> None:
+        """What ``__init__`` does. Compiled, a subclass's ``__init__`` calls this in C, where
+        calling ``MessageParser.__init__`` would be a Python call (it runs per connection)."""
         self._ll_class = ll_class
         self._on_body = on_body
         self._state = state
-        self._cb = Collector()
+        # llhttp's callback target, made with the llhttp parser that reports to it (_general);
+        # until then the shared, never-fed ``_UNUSED``.
+        self._cb = _UNUSED
         # llhttp with callbacks, for heads the compiled scan does not take; ``_ll_clean`` says
         # it is at the start of a message (it is not after a head with a body: see _feed_head).
         # Made when first needed (``_general``): most connections never need it, and making
@@ -118,7 +138,8 @@ class MessageParser:
             self._ll = None  # (a fresh one when needed)
             self._ll_clean = True
         cb = self._cb
-        cb.headers_complete = cb.message_complete = False
+        if cb is not _UNUSED:
+            cb.headers_complete = cb.message_complete = False
         self._fed = 0
 
     def _head_step(self, data: bytes, pos: int) -> int:
@@ -157,7 +178,10 @@ class MessageParser:
         """The llhttp parser with callbacks (made on first use)."""
         ll = self._ll
         if ll is None:
-            ll = self._ll = self._ll_class(self._cb)
+            cb = self._cb
+            if cb is _UNUSED:
+                cb = self._cb = Collector()
+            ll = self._ll = self._ll_class(cb)
         return ll
 
     def _partial_head(self) -> None:
@@ -179,11 +203,12 @@ class MessageParser:
         ``101``, which it makes even without Upgrade headers.
 
         Whether llhttp reached the end of the head is in ``self._cb.headers_complete``."""
-        cb = self._cb
+        ll = self._general()
+        cb = self._cb  # (made with ll)
         fed = self._fed
         upgraded = 0
         try:
-            self._general().feed_data(raw[fed:] if fed else raw)
+            ll.feed_data(raw[fed:] if fed else raw)
         except httptools.HttpParserUpgrade:
             upgraded = 1
         except httptools.HttpParserError as exc:

@@ -10,7 +10,7 @@ from lb.http.heads cimport RequestHead as CRequestHead
 
 
 cdef class RequestParser(MessageParser):
-    cdef public object _on_head, _on_end, _on_error
+    cdef public object _handler, _on_head, _on_end
     cdef public Py_ssize_t _max_line, _max_header_bytes, _max_headers
     cdef public object _max_body, _max_body_or_none, _stash
     cdef public bint _last_closes, _running, _eof
@@ -21,6 +21,8 @@ cdef class RequestParser(MessageParser):
     cpdef set_limits(self, limits)
     cpdef resume(self)
     cpdef close(self)
+    cpdef unbind(self)
+    cdef _bind_body(self)
     cpdef _run(self, data)
     cpdef _fail(self, status, reason)
     @cython.locals(head=CRequestHead)

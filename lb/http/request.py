@@ -42,6 +42,7 @@ versions other than 1.0/1.1 get 505.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +57,7 @@ from lb.http.framing import (
     MessageParser,
     content_length,
     cut_connection_options,
+    ignore,
     keep_alive_option,
 )
 from lb.http.heads import RequestHead, raw_values, split_tokens
@@ -163,6 +165,7 @@ class RequestParser(MessageParser):
 
     __slots__ = (
         "_eof",
+        "_handler",
         "_head",
         "_last_closes",
         "_max_body",
@@ -171,7 +174,6 @@ class RequestParser(MessageParser):
         "_max_headers",
         "_max_line",
         "_on_end",
-        "_on_error",
         "_on_head",
         "_running",
         "_stash",
@@ -179,10 +181,13 @@ class RequestParser(MessageParser):
     )
 
     def __init__(self, handler: RequestHandler, limits: RequestLimits = DEFAULT_LIMITS) -> None:
-        MessageParser.__init__(self, httptools.HttpRequestParser, handler.on_request_body, HEAD)
-        self._on_head = handler.on_request_head
-        self._on_end = handler.on_request_end
-        self._on_error = handler.on_request_error
+        # (MessageParser.__init__, as a C call where compiled: this runs per connection.) The
+        # handler's body and error callbacks are looked up when first needed: most requests
+        # have no body and no error, and a bound method is an object to make.
+        self._setup(httptools.HttpRequestParser, ignore, HEAD)
+        self._handler: RequestHandler | None = handler
+        self._on_head: Callable[[RequestHead], None] = handler.on_request_head
+        self._on_end: Callable[[], None] = handler.on_request_end
         self.set_limits(limits)
         # The last request did not let the connection stay open (Connection: close, or
         # HTTP/1.0 without keep-alive): any further request is an error, in llhttp's words.
@@ -284,6 +289,15 @@ class RequestParser(MessageParser):
         self._stash.clear()
         self._buf.clear()
 
+    def unbind(self) -> None:
+        """After :meth:`close`, once the connection is gone: let go of the handler. The parser
+        and the handler refer to each other (its bound methods); without this, a closed
+        connection would wait for the cyclic garbage collector instead of being freed at once.
+        A closed parser makes no more calls."""
+        self._state = DEAD
+        self._handler = None
+        self._on_head = self._on_end = self._on_body = ignore
+
     def detach(self) -> bytes:
         """After a ``101 Switching Protocols``: the client bytes that followed the upgrade
         request, which now belong to the tunnel. The parser is closed."""
@@ -331,7 +345,9 @@ class RequestParser(MessageParser):
 
     def _fail(self, status: int, reason: str) -> None:
         self.close()
-        self._on_error(status, reason)
+        handler = self._handler
+        if handler is not None:
+            handler.on_request_error(status, reason)
 
     def _complete_head(self, raw: bytes, data: bytes, end: int) -> int:
         head = self._read_head(raw)
@@ -343,13 +359,20 @@ class RequestParser(MessageParser):
         if self._state != HEAD:
             return end  # the handler closed us
         if head.chunked:
+            self._bind_body()
             framer = ChunkedFramer(self._max_body, max_trailer=self._max_header_bytes)
             self._expect_body(0, framer)
         elif head.content_length:
+            self._bind_body()
             self._expect_body(head.content_length, None)
         else:
             self._end()
         return end
+
+    def _bind_body(self) -> None:
+        """A request body follows: the handler's body callback, for the framing (once)."""
+        if self._on_body is ignore and self._handler is not None:
+            self._on_body = self._handler.on_request_body
 
     def _read_head(self, raw: bytes) -> RequestHead | None:
         """Checks the limits on the complete head ``raw``, and reads it: the compiled scan for

@@ -7,7 +7,9 @@ from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
 cdef class HttpContext:
-    cdef public object loop, connections, access, access_lines, config, router, limits, via
+    cdef public object loop, access, access_lines, config, router, limits, via, on_empty
+    cdef public set connections
+    cdef public Py_ssize_t max_connections, accepted, rejected
     cdef public object _sweep_handle
     cdef public CIdleUpstreams upstreams
     cdef public double keepalive_timeout, header_timeout, response_timeout, _sweep_interval
@@ -15,3 +17,6 @@ cdef class HttpContext:
     cdef public bint stopping
     cdef public object requests, retries, bytes_in, bytes_out, responses
     cdef public object proto, hsts, subject_header, redirect
+
+    cpdef bint admit(self, conn) except -1
+    cpdef release(self, conn)

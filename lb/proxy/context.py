@@ -17,7 +17,7 @@ Where a C compiler is there, setup.py compiles this module with Cython (``contex
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Protocol
 
 from lb.config import ListenerConfig
@@ -38,11 +38,19 @@ class HttpContext:
         self,
         config: ListenerConfig,
         loop: asyncio.AbstractEventLoop,
-        connections: Iterable[TimedConnection],
+        connections: set[TimedConnection],
         access: AccessLog,
     ) -> None:
         self.loop = loop
+        # The listener's set of open connections (shared: tcp relays and tunnels use it too).
         self.connections = connections
+        # Connections admitted and refused (at max_connections) through admit(); the
+        # listener adds them to its own.
+        self.accepted = 0
+        self.rejected = 0
+        # Called when release() leaves no connection open (the listener waits for that when
+        # it stops), or None.
+        self.on_empty: Callable[[], None] | None = None
         self.access = access
         self.upstreams = IdleUpstreams(loop)
         self.stopping = False
@@ -84,6 +92,7 @@ class HttpContext:
             if cfg.redirect_https
             else None
         )
+        self.max_connections = cfg.max_connections
         self.keepalive_timeout = cfg.keepalive_timeout
         self.header_timeout = cfg.header_timeout
         self.response_timeout = cfg.response_timeout
@@ -94,6 +103,24 @@ class HttpContext:
         self.access_lines = self.access.lines
         shortest = min(self.header_timeout, self.response_timeout, self.keepalive_timeout)
         self._sweep_interval = min(1.0, max(0.05, shortest / 4))
+
+    def admit(self, conn: TimedConnection) -> bool:
+        """A new connection: tracked, or refused (False) at ``max_connections``. What
+        ``Listener.admit`` does, in C where compiled: it runs per connection."""
+        conns = self.connections
+        if len(conns) >= self.max_connections:
+            self.rejected += 1
+            return False
+        self.accepted += 1
+        conns.add(conn)
+        return True
+
+    def release(self, conn: TimedConnection) -> None:
+        """A connection ended (``Listener.release``, in C)."""
+        conns = self.connections
+        conns.discard(conn)
+        if not conns and self.on_empty is not None:
+            self.on_empty()
 
     def sweep(self) -> None:
         now = self.loop.time()

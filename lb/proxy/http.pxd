@@ -5,7 +5,13 @@
 
 from lb.http.heads cimport RequestHead as CRequestHead
 from lb.http.request cimport RequestParser as CRequestParser
+from lb.proxy.context cimport HttpContext
 from lb.proxy.exchange cimport ClientSide, Exchange
+
+
+cdef class HttpFactory:
+    cdef public object listener
+    cdef public HttpContext ctx
 
 
 cdef class HttpClientProtocol(ClientSide):

@@ -32,6 +32,7 @@ from typing import Protocol, cast
 
 from lb.http import RequestHead, RequestParser
 from lb.proxy.context import HttpContext
+from lb.proxy.edge import Edge
 from lb.proxy.exchange import (
     ACTIVE,
     CLOSED,
@@ -51,7 +52,32 @@ MAX_STASH = 256 * 1024
 class HttpListener(ListenerView, TunnelOwner, Protocol):
     """What a connection uses of its listener (``lb.proxy.listener.Listener``)."""
 
-    def admit(self, conn: HttpClientProtocol) -> bool: ...
+    #: TLS and the PROXY protocol in front of the connection, or None (read per connection:
+    #: a reload may turn them on or off).
+    edge: Edge | None
+
+
+class HttpFactory:
+    """The protocol factory of an http listener: a new ``HttpClientProtocol`` per accepted
+    connection, behind the listener's edge (TLS, PROXY protocol) when it has one. A class,
+    so that where this module is compiled the common case (no edge) is one C call, where a
+    closure would be two Python calls per connection."""
+
+    __slots__ = ("ctx", "listener")
+
+    def __init__(self, listener: HttpListener, ctx: HttpContext) -> None:
+        self.listener = listener
+        self.ctx = ctx
+
+    def __call__(self) -> object:
+        edge = self.listener.edge
+        if edge is None:
+            return HttpClientProtocol(self.listener, self.ctx)
+        return edge.accept(self.connection)
+
+    def connection(self) -> HttpClientProtocol:
+        """A client connection (behind an edge)."""
+        return HttpClientProtocol(self.listener, self.ctx)
 
 
 class HttpClientProtocol(ClientSide):
@@ -71,14 +97,17 @@ class HttpClientProtocol(ClientSide):
     # -- client transport -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = t = cast(asyncio.Transport, transport)
-        if not cast(HttpListener, self.listener).admit(self):
+        # (No typing.cast on this path: compiled, a cast is a Python call like any other.)
+        self.transport = transport  # type: ignore[assignment]
+        if not self.ctx.admit(self):
             self.state = CLOSED
-            t.close()
+            transport.close()
             return
         if self.proxied is None:  # (else a PROXY header named the client)
-            peer = t.get_extra_info("peername")
-            self.client_ip = str(peer[0]).encode() if peer else b"unknown"
+            peer = transport.get_extra_info("peername")
+            # (a str for IPv4 and IPv6; anything else, such as a unix socket's, goes through str)
+            host = peer[0] if peer else "unknown"
+            self.client_ip = host.encode() if type(host) is str else str(host).encode()
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -124,12 +153,14 @@ class HttpClientProtocol(ClientSide):
         if self.state == TUNNEL:
             return  # the Tunnel owns the transports and the release
         self.state = CLOSED
-        self.parser.close()
+        parser = self.parser
+        parser.close()
         ex = self.exchange
         if ex is not None:
             self.exchange = None
             ex.client_lost()
-        cast(HttpListener, self.listener).release(self)
+        parser.unbind()  # (frees this connection by reference counting, not the GC)
+        self.ctx.release(self)
 
     def uses(self, backend: object) -> bool:
         ex = self.exchange
@@ -202,6 +233,7 @@ class HttpClientProtocol(ClientSide):
         if data:
             self.transport.write(data)
         leftover = self.parser.detach()
+        self.parser.unbind()
         Tunnel(cast(HttpListener, self.listener), self, self.transport, upstream, leftover)
 
     # -- timeouts (the listener's sweep) ------------------------------------------------------

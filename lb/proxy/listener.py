@@ -17,7 +17,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from lb.config import ListenerConfig
@@ -25,7 +25,7 @@ from lb.model import Backend
 from lb.proxy.accesslog import AccessLog
 from lb.proxy.context import HttpContext, TimedConnection
 from lb.proxy.edge import Edge, EdgeApp, EdgeCounters, UpstreamTls
-from lb.proxy.http import HttpClientProtocol
+from lb.proxy.http import HttpClientProtocol, HttpFactory
 from lb.proxy.pool import PoolRuntime
 from lb.proxy.tcp import TcpClientProtocol
 from lb.sockets import bind_socket
@@ -64,8 +64,10 @@ class Listener:
         self._report = report
         self.server: asyncio.Server | None = None
         self.connections: set[Connection] = set()
-        self.accepted = 0
-        self.rejected = 0
+        # Connections admitted and refused by admit() (tcp); an http listener's connections
+        # are admitted by its HttpContext, which counts its own (see ``accepted``).
+        self._accepted = 0
+        self._rejected = 0
         self.connect_failures = 0
         self.no_backend = 0
         self.idle_timeouts = 0
@@ -97,19 +99,20 @@ class Listener:
             self.access.reconfigure(config.access_log)
             if config.mode == "http":
                 # (an http listener's connections are all HttpClientProtocol: they time out)
-                conns = cast(Iterable[TimedConnection], self.connections)
+                conns = cast(set[TimedConnection], self.connections)
                 ctx = self.http = HttpContext(config, self.loop, conns, self.access)
+                ctx.on_empty = self._check_drained
                 # (Not an asyncio.Protocol subclass, so that it can be compiled; see
-                # lb/proxy/http.pxd.)
-                inner = cast(Callable[[], asyncio.Protocol], lambda: HttpClientProtocol(self, ctx))
+                # lb/proxy/http.pxd.) The compiled factory makes a plain connection in C.
+                factory = cast(Callable[[], asyncio.BaseProtocol], HttpFactory(self, ctx))
             else:
                 inner = lambda: TcpClientProtocol(self)  # noqa: E731
-            app = cast(Callable[[], EdgeApp], inner)
+                app = cast(Callable[[], EdgeApp], inner)
 
-            def factory() -> asyncio.BaseProtocol:
-                # (read per connection: a reload may turn TLS or PROXY on or off)
-                edge = self.edge
-                return inner() if edge is None else edge.accept(app)
+                def factory() -> asyncio.BaseProtocol:
+                    # (read per connection: a reload may turn TLS or PROXY on or off)
+                    edge = self.edge
+                    return inner() if edge is None else edge.accept(app)
 
             # backlog: uvloop listens again on the socket it is given, with 100 unless told.
             self.server = await self.loop.create_server(factory, sock=sock, backlog=config.backlog)
@@ -167,16 +170,31 @@ class Listener:
 
     def admit(self, conn: Connection) -> bool:
         if len(self.connections) >= self.config.max_connections:
-            self.rejected += 1
+            self._rejected += 1
             return False
-        self.accepted += 1
+        self._accepted += 1
         self.connections.add(conn)
         return True
 
     def release(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        if not self.connections and self._drained is not None and not self._drained.done():
+        if not self.connections:
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        """No connection is open any more: a ``wait_idle`` is over."""
+        if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+
+    @property
+    def accepted(self) -> int:
+        """Connections admitted (by admit(), and by the http context's admit)."""
+        return self._accepted + (self.http.accepted if self.http is not None else 0)
+
+    @property
+    def rejected(self) -> int:
+        """Connections refused at ``max_connections``."""
+        return self._rejected + (self.http.rejected if self.http is not None else 0)
 
     @property
     def pool(self) -> PoolRuntime:
