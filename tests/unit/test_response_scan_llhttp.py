@@ -177,3 +177,13 @@ def test_real_backends_heads_are_taken() -> None:
         assert llhttp_takes(raw)
     assert scan(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n") is not None  # no reason phrase
     assert scan(b"HTTP/1.1 200 OK\r\nX-Empty:\r\nContent-Length:\t5 \r\n\r\n") is not None
+
+
+@given(st.binary(max_size=16), st.integers(0, 2**64 - 1))
+@example(b"abc", 0)
+@example(b"abc", 2**48 - 1)
+@example(b"abc", 2**48)
+def test_request_id_is_the_format_it_replaces(prefix: bytes, n: int) -> None:
+    from lb.http._speedups import request_id
+
+    assert request_id(prefix, n) == b"%s%012x" % (prefix, n)
