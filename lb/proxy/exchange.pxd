@@ -7,6 +7,7 @@ cimport cython
 
 from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CResponseHead
 from lb.http.response cimport ResponseParser as CResponseParser
+from lb.http.rewrite cimport client_response_head, upstream_request_head
 from lb.model cimport Backend as CBackend
 from lb.proxy.context cimport HttpContext
 from lb.proxy.pool cimport PoolRuntime as CPoolRuntime

@@ -448,10 +448,11 @@ class Exchange:
             # (an answer that starts before the request ended: the connection closes after the
             # request, so the client is told at once)
             self.keep_alive = False
-        extra = b"X-Request-ID: " + self.request_id + b"\r\n" + self.set_cookie
+        # (one join: three concatenations cost three allocations)
         hsts = self.ctx.hsts
-        if hsts:
-            extra += hsts
+        extra = b"".join(
+            (b"X-Request-ID: ", self.request_id, b"\r\n", self.set_cookie, hsts or b"")
+        )
         return client_response_head(head, not self.keep_alive, extra, req.version == b"1.0")
 
     def response_head(self, head: ResponseHead) -> None:

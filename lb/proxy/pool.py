@@ -59,6 +59,7 @@ from lb.model import AdminState, Backend
 from lb.wire import BackendEntry
 
 BUDGET_WINDOW = 10.0  # seconds: the retry budget's counts halve this often
+_READY = AdminState.READY  # (a module constant: release reads it per request)
 
 
 def sticky_token(backend_id: str) -> bytes:
@@ -429,7 +430,7 @@ class PoolRuntime:
             self.strategy.on_release(backend)  # type: ignore[attr-defined]
         self.in_flight -= 1
         # (_admin: the field behind Backend.admin, a C field where lb.model is compiled)
-        if not backend.active and backend._admin is not AdminState.READY:
+        if not backend.active and backend._admin is not _READY:
             self.on_idle(backend)
         if self.waiting:
             self._wake()
