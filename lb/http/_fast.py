@@ -1,8 +1,8 @@
 """Where the parsers get the compiled scan of common heads from, if it is there.
 
-``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD`` and ``REQUEST_ID`` are :mod:`lb.http._speedups`'
-functions, or ``None`` when ``lb._compiled.load_speedups`` did not load it (not built, or
-``LB_NO_EXTENSIONS`` on). The parsers behave identically either way; the extension only takes
+``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD`` and ``REQUEST_ID`` are
+:mod:`lb.http._speedups`' functions, or ``None`` when ``lb._compiled.load_speedups`` did not
+load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way; the extension only takes
 the common heads faster. What runs compiled, and why, is ``lb._compiled``'s to say.
 """
 

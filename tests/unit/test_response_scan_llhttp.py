@@ -69,7 +69,9 @@ NAMES = [
     b"Set-Cookie",
     b"X-Custom",
 ]
-name = st.one_of(st.sampled_from(NAMES), text, st.tuples(st.sampled_from(NAMES), text).map(b"".join))
+name = st.one_of(
+    st.sampled_from(NAMES), text, st.tuples(st.sampled_from(NAMES), text).map(b"".join)
+)
 value = st.one_of(
     st.sampled_from([b"5", b"0", b" 12 ", b"\t7", b"chunked", b"close", b"keep-alive", b"x"]),
     text,
