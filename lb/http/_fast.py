@@ -3,7 +3,8 @@
 ``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD`` and ``REQUEST_ID`` are
 :mod:`lb.http._speedups`' functions, or ``None`` when ``lb._compiled.load_speedups`` did not
 load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way;
-the extension only takes the common heads faster. What runs compiled, and why, is ``lb._compiled``'s to say.
+the extension only takes the common heads faster. What runs compiled, and why, is
+``lb._compiled``'s to say.
 """
 
 from __future__ import annotations
