@@ -84,6 +84,11 @@ class Backend:
     down while a backend ramps up). ``active`` counts connections (L4) or in-flight requests
     (L7) in this process and is kept by the proxy; ``least_conn`` reads it. The counters below
     it are this process's totals.
+
+    ``eligible`` (may receive new connections or requests) is a plain attribute, read per
+    request: ``admin``, ``health``, ``ejected`` and ``effective_weight`` are properties whose
+    setters keep it up to date, so it is never set directly. Compiled (``model.pxd``), the
+    data path's compiled modules read these fields as C fields.
     """
 
     __slots__ = (
