@@ -40,6 +40,7 @@ REQUIRE_VAR = "LB_REQUIRE_SPEEDUPS"
 SPEEDUPS = "lb.http._speedups"
 
 COMPILED_MODULES = (
+    "lb.model",
     "lb.http.heads",
     "lb.http.framing",
     "lb.http.request",

@@ -84,19 +84,25 @@ class Backend:
     down while a backend ramps up). ``active`` counts connections (L4) or in-flight requests
     (L7) in this process and is kept by the proxy; ``least_conn`` reads it. The counters below
     it are this process's totals.
+
+    ``eligible`` (may receive new connections or requests) is a plain attribute, read per
+    request: ``admin``, ``health``, ``ejected`` and ``effective_weight`` are properties whose
+    setters keep it up to date, so it is never set directly. Compiled (``model.pxd``), the
+    data path's compiled modules read these fields as C fields.
     """
 
     __slots__ = (
+        "_admin",
+        "_effective_weight",
+        "_ejected",
+        "_health",
         "active",
         "address",
-        "admin",
         "bytes_in",
         "bytes_out",
         "connect_failures",
-        "effective_weight",
-        "ejected",
+        "eligible",
         "failure_streak",
-        "health",
         "host",
         "id",
         "latency",
@@ -125,12 +131,14 @@ class Backend:
         self.host, self.port = parse_address(address)
         self.id = id or address
         self.weight = weight
-        self.effective_weight: float = float(
-            weight if effective_weight is None else effective_weight
-        )
-        self.admin = admin
-        self.health = health
-        self.ejected = ejected
+        # The four values eligibility depends on are properties that keep ``eligible`` (a
+        # plain attribute, read per request) up to date whenever one of them is set.
+        self._effective_weight = float(weight if effective_weight is None else effective_weight)
+        self._admin = admin
+        self._health = health
+        self._ejected = ejected
+        self.eligible = False
+        self._refresh()
         self.active = 0
         # max_conn is the configured limit for the whole lb (0: none); limit is this worker's
         # share of it (lb.proxy.pool.worker_share), which PoolRuntime enforces.
@@ -154,15 +162,50 @@ class Backend:
         # retried on another backend (counted on the retry path only).
         self.retries = 0
 
-    @property
-    def eligible(self) -> bool:
-        """May receive new connections or requests."""
-        return (
-            self.admin is AdminState.READY
-            and self.health is HealthState.UP
-            and not self.ejected
-            and self.effective_weight > 0
+    def _refresh(self) -> None:
+        """``eligible``: may receive new connections or requests."""
+        self.eligible = (
+            self._admin is AdminState.READY
+            and self._health is HealthState.UP
+            and not self._ejected
+            and self._effective_weight > 0
         )
+
+    @property
+    def admin(self) -> AdminState:
+        return self._admin
+
+    @admin.setter
+    def admin(self, value: AdminState) -> None:
+        self._admin = value
+        self._refresh()
+
+    @property
+    def health(self) -> HealthState:
+        return self._health
+
+    @health.setter
+    def health(self, value: HealthState) -> None:
+        self._health = value
+        self._refresh()
+
+    @property
+    def ejected(self) -> bool:
+        return self._ejected
+
+    @ejected.setter
+    def ejected(self, value: bool) -> None:
+        self._ejected = value
+        self._refresh()
+
+    @property
+    def effective_weight(self) -> float:
+        return self._effective_weight
+
+    @effective_weight.setter
+    def effective_weight(self, value: float) -> None:
+        self._effective_weight = float(value)
+        self._refresh()
 
     @property
     def full(self) -> bool:

@@ -1,9 +1,10 @@
 """Where the parsers get the compiled scan of common heads from, if it is there.
 
-``SCAN_REQUEST``, ``SCAN_RESPONSE`` and ``UPSTREAM_HEAD`` are :mod:`lb.http._speedups`'
-functions, or ``None`` when ``lb._compiled.load_speedups`` did not load it (not built, or
-``LB_NO_EXTENSIONS`` on). The parsers behave identically either way; the extension only takes
-the common heads faster. What runs compiled, and why, is ``lb._compiled``'s to say.
+``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD`` and ``REQUEST_ID`` are
+:mod:`lb.http._speedups`' functions, or ``None`` when ``lb._compiled.load_speedups`` did not
+load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way;
+the extension only takes the common heads faster. What runs compiled, and why, is
+``lb._compiled``'s to say.
 """
 
 from __future__ import annotations
@@ -25,3 +26,6 @@ _speedups = load_speedups()
 SCAN_REQUEST: ScanRequest | None = None if _speedups is None else _speedups.scan_request
 SCAN_RESPONSE: ScanResponse | None = None if _speedups is None else _speedups.scan_response
 UPSTREAM_HEAD: UpstreamHead | None = None if _speedups is None else _speedups.upstream_head
+REQUEST_ID: Callable[[bytes, int], bytes] | None = (
+    None if _speedups is None else _speedups.request_id
+)

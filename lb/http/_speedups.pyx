@@ -7,12 +7,14 @@ for anything else, and the parser then takes its general path. So a head this mo
 costs one extra call, and a head it takes gets exactly the result the general path would give
 (``tests/unit/test_http_speedups.py`` checks that on generated heads).
 
-A request head the scan takes never reaches llhttp: the scan checks, more strictly, all that
-llhttp would (a method llhttp knows, RFC 3986 characters in the target, token names, visible
-ASCII in values, CRLF line ends: no obs-fold, no bare CR or LF, no whitespace before a colon),
-so it takes only heads llhttp would take too, and skipping llhttp there is a good part of a
-request's cost (about 10,000 instructions for a browser's head). A response head it takes is
-still fed to llhttp, which validates what that scan does not look at. The scans assume
+A head the scan takes never reaches llhttp: the scan checks, more strictly, all that llhttp
+would (for requests a method llhttp knows and RFC 3986 characters in the target, for
+responses a plain status line; token names, visible ASCII in values, CRLF line ends: no
+obs-fold, no bare CR or LF, no whitespace before a colon), so it takes only heads llhttp would
+take too, and skipping llhttp there is a good part of a message's cost (about 10,000
+instructions for a browser's request head). The differential tests in
+``tests/unit/test_http_speedups.py`` and ``tests/unit/test_response_scan_llhttp.py`` hold
+the scans to that. The scans assume
 nothing: every loop is bounded by the CRLFCRLF that ends the head, and a line without a colon
 is declined. One pass lowercases the head into a new bytes object (the parsers keep it as
 ``head._low``) and looks at each header name on the way.
@@ -398,7 +400,12 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1):
 def scan_response(bytes raw, bint head_request):
     """A common final response head, or ``None`` for the general path.
 
-    ``raw`` is a complete head that llhttp accepted; ``head_request``: the request was HEAD.
+    ``raw`` is a complete head; ``head_request``: the request was HEAD. As the request scan
+    does, it checks all that llhttp would in the heads it takes, more strictly (the status
+    line: ``HTTP/1.0`` or ``HTTP/1.1``, three digits, then nothing or SP and a reason of
+    visible ASCII, SP and HTAB; token names, visible ASCII values, CRLF line ends: no
+    obs-fold, no bare CR or LF; at most one valid Content-Length, never with
+    Transfer-Encoding), so the caller needs no llhttp for them.
     The caller does not use this while de-chunking for an HTTP/1.0 client.
     Returns ``(status, version, low, line_end, content_length, chunked, no_body,
     close_delimited, keep_alive, conn_keep_alive, cut)``.
@@ -428,9 +435,14 @@ def scan_response(bytes raw, bint head_request):
     status = (r[9] - 48) * 100 + (r[10] - 48) * 10 + (r[11] - 48)
     if status < 200 or status > 599:
         return None  # 1xx (interim, 101) and invalid codes: the general path
+    # SP and a reason phrase of visible ASCII, SP and HTAB (or no reason at all), then CRLF.
     i = 12
-    while r[i] != 13:
+    if r[i] == 32:
         i += 1
+        while VALUE_OK[r[i]]:
+            i += 1
+    if r[i] != 13 or r[i + 1] != 10:
+        return None
     line_end = i
     keep_alive = v11
 
@@ -441,7 +453,7 @@ def scan_response(bytes raw, bint head_request):
     i = line_end + 2
     while i < n - 2:
         name_start = i
-        eol = _field(low, r, i, &colon, &vs, &ve, False)
+        eol = _field(low, r, i, &colon, &vs, &ve, True)
         if eol < 0:
             return None
         kind = _response_kind(low + name_start, colon - name_start)
@@ -587,4 +599,24 @@ def upstream_head(bytes raw, bytes low, Py_ssize_t line_end, tuple cut, bint v11
     o = _put_raw(o, b"\r\n\r\n", 4)
     if o - PyBytes_AS_STRING(out) != total:
         raise AssertionError("upstream_head: size mismatch")
+    return out
+
+
+cdef const char* _HEX = b"0123456789abcdef"
+
+
+def request_id(bytes prefix, unsigned long long n):
+    """``b"%s%012x" % (prefix, n)`` (:func:`lb.http.rewrite.new_request_id`), without the
+    format machinery: ``prefix`` then ``n`` in lowercase hex, zero-padded to 12 digits."""
+    cdef Py_ssize_t p = PyBytes_GET_SIZE(prefix), digits = 12, k
+    cdef unsigned long long m = n >> 48
+    while m:
+        digits += 1
+        m >>= 4
+    out = PyBytes_FromStringAndSize(NULL, p + digits)
+    cdef char* o = PyBytes_AS_STRING(out)
+    memcpy(o, PyBytes_AS_STRING(prefix), p)
+    for k in range(p + digits - 1, p - 1, -1):
+        o[k] = _HEX[n & 15]
+        n >>= 4
     return out

@@ -244,9 +244,9 @@ class ResponseParser(MessageParser):
     # -- the machine ---------------------------------------------------------------------------
 
     def _scan_head(self, data: bytes, end: int) -> int:
-        """``data[:end]`` is a complete head: try the compiled scan and llhttp on it. Returns
-        where the general loop should go on, or -1 when this head is left to the general path
-        (which then starts over, on a fresh llhttp parser if this one saw the head)."""
+        """``data[:end]`` is a complete head: try the compiled scan on it. Returns where the
+        general loop should go on, or -1 when this head is left to the general path (which
+        then starts over, with llhttp)."""
         n = len(data)
         raw = data if end == n else data[:end]
         scan = self._scan
@@ -260,14 +260,9 @@ class ResponseParser(MessageParser):
             # The scan does not de-chunk: a chunked response to an HTTP/1.0 client takes the
             # general path (every other head frames the same for either kind of client).
             return -1
-        # llhttp validates what the scan does not look at (see _quick_check). Given the whole
-        # message when a Content-Length body ends this buffer (the usual small response), it
-        # also reaches the end of the message and stays usable for the next response.
+        # No llhttp here: the scan takes only heads llhttp would take (lb/http/_speedups.pyx,
+        # checked against llhttp by tests/unit/test_response_scan_llhttp.py).
         whole = length is not None and not no_body and end + length == n
-        if not self._quick_check(data if whole else raw):
-            return -1
-        if not whole:
-            self._llf = None
         head = ResponseHead(status, version, raw, low, line_end)
         head.content_length = length
         head.chunked = chunked

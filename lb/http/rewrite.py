@@ -20,12 +20,14 @@ from __future__ import annotations
 import itertools
 import os
 
-from lb.http._fast import UPSTREAM_HEAD
+from lb.http._fast import REQUEST_ID, UPSTREAM_HEAD
 from lb.http.heads import RequestHead, ResponseHead, without_lines
 
 #: The compiled builder of common upstream heads (:mod:`lb.http._speedups`), or ``None``;
 #: tests swap it.
 _BUILD = UPSTREAM_HEAD
+#: ``b"%s%012x" % (prefix, n)`` in C, or ``None``.
+_RID = REQUEST_ID
 
 _counter = itertools.count(1)
 _prefix = os.urandom(6).hex().encode()
@@ -47,7 +49,8 @@ def new_request_id() -> bytes:
     About 0.15 us: no syscall or uuid per request; unique across workers and restarts with
     overwhelming probability, and ordered within a process (handy when reading logs).
     """
-    return b"%s%012x" % (_prefix, next(_counter))
+    n = next(_counter)
+    return b"%s%012x" % (_prefix, n) if _RID is None else _RID(_prefix, n)
 
 
 def header_line(name: bytes, value: bytes) -> bytes:
@@ -95,7 +98,12 @@ def upstream_request_head(
     rid = head.request_id
     if rid is None:
         # (new_request_id(), inline: this runs per request)
-        rid = b"%s%012x" % (_prefix, next(_counter)) if request_id is None else request_id
+        if request_id is not None:
+            rid = request_id
+        elif _RID is not None:
+            rid = _RID(_prefix, next(_counter))
+        else:
+            rid = b"%s%012x" % (_prefix, next(_counter))
         added: bytes | None = rid
     else:
         added = None

@@ -7,6 +7,8 @@ cimport cython
 
 from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CResponseHead
 from lb.http.response cimport ResponseParser as CResponseParser
+from lb.http.rewrite cimport client_response_head, upstream_request_head
+from lb.model cimport Backend as CBackend
 from lb.proxy.context cimport HttpContext
 from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
 from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
@@ -29,7 +31,9 @@ cdef class Exchange:
     cdef public HttpContext ctx
     cdef public CRequestHead head
     cdef public CPoolRuntime pool
-    cdef public object backend, connect_task, key, pending, tried
+    cdef public CBackend backend
+    cdef public object connect_task, key, pending
+    cdef public list tried
     cdef public object upstream_head, request_id, set_cookie, out_head, wait_handle
     cdef public HttpUpstreamProtocol upstream
     cdef public int status, retries
@@ -40,7 +44,7 @@ cdef class Exchange:
     cpdef start(self)
     cpdef request_body(self, data)
     cpdef request_end(self)
-    @cython.locals(pool=CPoolRuntime)
+    @cython.locals(pool=CPoolRuntime, backend=CBackend)
     cpdef _dispatch(self)
     cpdef _use(self, backend)
     cpdef _attach(self, HttpUpstreamProtocol conn)
@@ -51,7 +55,8 @@ cdef class Exchange:
     cpdef response_body(self, data)
     cpdef response_whole(self, CResponseHead head, body, bint reusable)
     cpdef flush_head(self)
-    @cython.locals(pool=CPoolRuntime, up=HttpUpstreamProtocol, ctx=HttpContext)
+    @cython.locals(pool=CPoolRuntime, up=HttpUpstreamProtocol, ctx=HttpContext, b=CBackend,
+                   elapsed=cython.double)
     cpdef response_end(self, bint reusable)
     cpdef respond_error(self, int status, reason, retry_after=*)
     cpdef check_timeout(self, double now)
@@ -67,7 +72,7 @@ cdef class ReadBuffer:
 
 cdef class HttpUpstreamProtocol:
     cdef public object transport, requests
-    cdef public object backend
+    cdef public CBackend backend
     cdef public CIdleUpstreams upstreams
     cdef public CResponseParser parser
     cdef public Exchange exchange

@@ -3,9 +3,15 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
+cimport cython
+
+from lb.model cimport Backend as CBackend
+
+
 cdef class IdleUpstreams:
     cdef public object loop, idle, reused
 
     cpdef acquire(self, backend)
-    cpdef release(self, conn, max_idle, idle_timeout, double now)
+    @cython.locals(backend=CBackend, conns=list)
+    cpdef release(self, conn, long max_idle, double idle_timeout, double now)
     cpdef discard(self, conn)

@@ -59,6 +59,7 @@ from lb.model import AdminState, Backend
 from lb.wire import BackendEntry
 
 BUDGET_WINDOW = 10.0  # seconds: the retry budget's counts halve this often
+_READY = AdminState.READY  # (a module constant: release reads it per request)
 
 
 def sticky_token(backend_id: str) -> bytes:
@@ -137,17 +138,21 @@ class PoolRuntime:
         "eligible",
         "generation",
         "hold_timeouts",
+        "idle_timeout",
         "in_flight",
         "key_kind",
         "key_name",
         "limited",
         "limits",
         "lineage",
+        "max_idle",
+        "max_requests",
         "name",
         "needs_key",
         "on_demand",
         "on_idle",
         "on_success",
+        "panic_all",
         "queue",
         "queue_full",
         "queue_timeouts",
@@ -156,6 +161,8 @@ class PoolRuntime:
         "report_5xx",
         "report_above",
         "retried",
+        "retries",
+        "send_proxy",
         "sticky_cookie",
         "strategy",
         "tracks_latency",
@@ -223,6 +230,13 @@ class PoolRuntime:
         self.tracks_latency = tracks_latency(self.strategy)
         self.sticky_cookie = config.sticky_cookie.encode() if config.sticky_cookie else None
         self.report_5xx = config.passive is not None and config.passive.on_5xx
+        # What the proxy reads of the config per request, as plain (compiled: C) fields.
+        self.max_requests = config.upstream_max_requests
+        self.max_idle = config.upstream_max_idle
+        self.idle_timeout = config.upstream_idle_timeout
+        self.retries = config.retries
+        self.send_proxy = config.send_proxy
+        self.panic_all = config.panic == "route_all"
 
     def sticky_header(self, backend: Backend) -> bytes:
         """The Set-Cookie line that pins a client to ``backend``."""
@@ -349,7 +363,7 @@ class PoolRuntime:
         if b is None:
             # Nothing is eligible. With panic = "503" the caller holds or refuses (the L4
             # relay closes the client, the L7 proxy answers 503 with Retry-After).
-            return self._panic_pick(tried) if self.config.panic == "route_all" else None
+            return self._panic_pick(tried) if self.panic_all else None
         if b not in tried and not b.full:
             return b
         # Strategies that rotate usually offer another one on the next pick; hashing strategies
@@ -415,7 +429,8 @@ class PoolRuntime:
         if self.tracks_load:
             self.strategy.on_release(backend)  # type: ignore[attr-defined]
         self.in_flight -= 1
-        if not backend.active and backend.admin is not AdminState.READY:
+        # (_admin: the field behind Backend.admin, a C field where lb.model is compiled)
+        if not backend.active and backend._admin is not _READY:
             self.on_idle(backend)
         if self.waiting:
             self._wake()
