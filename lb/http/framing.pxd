@@ -10,7 +10,7 @@ cimport cython
 
 
 cdef class MessageParser:
-    cdef public object _ll_class, _on_body, _cb, _ll, _llf, _buf, _framer, _out
+    cdef public object _ll_class, _on_body, _cb, _ll, _buf, _framer, _out
     cdef public bint _ll_clean
     cdef public int _state
     cdef public Py_ssize_t _fed, _remaining
@@ -24,7 +24,6 @@ cdef class MessageParser:
     cdef _general(self)
     cdef _partial_head(self)
     cdef int _feed_head(self, raw, bint paused_ok) except? -2
-    cdef bint _quick_check(self, data) except -1
     cdef _expect_body(self, Py_ssize_t length, framer)
     @cython.locals(n=Py_ssize_t, end=Py_ssize_t, remaining=Py_ssize_t)
     cdef Py_ssize_t _body_step(self, data, Py_ssize_t pos) except? -2

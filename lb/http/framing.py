@@ -12,8 +12,8 @@ head means through a few hooks:
 * ``_head_step`` collects one head. While the head trickles in, its bytes are buffered, the
   subclass bounds the buffer (``_head_limits``) and llhttp checks each new piece, so garbage is
   refused at once rather than at a timeout. A complete head goes to ``_complete_head``, which
-  reads it (``_feed_head`` hands it to llhttp, ``_quick_check`` to the callback-free llhttp of
-  the compiled fast path) and says where stepping goes on.
+  reads it (``_feed_head`` hands it to llhttp when the compiled scan did not take it) and says
+  where stepping goes on.
 * ``_body_step`` frames a body with exact offsets, never through llhttp: a count of bytes for
   Content-Length (``_expect_body(length, None)``), a :class:`ChunkedFramer` for the chunked
   coding. The bytes go to ``on_body`` raw (decoded instead when ``_out`` collects the payload, as
@@ -40,7 +40,7 @@ from typing import Any
 
 import httptools
 
-from lb.http._llhttp import Collector, Quiet, error_text
+from lb.http._llhttp import Collector, error_text
 from lb.http.chunked import ChunkedFramer, FramingError
 
 #: States both parsers have; each adds its own after ``DEAD``.
@@ -48,8 +48,6 @@ HEAD = 0
 BODY = 1
 DEAD = 2
 
-#: The callback target of the llhttp parser that validates the heads the scan takes: none.
-_QUIET = Quiet()
 #: ``_cb`` of a parser that has not needed llhttp with callbacks yet (most connections never
 #: do): making a ``Collector`` per connection is a good part of what a new connection costs.
 _UNUSED = Collector()
@@ -73,7 +71,6 @@ class MessageParser:
         "_ll",
         "_ll_class",
         "_ll_clean",
-        "_llf",
         "_on_body",
         "_out",
         "_remaining",
@@ -108,8 +105,6 @@ class MessageParser:
         # one is a good part of what a new connection costs.
         self._ll: Any = None  # (an instance of ll_class)
         self._ll_clean = True
-        # llhttp without callbacks, for the heads the compiled scan takes (see _quick_check).
-        self._llf: Any = None  # (an instance of ll_class)
         self._buf = bytearray()
         self._fed = 0  # bytes of _buf that llhttp has seen
         self._remaining = 0  # Content-Length body bytes still to come
@@ -218,20 +213,6 @@ class MessageParser:
         # llhttp waits for a body it will never see: a fresh one for the next message.
         self._ll_clean = cb.message_complete
         return upgraded
-
-    def _quick_check(self, data: bytes) -> bool:
-        """The compiled scan took a head: does llhttp, without callbacks, accept ``data`` (the
-        head, or the whole message) too? It validates what the scan does not look at. The
-        caller drops ``_llf`` (sets it to ``None``) unless llhttp ended the message."""
-        ll = self._llf
-        if ll is None:
-            ll = self._llf = self._ll_class(_QUIET)
-        try:
-            ll.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._llf = None  # the general path says what is wrong
-            return False
-        return True
 
     # -- bodies --------------------------------------------------------------------------------
 
