@@ -19,6 +19,10 @@ For an ECDSA P-256 and an RSA 2048 certificate (made with ``openssl`` at run tim
 * **memory per idle TLS connection**: RSS growth of the proxy's process tree with ``--idle``
   connections open (handshake done, one request answered), per connection.
 
+The two wrk rows run ``--rounds`` times (3 by default), lb and HAProxy alternating which goes
+first; the table gives each proxy's median and, in the notes, the lowest and highest lb/HAProxy
+ratio within a round (the machine's drift).
+
 Both proxies terminate TLS 1.3 (1.2 minimum), ALPN http/1.1, Mozilla intermediate ciphers,
 and add the same forwarding headers as in ``configs.py``. Ratios are lb / HAProxy within the
 run; the machine is shared, so absolute figures drift. Not a test: run it on a quiet machine.
@@ -31,6 +35,7 @@ import asyncio
 import contextlib
 import re
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,6 +197,21 @@ class Row:
     what: str
     figures: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    rounds: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, proxy: str, value: float) -> None:
+        """One round's figure: ``figures`` holds the median so far."""
+        values = self.rounds.setdefault(proxy, [])
+        values.append(value)
+        self.figures[proxy] = statistics.median(values)
+
+    def spread(self) -> str:
+        """The lowest and highest lb/HAProxy ratio within a round."""
+        lbs, has = self.rounds.get("lb", []), self.rounds.get("haproxy", [])
+        ratios = [a / b for a, b in zip(lbs, has, strict=False) if b]
+        if len(ratios) < 2:
+            return ""
+        return f"rounds {min(ratios):.2f}-{max(ratios):.2f}x"
 
     def ratio(self) -> str:
         lb, ha = self.figures.get("lb"), self.figures.get("haproxy")
@@ -203,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     p.add_argument("--idle", type=int, default=5000, help="idle TLS connections (memory)")
     p.add_argument("--keys", default="ecdsa,rsa")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of the wrk rows")
     args = p.parse_args(argv)
     raise_nofile()
     rows: list[Row] = []
@@ -227,22 +248,30 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     row = Row(f"{kind}: {label}")
                     cpu = Row(f"{kind}: CPU µs per request, {short}")
-                    for proxy in ("lb", "haproxy"):
-                        before = resumed_count(admin) if proxy == "lb" else 0
-                        cpu0 = tree_cpu_seconds(pids[proxy])
-                        r = wrk.run(
-                            port=ports[proxy], path="/", connections=64, threads=1,
-                            duration=args.duration, lua=lua, headers=headers, scheme="https",
-                        )  # fmt: skip
-                        used = tree_cpu_seconds(pids[proxy]) - cpu0
-                        cpu.figures[proxy] = 1e6 * used / max(1, r.requests)
-                        row.figures[proxy] = r.rps
-                        if r.errors:
-                            row.note += f"{proxy}: {r.errors} errors ({r.error_kinds}) "
-                        if proxy == "lb" and headers:
-                            row.note += f"lb resumed {resumed_count(admin) - before} "
-                        us = cpu.figures[proxy]
-                        print(f"{row.what} {proxy}: {r.rps:,.0f} ({us:.1f} µs CPU)", flush=True)
+                    for n in range(max(1, args.rounds)):
+                        order = ("lb", "haproxy") if n % 2 == 0 else ("haproxy", "lb")
+                        for proxy in order:
+                            before = resumed_count(admin) if proxy == "lb" else 0
+                            cpu0 = tree_cpu_seconds(pids[proxy])
+                            r = wrk.run(
+                                port=ports[proxy], path="/", connections=64, threads=1,
+                                duration=args.duration, lua=lua, headers=headers,
+                                scheme="https",
+                            )  # fmt: skip
+                            used = tree_cpu_seconds(pids[proxy]) - cpu0
+                            us = 1e6 * used / max(1, r.requests)
+                            cpu.add(proxy, us)
+                            row.add(proxy, r.rps)
+                            if r.errors:
+                                row.note += f"{proxy}: {r.errors} errors ({r.error_kinds}) "
+                            if proxy == "lb" and headers and n == 0:
+                                row.note += f"lb resumed {resumed_count(admin) - before} "
+                            print(
+                                f"{row.what} {proxy} round {n + 1}: {r.rps:,.0f} ({us:.1f} µs CPU)",
+                                flush=True,
+                            )
+                    for r_ in (row, cpu):
+                        r_.note = "; ".join(x for x in (r_.note.strip(), r_.spread()) if x)
                     rows.append(row)
                     rows.append(cpu)
                 for label, reuse in (("full", False), ("resumed", True)):
