@@ -31,7 +31,12 @@ __all__ = ["lb_image"]  # fixture
 
 pytestmark = pytest.mark.timeout(1800)  # the first test may build the image (lb_image.py)
 
-CLIENTS = 30  # in flight at once: 3 members at target 10
+# In flight at once: ceil(25 / 10) = 3 members at target 10. Not 30: at exactly three times
+# the target, the demand lb sums over its workers (each worker's figure is a few hundred ms old,
+# and these clients open a new connection per request, so they move between workers) is as
+# often a little above 30 as below it, and the panic recommendation ceil(demand / target) then
+# asks for a fourth member: right for the figures it sees, but a coin flip for the test.
+CLIENTS = 25
 LIGHT = 3  # in flight while the pool scales back down: 1 member at target 10
 PER_CLIENT = 3000  # a bound on each client's requests (the phases below end them sooner)
 LOAD_LIMIT = 240.0  # seconds: the load stops by then whatever happens
@@ -215,11 +220,7 @@ def test_compose_scales_1_3_1_without_a_failed_request_and_down_leaves_nothing(
         )
         assert load.running(), "the load ran out of time before the pool was back at 1"
         time.sleep(1)
-    # 3 is what 30 in flight at target 10 asks for. The scaler sometimes starts a fourth
-    # (seen on main at 783f68f too, in 4 of 5 runs on a quiet machine, 2026-12-03): an
-    # overshoot of one member under a load step is tolerated here and left open in issue 17's
-    # note; more than one, or fewer than 3, fails.
-    assert 3 <= peak <= 4, f"{peak} members for {CLIENTS} in flight at target 10"
+    assert peak == 3, f"{peak} members for {CLIENTS} in flight at target 10"
     assert not load.failures, f"{len(load.failures)} failed: {load.failures[:5]}"
     assert served_at_peak >= CLIENTS and load.ok > served_at_peak
     status, _, body = http_get(stack.web, "/", timeout=5)
