@@ -227,7 +227,8 @@ cdef inline Py_ssize_t _field(unsigned char* low, const unsigned char* r, Py_ssi
     return end
 
 
-def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1):
+def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1,
+                 Py_ssize_t max_line=-1, Py_ssize_t max_header_bytes=-1):
     """The common request head, or ``None`` for the general path.
 
     ``raw`` is a complete head (CRLFCRLF included). The scan checks all that llhttp would in
@@ -298,6 +299,8 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1):
     if r[i + 9] != 13 or r[i + 10] != 10:
         return None
     line_end = i + 9
+    if 0 <= max_line < line_end or 0 <= max_header_bytes < n - line_end - 2:
+        return None
 
     result = PyBytes_FromStringAndSize(NULL, n)
     low = <unsigned char*>PyBytes_AS_STRING(result)
@@ -637,4 +640,28 @@ def request_id(bytes prefix, unsigned long long n):
     for k in range(p + digits - 1, p - 1, -1):
         o[k] = _HEX[n & 15]
         n >>= 4
+    return out
+
+
+def response_out(bytes raw, bytes rid, bytes cookie, bytes hsts, bytes body):
+    """``raw[:-2] + b"X-Request-ID: " + rid + b"\\r\\n" + cookie + hsts + b"\\r\\n" + body`` in
+    one allocation: a response head that goes to the client as received, with the proxy's
+    lines added (``cookie`` and ``hsts`` are whole lines or empty), and the body behind it, for
+    one ``write`` (:func:`lb.http.rewrite.client_response_out`)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw) - 2
+    cdef Py_ssize_t total
+    if n < 2:
+        raise ValueError("response_out: not a head")
+    total = (n + 14 + PyBytes_GET_SIZE(rid) + 2 + PyBytes_GET_SIZE(cookie)
+             + PyBytes_GET_SIZE(hsts) + 2 + PyBytes_GET_SIZE(body))
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* o = PyBytes_AS_STRING(out)
+    o = _put_raw(o, PyBytes_AS_STRING(raw), n)
+    o = _put_raw(o, b"X-Request-ID: ", 14)
+    o = _put(o, rid)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, cookie)
+    o = _put(o, hsts)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, body)
     return out

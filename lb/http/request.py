@@ -377,18 +377,15 @@ class RequestParser(MessageParser):
     def _read_head(self, raw: bytes) -> RequestHead | None:
         """Checks the limits on the complete head ``raw``, and reads it: the compiled scan for
         the common heads, :func:`read_request_head` for the others. ``None``: it failed."""
-        line_end = raw.find(b"\r\n")
-        if line_end > self._max_line:
-            self._fail(414, "request line too long")
-            return None
-        if len(raw) - line_end - 2 > self._max_header_bytes:
-            self._fail(431, "request header section too large")
-            return None
         scan = _SCAN
         if scan is not None and not self._fed and not self._last_closes:
             # The scan checks all that llhttp would in the heads it takes (more strictly), and
-            # counts their header fields, so a head it takes needs no llhttp at all.
-            fast = scan(raw, self._max_body_or_none, self._max_headers)
+            # the limits (it declines a head over one, and the checks below say which), so a
+            # head it takes needs no llhttp and no other look at its bytes.
+            fast = scan(
+                raw, self._max_body_or_none, self._max_headers, self._max_line,
+                self._max_header_bytes,
+            )  # fmt: skip
             if fast is not None:
                 method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
                 head = RequestHead(
@@ -410,6 +407,13 @@ class RequestParser(MessageParser):
                 if drop:
                     head._cut = drop
                 return head
+        line_end = raw.find(b"\r\n")
+        if line_end > self._max_line:
+            self._fail(414, "request line too long")
+            return None
+        if len(raw) - line_end - 2 > self._max_header_bytes:
+            self._fail(431, "request header section too large")
+            return None
         # A header line takes at least 4 bytes ("a:" CRLF): count lines only for large heads.
         if (len(raw) - line_end) // 4 > self._max_headers and (
             raw.count(b"\r\n", line_end + 2) - 1 > self._max_headers
