@@ -231,7 +231,9 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1,
                  Py_ssize_t max_line=-1, Py_ssize_t max_header_bytes=-1):
     """The common request head, or ``None`` for the general path.
 
-    ``raw`` is a complete head (CRLFCRLF included). The scan checks all that llhttp would in
+    ``raw`` is a buffer that may be one complete head (CRLFCRLF included): the scan takes only
+    a buffer that ends with CRLFCRLF and has no other empty line (a line it could not read as
+    a header field), which is exactly one head. The scan checks all that llhttp would in
     the heads it takes, more strictly (a known method, RFC 3986 target characters, token names,
     visible ASCII values, CRLF line ends; see ``TCHAR``), so the caller needs no llhttp for
     them. ``max_body`` is the body limit or -1, ``max_headers`` the most header fields allowed
@@ -255,8 +257,8 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1,
     cdef Py_ssize_t lines = 0
     cdef list cut = []
 
-    if n < 16:
-        return None
+    if n < 16 or r[n - 4] != 13 or r[n - 3] != 10 or r[n - 2] != 13 or r[n - 1] != 10:
+        return None  # (not a whole head: the caller may hand over any buffer)
     # Method: one that llhttp knows, SP
     while i < n and 65 <= r[i] <= 90:
         i += 1

@@ -89,3 +89,7 @@ cdef class HttpUpstreamProtocol:
     cpdef on_response_body(self, data)
     cpdef on_response_end(self, bint reusable)
     cpdef on_response_whole(self, CResponseHead head, body, bint reusable)
+
+
+@cython.locals(i=Py_ssize_t, bound=double)
+cpdef Py_ssize_t latency_bucket(double elapsed)

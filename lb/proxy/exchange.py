@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -60,6 +59,18 @@ HEAD = 1  # part of a request head received
 ACTIVE = 2  # an exchange is in progress
 TUNNEL = 3  # upgraded; the Tunnel owns both transports now
 CLOSED = 4
+
+
+def latency_bucket(elapsed: float) -> int:
+    """``bisect_left(LATENCY_BOUNDS, elapsed)`` (:func:`lb.histogram.latency_bucket`), as a
+    C loop where this module is compiled: most responses fall in the first buckets, and it runs
+    per response."""
+    i = 0
+    for bound in LATENCY_BOUNDS:
+        if elapsed <= bound:
+            return i
+        i += 1
+    return i
 
 
 class ListenerView(Protocol):
@@ -503,7 +514,7 @@ class Exchange:
         if b is not None:
             b.responses[self.status // 100] += 1
             elapsed = now - self.t_mark
-            b.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+            b.latency[latency_bucket(elapsed)] += 1
             b.latency_sum += elapsed
             if pool.tracks_latency:  # (peak_ewma: a C flag test for the others)
                 pool.strategy.on_latency(b, elapsed, now)  # type: ignore[attr-defined]
