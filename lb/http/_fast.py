@@ -1,6 +1,6 @@
 """Where the parsers get the compiled scan of common heads from, if it is there.
 
-``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD`` and ``REQUEST_ID`` are
+``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID`` and ``RESPONSE_OUT`` are
 :mod:`lb.http._speedups`' functions, or ``None`` when ``lb._compiled.load_speedups`` did not
 load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way;
 the extension only takes the common heads faster. What runs compiled, and why, is
@@ -14,7 +14,7 @@ from typing import Any
 
 from lb._compiled import load_speedups
 
-ScanRequest = Callable[[bytes, int, int], "tuple[Any, ...] | None"]
+ScanRequest = Callable[[bytes, int, int, int, int], "tuple[Any, ...] | None"]
 ScanResponse = Callable[[bytes, bool], "tuple[Any, ...] | None"]
 UpstreamHead = Callable[
     [bytes, bytes, int, "tuple[bytes, ...]", bool, "bytes | None", bytes, bytes, "bytes | None",
@@ -28,4 +28,7 @@ SCAN_RESPONSE: ScanResponse | None = None if _speedups is None else _speedups.sc
 UPSTREAM_HEAD: UpstreamHead | None = None if _speedups is None else _speedups.upstream_head
 REQUEST_ID: Callable[[bytes, int], bytes] | None = (
     None if _speedups is None else _speedups.request_id
+)
+RESPONSE_OUT: Callable[[bytes, bytes, bytes, bytes, bytes], bytes] | None = (
+    None if _speedups is None else _speedups.response_out
 )

@@ -75,27 +75,32 @@ cdef bint HOST_OK[256]
 cdef bint TCHAR[256]
 cdef bint VALUE_OK[256]
 cdef bint TARGET_OK[256]
+# The lowercase of every byte; and, for the per-byte loops of the scans (one table load and one
+# test per byte), the lowercase of a byte allowed in a header name (``NAME_LOW``) or value
+# (``VALUE_LOW``), 0 for a byte that is not (no allowed byte lowercases to 0).
+cdef unsigned char LOWER[256]
+cdef unsigned char NAME_LOW[256]
+cdef unsigned char VALUE_LOW[256]
 cdef int _i
 for _i in range(256):
     HOST_OK[_i] = False
     TCHAR[_i] = False
     VALUE_OK[_i] = 32 <= _i <= 126 or _i == 9
     TARGET_OK[_i] = False
+    LOWER[_i] = _i + 32 if 65 <= _i <= 90 else _i
+    NAME_LOW[_i] = 0
+    VALUE_LOW[_i] = LOWER[_i] if VALUE_OK[_i] else 0
 for _i in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%":
     HOST_OK[_i] = True
 for _i in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~":
     TCHAR[_i] = True
+    NAME_LOW[_i] = LOWER[_i]
 for _i in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?[]@!$&'()*+,;=%":
     TARGET_OK[_i] = True
 
 
-cdef inline unsigned char _low(unsigned char c) nogil:
-    if 65 <= c <= 90:
-        return c + 32
-    return c
-
-
-cdef inline bint _eq(const unsigned char* s, Py_ssize_t n, const char* word, Py_ssize_t m) nogil:
+cdef inline bint _eq(const unsigned char* s, Py_ssize_t n, const char* word,
+                     Py_ssize_t m) noexcept nogil:
     cdef Py_ssize_t i
     if n != m:
         return False
@@ -105,7 +110,7 @@ cdef inline bint _eq(const unsigned char* s, Py_ssize_t n, const char* word, Py_
     return True
 
 
-cdef int _request_kind(const unsigned char* s, Py_ssize_t n) nogil:
+cdef int _request_kind(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """The kind of a lowercased request header name."""
     cdef unsigned char c = s[0]
     if c == b"h":
@@ -148,7 +153,7 @@ cdef int _request_kind(const unsigned char* s, Py_ssize_t n) nogil:
     return H_OTHER
 
 
-cdef int _response_kind(const unsigned char* s, Py_ssize_t n) nogil:
+cdef int _response_kind(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """The kind of a lowercased response header name."""
     cdef unsigned char c = s[0]
     if c == b"c":
@@ -171,7 +176,7 @@ cdef int _response_kind(const unsigned char* s, Py_ssize_t n) nogil:
     return H_OTHER
 
 
-cdef inline long long _digits(const unsigned char* s, Py_ssize_t n) nogil:
+cdef inline long long _digits(const unsigned char* s, Py_ssize_t n) noexcept nogil:
     """A Content-Length value: 1-18 ASCII digits, else -1."""
     cdef long long v = 0
     cdef Py_ssize_t i
@@ -185,40 +190,31 @@ cdef inline long long _digits(const unsigned char* s, Py_ssize_t n) nogil:
 
 
 cdef inline Py_ssize_t _field(unsigned char* low, const unsigned char* r, Py_ssize_t i,
-                              Py_ssize_t* colon, Py_ssize_t* vs, Py_ssize_t* ve,
-                              bint check) nogil:
+                              Py_ssize_t* colon, Py_ssize_t* vs, Py_ssize_t* ve) noexcept nogil:
     """One header line starting at ``r[i]``, lowercased into ``low``: returns the offset of its
-    CRLF (-1 if it has no colon) and sets the colon's offset and the value's bounds, without
-    the OWS around it. ``r`` ends with CRLFCRLF, so every scan stops inside it. ``check``: also
-    return -1 for a name that is not a token, a value character outside ``VALUE_OK``, and a CR
-    without its LF (the line syntax llhttp would otherwise check)."""
+    CRLF and sets the colon's offset and the value's bounds, without the OWS around it; or -1
+    for a line without a colon, a name that is not a token, a value character outside
+    ``VALUE_OK``, and a CR without its LF (the line syntax llhttp would otherwise check).
+    ``r`` ends with CRLFCRLF, so every scan stops inside it."""
     cdef Py_ssize_t j, end, start = i
-    if check:
-        while TCHAR[r[i]]:
-            low[i] = _low(r[i])
-            i += 1
-        if i == start:
-            return -1
-    else:
-        while r[i] != 58 and r[i] != 13:
-            low[i] = _low(r[i])
-            i += 1
-    if r[i] != 58:
+    cdef unsigned char c = NAME_LOW[r[i]]
+    while c:
+        low[i] = c
+        i += 1
+        c = NAME_LOW[r[i]]
+    if i == start or r[i] != 58:
         return -1
     colon[0] = i
     low[i] = 58
     i += 1
     end = i
-    if check:
-        while VALUE_OK[r[end]]:
-            low[end] = _low(r[end])
-            end += 1
-        if r[end] != 13 or r[end + 1] != 10:
-            return -1
-    else:
-        while r[end] != 13:
-            low[end] = _low(r[end])
-            end += 1
+    c = VALUE_LOW[r[end]]
+    while c:
+        low[end] = c
+        end += 1
+        c = VALUE_LOW[r[end]]
+    if r[end] != 13 or r[end + 1] != 10:
+        return -1
     low[end] = 13
     low[end + 1] = 10
     j = end
@@ -231,10 +227,13 @@ cdef inline Py_ssize_t _field(unsigned char* low, const unsigned char* r, Py_ssi
     return end
 
 
-def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1):
+def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1,
+                 Py_ssize_t max_line=-1, Py_ssize_t max_header_bytes=-1):
     """The common request head, or ``None`` for the general path.
 
-    ``raw`` is a complete head (CRLFCRLF included). The scan checks all that llhttp would in
+    ``raw`` is a buffer that may be one complete head (CRLFCRLF included): the scan takes only
+    a buffer that ends with CRLFCRLF and has no other empty line (a line it could not read as
+    a header field), which is exactly one head. The scan checks all that llhttp would in
     the heads it takes, more strictly (a known method, RFC 3986 target characters, token names,
     visible ASCII values, CRLF line ends; see ``TCHAR``), so the caller needs no llhttp for
     them. ``max_body`` is the body limit or -1, ``max_headers`` the most header fields allowed
@@ -258,8 +257,8 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1):
     cdef Py_ssize_t lines = 0
     cdef list cut = []
 
-    if n < 16:
-        return None
+    if n < 16 or r[n - 4] != 13 or r[n - 3] != 10 or r[n - 2] != 13 or r[n - 1] != 10:
+        return None  # (not a whole head: the caller may hand over any buffer)
     # Method: one that llhttp knows, SP
     while i < n and 65 <= r[i] <= 90:
         i += 1
@@ -302,16 +301,18 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1):
     if r[i + 9] != 13 or r[i + 10] != 10:
         return None
     line_end = i + 9
+    if 0 <= max_line < line_end or 0 <= max_header_bytes < n - line_end - 2:
+        return None
 
     result = PyBytes_FromStringAndSize(NULL, n)
     low = <unsigned char*>PyBytes_AS_STRING(result)
     for i in range(line_end + 2):
-        low[i] = _low(r[i])
+        low[i] = LOWER[r[i]]
     i = line_end + 2
     while i < n - 2:
         # One header line: name ":" value CRLF (llhttp has validated the syntax).
         name_start = i
-        eol = _field(low, r, i, &colon, &vs, &ve, True)
+        eol = _field(low, r, i, &colon, &vs, &ve)
         if eol < 0:
             return None
         lines += 1
@@ -449,11 +450,11 @@ def scan_response(bytes raw, bint head_request):
     result = PyBytes_FromStringAndSize(NULL, n)
     low = <unsigned char*>PyBytes_AS_STRING(result)
     for i in range(line_end + 2):
-        low[i] = _low(r[i])
+        low[i] = LOWER[r[i]]
     i = line_end + 2
     while i < n - 2:
         name_start = i
-        eol = _field(low, r, i, &colon, &vs, &ve, True)
+        eol = _field(low, r, i, &colon, &vs, &ve)
         if eol < 0:
             return None
         kind = _response_kind(low + name_start, colon - name_start)
@@ -513,7 +514,11 @@ def scan_response(bytes raw, bint head_request):
     )
 
 
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
+
+
+cdef extern from "string.h" nogil:
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 
 cdef inline char* _put(char* out, bytes piece):
@@ -540,13 +545,31 @@ def upstream_head(bytes raw, bytes low, Py_ssize_t line_end, tuple cut, bint v11
     cdef Py_ssize_t nspans = 0, i, j, k, a, b, total, pos
     cdef bytes name, out
     cdef char* o
+    cdef const char* lw = PyBytes_AS_STRING(low)
+    cdef const char* hit
+    cdef char needle[40]
+    cdef Py_ssize_t m
     if len(cut) > 8:
         return None
     for name in cut:
-        i = low.find(b"\r\n" + name + b":", line_end)
-        if i < 0:
+        # The line CRLF name ":" in the lowercased head: searched in C (memmem), with the
+        # needle on the stack, since this runs per request for every line to drop.
+        m = PyBytes_GET_SIZE(name)
+        if m > 32:
             return None
-        j = low.find(b"\r\n", i + 2)
+        needle[0] = 13
+        needle[1] = 10
+        memcpy(needle + 2, PyBytes_AS_STRING(name), m)
+        needle[m + 2] = 58
+        hit = <const char*>memmem(lw + line_end, n - line_end, needle, m + 3)
+        if hit == NULL:
+            return None
+        i = hit - lw
+        # The line's CRLF (the head ends with CRLFCRLF: there is one)
+        hit = <const char*>memchr(hit + m + 3, 13, n - (i + m + 3))
+        if hit == NULL:
+            return None
+        j = hit - lw
         # keep the spans sorted (insertion sort: there are at most a few)
         k = nspans
         while k > 0 and spans[2 * (k - 1)] > i + 2:
@@ -619,4 +642,28 @@ def request_id(bytes prefix, unsigned long long n):
     for k in range(p + digits - 1, p - 1, -1):
         o[k] = _HEX[n & 15]
         n >>= 4
+    return out
+
+
+def response_out(bytes raw, bytes rid, bytes cookie, bytes hsts, bytes body):
+    """``raw[:-2] + b"X-Request-ID: " + rid + b"\\r\\n" + cookie + hsts + b"\\r\\n" + body`` in
+    one allocation: a response head that goes to the client as received, with the proxy's
+    lines added (``cookie`` and ``hsts`` are whole lines or empty), and the body behind it, for
+    one ``write`` (:func:`lb.http.rewrite.client_response_out`)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw) - 2
+    cdef Py_ssize_t total
+    if n < 2:
+        raise ValueError("response_out: not a head")
+    total = (n + 14 + PyBytes_GET_SIZE(rid) + 2 + PyBytes_GET_SIZE(cookie)
+             + PyBytes_GET_SIZE(hsts) + 2 + PyBytes_GET_SIZE(body))
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* o = PyBytes_AS_STRING(out)
+    o = _put_raw(o, PyBytes_AS_STRING(raw), n)
+    o = _put_raw(o, b"X-Request-ID: ", 14)
+    o = _put(o, rid)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, cookie)
+    o = _put(o, hsts)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, body)
     return out

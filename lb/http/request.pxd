@@ -17,6 +17,7 @@ cdef class RequestParser(MessageParser):
     cdef public CRequestHead _head
     cdef public object requests
 
+    @cython.locals(head=CRequestHead, end=Py_ssize_t)
     cpdef feed(self, data)
     cpdef set_limits(self, limits)
     cpdef resume(self)
@@ -27,8 +28,12 @@ cdef class RequestParser(MessageParser):
     cpdef _fail(self, status, reason)
     @cython.locals(head=CRequestHead)
     cdef Py_ssize_t _complete_head(self, raw, data, Py_ssize_t end) except? -2
-    @cython.locals(head=CRequestHead, line_end=Py_ssize_t)
+    cdef _take_head(self, CRequestHead head)
+    @cython.locals(head=CRequestHead)
+    cdef CRequestHead _scanned(self, raw)
     cdef CRequestHead _read_head(self, raw)
+    @cython.locals(head=CRequestHead, line_end=Py_ssize_t)
+    cdef CRequestHead _read_general(self, raw)
     cpdef _end(self)
     cdef bint _head_limits(self) except -1
     cdef _bad_head(self, text)

@@ -239,15 +239,23 @@ class RequestParser(MessageParser):
         state = self._state
         if state == _PAUSED or self._running:
             self._stash.append(data)
-        elif state == HEAD and not self._buf and 0 <= data.find(b"\r\n\r\n") == len(data) - 4:
+        elif state == HEAD and not self._buf:
             # Fast path: the buffer is exactly one head (and no body), as for most requests.
-            c = data[0]
-            if c == 13 or c == 10:
-                return self._run(data)
+            # The compiled scan takes it whole (it declines a buffer that is not exactly one
+            # head), else a look for its end tells.
             self._begin_head()
+            head = self._scanned(data)
+            if head is None:
+                end = data.find(b"\r\n\r\n")
+                if end < 0 or end != len(data) - 4 or data[0] == 13 or data[0] == 10:
+                    self._run(data)
+                    return
+                head = self._read_general(data)
+                if head is None:
+                    return  # failed
             self._running = True
             try:
-                self._complete_head(data, data, len(data))
+                self._take_head(head)
             finally:
                 self._running = False
             if self._stash or self._eof:
@@ -351,13 +359,17 @@ class RequestParser(MessageParser):
 
     def _complete_head(self, raw: bytes, data: bytes, end: int) -> int:
         head = self._read_head(raw)
-        if head is None:
-            return end  # failed
+        if head is not None:  # (else it failed)
+            self._take_head(head)
+        return end
+
+    def _take_head(self, head: RequestHead) -> None:
+        """A request head was read: hand it on, then expect its body or its end."""
         self._head = head
         self._last_closes = not head.keep_alive
         self._on_head(head)
         if self._state != HEAD:
-            return end  # the handler closed us
+            return  # the handler closed us
         if head.chunked:
             self._bind_body()
             framer = ChunkedFramer(self._max_body, max_trailer=self._max_header_bytes)
@@ -367,7 +379,6 @@ class RequestParser(MessageParser):
             self._expect_body(head.content_length, None)
         else:
             self._end()
-        return end
 
     def _bind_body(self) -> None:
         """A request body follows: the handler's body callback, for the framing (once)."""
@@ -377,6 +388,11 @@ class RequestParser(MessageParser):
     def _read_head(self, raw: bytes) -> RequestHead | None:
         """Checks the limits on the complete head ``raw``, and reads it: the compiled scan for
         the common heads, :func:`read_request_head` for the others. ``None``: it failed."""
+        head = self._scanned(raw)
+        return head if head is not None else self._read_general(raw)
+
+    def _read_general(self, raw: bytes) -> RequestHead | None:
+        """:meth:`_read_head` for a head the scan declined (or with no scan)."""
         line_end = raw.find(b"\r\n")
         if line_end > self._max_line:
             self._fail(414, "request line too long")
@@ -384,32 +400,6 @@ class RequestParser(MessageParser):
         if len(raw) - line_end - 2 > self._max_header_bytes:
             self._fail(431, "request header section too large")
             return None
-        scan = _SCAN
-        if scan is not None and not self._fed and not self._last_closes:
-            # The scan checks all that llhttp would in the heads it takes (more strictly), and
-            # counts their header fields, so a head it takes needs no llhttp at all.
-            fast = scan(raw, self._max_body_or_none, self._max_headers)
-            if fast is not None:
-                method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
-                head = RequestHead(
-                    method,
-                    target,
-                    path,
-                    version,
-                    raw,
-                    low,
-                    line_end,
-                    host,
-                    keep_alive,
-                    length,
-                    False,
-                    None,
-                    False,
-                    None,
-                )
-                if drop:
-                    head._cut = drop
-                return head
         # A header line takes at least 4 bytes ("a:" CRLF): count lines only for large heads.
         if (len(raw) - line_end) // 4 > self._max_headers and (
             raw.count(b"\r\n", line_end + 2) - 1 > self._max_headers
@@ -436,6 +426,43 @@ class RequestParser(MessageParser):
             return None
         if b"proxy-connection" in head._cut:
             self._ll_clean = False  # (see _last_closes)
+        return head
+
+    def _scanned(self, raw: bytes) -> RequestHead | None:
+        """``raw`` read by the compiled scan, or ``None`` where it declines (or is not there).
+
+        The scan checks all that llhttp would in the heads it takes (more strictly), and the
+        limits (it declines a head over one, and :meth:`_read_head` then says which), so a
+        head it takes needs no llhttp and no other look at its bytes. It takes only a buffer
+        that is exactly one head: one CRLFCRLF, at its end."""
+        scan = _SCAN
+        if scan is None or self._fed or self._last_closes:
+            return None
+        fast = scan(
+            raw, self._max_body_or_none, self._max_headers, self._max_line,
+            self._max_header_bytes,
+        )  # fmt: skip
+        if fast is None:
+            return None
+        method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
+        head = RequestHead(
+            method,
+            target,
+            path,
+            version,
+            raw,
+            low,
+            line_end,
+            host,
+            keep_alive,
+            length,
+            False,
+            None,
+            False,
+            None,
+        )
+        if drop:
+            head._cut = drop
         return head
 
     def _end(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from lb.http._fast import REQUEST_ID, UPSTREAM_HEAD
+from lb.http._fast import REQUEST_ID, RESPONSE_OUT, UPSTREAM_HEAD
 from lb.http.heads import RequestHead, ResponseHead, without_lines
 
 #: The compiled builder of common upstream heads (:mod:`lb.http._speedups`), or ``None``;
@@ -28,6 +28,9 @@ from lb.http.heads import RequestHead, ResponseHead, without_lines
 _BUILD = UPSTREAM_HEAD
 #: ``b"%s%012x" % (prefix, n)`` in C, or ``None``.
 _RID = REQUEST_ID
+#: The common response head plus the proxy's lines plus the body, in one allocation, in C, or
+#: ``None``; tests swap it.
+_OUT = RESPONSE_OUT
 
 _counter = itertools.count(1)
 _prefix = os.urandom(6).hex().encode()
@@ -226,6 +229,40 @@ def client_response_head(
         pieces.append(extra)
     pieces.append(b"\r\n")
     return b"".join(pieces)
+
+
+def client_response_out(
+    head: ResponseHead,
+    close: bool,
+    request_id: bytes,
+    lines: bytes,
+    http10_client: bool,
+    body: bytes,
+) -> bytes:
+    """What the client gets for a response: :func:`client_response_head` with the extra
+    lines ``X-Request-ID: request_id`` and ``lines`` (preformatted header lines: a sticky
+    cookie, HSTS; or empty), followed by ``body``, as one bytes object, for one ``write``
+    (a single buffer takes the event loop's direct write; two take a gathered one, which costs
+    more per call than joining a small body).
+
+    The common case (the head goes out as received, plus the lines) is one allocation."""
+    if (
+        not close
+        and not head._cut
+        and head.version == b"1.1"
+        and not head.close_delimited
+        and (not http10_client or head._conn_keep_alive)
+    ):
+        splice = _OUT
+        if splice is not None:
+            return splice(head.raw, request_id, lines, b"", body)
+        return b"".join(
+            (head.raw[:-2], b"X-Request-ID: ", request_id, b"\r\n", lines, b"\r\n", body)
+        )
+    out = client_response_head(
+        head, close, b"".join((b"X-Request-ID: ", request_id, b"\r\n", lines)), http10_client
+    )
+    return out + body if body else out
 
 
 def replace_header(head: bytes, name: bytes, value: bytes | None) -> bytes:

@@ -7,7 +7,7 @@ cimport cython
 
 from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CResponseHead
 from lb.http.response cimport ResponseParser as CResponseParser
-from lb.http.rewrite cimport client_response_head, upstream_request_head
+from lb.http.rewrite cimport client_response_out, upstream_request_head
 from lb.model cimport Backend as CBackend
 from lb.proxy.context cimport HttpContext
 from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
@@ -50,7 +50,8 @@ cdef class Exchange:
     cpdef _attach(self, HttpUpstreamProtocol conn)
     cpdef HttpUpstreamProtocol _detach(self, bint close)
     cpdef _release_backend(self)
-    cpdef _client_head(self, CResponseHead head)
+    @cython.locals(lines=bytes)
+    cpdef bytes _client_out(self, CResponseHead head, bytes body)
     cpdef response_head(self, CResponseHead head)
     cpdef response_body(self, data)
     cpdef response_whole(self, CResponseHead head, body, bint reusable)
@@ -88,3 +89,7 @@ cdef class HttpUpstreamProtocol:
     cpdef on_response_body(self, data)
     cpdef on_response_end(self, bint reusable)
     cpdef on_response_whole(self, CResponseHead head, body, bint reusable)
+
+
+@cython.locals(i=Py_ssize_t, bound=double)
+cpdef Py_ssize_t latency_bucket(double elapsed)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -38,7 +37,7 @@ import orjson
 from lb.histogram import LATENCY_BOUNDS
 from lb.http import RequestHead, ResponseHead, ResponseParser, error_response
 from lb.http.framing import HEAD as MESSAGE_HEAD
-from lb.http.rewrite import client_response_head, replace_header, upstream_request_head
+from lb.http.rewrite import client_response_out, replace_header, upstream_request_head
 from lb.model import Backend
 from lb.proxy.context import HttpContext
 from lb.proxy.edge import UpstreamTls, open_upstream, proxy_header_for
@@ -47,6 +46,9 @@ from lb.proxy.peer import peer_closed
 from lb.proxy.pool import PoolRuntime
 from lb.proxyproto import Address
 from lb.tls import subject_of
+
+#: A whole response whose body is at most this long goes out joined to its head, in one write.
+JOIN_BODY = 16 * 1024
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 RETRY_AFTER = 1
@@ -57,6 +59,18 @@ HEAD = 1  # part of a request head received
 ACTIVE = 2  # an exchange is in progress
 TUNNEL = 3  # upgraded; the Tunnel owns both transports now
 CLOSED = 4
+
+
+def latency_bucket(elapsed: float) -> int:
+    """``bisect_left(LATENCY_BOUNDS, elapsed)`` (:func:`lb.histogram.latency_bucket`), as a
+    C loop where this module is compiled: most responses fall in the first buckets, and it runs
+    per response."""
+    i = 0
+    for bound in LATENCY_BOUNDS:
+        if elapsed <= bound:
+            return i
+        i += 1
+    return i
 
 
 class ListenerView(Protocol):
@@ -437,8 +451,8 @@ class Exchange:
             self.conn.transport.write(head.raw)
             self.response_started = True
 
-    def _client_head(self, head: ResponseHead) -> bytes:
-        """The response head as the client gets it (also notes the status)."""
+    def _client_out(self, head: ResponseHead, body: bytes) -> bytes:
+        """The response head as the client gets it, then ``body`` (also notes the status)."""
         req = self.head
         assert req is not None
         self.status = head.status
@@ -447,15 +461,16 @@ class Exchange:
             # (an answer that starts before the request ended: the connection closes after the
             # request, so the client is told at once)
             self.keep_alive = False
-        # (one join: three concatenations cost three allocations)
+        lines = self.set_cookie
         hsts = self.ctx.hsts
-        extra = b"".join(
-            (b"X-Request-ID: ", self.request_id, b"\r\n", self.set_cookie, hsts or b"")
+        if hsts is not None:
+            lines = lines + hsts
+        return client_response_out(
+            head, not self.keep_alive, self.request_id, lines, req.version == b"1.0", body
         )
-        return client_response_head(head, not self.keep_alive, extra, req.version == b"1.0")
 
     def response_head(self, head: ResponseHead) -> None:
-        out = self._client_head(head)
+        out = self._client_out(head, b"")
         if head.no_body:
             self.conn.transport.write(out)
         else:
@@ -471,11 +486,12 @@ class Exchange:
 
     def response_whole(self, head: ResponseHead, body: bytes, reusable: bool) -> None:
         """A whole response from one buffer: one write, then the end of the exchange."""
-        out = self._client_head(head)
-        if body:
-            self.conn.transport.writelines((out, body))
+        if len(body) <= JOIN_BODY:
+            # One buffer: the loop writes it at once (uvloop's direct write), where a list of
+            # two takes its gathered write, which costs more than copying a small body.
+            self.conn.transport.write(self._client_out(head, body))
         else:
-            self.conn.transport.write(out)
+            self.conn.transport.writelines((self._client_out(head, b""), body))
         self.response_end(reusable)
 
     def flush_head(self) -> None:
@@ -498,7 +514,7 @@ class Exchange:
         if b is not None:
             b.responses[self.status // 100] += 1
             elapsed = now - self.t_mark
-            b.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+            b.latency[latency_bucket(elapsed)] += 1
             b.latency_sum += elapsed
             if pool.tracks_latency:  # (peak_ewma: a C flag test for the others)
                 pool.strategy.on_latency(b, elapsed, now)  # type: ignore[attr-defined]
