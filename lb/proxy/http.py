@@ -97,13 +97,10 @@ class HttpClientProtocol(ClientSide):
         self.write_paused = False
         self.through = False
         self.proxied = None
-        self.loop = loop = ctx.loop
+        self.loop = ctx.loop
         self.limits = limits = ctx.limits
         self.parser = RequestParser(self, limits)
-        # When the current state began (timeouts). The first request's head counts from the
-        # accept (as HAProxy's http-request timeout does): data_received reads the clock
-        # again only for the requests after it.
-        self.t_mark = loop.time()
+        self.t_mark = ctx.clock()  # when the current state began (timeouts)
         self.client_eof = False
         self.exchange: Exchange | None = None
 
@@ -126,8 +123,7 @@ class HttpClientProtocol(ClientSide):
         state = self.state
         if state == IDLE:
             self.state = HEAD
-            if self.parser.requests:  # (the first request counts from the accept)
-                self.t_mark = self.loop.time()
+            self.t_mark = self.ctx.clock()
         elif state == ACTIVE and self.parser.paused:
             # Pipelined requests arriving while a response is in flight are stashed by the
             # parser; stop reading a client that gets far ahead of us.
