@@ -3,6 +3,7 @@
     python -m benchmarks.cpu                          # lb and HAProxy, L7 keep-alive, 3 rounds
     python -m benchmarks.cpu --proxies lb,lb-old --lb-old-src /tmp/wt   # before/after a change
     python -m benchmarks.cpu --mode tcp --rounds 5
+    python -m benchmarks.cpu --close                  # a new connection per request
 
 req/s moves by up to 2x on a shared 2-core machine; CPU microseconds per request move much less,
 because they do not count the time a proxy waits for the CPU. So this is the figure to compare
@@ -11,6 +12,9 @@ for a hot-path change (``lb-old`` runs the ``lb`` package found in ``--lb-old-sr
 seconds against each proxy in turn, and reads the utime + stime of the proxy's whole process
 tree from ``/proc`` before and after; the summary gives the lowest (least disturbed) and the
 median figure per proxy. Loopback only; the backend is one nginx worker, as in ``run.py``.
+``--close`` adds ``Connection: close`` to wrk's requests (http mode): every request is a new
+client connection, so the figure is the CPU cost of a whole connection (accept, first request,
+close), as in ``run.py``'s ``l7-close`` scenario.
 """
 
 from __future__ import annotations
@@ -45,12 +49,13 @@ def tree_cpu_seconds(pid: int) -> float:
     return total / _TICK
 
 
-def measure(port: int, pid: int, duration: int) -> tuple[float, float]:
-    """(req/s, CPU microseconds per request) for one wrk run."""
+def measure(port: int, pid: int, duration: int, close: bool = False) -> tuple[float, float]:
+    """(req/s, CPU microseconds per request) for one wrk run (``close``: a connection each)."""
     before = tree_cpu_seconds(pid)
     t0 = time.monotonic()
+    header = ["-H", "Connection: close"] if close else []
     out = subprocess.run(
-        ["wrk", "-t1", "-c64", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
+        ["wrk", "-t1", "-c64", f"-d{duration}s", *header, f"http://127.0.0.1:{port}/"],
         capture_output=True,
         text=True,
         check=True,
@@ -71,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--lb-old-src", type=Path, help="where lb-old's lb package is")
+    ap.add_argument(
+        "--close",
+        action="store_true",
+        help="http only: wrk sends Connection: close (a new client connection per request)",
+    )
     args = ap.parse_args(argv)
+    if args.close and args.mode != "http":
+        ap.error("--close is for --mode http")
     names = [p.strip() for p in args.proxies.split(",") if p.strip()]
     if "lb-old" in names and args.lb_old_src is None:
         ap.error("lb-old needs --lb-old-src")
@@ -97,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for n, run in running.items():
                 assert run.proc is not None
-                rps, us = measure(run.port, run.proc.pid, args.duration)
+                rps, us = measure(run.port, run.proc.pid, args.duration, args.close)
                 figures[n].append((rps, us))
                 print(f"round {r + 1}  {n:8}  {rps:9,.0f} req/s  {us:6.2f} us CPU/request")
     finally:
         procs.stop_all()
-    print(f"\n{mode}, wrk -t1 -c64, {args.rounds} x {args.duration} s per proxy:")
+    close = ", Connection: close" if args.close else ""
+    print(f"\n{mode}{close}, wrk -t1 -c64, {args.rounds} x {args.duration} s per proxy:")
     for n, rows in figures.items():
         us = [u for _, u in rows]
         rps = [r for r, _ in rows]

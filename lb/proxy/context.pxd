@@ -7,7 +7,7 @@ from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
 cdef class HttpContext:
-    cdef public object loop, access, access_lines, config, router, limits, via, on_empty
+    cdef public object loop, clock, access, access_lines, config, router, limits, via, on_empty
     cdef public set connections
     cdef public Py_ssize_t max_connections, accepted, rejected
     cdef public object _sweep_handle

@@ -42,6 +42,9 @@ class HttpContext:
         access: AccessLog,
     ) -> None:
         self.loop = loop
+        # loop.time, bound once: a call of it skips the method lookup of loop.time() (it
+        # runs twice per new connection).
+        self.clock: Callable[[], float] = loop.time
         # The listener's set of open connections (shared: tcp relays and tunnels use it too).
         self.connections = connections
         # Connections admitted and refused (at max_connections) through admit(); the

@@ -86,11 +86,21 @@ class HttpClientProtocol(ClientSide):
     __slots__ = ("client_eof", "exchange", "limits", "loop", "parser", "t_mark")
 
     def __init__(self, listener: HttpListener, ctx: HttpContext) -> None:
-        ClientSide.__init__(self, listener, ctx)
+        # ClientSide's fields, set here rather than through ClientSide.__init__: compiled,
+        # that call is a Python method call with its argument tuple, once per connection.
+        # (Keep in step with ClientSide.__init__ in lb/proxy/exchange.py.)
+        self.listener = listener
+        self.ctx = ctx
+        self.transport = None  # type: ignore[assignment]
+        self.client_ip = b""
+        self.state = IDLE
+        self.write_paused = False
+        self.through = False
+        self.proxied = None
         self.loop = ctx.loop
-        self.limits = ctx.limits
-        self.parser = RequestParser(self, self.limits)
-        self.t_mark = self.loop.time()  # when the current state began (timeouts)
+        self.limits = limits = ctx.limits
+        self.parser = RequestParser(self, limits)
+        self.t_mark = ctx.clock()  # when the current state began (timeouts)
         self.client_eof = False
         self.exchange: Exchange | None = None
 
@@ -113,7 +123,7 @@ class HttpClientProtocol(ClientSide):
         state = self.state
         if state == IDLE:
             self.state = HEAD
-            self.t_mark = self.loop.time()
+            self.t_mark = self.ctx.clock()
         elif state == ACTIVE and self.parser.paused:
             # Pipelined requests arriving while a response is in flight are stashed by the
             # parser; stop reading a client that gets far ahead of us.
@@ -153,13 +163,13 @@ class HttpClientProtocol(ClientSide):
         if self.state == TUNNEL:
             return  # the Tunnel owns the transports and the release
         self.state = CLOSED
-        parser = self.parser
-        parser.close()
         ex = self.exchange
         if ex is not None:
             self.exchange = None
             ex.client_lost()
-        parser.unbind()  # (frees this connection by reference counting, not the GC)
+        # (No parser.close() first: unbind stops the parser for good too, and nothing reads
+        # what close would clear. It frees this connection by reference counting, not the GC.)
+        self.parser.unbind()
         self.ctx.release(self)
 
     def uses(self, backend: object) -> bool:

@@ -9,8 +9,11 @@ from lb.model cimport Backend as CBackend
 
 
 cdef class IdleUpstreams:
-    cdef public object loop, idle, reused
+    cdef public object loop
+    cdef public dict idle
+    cdef public Py_ssize_t reused
 
+    @cython.locals(conns=list)
     cpdef acquire(self, backend)
     @cython.locals(backend=CBackend, conns=list)
     cpdef release(self, conn, long max_idle, double idle_timeout, double now)
