@@ -11,12 +11,16 @@ carrying traffic (a callback chain that picks, acquires and releases a backend, 
 do) with the worker's scheduler for long strategy work installed (``lb.balancing.background``),
 and on it:
 
-* creates a pool of N backends (its first snapshot: a worker's start, or a reload that adds the
-  pool) while traffic goes to a small pool, then moves the traffic to it. Reported: the
-  snapshot's time (wall and CPU) and, of that, the strategy's ``update()``; how long the
-  strategy's work in slices went on after it (``consistent_hash`` builds a big ring so, and
-  answers picks from a provisional table meanwhile) and its worst slice; and the worst loop lag
-  from the snapshot to the end of that work;
+* applies three snapshots to a new pool of N backends (``PoolRuntime.apply_snapshot``,
+  in slices through that scheduler when big), while traffic goes to a small pool: its first
+  (a worker's start, or a reload that adds the pool), the same one again as fresh objects (a
+  reload that changes nothing in the pool: the supervisor sends every pool whole), and one
+  that changes six backends. Reported for each: the CPU time of the call itself, the wall time
+  until the pool had it whole (and ``consistent_hash``'s sliced ring build was done), the
+  slices and the worst one (CPU), the time in the strategy's ``update()``, and the worst loop
+  lag meanwhile. ``gc.freeze()`` is called before the first and after each, as a worker does.
+  Then traffic moves to that pool. Also reported: the CPU time of decoding the snapshot
+  frame (``wire.decode_to_worker``), which a worker does on its loop in one go;
 * applies a series of changes between traffic callbacks, and reports:
 
 * per kind of change, the median, the 99th percentile and the worst time of the change
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import statistics
 import sys
@@ -229,6 +234,7 @@ async def _measure(
                 break
             await asyncio.sleep(0.001)
         phase.whole_s = time.perf_counter() - t0
+        gc.freeze()
         phase.slices = len(slices)
         phase.slice_worst_s = max(slices, default=0.0)
         phase.update_s = timed.spent
@@ -236,6 +242,7 @@ async def _measure(
         phase.lag_s = result.worst_lag_s
         return phase
 
+    gc.freeze()  # as a worker does before its first snapshot, and after each (lb/worker.py)
     result.snapshots["first"] = await apply([entry(i) for i in range(n)])
     pool = created
     # A reload: the supervisor sends the whole pool again, decoded afresh (new objects).

@@ -630,6 +630,7 @@ class _SnapshotJob:
     strategy pass to the newer job, which feeds them with its own changes."""
 
     __slots__ = (
+        "__weakref__",  # the scheduler holds ``step`` weakly: a superseded job is dropped
         "added",
         "changed",
         "committed",
@@ -643,7 +644,6 @@ class _SnapshotJob:
         "replaced",
         "seen",
         "tokens",
-        "__weakref__",  # the scheduler holds ``step`` weakly: a superseded job is dropped
     )
 
     def __init__(
