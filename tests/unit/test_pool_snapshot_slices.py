@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from lb import wire
@@ -253,3 +254,23 @@ async def test_the_worker_lets_a_newer_snapshot_supersede_one_in_progress(
     assert len(pool.backends) == 600 and pool.backends["b1"].admin is AdminState.MAINT
     assert pool.eligible == 599
     assert_strategy_holds_the_pool(pool)
+
+
+# -- decoding a snapshot: the quick reader refuses what the generic one refuses ---------------
+
+
+def test_a_snapshot_with_a_bad_entry_is_refused_naming_its_field() -> None:
+    entries = [wire.encode(wire.BackendUpdate("p", entry(i)), 1) for i in range(5)]
+    docs = [orjson.loads(frame)["backend"] for frame in entries]
+    docs[3]["admin"] = "gone"
+    frame = orjson.dumps({"type": "pools", "seq": 2, "pools": {"p": docs}})
+    with pytest.raises(wire.WireError) as ei:
+        wire.decode_to_worker(frame)
+    assert "field pools.p.3.admin: expected one of ready, drain, maint" in str(ei.value)
+    docs[3]["admin"] = "drain"
+    docs[1]["effective_weight"] = 2  # an integer weight: the generic reader's float
+    _, msg = wire.decode_to_worker(orjson.dumps({"type": "pools", "seq": 2, "pools": {"p": docs}}))
+    assert isinstance(msg, wire.PoolsSnapshot)
+    got = msg.pools["p"]
+    assert got[3].admin is AdminState.DRAIN and got[1].effective_weight == 2.0
+    assert type(got[1].effective_weight) is float and got[0] == entry(0)
