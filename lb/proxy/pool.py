@@ -672,10 +672,23 @@ class _SnapshotJob:
             self.pending = {}
 
     def step(self, deadline: float) -> bool:
-        """Work until ``deadline``; True: more remains (``background.Step``)."""
+        """Work until ``deadline``; True: more remains (``background.Step``). A failure is
+        logged and ends the job (its ``on_done`` is still called), so that a worker never
+        waits for a snapshot that cannot finish."""
         pool = self.pool
         if pool._snapshot is not self:
             return False  # superseded
+        try:
+            return self._work(deadline)
+        except Exception:
+            log.exception("pool %s: applying a snapshot failed", pool.name)
+            pool._snapshot_done(self)
+            if self.on_done is not None:
+                self.on_done()
+            return False
+
+    def _work(self, deadline: float) -> bool:
+        pool = self.pool
         if not self.committed:
             if self._stage(deadline):
                 return True
