@@ -11,12 +11,16 @@ carrying traffic (a callback chain that picks, acquires and releases a backend, 
 do) with the worker's scheduler for long strategy work installed (``lb.balancing.background``),
 and on it:
 
-* creates a pool of N backends (its first snapshot: a worker's start, or a reload that adds the
-  pool) while traffic goes to a small pool, then moves the traffic to it. Reported: the
-  snapshot's time (wall and CPU) and, of that, the strategy's ``update()``; how long the
-  strategy's work in slices went on after it (``consistent_hash`` builds a big ring so, and
-  answers picks from a provisional table meanwhile) and its worst slice; and the worst loop lag
-  from the snapshot to the end of that work;
+* applies three snapshots to a new pool of N backends (``PoolRuntime.apply_snapshot``,
+  in slices through that scheduler when big), while traffic goes to a small pool: its first
+  (a worker's start, or a reload that adds the pool), the same one again as fresh objects (a
+  reload that changes nothing in the pool: the supervisor sends every pool whole), and one
+  that changes six backends. Reported for each: the CPU time of the call itself, the wall time
+  until the pool had it whole (and ``consistent_hash``'s sliced ring build was done), the
+  slices and the worst one (CPU), the time in the strategy's ``update()``, and the worst loop
+  lag meanwhile. ``gc.freeze()`` is called before the first and after each, as a worker does.
+  Then traffic moves to that pool. Also reported: the CPU time of decoding the snapshot
+  frame (``wire.decode_to_worker``), which a worker does on its loop in one go;
 * applies a series of changes between traffic callbacks, and reports:
 
 * per kind of change, the median, the 99th percentile and the worst time of the change
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import math
 import statistics
 import sys
 import time
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field
 
 import uvloop
 
+from lb import wire
 from lb.balancing import background
 from lb.config import parse_config
 from lb.model import AdminState
@@ -90,17 +97,31 @@ def make_pool(strategy: str, extra: dict[str, object]) -> PoolRuntime:
 
 
 @dataclass
+class Snapshot:
+    """One snapshot applied under load: the CPU time of the call itself (its first slice, or
+    all of it without slices), the wall time until the pool had it whole and the strategy's
+    own sliced work was done, how many slices that took and the worst one (CPU), the time in
+    the strategy's ``update()``, and the worst loop lag a 1 ms probe saw meanwhile."""
+
+    call_cpu_s: float = 0.0
+    whole_s: float = 0.0
+    slices: int = 0
+    slice_worst_s: float = 0.0
+    update_s: float = 0.0
+    lag_s: float = 0.0
+
+
+#: The snapshots measured: the pool's first (a worker's start, or a reload that adds the
+#: pool), the same one again (a reload that changes nothing in the pool), and one that
+#: changes a few backends (two drained, two weights, one added, one removed).
+SNAPSHOTS = ("first", "reload, unchanged", "reload, 6 changed")
+
+
+@dataclass
 class Result:
     name: str
     backends: int
-    snapshot_s: float = 0.0
-    snapshot_cpu_s: float = 0.0
-    snapshot_update_s: float = 0.0
-    #: After the snapshot: how long the strategy's sliced work went on, its worst slice (CPU),
-    #: and the worst loop lag from the snapshot to its end.
-    build_s: float = 0.0
-    slice_worst_s: float = 0.0
-    create_lag_s: float = 0.0
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
     #: kind -> (total seconds, seconds in strategy.update, CPU seconds) per change.
     changes: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     worst_lag_s: float = 0.0
@@ -194,26 +215,45 @@ async def _measure(
     await asyncio.sleep(0.05)
     # The pool is created under load: its first snapshot, then the strategy's work in slices.
     created = make_pool(strategy, extra)
-    entries = [entry(i) for i in range(n)]
     timed = _TimedStrategy(created.strategy)
     created.strategy = timed  # type: ignore[assignment]
-    result.worst_lag_s = 0.0
-    c0 = time.thread_time()
-    t0 = time.perf_counter()
-    created.apply_snapshot(entries)
-    result.snapshot_s = time.perf_counter() - t0
-    result.snapshot_cpu_s = time.thread_time() - c0
-    result.snapshot_update_s = timed.spent
+
+    async def apply(entries: list[BackendEntry]) -> Snapshot:
+        await asyncio.sleep(0.005)
+        slices.clear()
+        timed.spent = 0.0
+        result.worst_lag_s = 0.0
+        c0 = time.thread_time()
+        t0 = time.perf_counter()
+        created.apply_snapshot(entries)
+        phase = Snapshot(call_cpu_s=time.thread_time() - c0)
+        for _ in range(600_000):  # bounded: 10 minutes of 1 ms sleeps
+            if not getattr(created, "applying", False) and not getattr(
+                timed.inner, "building", False
+            ):
+                break
+            await asyncio.sleep(0.001)
+        phase.whole_s = time.perf_counter() - t0
+        gc.freeze()
+        phase.slices = len(slices)
+        phase.slice_worst_s = max(slices, default=0.0)
+        phase.update_s = timed.spent
+        await asyncio.sleep(0.005)
+        phase.lag_s = result.worst_lag_s
+        return phase
+
+    gc.freeze()  # as a worker does before its first snapshot, and after each (lb/worker.py)
+    result.snapshots["first"] = await apply([entry(i) for i in range(n)])
     pool = created
-    t1 = time.perf_counter()
-    for _ in range(600_000):  # bounded: 10 minutes of 1 ms sleeps
-        if not getattr(timed.inner, "building", False):
-            break
-        await asyncio.sleep(0.001)
-    result.build_s = time.perf_counter() - t1 if slices else 0.0
-    result.slice_worst_s = max(slices, default=0.0)
-    await asyncio.sleep(0.005)
-    result.create_lag_s = result.worst_lag_s
+    # A reload: the supervisor sends the whole pool again, decoded afresh (new objects).
+    result.snapshots["reload, unchanged"] = await apply([entry(i) for i in range(n)])
+    changed = [entry(i) for i in range(n + 1) if i != 3]
+    changed[10] = entry(10, admin=AdminState.DRAIN)
+    changed[20] = entry(21, admin=AdminState.MAINT)
+    changed[30] = entry(32, effective_weight=0.5)
+    changed[40] = entry(42, weight=7, effective_weight=7.0)
+    result.snapshots["reload, 6 changed"] = await apply(changed)
+    await apply([entry(i) for i in range(n)])  # back to the plan's starting point
     result.worst_lag_s = 0.0  # from here on, only what the changes cause
     for kind, apply in change_plan(n, rounds):
         timed.spent = 0.0
@@ -251,21 +291,43 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, -(-99 * len(ordered) // 100) - 1)]
 
 
-def render(results: list[Result]) -> str:
+def decode_cpu(n: int) -> float:
+    """CPU seconds to decode a snapshot frame of ``n`` backends (a worker does it on its loop
+    before applying it), the best of 3."""
+    frame = wire.encode(wire.PoolsSnapshot({"p": tuple(entry(i) for i in range(n))}), 1)
+    best = math.inf
+    for _ in range(3):
+        c0 = time.thread_time()
+        wire.decode_to_worker(frame)
+        best = min(best, time.thread_time() - c0)
+    return best
+
+
+def render(results: list[Result], decode_s: float | None = None) -> str:
     lines = [
-        "Creating the pool under load (ms): its first snapshot (wall / CPU), of that the",
-        "strategy's update(); then how long the strategy's sliced work went on (wall) and its",
-        "worst slice (CPU); the worst loop lag a 1 ms probe saw from the snapshot to the end.",
+        "Snapshots applied under load (ms): the CPU time of the call (its first slice, or all",
+        "of it), the wall time until the pool had it whole (and a sliced strategy build was",
+        "done), the slices that took and the worst one (CPU), the time in the strategy's",
+        "update(), the worst loop lag a 1 ms probe saw.",
         "",
-        "| strategy | backends | snapshot | update() | sliced work | worst slice | worst lag |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| strategy | backends | snapshot | call CPU | until whole | slices | worst slice"
+        " | update() | worst lag |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    lines.extend(
-        f"| {r.name} | {r.backends:,} | {_ms(r.snapshot_s)} / {_ms(r.snapshot_cpu_s)}"
-        f" | {_ms(r.snapshot_update_s)} | {_ms(r.build_s) if r.build_s else '-'}"
-        f" | {_ms(r.slice_worst_s) if r.build_s else '-'} | {_ms(r.create_lag_s)} |"
-        for r in results
-    )
+    for r in results:
+        for phase_name in SNAPSHOTS:
+            ph = r.snapshots[phase_name]
+            lines.append(
+                f"| {r.name} | {r.backends:,} | {phase_name} | {_ms(ph.call_cpu_s)}"
+                f" | {_ms(ph.whole_s)} | {ph.slices} | {_ms(ph.slice_worst_s)}"
+                f" | {_ms(ph.update_s)} | {_ms(ph.lag_s)} |"
+            )
+    if decode_s is not None and results:
+        lines += [
+            "",
+            f"Decoding the snapshot frame of {results[0].backends:,} backends"
+            f" (wire.decode_to_worker, CPU, best of 3): {_ms(decode_s)} ms, in one go.",
+        ]
     lines += [
         "",
         "Worker loop time per control-plane change (ms): median / p99 / worst of the change; the",
@@ -306,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.strategy or list(CASES)
     results = run(names, args.backends, args.rounds or (3 if args.quick else 10))
     print()
-    print(render(results))
+    print(render(results, decode_cpu(args.backends)))
     return 0
 
 

@@ -15,7 +15,7 @@ cdef class PoolRuntime:
     cdef public long queue_full, queue_timeouts, hold_timeouts, waited
     cdef public long attempts, retried, budget_exhausted
     cdef public long limits, generation
-    cdef public object lineage, send_proxy
+    cdef public object lineage, send_proxy, _snapshot
     cdef public long max_requests, max_idle, retries
     cdef public double idle_timeout
     cdef public bint panic_all

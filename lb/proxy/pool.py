@@ -36,6 +36,8 @@ No I/O here.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -46,6 +48,7 @@ import xxhash
 
 from lb.balancing import (
     StrategyOptions,
+    background,
     create_strategy,
     needs_key,
     tracks_latency,
@@ -58,7 +61,16 @@ from lb.histogram import LATENCY_BUCKETS, latency_bucket
 from lb.model import AdminState, Backend
 from lb.wire import BackendEntry
 
+log = logging.getLogger("lb.proxy.pool")
+
 BUDGET_WINDOW = 10.0  # seconds: the retry budget's counts halve this often
+#: A snapshot of at most this many entries is applied at once, even with a scheduler.
+SNAPSHOT_INLINE = 512
+#: Entries staged between two looks at the clock while a snapshot is applied in slices.
+SNAPSHOT_BATCH = 64
+#: Backends handed to the strategy per update while a big snapshot is applied in slices
+#: (a strategy that builds in slices itself, ``building``, gets them all at once).
+STRATEGY_CHUNK = 1024
 _READY = AdminState.READY  # (a module constant: release reads it per request)
 
 
@@ -129,6 +141,7 @@ def _ignore_demand(pool: PoolRuntime) -> None:
 class PoolRuntime:
     __slots__ = (
         "_panic_next",
+        "_snapshot",
         "attempts",
         "backends",
         "budget_exhausted",
@@ -186,6 +199,8 @@ class PoolRuntime:
         # Called when the demand rose enough to tell the scaler at once (see report_above).
         self.on_demand: DemandReporter = _ignore_demand
         self._panic_next = 0
+        # A snapshot being applied in slices (apply_snapshot), or None.
+        self._snapshot: _SnapshotJob | None = None
         # Sticky sessions (http): cookie value -> backend.
         self.by_token: dict[bytes, Backend] = {}
         self.limited = False  # some backend has a limit (picks check it)
@@ -271,17 +286,39 @@ class PoolRuntime:
             self._rebuild_tokens()
             self._wake()
 
-    def apply_snapshot(self, entries: Iterable[BackendEntry]) -> None:
-        """The whole pool (a worker's start, a reload): counts and tokens are recomputed."""
-        seen: set[str] = set()
-        for entry in entries:
-            self._upsert(entry)
-            seen.add(entry.id)
-        for gone in set(self.backends) - seen:
-            del self.backends[gone]
-        self._rebuild_tokens()
-        self._refresh()
-        self._changed(None)
+    def apply_snapshot(
+        self, entries: Iterable[BackendEntry], on_done: Callable[[], None] | None = None
+    ) -> None:
+        """The whole pool (a worker's start, a reload). Backends whose entry did not change
+        are kept as they are (a reload of 10,000 unchanged backends changes nothing), changed
+        ones are updated in place, and only what changed reaches the counts, the sticky
+        tokens and the strategy.
+
+        A big snapshot (more than ``SNAPSHOT_INLINE`` entries) is applied in slices when the
+        process has a scheduler for long work (``lb.balancing.background``; a worker installs
+        one), so that the worker's loop serves traffic in between: see ``_SnapshotJob``.
+        Until it is done (``applying``) the pool serves from the set it had; ``on_done`` is
+        called once it is whole. A newer snapshot supersedes one still in progress (its work
+        is dropped, and its ``on_done`` never called). Without a scheduler, or for a small
+        snapshot, it is applied at once and ``on_done`` is called before this returns."""
+        job = _SnapshotJob(self, tuple(entries), on_done)
+        self._snapshot = job
+        schedule = background.scheduler()
+        if schedule is None or len(job.entries) <= SNAPSHOT_INLINE:
+            while job.step(math.inf):
+                pass
+            return
+        if job.step(time.perf_counter() + background.SLICE_S):
+            schedule(job.step)
+
+    @property
+    def applying(self) -> bool:
+        """A snapshot is being applied in slices (see ``apply_snapshot``)."""
+        return self._snapshot is not None
+
+    def _snapshot_done(self, job: _SnapshotJob) -> None:
+        if self._snapshot is job:
+            self._snapshot = None
 
     def apply_backend(self, entry: BackendEntry) -> None:
         """One backend added or changed (a runtime add, a state, weight or slow-start step):
@@ -346,6 +383,10 @@ class PoolRuntime:
         if b is None or b.address != e.address:
             b = Backend(e.address, e.weight, id=e.id)
             self.backends[b.id] = b
+        self._set_fields(b, e)
+        return b
+
+    def _set_fields(self, b: Backend, e: BackendEntry) -> None:
         b.weight = e.weight
         b.effective_weight = float(e.effective_weight)
         b.admin = e.admin
@@ -353,7 +394,6 @@ class PoolRuntime:
         b.ejected = e.ejected
         b.max_conn = e.max_conn
         b.limit = worker_share(e.max_conn, self.workers)
-        return b
 
     # -- picking ----------------------------------------------------------------------------
 
@@ -553,3 +593,235 @@ class PoolRuntime:
         failures = backend.failure_streak
         backend.failure_streak = 0
         self.on_success(self.name, backend, failures)
+
+
+def _same(b: Backend, e: BackendEntry) -> bool:
+    """``b`` already holds what ``e`` says (its address aside: a new one makes a new Backend)."""
+    return (
+        b.weight == e.weight
+        and b.effective_weight == e.effective_weight
+        and b.admin is e.admin
+        and b.health is e.health
+        and b.ejected == e.ejected
+        and b.max_conn == e.max_conn
+    )
+
+
+class _SnapshotJob:
+    """One snapshot applied to a pool, in three parts, each of which can stop at a deadline
+    and go on in the next slice (``lb.balancing.background``):
+
+    1. *Staging*, ``SNAPSHOT_BATCH`` entries between looks at the clock: each entry is
+       compared with the pool's backend of that id. Unchanged: nothing to do (a reload of an
+       unchanged pool stops here). Changed: noted, to be applied at the commit. New, or a new
+       address: a Backend is made (address parsed, sticky token computed), not yet visible.
+       The pool is not touched, so it serves from the set it had.
+    2. *The commit*, at once: backends gone are removed, changes applied in place, new ones
+       added; the counts and the sticky tokens follow what changed only.
+    3. *Feeding the strategy*: what changed, as ``touched`` hints (``Members``), in chunks of
+       ``STRATEGY_CHUNK`` backends, one chunk per slice, so that a first build of 10,000 is
+       no single long update. Until the last chunk, the strategy picks among the backends it
+       was given (the others are in the pool, and the pool's fallback scan may pick them).
+       A strategy that builds in slices itself (``consistent_hash``: ``building``) gets all
+       of them at once.
+
+    A newer snapshot supersedes this one (``PoolRuntime._snapshot`` is no longer this job):
+    before the commit, its work is dropped; after it, the backends not yet fed to the
+    strategy pass to the newer job, which feeds them with its own changes."""
+
+    __slots__ = (
+        "__weakref__",  # the scheduler holds ``step`` weakly: a superseded job is dropped
+        "added",
+        "changed",
+        "committed",
+        "eligible",
+        "entries",
+        "limits",
+        "next",
+        "on_done",
+        "pending",
+        "pool",
+        "replaced",
+        "seen",
+        "tokens",
+    )
+
+    def __init__(
+        self,
+        pool: PoolRuntime,
+        entries: tuple[BackendEntry, ...],
+        on_done: Callable[[], None] | None,
+    ) -> None:
+        self.pool = pool
+        self.entries = entries
+        self.on_done = on_done
+        self.next = 0  # the next entry to stage
+        self.seen: set[str] = set()
+        self.added: dict[str, Backend] = {}  # new ids, in the snapshot's order
+        self.replaced: dict[str, Backend] = {}  # known ids with a new address
+        self.changed: dict[str, BackendEntry] = {}  # known ids whose fields changed
+        self.tokens: dict[bytes, Backend] = {}  # sticky tokens of the new Backend objects
+        self.eligible = 0  # of ``added``
+        self.limits = 0  # of ``added``
+        self.committed = False
+        # Touched backends not yet handed to the strategy (None: removed), oldest first.
+        previous = pool._snapshot
+        if previous is not None and previous is not self and previous.committed:
+            self.pending: dict[str, Backend | None] = previous.pending
+        else:
+            self.pending = {}
+
+    def step(self, deadline: float) -> bool:
+        """Work until ``deadline``; True: more remains (``background.Step``). A failure is
+        logged and ends the job (its ``on_done`` is still called), so that a worker never
+        waits for a snapshot that cannot finish."""
+        pool = self.pool
+        if pool._snapshot is not self:
+            return False  # superseded
+        try:
+            return self._work(deadline)
+        except Exception:
+            log.exception("pool %s: applying a snapshot failed", pool.name)
+            pool._snapshot_done(self)
+            if self.on_done is not None:
+                self.on_done()
+            return False
+
+    def _work(self, deadline: float) -> bool:
+        pool = self.pool
+        if not self.committed:
+            if self._stage(deadline):
+                return True
+            self._commit()
+            if self.pending and time.perf_counter() > deadline:
+                return True
+        if self._feed(deadline):
+            return True
+        pool._snapshot_done(self)
+        pool._wake()
+        if self.on_done is not None:
+            self.on_done()
+        return False
+
+    def _stage(self, deadline: float) -> bool:
+        pool = self.pool
+        backends, entries, seen = pool.backends, self.entries, self.seen
+        sticky = pool.sticky_cookie is not None
+        i, n = self.next, len(self.entries)
+        clock = time.perf_counter
+        while i < n:
+            for e in entries[i : i + SNAPSHOT_BATCH]:
+                seen.add(e.id)
+                b = backends.get(e.id)
+                if b is not None and b.address == e.address:
+                    if not _same(b, e):
+                        self.changed[e.id] = e
+                    continue
+                try:
+                    fresh = Backend(e.address, e.weight, id=e.id)
+                except ValueError as exc:
+                    log.error("pool %s: backend %s ignored: address: %s", pool.name, e.id, exc)
+                    seen.discard(e.id)
+                    continue
+                pool._set_fields(fresh, e)
+                self.changed.pop(e.id, None)
+                if b is None:
+                    self.added[e.id] = fresh
+                    self.eligible += fresh.eligible
+                    self.limits += fresh.limit > 0
+                else:
+                    self.replaced[e.id] = fresh
+                if sticky:
+                    self.tokens[sticky_token(e.id)] = fresh
+            i = min(n, i + SNAPSHOT_BATCH)
+            if clock() > deadline:
+                break
+        self.next = i
+        return i < n
+
+    def _commit(self) -> None:
+        """Apply what was staged, and tell the strategy at once of every removal and change
+        (so that it never picks a backend the pool no longer has, nor one in its old state);
+        the backends added join it in chunks (``_feed``)."""
+        pool = self.pool
+        backends, pending = pool.backends, self.pending
+        sticky = pool.sticky_cookie is not None
+        now: dict[str, Backend | None] = {}  # the strategy hears of these at once
+        for gone in backends.keys() - self.seen:
+            b = backends.pop(gone)
+            pool._count(b, -1)
+            if sticky:
+                token = sticky_token(gone)
+                if pool.by_token.get(token) is b:
+                    del pool.by_token[token]
+            if pending.pop(gone, b) is b:  # not in ``pending``: the strategy holds it
+                now[gone] = None
+        changed, replaced = self.changed, self.replaced
+        if len(changed) + len(replaced) > 1:
+            # In the pool's order, as a whole-list diff would meet them: a strategy's members
+            # (round robin's rotation) keep the order they would have had.
+            order = [k for k in backends if k in changed or k in replaced]
+        else:
+            order = [*changed, *replaced]
+        for backend_id in order:
+            e = changed.get(backend_id)
+            if e is not None:
+                b = backends[backend_id]
+                pool._count(b, -1)
+                pool._set_fields(b, e)
+                pool._count(b, 1)
+            else:
+                b = replaced[backend_id]
+                pool._count(backends[backend_id], -1)
+                backends[backend_id] = b
+                pool._count(b, 1)
+            if backend_id in pending:
+                pending[backend_id] = b  # not fed yet: it joins with the others
+            else:
+                now[backend_id] = b
+        added = self.added
+        if backends.keys().isdisjoint(added):  # always, unless the pool was changed meanwhile
+            backends.update(added)
+            pool.eligible += self.eligible
+            pool.limits += self.limits
+            pool.limited = pool.limits > 0
+        else:
+            added = {k: v for k, v in added.items() if k not in backends}
+            backends.update(added)
+            for b in added.values():
+                pool._count(b, 1)
+        pending.update(added)
+        pool.by_token.update(self.tokens)
+        self.committed = True
+        # Free what the commit used: a job that goes on feeding the strategy keeps only that.
+        self.entries = ()
+        self.added, self.replaced, self.changed, self.tokens = {}, {}, {}, {}
+        self.seen = set()
+        self._update(now)
+
+    def _update(self, now: dict[str, Backend | None]) -> None:
+        """One update of the strategy: ``now`` and the next chunk of ``pending`` (all of it
+        for a strategy that builds in slices itself)."""
+        pool, pending = self.pool, self.pending
+        if getattr(pool.strategy, "building", None) is not None or len(pending) <= STRATEGY_CHUNK:
+            now.update(pending)
+            pending.clear()
+        else:
+            for k in list(itertools.islice(pending, STRATEGY_CHUNK)):
+                now[k] = pending.pop(k)
+        if not now:
+            return
+        if pending:
+            members = [b for b in pool.backends.values() if b.id not in pending]
+        else:
+            members = list(pool.backends.values())
+        pool.generation += 1
+        pool.strategy.update(Members(members, pool.lineage, pool.generation, now))
+
+    def _feed(self, deadline: float) -> bool:
+        """Hand the backends added to the strategy, a chunk at a time; True: more remain."""
+        while self.pending:
+            self._update({})
+            if self.pending and time.perf_counter() > deadline:
+                return True
+        return False
