@@ -339,7 +339,8 @@ class PeakEwma:
         load = self._load
         for k in range(min(choices, n)):
             x = rand()
-            r = k + int(x * (n - k))
+            r = int(x * (n - k))
+            r += k
             i = perm[r]
             perm[r] = perm[k]
             perm[k] = i
