@@ -15,8 +15,9 @@ ab's (``ab``: HTTP/1.0 with ``Connection: Keep-Alive``) or wrk's with ``Connecti
 protocol object, ``connection_made`` and ``connection_lost``), as ``Connection: close`` traffic
 is; the upstream connection stays pooled. ``--strategy`` and ``--backends`` set the pool's
 balancing (round_robin over one backend by default; with more, each backend has its pooled
-upstream connection, and the response goes to the one the exchange attached). For instruction counts, run it under callgrind at two
-batch sizes and divide the difference (the set-up cancels out). The figures are the
+upstream connection, and the response goes to the one the exchange attached). For
+instruction counts, run it under callgrind at two batch sizes and divide the difference (the
+set-up cancels out). The figures are the
 minimum over repeats of the mean time per exchange, split into the request side and the
 response side: the part of a request's CPU cost that is lb's own Python (the rest is the event
 loop and the kernel; see ``benchmarks/cpu.py`` for the whole).
@@ -97,9 +98,7 @@ async def measure(
     cfg = parse_config(
         {
             "listeners": [{"name": "h", "bind": "127.0.0.1:1", "mode": "http", "pool": "p"}],
-            "pools": {
-                "p": {"strategy": strategy, "backends": [{"address": a} for a in addresses]}
-            },
+            "pools": {"p": {"strategy": strategy, "backends": [{"address": a} for a in addresses]}},
         }
     )
     pool = PoolRuntime("p", cfg.pools["p"])
