@@ -9,6 +9,10 @@ and the sampling. Never does: I/O, read a clock (every time it knows comes with 
 count requests itself (``active`` is kept by the pool and read at pick time and at each
 answer).
 
+Compiled by Cython with the class layouts of ``peak_ewma.pxd`` (its work is per request), and
+run as it is where nothing was compiled: both decide alike, bit for bit
+(``tests/unit/test_peak_ewma_compiled.py``).
+
 Theory of operation
 -------------------
 Each backend has an estimate of its response time, ``cost`` seconds as of time ``stamp``:
