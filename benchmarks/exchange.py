@@ -13,8 +13,11 @@ request head: wrk's (``minimal``), a browser's (``browser``: ``benchmarks.wrk.BR
 ab's (``ab``: HTTP/1.0 with ``Connection: Keep-Alive``) or wrk's with ``Connection: close``
 (``close``). ``--new-connections`` makes every exchange a new client connection (a new
 protocol object, ``connection_made`` and ``connection_lost``), as ``Connection: close`` traffic
-is; the upstream connection stays pooled. For instruction counts, run it under callgrind at two
-batch sizes and divide the difference (the set-up cancels out). The figures are the
+is; the upstream connection stays pooled. ``--strategy`` and ``--backends`` set the pool's
+balancing (round_robin over one backend by default; with more, each backend has its pooled
+upstream connection, and the response goes to the one the exchange attached). For
+instruction counts, run it under callgrind at two batch sizes and divide the difference (the
+set-up cancels out). The figures are the
 minimum over repeats of the mean time per exchange, split into the request side and the
 response side: the part of a request's CPU cost that is lb's own Python (the rest is the event
 loop and the kernel; see ``benchmarks/cpu.py`` for the whole).
@@ -84,17 +87,27 @@ class _Transport:
 
 
 async def measure(
-    repeats: int, batch: int, request: bytes = REQUEST, new_connections: bool = False
+    repeats: int,
+    batch: int,
+    request: bytes = REQUEST,
+    new_connections: bool = False,
+    strategy: str = "round_robin",
+    backends: int = 1,
 ) -> tuple[float, float]:
+    addresses = [f"127.0.0.1:{2 + i}" for i in range(backends)]
     cfg = parse_config(
         {
             "listeners": [{"name": "h", "bind": "127.0.0.1:1", "mode": "http", "pool": "p"}],
-            "pools": {"p": {"backends": [{"address": "127.0.0.1:2"}]}},
+            "pools": {"p": {"strategy": strategy, "backends": [{"address": a} for a in addresses]}},
         }
     )
     pool = PoolRuntime("p", cfg.pools["p"])
+    ids = ["a"] + [f"b{i}" for i in range(1, backends)]
     pool.apply_snapshot(
-        [BackendEntry(id="a", address="127.0.0.1:2", weight=1, effective_weight=1.0)]
+        [
+            BackendEntry(id=i, address=a, weight=1, effective_weight=1.0)
+            for i, a in zip(ids, addresses, strict=True)
+        ]
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
     listener.http = ctx = HttpContext(
@@ -102,16 +115,25 @@ async def measure(
     )
     client = HttpClientProtocol(listener, ctx)
     client.connection_made(_Transport())  # type: ignore[arg-type]
-    upstream = HttpUpstreamProtocol(pool.backends["a"], ctx.upstreams)
-    upstream.connection_made(_Transport())  # type: ignore[arg-type]
-    ctx.upstreams.release(upstream, 10, 3600.0, 0.0)
+    upstreams = []
+    for i in ids:
+        upstream = HttpUpstreamProtocol(pool.backends[i], ctx.upstreams)
+        upstream.connection_made(_Transport())  # type: ignore[arg-type]
+        ctx.upstreams.release(upstream, 10, 3600.0, 0.0)
+        upstreams.append(upstream)
+    upstream = upstreams[0]
     to_client, to_upstream = client.data_received, upstream.data_received
+    one = backends == 1
     clock = time.perf_counter
     best = (float("inf"), 0.0, 0.0)
     for _ in range(repeats):
         req = resp = 0.0
         for _ in range(batch):
-            upstream.requests = 0  # stay under upstream_max_requests
+            if one:
+                upstream.requests = 0  # stay under upstream_max_requests
+            else:
+                for up in upstreams:
+                    up.requests = 0
             t0 = clock()
             if new_connections:
                 # What the listener's factory and uvloop do for an accepted connection.
@@ -121,7 +143,10 @@ async def measure(
             else:
                 to_client(request)
             t1 = clock()
-            to_upstream(RESPONSE)
+            if one:
+                to_upstream(RESPONSE)
+            else:  # the connection the exchange attached (a pick among several)
+                client.exchange.upstream.data_received(RESPONSE)  # type: ignore[union-attr]
             if new_connections:
                 client.connection_lost(None)  # (the response said Connection: close)
             t2 = clock()
@@ -143,9 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--new-connections", action="store_true", help="a new client connection per exchange"
     )
+    ap.add_argument("--strategy", default="round_robin", help="the pool's strategy")
+    ap.add_argument("--backends", type=int, default=1, help="backends in the pool")
     args = ap.parse_args(argv)
+    if args.backends < 1:
+        ap.error("--backends must be at least 1")
     req, resp = uvloop.run(
-        measure(args.repeats, args.batch, HEADS[args.head], args.new_connections)
+        measure(
+            args.repeats,
+            args.batch,
+            HEADS[args.head],
+            args.new_connections,
+            args.strategy,
+            args.backends,
+        )
     )
     modules = _compiled.compiled_modules()
     path = (
@@ -153,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         f" {sum(modules.values())}/{len(modules)} modules compiled"
     )
     print(
-        f"one exchange ({args.head} head"
+        f"one exchange ({args.head} head, {args.strategy} over {args.backends}"
+        f" backend{'s' if args.backends > 1 else ''}"
         f"{', new connection' if args.new_connections else ''}; {path}):"
         f" request side {req:.2f} us + response side {resp:.2f} us"
         f" = {req + resp:.2f} us (min of {args.repeats} x {args.batch}; includes two clock reads)"

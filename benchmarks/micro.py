@@ -21,6 +21,11 @@ What is measured:
   the worker's scheduler for long work is installed (``lb.balancing.background``: the rest
   runs in slices between I/O), the same snapshot again ("warm"), and the pool's common
   changes, one backend added and one removed (the strategies apply only what changed).
+* the per-request hooks of the strategies that have them, per request: ``least_conn``'s
+  ``on_acquire`` + ``on_release``, and ``peak_ewma``'s ``on_latency`` (answers 0.2 ms apart,
+  the busy case, and 2 s apart, where the weight takes an ``exp()``). ``peak_ewma``'s pick rows
+  are measured after one answer from every backend (1-3 ms; "half slow": every other backend
+  answered in 20 ms, so a sixth of the picks draw two slow candidates and compare four).
 * the request head path: ``RequestParser.feed`` + ``build_upstream_head`` for a browser-like
   head and for wrk's minimal one, and the response head path (``ResponseParser`` +
   ``rewrite_response_head``).
@@ -60,6 +65,9 @@ PICK_CASES: dict[str, tuple[str, StrategyOptions, bool, bool]] = {
     "least_conn": ("least_conn", StrategyOptions(), False, False),
     "least_conn (weights differ)": ("least_conn", StrategyOptions(), False, True),
     "random_two": ("random_two", StrategyOptions(), False, False),
+    "peak_ewma": ("peak_ewma", StrategyOptions(), False, False),
+    "peak_ewma (half slow)": ("peak_ewma", StrategyOptions(), False, False),
+    "peak_ewma (choices 3)": ("peak_ewma", StrategyOptions(ewma_choices=3), False, False),
     "consistent_hash": ("consistent_hash", StrategyOptions(), True, False),
     "consistent_hash (bounded_load 1.25)": (
         "consistent_hash",
@@ -78,6 +86,7 @@ EXPLAIN = {
     "10,000 backends the 12.8 MB ring no longer fits in cache",
     "consistent_hash (bounded_load 1.25)": "as consistent_hash; the total load is kept by the "
     "pool's hooks and the walk reads compact per-slot counts",
+    "peak_ewma (half slow)": "O(1): two candidates, four when both read far slower than usual",
 }
 
 BROWSER_HEAD = (
@@ -139,6 +148,8 @@ class MicroResults:
     update_first_blocking: list[Curve] = field(default_factory=list)
     #: Benchmark name -> nanoseconds per request (or response) head.
     http: dict[str, float] = field(default_factory=dict)
+    #: Per-request strategy hooks: benchmark name -> nanoseconds per request.
+    hooks: dict[str, float] = field(default_factory=dict)
 
 
 def backends(n: int, *, weighted: bool, rng: random.Random) -> list[Backend]:
@@ -171,6 +182,17 @@ def _pick_loop(
     return loop
 
 
+def _answered(s: Strategy, pool: list[Backend], half_slow: bool, rng: random.Random) -> None:
+    """One answer from every backend, at time 100 s, so that a latency-aware strategy has an
+    estimate for each (1-3 ms; 20 ms for every other one when ``half_slow``)."""
+    on_latency = getattr(s, "on_latency", None)
+    if on_latency is None:
+        return
+    for i, b in enumerate(pool):
+        rtt = 0.020 if half_slow and i % 2 else rng.uniform(0.001, 0.003)
+        on_latency(b, rtt, 100.0)
+
+
 def bench_pick(repeat: int, budget_s: float, sizes: tuple[int, ...]) -> list[Curve]:
     rng = random.Random(8)
     keys_bytes = [b"user-%d" % rng.randrange(10**9) for _ in range(1000)]
@@ -180,10 +202,69 @@ def bench_pick(repeat: int, budget_s: float, sizes: tuple[int, ...]) -> list[Cur
         keys: list[bytes | None] = list(keys_bytes) if keyed else [None] * 1000
         for n in sizes:
             s = create_strategy(strategy, options)
-            s.update(Members(backends(n, weighted=weighted, rng=rng), object(), 1, None))
+            pool = backends(n, weighted=weighted, rng=rng)
+            s.update(Members(pool, object(), 1, None))
+            _answered(s, pool, "half slow" in name, rng)
             curve.ns[n] = best_ns(_pick_loop(s.pick, keys), len(keys), repeat, budget_s)
         curves.append(curve)
     return curves
+
+
+def bench_hooks(repeat: int, budget_s: float, n: int = 10) -> dict[str, float]:
+    """The per-request hooks, per request, on a pool of ``n`` busy backends."""
+    rng = random.Random(10)
+    out: dict[str, float] = {}
+    pool = backends(n, weighted=False, rng=rng)
+    lc = create_strategy("least_conn", StrategyOptions())
+    lc.update(Members(pool, object(), 1, None))
+    acquire, release = lc.on_acquire, lc.on_release  # type: ignore[attr-defined]
+    order = [pool[rng.randrange(n)] for _ in range(1000)]
+
+    def least_conn_hooks() -> None:
+        for b in order:
+            b.active += 1
+            acquire(b)
+            b.active -= 1
+            release(b)
+
+    out["least_conn on_acquire + on_release (and the two active updates)"] = best_ns(
+        least_conn_hooks, len(order), repeat, budget_s
+    )
+    active_only = best_ns(_active_updates(order), len(order), repeat, budget_s)
+    out["(of that, the two active updates alone)"] = active_only
+    for label, gap in (("answers 0.2 ms apart", 0.0002), ("answers 2 s apart: exp()", 2.0)):
+        s = create_strategy("peak_ewma", StrategyOptions())
+        s.update(Members(pool, object(), 1, None))
+        _answered(s, pool, False, rng)
+        on_latency = s.on_latency  # type: ignore[attr-defined]
+        rtts = [rng.uniform(0.001, 0.003) for _ in order]
+        clock = [100.0]
+
+        def peak_ewma_hook(
+            on_latency: Callable[[Backend, float, float], None] = on_latency,
+            rtts: list[float] = rtts,
+            clock: list[float] = clock,
+            gap: float = gap,
+        ) -> None:
+            t = clock[0]
+            for b, rtt in zip(order, rtts, strict=True):
+                t += gap
+                on_latency(b, rtt, t)
+            clock[0] = t
+
+        out[f"peak_ewma on_latency, {label}"] = best_ns(
+            peak_ewma_hook, len(order), repeat, budget_s
+        )
+    return out
+
+
+def _active_updates(order: list[Backend]) -> Callable[[], None]:
+    def loop() -> None:
+        for b in order:
+            b.active += 1
+            b.active -= 1
+
+    return loop
 
 
 def _update_s(strategy: Strategy, pool: list[Backend]) -> float:
@@ -226,7 +307,7 @@ def bench_update(
     rng = random.Random(9)
     cold_curves, blocking_curves, warm_curves, add_curves, remove_curves = [], [], [], [], []
     for name, (strategy, options, _keyed, weighted) in PICK_CASES.items():
-        if name.startswith("least_conn (") or "bounded_load" in name:
+        if " (" in name:
             continue  # same update() as the plain variant
         cold = Curve(name)
         blocking = Curve(name)
@@ -372,6 +453,8 @@ def run(
     if not updates_only:
         progress(f"[micro] pick() at {', '.join(f'{n:,}' for n in sizes)} backends")
         results.pick = bench_pick(repeat, budget, sizes)
+        progress("[micro] per-request hooks (least_conn, peak_ewma)")
+        results.hooks = bench_hooks(repeat, budget)
     progress("[micro] update() (consistent_hash at 10,000 backends takes a few seconds)")
     (
         results.update_cold,
@@ -425,6 +508,10 @@ def render(results: MicroResults) -> str:
         lines += ["", f"{title}, per call:", "", f"| strategy | {cols} |", f"| --- | {align} |"]
         for c in curves:
             lines.append(f"| {c.name} | " + " | ".join(_fmt_ns(c.ns[n]) for n in sizes) + " |")
+    if results.hooks:
+        lines += ["", "Per-request strategy hooks (10 backends), per request:", ""]
+        lines += ["| what | time |", "| --- | ---: |"]
+        lines += [f"| {k} | {_fmt_ns(v)} |" for k, v in results.hooks.items()]
     if results.http:
         lines += ["", "HTTP heads, per message:", "", "| what | time |", "| --- | ---: |"]
         lines += [f"| {k} | {_fmt_ns(v)} |" for k, v in results.http.items()]

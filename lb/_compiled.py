@@ -41,6 +41,7 @@ SPEEDUPS = "lb.http._speedups"
 
 COMPILED_MODULES = (
     "lb.model",
+    "lb.balancing.peak_ewma",
     "lb.http.heads",
     "lb.http.framing",
     "lb.http.request",

@@ -9,6 +9,10 @@ and the sampling. Never does: I/O, read a clock (every time it knows comes with 
 count requests itself (``active`` is kept by the pool and read at pick time and at each
 answer).
 
+Compiled by Cython with the class layouts of ``peak_ewma.pxd`` (its work is per request), and
+run as it is where nothing was compiled: both decide alike, bit for bit
+(``tests/unit/test_peak_ewma_compiled.py``).
+
 Theory of operation
 -------------------
 Each backend has an estimate of its response time, ``cost`` seconds as of time ``stamp``:
@@ -84,7 +88,6 @@ from __future__ import annotations
 
 import math
 import random
-from array import array
 from collections.abc import Callable, Sequence
 
 from lb.balancing.options import StrategyOptions
@@ -101,16 +104,22 @@ _KEEP = 1.0 - 1.0 / EVIDENCE
 #: A pick whose best candidate reads more than this many times the pool's typical latency
 #: draws again, twice as many candidates (see "Slow candidates" above).
 FAR_WORSE = 4.0
+_FAR = FAR_WORSE  # (compiled: a C double, as _KEEP is; FAR_WORSE stays a Python name)
 
 
 class _Estimate:
-    """One backend's latency estimate: ``cost`` seconds (< 0: no sample yet) as of ``stamp``."""
+    """One backend's latency estimate, ``cost`` seconds (< 0: no sample yet) as of ``stamp``,
+    with what a pick reads beside it: the backend and its effective weight (as of the last
+    update). One object per eligible backend, so that a pick reads one of them per candidate
+    (compiled: C fields of one struct)."""
 
-    __slots__ = ("cost", "stamp")
+    __slots__ = ("backend", "cost", "stamp", "weight")
 
-    def __init__(self) -> None:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
         self.cost = -1.0
         self.stamp = 0.0
+        self.weight = 1.0
 
 
 class PeakEwma:
@@ -137,7 +146,6 @@ class PeakEwma:
         "_random",
         "_roster",
         "_typical",
-        "_weights",
     )
 
     def __init__(self, options: StrategyOptions, *, rng: Callable[[], float] | None = None) -> None:
@@ -161,7 +169,6 @@ class PeakEwma:
         self._backends: tuple[Backend, ...] = ()
         self._estimates: tuple[_Estimate, ...] = ()
         self._by_backend: dict[Backend, _Estimate] = {}
-        self._weights = array("d")
         self._n = 0
         self._perm: list[int] = []  # a permutation of range(n), for choices > 2
         self._now = 0.0
@@ -176,11 +183,14 @@ class PeakEwma:
         # back after leaving, or whose object was replaced (a new address), starts afresh.
         old = self._by_backend
         members = tuple(roster.members.values())
-        by_backend = {b: old.get(b) or _Estimate() for b in members}
+        by_backend = {b: old.get(b) or _Estimate(b) for b in members}
+        estimates = tuple(by_backend.values())
+        # (roster.weights holds the same ids in the same order as roster.members.)
+        for e, weight in zip(estimates, roster.weights.values(), strict=True):
+            e.weight = weight
         self._by_backend = by_backend
         self._backends = members
-        self._estimates = tuple(by_backend.values())
-        self._weights = array("d", roster.weights.values())
+        self._estimates = estimates
         self._n = len(members)
         self._perm = list(range(self._n))
 
@@ -254,7 +264,7 @@ class PeakEwma:
         latency (never below the floor): then the pick draws again, wider."""
         typical = self._typical
         floor = self._floor
-        return cost > FAR_WORSE * (typical if typical > floor else floor)
+        return cost > _FAR * (typical if typical > floor else floor)
 
     def pick(self, key: bytes | None) -> Backend | None:
         n = self._n
@@ -266,37 +276,41 @@ class PeakEwma:
                 best, cost = self._pick_among(n, 2 * self._choices)
             return best
         rand = self._random
-        i = int(rand() * n)
-        j = int(rand() * (n - 1))
+        r = rand()
+        i = int(r * n)
+        r = rand()
+        j = int(r * (n - 1))
         if j >= i:
             j += 1  # two distinct indices, each uniform
-        a = self._backends[i]
-        b = self._backends[j]
+        ea = self._estimates[i]
+        eb = self._estimates[j]
+        a = ea.backend
+        b = eb.backend
         active_a = a.active
         active_b = b.active
         # _estimate, inlined for both (this is the hot path; a method call costs more than
-        # the arithmetic). Stamps are never after _now: it is the latest sample's time.
+        # the arithmetic). Stamps are never after _now: it is the latest sample's time, and
+        # an estimate stamped now needs no exp() (it would be exp(0) = 1).
+        now = self._now
         floor = self._floor
-        e = self._estimates[i]
-        cost_a = e.cost
+        cost_a = ea.cost
         if cost_a < 0.0:
             cost_a = self._penalty if active_a else self._initial
         else:
-            if not active_a:
-                cost_a *= _exp((e.stamp - self._now) * self._inv_decay)
+            if not active_a and ea.stamp != now:
+                cost_a *= _exp((ea.stamp - now) * self._inv_decay)
             if cost_a < floor:
                 cost_a = floor
-        e = self._estimates[j]
-        cost_b = e.cost
+        cost_b = eb.cost
         if cost_b < 0.0:
             cost_b = self._penalty if active_b else self._initial
         else:
-            if not active_b:
-                cost_b *= _exp((e.stamp - self._now) * self._inv_decay)
+            if not active_b and eb.stamp != now:
+                cost_b *= _exp((eb.stamp - now) * self._inv_decay)
             if cost_b < floor:
                 cost_b = floor
-        wa = self._weights[i]
-        wb = self._weights[j]
+        wa = ea.weight
+        wb = eb.weight
         load = self._load
         # score_a <= score_b, without dividing (weights are > 0).
         x_a = cost_a * (active_a + load) * wb
@@ -311,7 +325,7 @@ class PeakEwma:
         typical = self._typical
         if typical < floor:
             typical = floor
-        if cost > FAR_WORSE * typical and n > 2:
+        if cost > _FAR * typical and n > 2:
             best, cost = self._pick_among(n, 4)
         return best
 
@@ -321,24 +335,25 @@ class PeakEwma:
         and its estimate. O(choices)."""
         perm = self._perm
         rand = self._random
-        backends = self._backends
         estimates = self._estimates
-        weights = self._weights
         best: Backend | None = None
         best_score = 0.0
         best_weight = 0.0
         best_cost = 0.0
         load = self._load
         for k in range(min(choices, n)):
-            r = k + int(rand() * (n - k))
+            x = rand()
+            r = int(x * (n - k))
+            r += k
             i = perm[r]
             perm[r] = perm[k]
             perm[k] = i
-            b = backends[i]
+            e = estimates[i]
+            b = e.backend
             active = b.active
-            cost = self._estimate(estimates[i], active)
+            cost = self._estimate(e, active)
             score = cost * (active + load)
-            w = weights[i]
+            w = e.weight
             # score / w < best_score / best_weight, cross-multiplied; a tie: the heavier.
             if (
                 best is None
