@@ -5,7 +5,8 @@ Owns:
 
 * ``COMPILED_MODULES``: the modules (the data path, and peak_ewma) that setup.py compiles from
   their own ``.py`` source, each with the ``.pxd`` next to it that declares its class layouts;
-  and ``SPEEDUPS``, the one module written in Cython (``lb/http/_speedups.pyx``: the scan of common heads).
+  and ``SPEEDUPS``, the one module written in Cython (``lb/http/_speedups.pyx``: the scan of
+  common heads).
 * ``extensions_disabled()``: ``LB_NO_EXTENSIONS``, with one meaning for setup.py and the run
   time. ``1``/``true``/``yes``/``on`` turns the compiled parts off: setup.py builds none of them,
   and at run time the compiled modules are imported from their ``.py`` source (the finder
