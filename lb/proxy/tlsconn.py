@@ -167,7 +167,6 @@ class TlsConnection:
                 if size > RECORD_HEADER and size == RECORD_HEADER + (data[3] << 8 | data[4]):
                     self._read_record(size)
                 else:
-                    self.drained = False
                     self._read()
             else:
                 self._read()
