@@ -11,9 +11,12 @@ bytes in order, with TLS 1.2 and TLS 1.3, and a ``close_notify`` must end the co
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import itertools
 import ssl
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +27,12 @@ from lb.proxy.tlsconn import TlsConnection
 from lb.tls import ServerOptions, ServerTls
 from tests.certs import Authority
 
-
 Cuts = Callable[[list[bytes]], list[int]]
+
+
+def cut_at(offset: int, records: list[bytes]) -> list[int]:
+    """One cut in the first record, at ``offset`` (from its end when negative)."""
+    return [offset % len(records[0])]
 
 
 class Echo:
@@ -141,7 +148,7 @@ def test_every_cut_of_the_records_delivers_the_same_bytes(tmp_path: Path, versio
                     records = [client.record(p) for p in payloads]
                     wire = b"".join(records)
                     edges = [0, *cuts(records), len(wire)]
-                    for a, b in zip(edges, edges[1:], strict=False):
+                    for a, b in itertools.pairwise(edges):
                         await client.send(wire[a:b])
                         await asyncio.sleep(0.02)
                     size = sum(map(len, payloads))
@@ -155,7 +162,7 @@ def test_every_cut_of_the_records_delivers_the_same_bytes(tmp_path: Path, versio
                 # one record cut anywhere: inside its header, just after it, near its end
                 request = b"GET /cut HTTP/1.1\r\nHost: a.test\r\n\r\n"
                 for cut in (1, 3, 5, 6, 20, -1):
-                    await exchange([request], lambda r, cut=cut: [cut % len(r[0])])
+                    await exchange([request], functools.partial(cut_at, cut))
                     assert conn.drained  # and the next whole record takes the short way again
                 # two records in one read; a record and the start of the next; a record of one
                 # byte; three records of 16 KiB and more in one write
@@ -167,10 +174,8 @@ def test_every_cut_of_the_records_delivers_the_same_bytes(tmp_path: Path, versio
                 assert b"".join(app.data) == b"".join(sent)
                 # the client's close_notify, a whole record of its own: the app hears the end,
                 # closes, and the client reads the server's close_notify
-                try:
+                with contextlib.suppress(ssl.SSLWantReadError):
                     client.sslobj.unwrap()
-                except ssl.SSLWantReadError:
-                    pass
                 await client.send(client.outgoing.read())
                 assert await app.lost is None
                 assert app.events == ["eof", "lost"]
