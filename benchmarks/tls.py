@@ -3,6 +3,7 @@ ciphers, same nginx backend, one run.
 
     python -m benchmarks.tls                      # about 2 minutes
     python -m benchmarks.tls --duration 4 --idle 1000
+    python -m benchmarks.tls --inproc 200000      # lb's TLS layer alone, in-process: seconds
 
 For an ECDSA P-256 and an RSA 2048 certificate (made with ``openssl`` at run time), it measures:
 
@@ -23,6 +24,16 @@ The two wrk rows run ``--rounds`` times (3 by default), lb and HAProxy alternati
 first; the table gives each proxy's median and, in the notes, the lowest and highest lb/HAProxy
 ratio within a round (the machine's drift).
 
+``--inproc N`` measures none of that: it runs lb's own TLS layer (``lb/proxy/tlsconn.py``, as
+compiled or, with ``LB_NO_EXTENSIONS=1``, as plain Python) in one process, with no socket and
+no event loop. A client ``ssl.SSLObject`` makes the handshake with a ``TlsConnection`` over
+memory, then encrypts N keep-alive requests (one record each) ahead of time; the timed part
+hands them to the connection one by one, as the socket would, and an app stub answers each
+with a 33-byte response (one ``write``, one record). It prints the CPU µs per request of the
+server side alone (decrypt, app call, encrypt); under ``valgrind --tool=callgrind`` two runs
+with different N give its instructions per request (the difference divided by the
+difference in N).
+
 Both proxies terminate TLS 1.3 (1.2 minimum), ALPN http/1.1, Mozilla intermediate ciphers,
 and add the same forwarding headers as in ``configs.py``. Ratios are lb / HAProxy within the
 run; the machine is shared, so absolute figures drift. Not a test: run it on a quiet machine.
@@ -39,9 +50,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchmarks import configs, wrk
 from benchmarks.cpu import tree_cpu_seconds
@@ -185,6 +198,140 @@ def idle_memory(port: int, pid: int, count: int) -> tuple[int, float]:
     return asyncio.run(run())
 
 
+INPROC_REQUEST = b"GET / HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: wrk\r\n\r\n"
+INPROC_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 33\r\nConnection: keep-alive\r\n\r\n"
+    b"hello from the benchmark backend\n"
+)
+
+
+class _Handle:
+    def cancel(self) -> None:
+        pass
+
+
+class _Loop:
+    """What a ``TlsConnection`` asks of its loop: a timer it cancels, a callback run now."""
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> _Handle:
+        return _Handle()
+
+    def call_soon(self, callback: Any, *args: Any) -> _Handle:
+        callback(*args)
+        return _Handle()
+
+
+class _Socket:
+    """The socket transport under the connection: it keeps what it is given while ``keep``."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.keep = True
+
+    def write(self, data: bytes) -> None:
+        if self.keep:
+            self.out.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _Answer:
+    """The app stub: every read is a request, answered with one write."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(INPROC_RESPONSE)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+def inproc(tmp: Path, kind: str, requests: int) -> float:
+    """CPU µs per keep-alive request of lb's TLS layer alone (see the module docstring)."""
+    from lb.proxy.edge import EdgeCounters
+    from lb.proxy.tlsconn import TlsConnection
+    from lb.tls import ServerOptions, ServerTls
+
+    cert, key = make_cert(tmp, kind)
+    server = ServerTls([(str(cert), str(key))], ServerOptions(alpn=("http/1.1",)))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(cin, cout, server_hostname=NAME)
+    sock = _Socket()
+    conn = TlsConnection(_Loop(), _Answer(), server.default, EdgeCounters(), 10.0)  # type: ignore[arg-type]
+    conn.connection_made(sock)  # type: ignore[arg-type]
+    while True:
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            conn.data_received(cout.read())
+            cin.write(b"".join(sock.out))
+            sock.out.clear()
+    conn.data_received(cout.read())  # the client's Finished
+    answers = b""
+    for _ in range(2):  # two requests end to end: the client reads its answers
+        client.write(INPROC_REQUEST)
+        conn.data_received(cout.read())
+        cin.write(b"".join(sock.out))
+        sock.out.clear()
+        while True:
+            try:
+                answers += client.read(65536)
+            except ssl.SSLWantReadError:
+                break
+    if answers != INPROC_RESPONSE * 2:
+        raise RuntimeError(f"the TLS layer answered {answers!r}")
+    records = []
+    for _ in range(requests):
+        client.write(INPROC_REQUEST)
+        records.append(cout.read())
+    sock.keep = False
+    receive = conn.data_received
+    t0 = time.process_time()
+    for record in records:
+        receive(record)
+    used = time.process_time() - t0
+    print(
+        f"lb TLS layer in-process ({kind}, {client.version()} {(client.cipher() or ('',))[0]}): "
+        f"{requests:,} requests, {1e6 * used / requests:.3f} µs CPU per request",
+        flush=True,
+    )
+    return 1e6 * used / requests
+
+
 def resumed_count(admin: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -224,7 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=int, default=5000, help="idle TLS connections (memory)")
     p.add_argument("--keys", default="ecdsa,rsa")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of the wrk rows")
+    p.add_argument(
+        "--inproc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only lb's TLS layer, in-process, for N keep-alive requests (no proxies)",
+    )
     args = p.parse_args(argv)
+    if args.inproc:
+        with tempfile.TemporaryDirectory(prefix="lb-bench-tls-") as d:
+            for kind in args.keys.split(","):
+                inproc(Path(d), kind, args.inproc)
+        return 0
     raise_nofile()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="lb-bench-tls-") as d:

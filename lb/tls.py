@@ -8,7 +8,9 @@ default, and it is the one each connection starts with; its ``sni_callback`` loo
 the client asked for up among the names of every certificate (the DNS names of its
 subjectAltName, or its common name when it has none; exact names first, then ``*.suffix``
 wildcards, which match one label) and switches the connection to that certificate's context.
-A name nobody has, or no name, keeps the default.
+A name nobody has, or no name, keeps the default. With one context (one certificate, or an
+ECDSA and an RSA one for the same names) there is nothing to switch to, and no callback: a
+handshake then makes no call into Python for its name.
 
 Two certificates for the same names with different kinds of key (ECDSA and RSA) share one
 context (``load_cert_chain`` twice): OpenSSL gives each client the certificate that its
@@ -253,7 +255,8 @@ class ServerTls:
                 )
                 table.setdefault(name, ctx)  # the first certificate with a name keeps it
         self.default = contexts[0]
-        self.default.sni_callback = self._sni
+        if len(contexts) > 1:
+            self.default.sni_callback = self._sni
 
     def select(self, server_name: str | None) -> ssl.SSLContext:
         """The context for a client that asked for ``server_name``."""

@@ -7,10 +7,11 @@ cdef class TlsConnection:
     cdef public object app, counters, incoming, loop, outgoing, ssl, sslobj, timer, transport
     cdef public double timeout
     cdef public int state
-    cdef public bint read_paused, reading_scheduled, write_paused, closing
+    cdef public bint read_paused, reading_scheduled, write_paused, closing, drained
 
     cpdef data_received(self, data)
     cpdef _handshake(self)
+    cpdef _read_record(self, Py_ssize_t size)
     cpdef _read(self)
     cpdef _flush(self)
     cpdef write(self, data)

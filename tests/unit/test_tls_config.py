@@ -194,12 +194,44 @@ def test_an_rsa_and_an_ecdsa_certificate_for_the_same_names_share_a_context(
         assert _served_key_type(tls.default, client, "a.test") == want
 
 
+def test_sni_switches_contexts_only_when_there_are_several(tmp_path: Path) -> None:
+    ca = Authority(tmp_path)
+    a = ca.issue("a", "a.test")
+    b = ca.issue("b", "b.test")
+    client = ssl.create_default_context(cafile=str(ca.ca_pem))
+    client.check_hostname = False  # the certificate each name gets is what is checked
+    # two certificates: the callback is there, and each name gets its own certificate
+    tls = ServerTls([(str(a.cert), str(a.key)), (str(b.cert), str(b.key))], ServerOptions())
+    assert tls.default.sni_callback is not None
+    for name, want in (("a.test", "a.test"), ("b.test", "b.test"), ("c.test", "a.test")):
+        assert _served_names(tls.default, client, name) == [want]
+    # one certificate: no callback (no call into Python per handshake), every name gets it
+    one = ServerTls([(str(b.cert), str(b.key))], ServerOptions())
+    assert one.default.sni_callback is None
+    for name in ("b.test", "a.test"):
+        assert _served_names(one.default, client, name) == ["b.test"]
+
+
+def _served_names(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> list[str]:
+    """The DNS names of the certificate the server gives a client that asks for ``name``."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(_served_certificate(server, client, name))
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return list(san.value.get_values_for_type(x509.DNSName))
+
+
 def _served_key_type(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> str:
-    """A handshake between two SSLObjects in memory; the kind of key the server's
-    certificate has."""
+    """The kind of key the server's certificate has."""
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    key = x509.load_der_x509_certificate(_served_certificate(server, client, name)).public_key()
+    return "EC" if isinstance(key, ec.EllipticCurvePublicKey) else "RSA"
+
+
+def _served_certificate(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> bytes:
+    """A handshake between two SSLObjects in memory; the server's certificate (DER)."""
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     srv = server.wrap_bio(s_in, s_out, server_side=True)
     cli = client.wrap_bio(c_in, c_out, server_hostname=name)
@@ -218,8 +250,7 @@ def _served_key_type(server: ssl.SSLContext, client: ssl.SSLContext, name: str) 
             break
     der = cli.getpeercert(binary_form=True)
     assert der is not None
-    key = x509.load_der_x509_certificate(der).public_key()
-    return "EC" if isinstance(key, ec.EllipticCurvePublicKey) else "RSA"
+    return der
 
 
 @pytest.mark.parametrize(
