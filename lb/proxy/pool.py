@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import xxhash
@@ -59,7 +59,7 @@ from lb.balancing.roster import Members
 from lb.config import PeakEwmaConfig, PoolConfig
 from lb.histogram import LATENCY_BUCKETS, latency_bucket
 from lb.model import AdminState, Backend
-from lb.wire import BackendEntry
+from lb.wire import BackendEntry, EntryColumns
 
 log = logging.getLogger("lb.proxy.pool")
 
@@ -301,7 +301,10 @@ class PoolRuntime:
         called once it is whole. A newer snapshot supersedes one still in progress (its work
         is dropped, and its ``on_done`` never called). Without a scheduler, or for a small
         snapshot, it is applied at once and ``on_done`` is called before this returns."""
-        job = _SnapshotJob(self, tuple(entries), on_done)
+        # A decoded snapshot (wire.EntryColumns) makes its entries as they are read: in the
+        # staging slices, not here in one go.
+        kept = entries if isinstance(entries, tuple | EntryColumns) else tuple(entries)
+        job = _SnapshotJob(self, kept, on_done)
         self._snapshot = job
         schedule = background.scheduler()
         if schedule is None or len(job.entries) <= SNAPSHOT_INLINE:
@@ -649,7 +652,7 @@ class _SnapshotJob:
     def __init__(
         self,
         pool: PoolRuntime,
-        entries: tuple[BackendEntry, ...],
+        entries: Sequence[BackendEntry],
         on_done: Callable[[], None] | None,
     ) -> None:
         self.pool = pool

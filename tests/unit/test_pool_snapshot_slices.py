@@ -256,20 +256,52 @@ async def test_the_worker_lets_a_newer_snapshot_supersede_one_in_progress(
     assert_strategy_holds_the_pool(pool)
 
 
+async def test_a_decoded_snapshot_makes_its_entries_in_the_slices(
+    tiny_slices: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot frame as the worker gets it (wire.EntryColumns): the pool reads its entries
+    a batch per slice, and ends with the same backends as from the entries themselves."""
+    previous = background.scheduler()
+    plane = DataPlane(0)
+    background.set_scheduler(previous)
+    plane.on_frame(wire.encode(wire.NewConfig(worker_config()), 1))
+    made: list[int] = []
+    plain = wire.EntryColumns.__getitem__
+
+    def counted(self: wire.EntryColumns, index: Any) -> Any:
+        got = plain(self, index)
+        made.append(len(got) if isinstance(index, slice) else 1)
+        return got
+
+    monkeypatch.setattr(wire.EntryColumns, "__getitem__", counted)
+    snapshot = tuple(entry(i, weight=2, effective_weight=1.5) for i in range(1500))
+    plane.on_frame(wire.encode(wire.PoolsSnapshot({"p": snapshot}), 2))
+    assert plane.applying
+    assert sum(made) < len(snapshot)  # not all made when the frame was decoded
+    await until(lambda: not plane.applying)
+    assert sum(made) == len(snapshot) and len(made) > 2  # one batch at a time
+    pool = plane.pools["p"]
+    assert plane.seq == 2 and pool.eligible == 1500
+    assert [(b.id, b.address, b.weight, b.effective_weight) for b in pool.backends.values()] == [
+        (e.id, e.address, e.weight, e.effective_weight) for e in snapshot
+    ]
+    assert_strategy_holds_the_pool(pool)
+
+
 # -- decoding a snapshot: the quick reader refuses what the generic one refuses ---------------
 
 
 def test_a_snapshot_with_a_bad_entry_is_refused_naming_its_field() -> None:
-    entries = [wire.encode(wire.BackendUpdate("p", entry(i)), 1) for i in range(5)]
-    docs = [orjson.loads(frame)["backend"] for frame in entries]
-    docs[3]["admin"] = "gone"
-    frame = orjson.dumps({"type": "pools", "seq": 2, "pools": {"p": docs}})
+    frame = wire.encode(wire.PoolsSnapshot({"p": tuple(entry(i) for i in range(5))}), 2)
+    doc = orjson.loads(frame)
+    columns = doc["pools"]["p"]  # the snapshot travels by column (wire.EntryColumns)
+    columns["admin"][3] = "gone"
     with pytest.raises(wire.WireError) as ei:
-        wire.decode_to_worker(frame)
-    assert "field pools.p.3.admin: expected one of ready, drain, maint" in str(ei.value)
-    docs[3]["admin"] = "drain"
-    docs[1]["effective_weight"] = 2  # an integer weight: the generic reader's float
-    _, msg = wire.decode_to_worker(orjson.dumps({"type": "pools", "seq": 2, "pools": {"p": docs}}))
+        wire.decode_to_worker(orjson.dumps(doc))
+    assert "field pools.p.admin.3: expected one of ready, drain, maint" in str(ei.value)
+    columns["admin"][3] = "drain"
+    columns["effective_weight"][1] = 2  # an integer weight: read as a float
+    _, msg = wire.decode_to_worker(orjson.dumps(doc))
     assert isinstance(msg, wire.PoolsSnapshot)
     got = msg.pools["p"]
     assert got[3].admin is AdminState.DRAIN and got[1].effective_weight == 2.0
