@@ -626,7 +626,9 @@ class _SnapshotJob:
        no single long update. Until the last chunk, the strategy picks among the backends it
        was given (the others are in the pool, and the pool's fallback scan may pick them).
        A strategy that builds in slices itself (``consistent_hash``: ``building``) gets all
-       of them at once.
+       of them at once, in the slice after the commit's (its update of 10,000 is several
+       milliseconds, on top of the commit's): meanwhile a pool that had no backend before
+       queues its requests (``enqueue``), and the end of the job wakes them.
 
     A newer snapshot supersedes this one (``PoolRuntime._snapshot`` is no longer this job):
     before the commit, its work is dropped; after it, the backends not yet fed to the
@@ -696,7 +698,7 @@ class _SnapshotJob:
             if self._stage(deadline):
                 return True
             self._commit()
-            if self.pending and time.perf_counter() > deadline:
+            if self.pending and (self._builds_itself() or time.perf_counter() > deadline):
                 return True
         if self._feed(deadline):
             return True
@@ -800,13 +802,14 @@ class _SnapshotJob:
         self.entries = ()
         self.added, self.replaced, self.changed, self.tokens = {}, {}, {}, {}
         self.seen = set()
-        self._update(now)
+        if now or not self._builds_itself():
+            self._update(now)
 
     def _update(self, now: dict[str, Backend | None]) -> None:
         """One update of the strategy: ``now`` and the next chunk of ``pending`` (all of it
         for a strategy that builds in slices itself)."""
         pool, pending = self.pool, self.pending
-        if getattr(pool.strategy, "building", None) is not None or len(pending) <= STRATEGY_CHUNK:
+        if self._builds_itself() or len(pending) <= STRATEGY_CHUNK:
             now.update(pending)
             pending.clear()
         else:
@@ -820,6 +823,11 @@ class _SnapshotJob:
             members = list(pool.backends.values())
         pool.generation += 1
         pool.strategy.update(Members(members, pool.lineage, pool.generation, now))
+
+    def _builds_itself(self) -> bool:
+        """The strategy builds in slices itself (``consistent_hash``: ``building``): it takes
+        every backend added in one update, in a slice after the commit's."""
+        return getattr(self.pool.strategy, "building", None) is not None
 
     def _feed(self, deadline: float) -> bool:
         """Hand the backends added to the strategy, a chunk at a time; True: more remain."""
