@@ -55,7 +55,11 @@ second or more of CPU, far above the 10 ms a control-plane change may block a wo
 (issue 17). So when the process has a scheduler for long work (``lb.balancing.background``:
 a worker installs one on its loop), a build that is not done within ``INLINE_S`` goes on in
 slices of about 2 ms, one per loop iteration, between the I/O; without one (tests, a strategy
-used on its own) the build is done at once. While a build goes on:
+used on its own) the build is done at once. The setup of a big first build (numbering the
+slots, the pick structures: a few milliseconds at 10,000 backends) is a slice of its own too,
+after the ``update`` that takes the list (the roster's diff: as much again): the strategy had
+nothing to pick from, so nothing is lost by waiting; a pick that comes first does the setup
+at once (``_starting``). While a build goes on:
 
 * picks come from a *provisional table*: the backends in slot order with their cumulative
   weights, a key going to the backend whose share of the total weight holds ``xxh3_64(key)``.
@@ -283,6 +287,7 @@ class ConsistentHash:
         "_slot_of",
         "_slots",
         "_spin",
+        "_starting",
         "_total_weight",
         "_vnodes",
         "_weights",
@@ -329,6 +334,9 @@ class ConsistentHash:
         self._dirty: set[str] = set()
         self._cumulative: list[float] = []
         self._spin = 0
+        # A big first build set to start in the next slice (or at the first pick, whichever
+        # comes first): see "Whole builds".
+        self._starting = False
         # Ring points still to move after a change (see "Changes in slices"): id -> the slot
         # its points on the ring carry (-1: it has none).
         self._behind: dict[str, int] = {}
@@ -342,8 +350,24 @@ class ConsistentHash:
             return
         if len(roster.members) > MAX_BACKENDS:
             raise ValueError(f"consistent_hash supports at most {MAX_BACKENDS} eligible backends")
+        if self._starting:
+            return  # the build starts from the roster as it is then
         if changes.size * 4 > max(len(roster.members), 32):
             self._total_weight = sum(roster.weights.values())
+            schedule = background.scheduler()
+            if (
+                schedule is not None
+                and not self._held
+                and self._build is None
+                and self._vnodes * self._total_weight > INLINE_POINTS
+            ):
+                # A big first build: nothing to pick from until now, so the setup (sort,
+                # slot tables) can wait for a slice of its own, or for the first pick.
+                self._starting = True
+                if not self._scheduled:
+                    self._scheduled = True
+                    schedule(self._step)
+                return
             self._start_build()
             return
         for b in changes.left:
@@ -359,12 +383,12 @@ class ConsistentHash:
     @property
     def building(self) -> bool:
         """A first build is under way: picks use the provisional table until it is done."""
-        return self._build is not None
+        return self._build is not None or self._starting
 
     @property
     def settling(self) -> bool:
         """Work remains for the scheduler: a build, or ring points still to move."""
-        return self._build is not None or bool(self._behind)
+        return self._build is not None or self._starting or bool(self._behind)
 
     def point_count(self, backend: Backend) -> int:
         """How many ring points a backend gets at its current effective weight."""
@@ -401,6 +425,8 @@ class ConsistentHash:
         process, else in slices (``lb.balancing.background``), with the provisional table
         answering picks meanwhile. The slots are renumbered in ``id`` order here, and the
         pick structures follow them at once."""
+        self._starting = False
+        self._total_weight = sum(self._roster.weights.values())
         order = sorted(self._roster.members.values(), key=_id_of)
         ids = list(map(_id_of, order))
         weights = list(map(_weight_of, order))
@@ -433,6 +459,9 @@ class ConsistentHash:
     def _step(self, deadline: float) -> bool:
         """Work on the build, then on the points still to move, until ``deadline``; True: more
         remains (``background.Step``)."""
+        if self._starting:
+            self._start_build()
+            return True  # the setup was this slice's work
         build = self._build
         if build is not None:
             if self._advance(build, deadline):
@@ -735,9 +764,7 @@ class ConsistentHash:
 
     def pick(self, key: bytes | None) -> Backend | None:
         if not self._size:
-            if self._build is not None:
-                return self._provisional(key)
-            return self._unplaced()
+            return self._unplaced(key)
         chunks = self._chunks
         if key is None:
             ci = self._cursor_chunk
@@ -763,9 +790,9 @@ class ConsistentHash:
         bound = self._bound
         if b is not None and (bound is None or not self._active[owner]):
             return b
-        return self._walk(ci, i, bound)
+        return self._walk(ci, i, bound, key)
 
-    def _walk(self, ci: int, i: int, bound: float | None) -> Backend | None:
+    def _walk(self, ci: int, i: int, bound: float | None, key: bytes | None) -> Backend | None:
         """Walk clockwise from point ``i`` of chunk ``ci`` to the first backend under its bound
         (bounded loads), passing over the points of backends that left whose points are still
         to be removed (``_catch_up``)."""
@@ -791,12 +818,17 @@ class ConsistentHash:
                 chunk = chunks[ci]
                 i = 0
         # Unreachable while c >= 1 and the counts add up; keep the affinity.
-        return first if first is not None else self._unplaced()
+        return first if first is not None else self._unplaced(key)
 
-    def _unplaced(self) -> Backend | None:
-        """A pick when no point on the ring names an eligible backend, though some are: for
+    def _unplaced(self, key: bytes | None) -> Backend | None:
+        """A pick when no point on the ring names an eligible backend: a first build under
+        way (the provisional table; one set to start starts now, since a pick needs it), or
         the moment a change takes to move points (every point left is one still to remove,
-        those of the backends that joined are still to insert). None when none is."""
+        those of the backends that joined are still to insert). None when none is eligible."""
+        if self._starting:
+            self._start_build()
+        if self._build is not None:
+            return self._provisional(key)
         return next(iter(self._held), None)
 
     def _provisional(self, key: bytes | None) -> Backend | None:

@@ -236,3 +236,57 @@ def test_changes_in_slices_order_equal_positions_by_id(
     bound: float | None,
 ) -> None:
     check_slices(steps, script, bound)
+
+
+# -- a big first build: its setup in a slice of its own -------------------------------------
+
+
+def test_a_big_first_build_sets_up_in_the_next_slice(steps: list[background.Step]) -> None:
+    """The update of a first list only takes it (the roster's diff); the setup of the build
+    (sort by id, slot tables) is the next slice's work, so that neither is one long block."""
+    backends = big_pool(300)  # 48,000 points: a build in slices
+    strategy = ConsistentHash(StrategyOptions())
+    strategy.update(backends)
+    assert strategy.building and strategy.settling and len(steps) == 1
+    assert strategy._slots == [] and strategy._build is None  # not set up yet
+    assert steps[0](0.0)  # the setup, and nothing else, in this slice
+    assert len(strategy._slots) == 300 and strategy._build is not None
+    assert not strategy._build.prepared
+    run_all(steps)
+    assert not strategy.settling
+    assert ring_points(strategy) == ring_points(built_at_once(backends, StrategyOptions()))
+
+
+@pytest.mark.parametrize("bound", [None, 1.25])
+def test_a_pick_before_that_slice_sets_up_at_once(
+    steps: list[background.Step], bound: float | None
+) -> None:
+    backends = big_pool(300)
+    strategy = ConsistentHash(StrategyOptions(bounded_load=bound))
+    strategy.update(backends)
+    assert strategy._build is None
+    picked = strategy.pick(b"key")
+    assert picked is not None and picked in backends and strategy._build is not None
+    assert all(strategy.pick(k) in backends for k in [*KEYS[:100], None])
+    run_all(steps)
+    assert ring_points(strategy) == ring_points(
+        built_at_once(backends, StrategyOptions(bounded_load=bound))
+    )
+
+
+def test_changes_before_that_slice_are_in_the_build(steps: list[background.Step]) -> None:
+    backends = big_pool(300)
+    lineage = object()
+    strategy = ConsistentHash(StrategyOptions())
+    strategy.update(Members(backends, lineage, 1, None))
+    gone, drained = backends.pop(7), backends[8]
+    drained.admin = AdminState.DRAIN
+    strategy.update(Members(backends, lineage, 2, {gone.id: None, drained.id: drained}))
+    added = Backend("127.0.3.1:9000", effective_weight=2.0)
+    backends.append(added)
+    strategy.update(Members(backends, lineage, 3, {added.id: added}))
+    assert strategy._build is None and len(steps) == 1
+    run_all(steps)
+    assert not strategy.settling
+    assert ring_points(strategy) == ring_points(built_at_once(backends, StrategyOptions()))
+    assert {b.id for b in strategy._held} == {b.id for b in backends if b.eligible}
