@@ -380,6 +380,21 @@ class ConsistentHash:
         if self._build is None:
             self._settle_soon()
 
+    def dismantle(self, deadline: float) -> bool:
+        """Free the ring a part at a time (a ``background.Step``, for a strategy a reload
+        replaced): the ring and the points of 10,000 backends take about 9 ms to free in one
+        go. Ends any build or change in progress. True: more remains."""
+        self._build, self._starting, self._behind, self._dirty = None, False, {}, set()
+        chunks, maxes, cache = self._chunks, self._maxes, self._cache
+        self._size = 0
+        while chunks or cache:
+            del chunks[-256:], maxes[-256:]
+            for _ in range(min(len(cache), 512)):
+                cache.popitem()
+            if time.perf_counter() > deadline:
+                return True
+        return False
+
     @property
     def building(self) -> bool:
         """A first build is under way: picks use the provisional table until it is done."""

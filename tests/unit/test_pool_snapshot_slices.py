@@ -10,6 +10,8 @@ the machine's speed; nothing here measures time (``benchmarks.stall`` does)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -306,3 +308,50 @@ def test_a_snapshot_with_a_bad_entry_is_refused_naming_its_field() -> None:
     got = msg.pools["p"]
     assert got[3].admin is AdminState.DRAIN and got[1].effective_weight == 2.0
     assert type(got[1].effective_weight) is float and got[0] == entry(0)
+
+
+# -- a reload that changes the strategy: the new one takes the backends in slices -----------
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), [("weighted", "least_conn"), ("round_robin", "consistent_hash")]
+)
+async def test_a_new_strategy_takes_a_big_pool_in_slices(
+    tiny_slices: None, before: str, after: str
+) -> None:
+    pool = make_pool(before)
+    background.set_scheduler(None)
+    pool.apply_snapshot([entry(i) for i in range(1500)])
+    background.set_scheduler(background.run_on(asyncio.get_running_loop(), slice_s=-1.0))
+    pool.reconfigure(config_of(after).pools["p"])
+    assert pool.config.strategy == after
+    # (consistent_hash takes them all at once, and builds its ring in slices itself.)
+    assert pool.applying or getattr(pool.strategy, "settling", False)
+    # Meanwhile every pick is one of the pool's eligible backends.
+    assert all(pool.pick(b"k%d" % i) in pool.backends.values() for i in range(50))
+    # Changes meanwhile: a backend removed is never fed, one with a new address is fed new.
+    pool.remove("b3")
+    pool.apply_backend(entry(1400, address="127.0.9.9:8000"))
+    await until(lambda: not pool.applying)
+    await until(lambda: not getattr(pool.strategy, "settling", False))
+    assert len(pool.backends) == 1499 and pool.eligible == 1499
+    assert_strategy_holds_the_pool(pool)
+    held = pool.strategy._roster.members  # type: ignore[attr-defined]
+    assert "b3" not in held and held["b1400"] is pool.backends["b1400"]
+    assert held["b1400"].address == "127.0.9.9:8000"
+
+
+async def test_a_replaced_ring_is_freed_in_slices(tiny_slices: None) -> None:
+    pool = make_pool("consistent_hash")
+    background.set_scheduler(None)
+    pool.apply_snapshot([entry(i) for i in range(1500)])
+    background.set_scheduler(background.run_on(asyncio.get_running_loop(), slice_s=-1.0))
+    old = weakref.ref(pool.strategy)
+    assert pool.strategy._size  # type: ignore[attr-defined]
+    pool.reconfigure(config_of("round_robin").pools["p"])
+    gc.collect()
+    assert old() is not None  # kept for its slices
+    slices = await until(lambda: old() is None)
+    assert slices > 2  # a part at a time
+    await until(lambda: not pool.applying)
+    assert_strategy_holds_the_pool(pool)
