@@ -6,7 +6,6 @@ whatever changed in between."""
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from lb.balancing.roster import Members
 from lb.model import AdminState, Backend
 
 from .test_balancing_consistent_hash import KEYS, ring_points
+from .test_balancing_consistent_hash import crowded_ring as crowded_ring  # the fixture
 
 
 @pytest.fixture
@@ -32,17 +32,6 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[background.Step]]:
     previous = background.set_scheduler(collected.append)
     yield collected
     background.set_scheduler(previous)
-
-
-@pytest.fixture
-def crowded_ring(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only 64 distinct positions: most points share theirs with others (ties by id)."""
-    real = ch.point_positions
-
-    def crowded(backend_id: str, start: int, stop: int) -> array[int]:
-        return array("Q", [p & (63 << 56) for p in real(backend_id, start, stop)])
-
-    monkeypatch.setattr(ch, "point_positions", crowded)
 
 
 def big_pool(n: int, weight: float = 1.0) -> list[Backend]:
