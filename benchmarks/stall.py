@@ -150,6 +150,12 @@ class _TimedStrategy:
         return getattr(self.inner, name)
 
 
+def _settling(strategy: object) -> bool:
+    """The strategy still has work in slices (``settling``; ``building`` for one that has only
+    that: an older ``consistent_hash``, to compare with)."""
+    return bool(getattr(strategy, "settling", getattr(strategy, "building", False)))
+
+
 def change_plan(n: int, rounds: int) -> list[tuple[str, Callable[[PoolRuntime], None]]]:
     plan: list[tuple[str, Callable[[PoolRuntime], None]]] = []
     for r in range(rounds):
@@ -239,7 +245,7 @@ async def _measure(
             await asyncio.sleep(0.001)
         gc.freeze()  # as a worker does once its pools have the snapshot (lb/worker.py)
         for _ in range(600_000):  # and the strategy's own slices (consistent_hash)
-            if not getattr(timed.inner, "settling", False):
+            if not _settling(timed.inner):
                 break
             await asyncio.sleep(0.001)
         phase.whole_s = time.perf_counter() - t0
@@ -274,7 +280,7 @@ async def _measure(
         result.changes.setdefault(kind, []).append((total, timed.spent, cpu))
         await asyncio.sleep(0.005)  # let traffic and the probe run between changes
     for _ in range(600_000):  # the last change's slices (bounded: 10 minutes)
-        if not getattr(timed.inner, "settling", False):
+        if not _settling(timed.inner):
             break
         await asyncio.sleep(0.001)
     result.change_slice_worst_s = max(slices, default=0.0)
