@@ -47,7 +47,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import uvloop
@@ -150,6 +150,15 @@ class _TimedStrategy:
         return getattr(self.inner, name)
 
 
+def as_received(entries: list[BackendEntry]) -> Sequence[BackendEntry]:
+    """A pool's entries as a worker has them: through the snapshot frame, encoded and decoded
+    (a ``wire.EntryColumns``, which makes each entry as it is read), rather than 10,000
+    entry objects made beforehand, which a worker never holds."""
+    _, msg = wire.decode_to_worker(wire.encode(wire.PoolsSnapshot({"p": tuple(entries)}), 1))
+    assert isinstance(msg, wire.PoolsSnapshot)
+    return msg.pools["p"]
+
+
 def _settling(strategy: object) -> bool:
     """The strategy still has work in slices (``settling``; ``building`` for one that has only
     that: an older ``consistent_hash``, to compare with)."""
@@ -230,7 +239,8 @@ async def _measure(
     timed = _TimedStrategy(created.strategy)
     created.strategy = timed  # type: ignore[assignment]
 
-    async def apply(entries: list[BackendEntry]) -> Snapshot:
+    async def apply(listed: list[BackendEntry]) -> Snapshot:
+        entries = as_received(listed)
         await asyncio.sleep(0.005)
         slices.clear()
         timed.spent = 0.0
