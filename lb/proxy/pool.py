@@ -285,7 +285,7 @@ class PoolRuntime:
                 retired = self.strategy
                 self.strategy = create_strategy(config.strategy, strategy_options(config))
                 self._feed_anew()
-                _retire(retired)
+                retire_strategy(retired)
             self._derive()
             self._rebuild_tokens()
             self._wake()
@@ -625,10 +625,11 @@ class PoolRuntime:
         self.on_success(self.name, backend, failures)
 
 
-def _retire(strategy: Strategy) -> None:
-    """Let a replaced strategy that holds big structures free them in slices (its
-    ``dismantle`` step: ``consistent_hash``'s ring of 10,000 backends takes about 9 ms to free
-    in one go); any other is freed when the last reference goes."""
+def retire_strategy(strategy: Strategy) -> None:
+    """Let a strategy that was replaced, or whose pool a reload removed, free what it holds
+    in slices if it can (its ``dismantle`` step: ``consistent_hash``'s ring of 10,000
+    backends takes about 9 ms to free in one go); any other is freed when the last reference
+    goes."""
     dismantle = getattr(strategy, "dismantle", None)
     schedule = background.scheduler()
     if dismantle is not None and schedule is not None:

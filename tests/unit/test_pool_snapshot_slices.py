@@ -355,3 +355,25 @@ async def test_a_replaced_ring_is_freed_in_slices(tiny_slices: None) -> None:
     assert slices > 2  # a part at a time
     await until(lambda: not pool.applying)
     assert_strategy_holds_the_pool(pool)
+
+
+async def test_the_worker_frees_a_removed_pools_ring_in_slices(tiny_slices: None) -> None:
+    previous = background.scheduler()
+    plane = DataPlane(0)
+    background.set_scheduler(previous)
+    plane.on_message(1, wire.NewConfig(worker_config("consistent_hash")))
+    plane.on_message(2, wire.PoolsSnapshot({"p": tuple(entry(i) for i in range(1500))}))
+    await until(lambda: not plane.applying)
+    await until(lambda: not plane.pools["p"].strategy.settling)  # type: ignore[attr-defined]
+    old = weakref.ref(plane.pools["p"].strategy)
+    other = parse_config(
+        {
+            "listeners": [{"name": "l", "bind": "127.0.0.1:1", "mode": "http", "pool": "q"}],
+            "pools": {"q": {"backends": [{"address": "127.0.0.1:2"}]}},
+        }
+    )
+    plane.on_message(3, wire.NewConfig(other))  # pool p is gone
+    assert "p" not in plane.pools
+    gc.collect()
+    assert old() is not None  # kept for its slices
+    assert await until(lambda: old() is None) > 2
