@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import types
 import typing
-from collections.abc import Callable, ItemsView, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypedDict, cast
 
@@ -62,6 +63,7 @@ __all__ = [
     "BackendEntry",
     "BackendUpdate",
     "CloseBackend",
+    "EntryColumns",
     "Failure",
     "Fatal",
     "ListenerCounters",
@@ -121,6 +123,65 @@ class BackendEntry:
     max_conn: int = 0  # the backend's limit for all workers together (0: none); split by each
 
 
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(BackendEntry))
+
+
+class EntryColumns(Sequence[BackendEntry]):
+    """A snapshot's pool as a worker decodes it: the entries' fields by column (checked by
+    the decoder), each ``BackendEntry`` made when it is read.
+
+    A snapshot of 10,000 backends is decoded on the worker's loop: making its 10,000 entries
+    there costs about 12 ms in one go, while the pool that applies it reads them a few dozen
+    at a time, in slices (``PoolRuntime.apply_snapshot``). So they are made there, as read.
+    Equal to any sequence of the same entries (a tuple of them, as the supervisor builds)."""
+
+    __slots__ = ("_columns", "_count")
+
+    def __init__(self, *columns: list[Any]) -> None:
+        if len(columns) != len(_ENTRY_FIELDS) or len(set(map(len, columns))) > 1:
+            raise ValueError("one column per BackendEntry field, all as long")
+        self._columns = columns
+        self._count = len(columns[0])
+
+    @classmethod
+    def of(cls, entries: Sequence[BackendEntry]) -> EntryColumns:
+        """The columns of ``entries`` (those of an ``EntryColumns`` as they are)."""
+        if isinstance(entries, EntryColumns):
+            return entries
+        return cls(*(list(map(operator.attrgetter(name), entries)) for name in _ENTRY_FIELDS))
+
+    def columns(self) -> dict[str, list[Any]]:
+        """Field name -> its column: how a snapshot's pool goes on the wire."""
+        return dict(zip(_ENTRY_FIELDS, self._columns, strict=True))
+
+    def __len__(self) -> int:
+        return self._count
+
+    @typing.overload
+    def __getitem__(self, index: int) -> BackendEntry: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> tuple[BackendEntry, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> BackendEntry | tuple[BackendEntry, ...]:
+        if isinstance(index, slice):
+            return tuple(map(BackendEntry, *(column[index] for column in self._columns)))
+        return BackendEntry(*(column[index] for column in self._columns))
+
+    def __iter__(self) -> Iterator[BackendEntry]:
+        return map(BackendEntry, *self._columns)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(other) == self._count and all(map(operator.eq, self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EntryColumns({self._count} entries)"
+
+
 # -- supervisor -> worker --------------------------------------------------------------------
 
 
@@ -132,10 +193,14 @@ class NewConfig:
 
 @dataclass(frozen=True, slots=True)
 class PoolsSnapshot:
-    """Every pool's backends. A pool missing here keeps what it has (none in practice)."""
+    """Every pool's backends. A pool missing here keeps what it has (none in practice).
+
+    On the wire each pool is an object of columns, one array per field of ``BackendEntry``
+    (``EntryColumns``): a third of the bytes of one object per entry, and decoded several
+    times faster, since a worker decodes the whole frame in one go on its loop."""
 
     TYPE: ClassVar[str] = "pools"
-    pools: Mapping[str, tuple[BackendEntry, ...]]
+    pools: Mapping[str, Sequence[BackendEntry]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,8 +422,11 @@ def encode(msg: Message, seq: int | None = None) -> bytes:
     doc: dict[str, Any] = {"type": msg.TYPE}
     if seq is not None:
         doc["seq"] = seq
-    for name in _FIELDS[type(msg)]:
-        doc[name] = getattr(msg, name)
+    if type(msg) is PoolsSnapshot:
+        doc["pools"] = {name: EntryColumns.of(e).columns() for name, e in msg.pools.items()}
+    else:
+        for name in _FIELDS[type(msg)]:
+            doc[name] = getattr(msg, name)
     # orjson writes the dataclasses, enums, tuples and dicts inside natively.
     return orjson.dumps(doc, default=_default)
 
@@ -567,52 +635,75 @@ def _dataclass_reader(cls: type[Any]) -> Reader:
     return read
 
 
-def _entries_reader() -> Reader:
-    """``tuple[BackendEntry, ...]`` (a snapshot's pool: 10,000 entries decoded on a worker's
-    loop): entries whose fields all have their usual types are built directly, about three
-    times faster than the generic reader; any other goes through the generic reader, so a bad
-    entry is refused with the same error naming its field."""
-    generic = _tuple_reader(_dataclass_reader(BackendEntry))
-    admin = {str(m.value): m for m in AdminState}
-    health = {str(m.value): m for m in HealthState}
-    names = frozenset(f.name for f in dataclasses.fields(BackendEntry))
-    make = BackendEntry
+def _column(name: str, tp: Any, values: Any) -> list[Any]:
+    """One column of a snapshot's pool (``EntryColumns``), checked with a few passes in C
+    (the set of the values' types, the set of an enum's values): 10,000 values in about
+    0.2 ms. Anything unusual goes through the generic reader of the field's type, value by
+    value, so that the error names the column and the index of the first bad value, with the
+    reason any field of that type gives."""
+    if type(values) is not list:
+        raise WireError(f"expected an array, got {_describe(values)}").at(name)
+    kinds = set(map(type, values))
+    if tp is float:
+        if kinds <= {float}:
+            return values
+        if kinds <= {float, int}:
+            return list(map(float, values))
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        table = _ENUM_VALUES[tp]
+        if kinds <= {str} and table.keys() >= set(values):
+            return list(map(table.__getitem__, values))
+    elif kinds <= {tp}:
+        return values
+    read = _reader(tp)
+    for i, v in enumerate(values):
+        try:
+            read(v)
+        except WireError as exc:
+            raise exc.at(str(i)).at(name) from None
+    return list(map(read, values))  # (not reached: some value above was refused)
 
-    def read(value: Any) -> tuple[BackendEntry, ...]:
-        if type(value) is not list:
-            return generic(value)  # type: ignore[no-any-return]
-        out = []
-        for d in value:
-            if type(d) is not dict or len(d) != 8 or not names.issuperset(d):
-                return generic(value)  # type: ignore[no-any-return]
-            i, a, w, ew, ad, he, ej, mc = (
-                d["id"],
-                d["address"],
-                d["weight"],
-                d["effective_weight"],
-                admin.get(d["admin"]),
-                health.get(d["health"]),
-                d["ejected"],
-                d["max_conn"],
-            )
-            if (
-                type(i) is not str
-                or type(a) is not str
-                or type(w) is not int
-                or type(ew) is not float
-                or ad is None
-                or he is None
-                or type(ej) is not bool
-                or type(mc) is not int
-            ):
-                return generic(value)  # type: ignore[no-any-return]
-            out.append(make(i, a, w, ew, ad, he, ej, mc))
-        return tuple(out)
+
+_ENUM_VALUES: dict[type[enum.Enum], dict[str, enum.Enum]] = {
+    cls: {str(m.value): m for m in cls} for cls in (AdminState, HealthState)
+}
+
+
+def _columns_reader() -> Reader:
+    """``Sequence[BackendEntry]``, a snapshot's pool: an object of columns, one array per
+    field of ``BackendEntry``, all as long (``EntryColumns``). The columns are checked here,
+    whole, so a bad frame is refused before anything acts on it (``WireError`` naming the
+    column and the index, as ``pools.web.weight.3``); the entries are made later, as they
+    are read, so that a worker makes them in the slices it applies the snapshot in."""
+    hints = typing.get_type_hints(BackendEntry)
+    fields = dataclasses.fields(BackendEntry)
+    names = tuple(f.name for f in fields)
+    allowed = frozenset(names)
+    required = frozenset(f.name for f in fields if f.default is dataclasses.MISSING)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+
+    def read(value: Any) -> EntryColumns:
+        if type(value) is not dict:
+            raise WireError(f"expected an object, got {_describe(value)}")
+        _keys_error(value, required, allowed)  # raises only when a key is wrong
+        count = len(value[names[0]]) if type(value[names[0]]) is list else 0
+        columns = []
+        for name in names:
+            if name not in value:
+                columns.append([defaults[name]] * count)
+                continue
+            column = _column(name, hints[name], value[name])
+            if len(column) != count:
+                raise WireError(
+                    f"expected {count} values (one per {names[0]}), got {len(column)}"
+                ).at(name)
+            columns.append(column)
+        return EntryColumns(*columns)
 
     return read
 
 
-_READERS[tuple[BackendEntry, ...]] = _entries_reader()
+_READERS[Sequence[BackendEntry]] = _columns_reader()
 
 _TO_WORKER: tuple[type[ToWorker], ...] = (
     NewConfig,

@@ -35,7 +35,7 @@ from lb.logs import setup_logging
 from lb.model import AdminState, Backend
 from lb.proxy.edge import UpstreamTls, build_upstream_tls
 from lb.proxy.listener import Listener
-from lb.proxy.pool import PoolRuntime
+from lb.proxy.pool import PoolRuntime, retire_strategy
 from lb.sockets import parse_fds_argument, receive_sockets, socket_key
 
 log = logging.getLogger("lb.worker")
@@ -209,7 +209,8 @@ class DataPlane:
             else:
                 existing.reconfigure(pool_cfg, workers)
         for gone in [name for name in self.pools if name not in config.pools]:
-            del self.pools[gone]  # connections in flight keep their Backend objects
+            # Connections in flight keep their Backend objects; a big ring is freed in slices.
+            retire_strategy(self.pools.pop(gone).strategy)
         tls, errors = build_upstream_tls(config.pools, self.upstream_tls)
         for pool_name, exc in errors:
             log.error(

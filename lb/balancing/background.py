@@ -78,19 +78,33 @@ def run_on(
             while step(math.inf):
                 pass
             return
-        ref = _hold(step)
-
-        def run() -> None:
-            live = ref()
-            if live is None:
-                return
-            c0 = time.thread_time()
-            more = live(time.perf_counter() + slice_s)
-            if on_slice is not None:
-                on_slice(time.thread_time() - c0)
-            if more:
-                loop.call_soon(run)
-
-        loop.call_soon(run)
+        loop.call_soon(_Run(_hold(step), loop, slice_s, on_slice))
 
     return schedule
+
+
+class _Run:
+    """One step's slices on a loop: an object rather than a closure that schedules itself,
+    which would be a reference cycle, keeping what it holds until a garbage collection."""
+
+    __slots__ = ("loop", "on_slice", "ref", "slice_s")
+
+    def __init__(
+        self,
+        ref: Callable[[], Step | None],
+        loop: _Loop,
+        slice_s: float,
+        on_slice: Callable[[float], None] | None,
+    ) -> None:
+        self.ref, self.loop, self.slice_s, self.on_slice = ref, loop, slice_s, on_slice
+
+    def __call__(self) -> None:
+        live = self.ref()
+        if live is None:
+            return
+        c0 = time.thread_time()
+        more = live(time.perf_counter() + self.slice_s)
+        if self.on_slice is not None:
+            self.on_slice(time.thread_time() - c0)
+        if more:
+            self.loop.call_soon(self)

@@ -36,9 +36,10 @@ does: a lookup is a ``bisect`` on ``maxes`` and one in a chunk (both in C), and 
 removing one backend inserts or deletes its ~160 points, each a short ``memmove`` in one chunk,
 instead of re-sorting the ring. ``update`` applies only what changed (``Roster``): a new or
 returning backend adds its points, one that leaves removes them, a weight change adds or removes
-the points past the smaller count. A first update, or one that changes more than a quarter of
-the backends, builds the whole ring (below). Each backend's point positions are cached while it
-is in the pool (eligible or not), so it never hashes twice.
+the points past the smaller count (in slices when they are many: "Changes in slices"). A
+first update, or one that changes more than a quarter of the backends, builds the whole ring
+(below). Each backend's point positions are cached while it is in the pool (eligible or not),
+so it never hashes twice.
 
 Whole builds
 ------------
@@ -54,7 +55,11 @@ second or more of CPU, far above the 10 ms a control-plane change may block a wo
 (issue 17). So when the process has a scheduler for long work (``lb.balancing.background``:
 a worker installs one on its loop), a build that is not done within ``INLINE_S`` goes on in
 slices of about 2 ms, one per loop iteration, between the I/O; without one (tests, a strategy
-used on its own) the build is done at once. While a build goes on:
+used on its own) the build is done at once. The setup of a big first build (numbering the
+slots, the pick structures: a few milliseconds at 10,000 backends) is a slice of its own too,
+after the ``update`` that takes the list (the roster's diff: as much again): the strategy had
+nothing to pick from, so nothing is lost by waiting; a pick that comes first does the setup
+at once (``_starting``). While a build goes on:
 
 * picks come from a *provisional table*: the backends in slot order with their cumulative
   weights, a key going to the backend whose share of the total weight holds ``xxh3_64(key)``.
@@ -66,13 +71,33 @@ used on its own) the build is done at once. While a build goes on:
   position from a counter;
 * a change (``update``) changes the pick structures only (slots, weights, counts: a backend
   that leaves is passed over, one that joins waits for the ring), and the ring catches up when
-  the build is done: each backend changed meanwhile has its points removed or inserted as a
-  single change would. A change of more than a quarter of the backends starts the build again
-  (the cached points are kept). A slot is not reused during a build, since the build's points
-  name their owners by slot.
+  the build is done: each backend changed meanwhile has its points moved as after a single
+  change ("Changes in slices"). A change of more than a quarter of the backends starts the
+  build again (the cached points are kept). A slot is not reused during a build, since the
+  build's points name their owners by slot.
 
 A strategy replaced before its build is done (a reload that changes ``vnodes``) is dropped
 with its build: the scheduler holds it weakly.
+
+Changes in slices
+-----------------
+A change that is not a whole build moves points one at a time, a few microseconds each (a
+binary search and a ``memmove`` in a chunk of a ring that does not fit the CPU's caches): six
+backends of weight 1 to 7 at 10,000 backends are about 3,000 points, 10 to 25 ms. So
+``update`` changes the pick structures at once (slots, weights, loads), notes each backend
+changed as *behind* (with the slot its points on the ring carry), and moves points for
+``INLINE_S``; with a scheduler, the rest goes on in slices, ``MOVE_POINTS`` points between two
+looks at the clock (without one, at once). Every removal comes before any insertion. While
+points remain to move:
+
+* a point whose slot no backend holds (its backend left) is passed over, to the next point
+  clockwise, which is where the key goes once the point is removed; a backend that joined
+  gets keys as its points are inserted, and only those keys move (onto it). Every pick is an
+  eligible backend, and the ring is at each moment a mix of the old one and the new one;
+* a slot is not reused while points on the ring carry it.
+
+The ring at the end is the one a build of the same backends gives (a unit test interleaves
+changes and slices at random, and compares).
 
 ``key is None`` (nothing to hash on): a cursor steps one ring point per pick. Over a full lap
 every backend gets exactly its number of points, i.e. weighted round-robin with a pseudo-random
@@ -124,6 +149,8 @@ CHUNK = 1024
 SYNC_POINTS = 1 << 13
 INLINE_S = 0.002
 INLINE_POINTS = 1 << 15
+#: Points moved between two looks at the clock after a change (a power of two).
+MOVE_POINTS = 32
 #: Points sorted together in a build's first phase, and per range in its second.
 BATCH_POINTS = 1 << 13
 RANGE_POINTS = 1 << 13
@@ -203,7 +230,7 @@ class _Build:
         # Made by prepare(), in the first slice: what the loop need not wait for.
         self.counts: list[int] = []
         self.bounds = array("d")
-        self.pieces: list[list[bytes]] = []
+        self.pieces: list[bytearray] = []
         self.next = 0  # the next backend to hash
         self.pending: list[bytes] = []  # hashed, not yet sorted: positions ...
         self.owners: list[bytes] = []  # ... and their owners' slots
@@ -227,8 +254,10 @@ class _Build:
         step = 1 << (62 - ranges.bit_length() + 1)
         # The first packed value of each range after the first, read as a double.
         self.bounds = array("d", array("Q", [r * step for r in range(1, ranges)]).tobytes())
-        # Per range, the batches' sorted points in it (doubles' bytes: not tracked by the GC).
-        self.pieces = [[] for _ in range(ranges)]
+        # Per range, the batches' sorted points in it, one run after another (doubles' bytes,
+        # in a bytearray: a list of a piece per batch made hundreds of thousands of objects
+        # in lists that a young garbage collection went through, 6 ms at 10,000 backends).
+        self.pieces = [bytearray() for _ in range(ranges)]
         self.prepared = True
 
 
@@ -240,6 +269,7 @@ class ConsistentHash:
     __slots__ = (
         "__weakref__",
         "_active",
+        "_behind",
         "_bound",
         "_build",
         "_cache",
@@ -259,6 +289,7 @@ class ConsistentHash:
         "_slot_of",
         "_slots",
         "_spin",
+        "_starting",
         "_total_weight",
         "_vnodes",
         "_weights",
@@ -305,6 +336,12 @@ class ConsistentHash:
         self._dirty: set[str] = set()
         self._cumulative: list[float] = []
         self._spin = 0
+        # A big first build set to start in the next slice (or at the first pick, whichever
+        # comes first): see "Whole builds".
+        self._starting = False
+        # Ring points still to move after a change (see "Changes in slices"): id -> the slot
+        # its points on the ring carry (-1: it has none).
+        self._behind: dict[str, int] = {}
 
     # -- membership -------------------------------------------------------------------------
 
@@ -315,8 +352,24 @@ class ConsistentHash:
             return
         if len(roster.members) > MAX_BACKENDS:
             raise ValueError(f"consistent_hash supports at most {MAX_BACKENDS} eligible backends")
+        if self._starting:
+            return  # the build starts from the roster as it is then
         if changes.size * 4 > max(len(roster.members), 32):
             self._total_weight = sum(roster.weights.values())
+            schedule = background.scheduler()
+            if (
+                schedule is not None
+                and not self._held
+                and self._build is None
+                and self._vnodes * self._total_weight > INLINE_POINTS
+            ):
+                # A big first build: nothing to pick from until now, so the setup (sort,
+                # slot tables) can wait for a slice of its own, or for the first pick.
+                self._starting = True
+                if not self._scheduled:
+                    self._scheduled = True
+                    schedule(self._step)
+                return
             self._start_build()
             return
         for b in changes.left:
@@ -327,13 +380,32 @@ class ConsistentHash:
             self._join(b)
         self._total_weight = sum(roster.weights.values())
         if self._build is None:
-            self._normalize_cursor()
-            self._prune_cache()
+            self._settle_soon()
+
+    def dismantle(self, deadline: float) -> bool:
+        """Free the ring a part at a time (a ``background.Step``, for a strategy a reload
+        replaced): the ring and the points of 10,000 backends take about 9 ms to free in one
+        go. Ends any build or change in progress. True: more remains."""
+        self._build, self._starting, self._behind, self._dirty = None, False, {}, set()
+        chunks, maxes, cache = self._chunks, self._maxes, self._cache
+        self._size = 0
+        while chunks or cache:
+            del chunks[-256:], maxes[-256:]
+            for _ in range(min(len(cache), 512)):
+                cache.popitem()
+            if time.perf_counter() > deadline:
+                return True
+        return False
 
     @property
     def building(self) -> bool:
         """A first build is under way: picks use the provisional table until it is done."""
-        return self._build is not None
+        return self._build is not None or self._starting
+
+    @property
+    def settling(self) -> bool:
+        """Work remains for the scheduler: a build, or ring points still to move."""
+        return self._build is not None or self._starting or bool(self._behind)
 
     def point_count(self, backend: Backend) -> int:
         """How many ring points a backend gets at its current effective weight."""
@@ -370,6 +442,8 @@ class ConsistentHash:
         process, else in slices (``lb.balancing.background``), with the provisional table
         answering picks meanwhile. The slots are renumbered in ``id`` order here, and the
         pick structures follow them at once."""
+        self._starting = False
+        self._total_weight = sum(self._roster.weights.values())
         order = sorted(self._roster.members.values(), key=_id_of)
         ids = list(map(_id_of, order))
         weights = list(map(_weight_of, order))
@@ -384,6 +458,7 @@ class ConsistentHash:
         self._counts = {}
         self._chunks, self._maxes, self._size = [], [], 0
         self._dirty = set()
+        self._behind = {}
         schedule = background.scheduler()
         points = self._vnodes * sum(weights)  # about (each count is rounded)
         if schedule is None or points <= SYNC_POINTS:
@@ -399,14 +474,18 @@ class ConsistentHash:
             schedule(self._step)
 
     def _step(self, deadline: float) -> bool:
-        """Work on the build until ``deadline``; True: more remains (``background.Step``)."""
+        """Work on the build, then on the points still to move, until ``deadline``; True: more
+        remains (``background.Step``)."""
+        if self._starting:
+            self._start_build()
+            return True  # the setup was this slice's work
         build = self._build
-        if build is None:
-            self._scheduled = False
-            return False
-        if self._advance(build, deadline):
+        if build is not None:
+            if self._advance(build, deadline):
+                return True
+            self._finish(build)
+        if self._behind and self._catch_up(deadline):
             return True
-        self._finish(build)
         self._scheduled = False
         return False
 
@@ -431,7 +510,7 @@ class ConsistentHash:
         pieces = build.pieces
         while build.range < len(pieces):
             self._merge_range(build, pieces[build.range])
-            pieces[build.range] = []
+            pieces[build.range] = bytearray()
             build.range += 1
             if build.range < len(pieces) and clock() > deadline:
                 return True
@@ -444,22 +523,22 @@ class ConsistentHash:
         words = b"".join(build.pending)
         packed = int.from_bytes(words, _ORDER) | int.from_bytes(b"".join(build.owners), _ORDER)
         run = array("d", sorted(array("d", packed.to_bytes(len(words), _ORDER))))
-        raw = run.tobytes()
+        raw = memoryview(run).cast("B")
         build.pending, build.owners, build.pending_points = [], [], 0
         lo = 0
         for r, bound in enumerate(build.bounds):
             hi = bisect_left(run, bound, lo)
             if hi > lo:
-                build.pieces[r].append(raw[8 * lo : 8 * hi])
+                build.pieces[r] += raw[8 * lo : 8 * hi]
             lo = hi
         if lo < len(run):
-            build.pieces[-1].append(raw[8 * lo :])
+            build.pieces[-1] += raw[8 * lo :]
 
     @staticmethod
-    def _merge_range(build: _Build, pieces: list[bytes]) -> None:
+    def _merge_range(build: _Build, pieces: bytearray) -> None:
         if not pieces:
             return
-        ring = array("Q", array("d", sorted(array("d", b"".join(pieces)))).tobytes())
+        ring = array("Q", array("d", sorted(array("d", pieces))).tobytes())
         for i in range(0, len(ring), CHUNK):
             chunk = ring[i : i + CHUNK]
             build.chunks.append(chunk)
@@ -467,45 +546,31 @@ class ConsistentHash:
         build.size += len(ring)
 
     def _finish(self, build: _Build) -> None:
-        """The build is done: it becomes the ring, and the changes made since it started
-        (``_dirty``) are applied to it as incremental changes are."""
+        """The build is done: it becomes the ring, and the backends changed since it started
+        (``_dirty``) have their points moved as after any change (``_catch_up``)."""
         self._build = None
         self._cumulative = []
         self._chunks, self._maxes, self._size = build.chunks, build.maxes, build.size
         self._counts = dict(zip(build.ids, build.counts, strict=True))
         dirty, self._dirty = self._dirty, set()
         if dirty:
-            snapshot = dict(zip(build.ids, range(len(build.ids)), strict=True))
-            for backend_id in sorted(dirty):
-                self._reconcile(backend_id, snapshot.get(backend_id))
-            slots = self._slots
-            self._free = [slot for slot in range(len(slots)) if slots[slot] is None]
+            built = dict(zip(build.ids, range(len(build.ids)), strict=True))
+            self._behind = {backend_id: built.get(backend_id, -1) for backend_id in dirty}
+        # A slot is free when no backend holds it and no point on the ring carries it.
+        carrying = set(self._behind.values())
+        slots = self._slots
+        self._free = [s for s in range(len(slots)) if slots[s] is None and s not in carrying]
         self._normalize_cursor()
-        self._prune_cache()
-
-    def _reconcile(self, backend_id: str, built_slot: int | None) -> None:
-        """Bring one backend changed during a build to the points it should have now."""
-        have = self._counts.get(backend_id, 0)
-        slot = self._slot_of.get(backend_id)
-        b = None if slot is None else self._slots[slot]
-        if have and (b is None or slot != built_slot):
-            assert built_slot is not None
-            for p in self._positions(backend_id, 0, have):
-                self._remove(p | built_slot)
-            del self._counts[backend_id]
-            have = 0
-        if b is None or slot is None:
-            return
-        count = self._counts[backend_id] = self.point_count(b)
-        for p in self._positions(backend_id, count, have):
-            self._remove(p | slot)
-        for p in self._positions(backend_id, have, count):
-            self._insert(p, slot, backend_id)
+        if not self._behind:
+            self._prune_cache()
 
     # -- single changes ---------------------------------------------------------------------
-    # During a build these change the pick structures only: the ring being built catches up
-    # when it is done (``_finish``). A slot is not reused during a build (the build's points
-    # name their owners by slot), so one that joins takes a new slot.
+    # These change the pick structures at once (slots, weights, loads) and note the backend
+    # as behind: its points move on the ring in ``_catch_up``, at once or in slices (see
+    # "Changes in slices"). During a build they are noted in ``_dirty`` instead, and the
+    # ring being built catches up when it is done (``_finish``). A slot is not reused during
+    # a build (the build's points name their owners by slot), nor while points on the ring
+    # still carry it (it is freed when the last one is removed).
 
     def _join(self, b: Backend) -> None:
         building = self._build is not None
@@ -523,10 +588,8 @@ class ConsistentHash:
         self._load += b.active
         if building:
             self._dirty.add(b.id)
-            return
-        count = self._counts[b.id] = self.point_count(b)
-        for p in self._positions(b.id, 0, count):
-            self._insert(p, slot, b.id)
+        else:
+            self._behind.setdefault(b.id, slot)
 
     def _leave(self, b: Backend) -> None:
         slot = self._slot_of.pop(b.id)
@@ -536,10 +599,8 @@ class ConsistentHash:
         self._active[slot] = 0
         if self._build is not None:
             self._dirty.add(b.id)
-            return
-        for p in self._positions(b.id, 0, self._counts.pop(b.id)):
-            self._remove(p | slot)
-        self._free.append(slot)
+        else:
+            self._behind.setdefault(b.id, slot)
 
     def _change(self, old: Backend, new: Backend) -> None:
         slot = self._slot_of[new.id]
@@ -551,13 +612,86 @@ class ConsistentHash:
         self._active[slot] = new.active
         if self._build is not None:
             self._dirty.add(new.id)
+        else:
+            self._behind.setdefault(new.id, slot)
+
+    # -- changes in slices ------------------------------------------------------------------
+
+    def _settle_soon(self) -> None:
+        """Move the points of the backends behind: at once without a scheduler, else for
+        ``INLINE_S`` now and the rest in slices."""
+        if not self._behind:
+            self._normalize_cursor()
+            self._prune_cache()
             return
-        have = self._counts[new.id]
-        count = self._counts[new.id] = self.point_count(new)
-        for p in self._positions(new.id, count, have):
-            self._remove(p | slot)
-        for p in self._positions(new.id, have, count):
-            self._insert(p, slot, new.id)
+        schedule = background.scheduler()
+        if schedule is None:
+            self._catch_up(math.inf)
+            return
+        if self._catch_up(time.perf_counter() + INLINE_S) and not self._scheduled:
+            self._scheduled = True
+            schedule(self._step)
+
+    def _catch_up(self, deadline: float) -> bool:
+        """Move points until every backend behind has the points it should have, or until
+        ``deadline``; True: more remains. Every removal comes before any insertion, so that
+        no point of a slot that was left is on the ring when a point is inserted (equal
+        positions are ordered by their owners' ids, which such a point no longer has)."""
+        behind = self._behind
+        for inserting in (False, True):
+            for backend_id in list(behind):
+                if self._settle(backend_id, inserting, deadline):
+                    self._normalize_cursor()
+                    return True
+        slots = self._slots
+        self._free = [s for s in range(len(slots)) if slots[s] is None]
+        self._normalize_cursor()
+        self._prune_cache()
+        return False
+
+    def _settle(self, backend_id: str, inserting: bool, deadline: float) -> bool:
+        """Move one backend's points toward what it should have: its surplus (all of them if
+        it left, or holds another slot now) when not ``inserting``, what it lacks when
+        ``inserting``. True: ``deadline`` passed first."""
+        carried = self._behind[backend_id]
+        have = self._counts.get(backend_id, 0)
+        slot = self._slot_of.get(backend_id)
+        b = None if slot is None else self._slots[slot]
+        want = 0 if b is None else self.point_count(b)
+        clock, mask = time.perf_counter, MOVE_POINTS - 1
+        if not inserting:
+            keep = want if slot == carried else 0
+            if have <= keep:
+                return False
+            points = array("Q", self._words(backend_id, have))
+            i = have
+            while i > keep:
+                i -= 1
+                self._remove(points[i] | carried)
+                if not i & mask and clock() > deadline:
+                    break
+            if i:
+                self._counts[backend_id] = i
+            else:
+                del self._counts[backend_id]
+                if self._slots[carried] is None:
+                    self._free.append(carried)  # no point carries it any more
+            return i > keep
+        # Every surplus is gone: the points it has (if any) carry its slot.
+        if slot is not None and have < want:
+            points = array("Q", self._words(backend_id, want))
+            i = have
+            while i < want:
+                self._insert(points[i], slot, backend_id)
+                i += 1
+                if not i & mask and clock() > deadline:
+                    break
+            self._counts[backend_id] = i
+            if i < want:
+                self._behind[backend_id] = slot
+                return True
+        del self._behind[backend_id]
+        return False
 
     def _insert(self, position: int, slot: int, backend_id: str) -> None:
         chunks, maxes, slots = self._chunks, self._maxes, self._slots
@@ -647,7 +781,7 @@ class ConsistentHash:
 
     def pick(self, key: bytes | None) -> Backend | None:
         if not self._size:
-            return None if self._build is None else self._provisional(key)
+            return self._unplaced(key)
         chunks = self._chunks
         if key is None:
             ci = self._cursor_chunk
@@ -668,32 +802,51 @@ class ConsistentHash:
                 chunk = chunks[ci]
                 i = bisect_left(chunk, position)
         owner = chunk[i] & _OWNER_MASK
+        b = self._slots[owner]
         # An idle backend is always within its bound (the bound is >= 1).
         bound = self._bound
-        if bound is None or not self._active[owner]:
-            return self._slots[owner]
-        return self._walk(ci, i, bound)
+        if b is not None and (bound is None or not self._active[owner]):
+            return b
+        return self._walk(ci, i, bound, key)
 
-    def _walk(self, ci: int, i: int, bound: float) -> Backend | None:
-        """Bounded loads: walk clockwise from point ``i`` of chunk ``ci`` to the first backend
-        under its bound."""
+    def _walk(self, ci: int, i: int, bound: float | None, key: bytes | None) -> Backend | None:
+        """Walk clockwise from point ``i`` of chunk ``ci`` to the first backend under its bound
+        (bounded loads), passing over the points of backends that left whose points are still
+        to be removed (``_catch_up``)."""
         active = self._active
         weights = self._weights
+        slots = self._slots
         chunks = self._chunks
         chunk = chunks[ci]
-        first = chunk[i] & _OWNER_MASK
-        per_weight = bound * (self._load + 1) / self._total_weight
+        first = None
+        total = self._total_weight or 1.0  # 0: every backend left (points still to remove)
+        per_weight = 0.0 if bound is None else bound * (self._load + 1) / total
         for _ in range(self._size):
             owner = chunk[i] & _OWNER_MASK
-            if active[owner] < ceil(per_weight * weights[owner]):
-                return self._slots[owner]
+            b = slots[owner]
+            if b is not None:
+                if bound is None or active[owner] < ceil(per_weight * weights[owner]):
+                    return b
+                if first is None:
+                    first = b
             i += 1
             if i == len(chunk):
                 ci = ci + 1 if ci + 1 < len(chunks) else 0
                 chunk = chunks[ci]
                 i = 0
         # Unreachable while c >= 1 and the counts add up; keep the affinity.
-        return self._slots[first]
+        return first if first is not None else self._unplaced(key)
+
+    def _unplaced(self, key: bytes | None) -> Backend | None:
+        """A pick when no point on the ring names an eligible backend: a first build under
+        way (the provisional table; one set to start starts now, since a pick needs it), or
+        the moment a change takes to move points (every point left is one still to remove,
+        those of the backends that joined are still to insert). None when none is eligible."""
+        if self._starting:
+            self._start_build()
+        if self._build is not None:
+            return self._provisional(key)
+        return next(iter(self._held), None)
 
     def _provisional(self, key: bytes | None) -> Backend | None:
         """A pick while a first build is under way: the key's place in the cumulative weights

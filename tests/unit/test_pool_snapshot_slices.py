@@ -10,6 +10,8 @@ the machine's speed; nothing here measures time (``benchmarks.stall`` does)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -256,21 +258,122 @@ async def test_the_worker_lets_a_newer_snapshot_supersede_one_in_progress(
     assert_strategy_holds_the_pool(pool)
 
 
+async def test_a_decoded_snapshot_makes_its_entries_in_the_slices(
+    tiny_slices: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot frame as the worker gets it (wire.EntryColumns): the pool reads its entries
+    a batch per slice, and ends with the same backends as from the entries themselves."""
+    previous = background.scheduler()
+    plane = DataPlane(0)
+    background.set_scheduler(previous)
+    plane.on_frame(wire.encode(wire.NewConfig(worker_config()), 1))
+    made: list[int] = []
+    plain = wire.EntryColumns.__getitem__
+
+    def counted(self: wire.EntryColumns, index: Any) -> Any:
+        got = plain(self, index)
+        made.append(len(got) if isinstance(index, slice) else 1)
+        return got
+
+    monkeypatch.setattr(wire.EntryColumns, "__getitem__", counted)
+    snapshot = tuple(entry(i, weight=2, effective_weight=1.5) for i in range(1500))
+    plane.on_frame(wire.encode(wire.PoolsSnapshot({"p": snapshot}), 2))
+    assert plane.applying
+    assert sum(made) < len(snapshot)  # not all made when the frame was decoded
+    await until(lambda: not plane.applying)
+    assert sum(made) == len(snapshot) and len(made) > 2  # one batch at a time
+    pool = plane.pools["p"]
+    assert plane.seq == 2 and pool.eligible == 1500
+    assert [(b.id, b.address, b.weight, b.effective_weight) for b in pool.backends.values()] == [
+        (e.id, e.address, e.weight, e.effective_weight) for e in snapshot
+    ]
+    assert_strategy_holds_the_pool(pool)
+
+
 # -- decoding a snapshot: the quick reader refuses what the generic one refuses ---------------
 
 
 def test_a_snapshot_with_a_bad_entry_is_refused_naming_its_field() -> None:
-    entries = [wire.encode(wire.BackendUpdate("p", entry(i)), 1) for i in range(5)]
-    docs = [orjson.loads(frame)["backend"] for frame in entries]
-    docs[3]["admin"] = "gone"
-    frame = orjson.dumps({"type": "pools", "seq": 2, "pools": {"p": docs}})
+    frame = wire.encode(wire.PoolsSnapshot({"p": tuple(entry(i) for i in range(5))}), 2)
+    doc = orjson.loads(frame)
+    columns = doc["pools"]["p"]  # the snapshot travels by column (wire.EntryColumns)
+    columns["admin"][3] = "gone"
     with pytest.raises(wire.WireError) as ei:
-        wire.decode_to_worker(frame)
-    assert "field pools.p.3.admin: expected one of ready, drain, maint" in str(ei.value)
-    docs[3]["admin"] = "drain"
-    docs[1]["effective_weight"] = 2  # an integer weight: the generic reader's float
-    _, msg = wire.decode_to_worker(orjson.dumps({"type": "pools", "seq": 2, "pools": {"p": docs}}))
+        wire.decode_to_worker(orjson.dumps(doc))
+    assert "field pools.p.admin.3: expected one of ready, drain, maint" in str(ei.value)
+    columns["admin"][3] = "drain"
+    columns["effective_weight"][1] = 2  # an integer weight: read as a float
+    _, msg = wire.decode_to_worker(orjson.dumps(doc))
     assert isinstance(msg, wire.PoolsSnapshot)
     got = msg.pools["p"]
     assert got[3].admin is AdminState.DRAIN and got[1].effective_weight == 2.0
     assert type(got[1].effective_weight) is float and got[0] == entry(0)
+
+
+# -- a reload that changes the strategy: the new one takes the backends in slices -----------
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), [("weighted", "least_conn"), ("round_robin", "consistent_hash")]
+)
+async def test_a_new_strategy_takes_a_big_pool_in_slices(
+    tiny_slices: None, before: str, after: str
+) -> None:
+    pool = make_pool(before)
+    background.set_scheduler(None)
+    pool.apply_snapshot([entry(i) for i in range(1500)])
+    background.set_scheduler(background.run_on(asyncio.get_running_loop(), slice_s=-1.0))
+    pool.reconfigure(config_of(after).pools["p"])
+    assert pool.config.strategy == after
+    # (consistent_hash takes them all at once, and builds its ring in slices itself.)
+    assert pool.applying or getattr(pool.strategy, "settling", False)
+    # Meanwhile every pick is one of the pool's eligible backends.
+    assert all(pool.pick(b"k%d" % i) in pool.backends.values() for i in range(50))
+    # Changes meanwhile: a backend removed is never fed, one with a new address is fed new.
+    pool.remove("b3")
+    pool.apply_backend(entry(1400, address="127.0.9.9:8000"))
+    await until(lambda: not pool.applying)
+    await until(lambda: not getattr(pool.strategy, "settling", False))
+    assert len(pool.backends) == 1499 and pool.eligible == 1499
+    assert_strategy_holds_the_pool(pool)
+    held = pool.strategy._roster.members  # type: ignore[attr-defined]
+    assert "b3" not in held and held["b1400"] is pool.backends["b1400"]
+    assert held["b1400"].address == "127.0.9.9:8000"
+
+
+async def test_a_replaced_ring_is_freed_in_slices(tiny_slices: None) -> None:
+    pool = make_pool("consistent_hash")
+    background.set_scheduler(None)
+    pool.apply_snapshot([entry(i) for i in range(1500)])
+    background.set_scheduler(background.run_on(asyncio.get_running_loop(), slice_s=-1.0))
+    old = weakref.ref(pool.strategy)
+    assert pool.strategy._size  # type: ignore[attr-defined]
+    pool.reconfigure(config_of("round_robin").pools["p"])
+    gc.collect()
+    assert old() is not None  # kept for its slices
+    slices = await until(lambda: old() is None)
+    assert slices > 2  # a part at a time
+    await until(lambda: not pool.applying)
+    assert_strategy_holds_the_pool(pool)
+
+
+async def test_the_worker_frees_a_removed_pools_ring_in_slices(tiny_slices: None) -> None:
+    previous = background.scheduler()
+    plane = DataPlane(0)
+    background.set_scheduler(previous)
+    plane.on_message(1, wire.NewConfig(worker_config("consistent_hash")))
+    plane.on_message(2, wire.PoolsSnapshot({"p": tuple(entry(i) for i in range(1500))}))
+    await until(lambda: not plane.applying)
+    await until(lambda: not plane.pools["p"].strategy.settling)  # type: ignore[attr-defined]
+    old = weakref.ref(plane.pools["p"].strategy)
+    other = parse_config(
+        {
+            "listeners": [{"name": "l", "bind": "127.0.0.1:1", "mode": "http", "pool": "q"}],
+            "pools": {"q": {"backends": [{"address": "127.0.0.1:2"}]}},
+        }
+    )
+    plane.on_message(3, wire.NewConfig(other))  # pool p is gone
+    assert "p" not in plane.pools
+    gc.collect()
+    assert old() is not None  # kept for its slices
+    assert await until(lambda: old() is None) > 2

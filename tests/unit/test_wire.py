@@ -195,6 +195,46 @@ def test_the_frame_keeps_the_documented_shape() -> None:
     assert orjson.loads(wire.encode(wire.Ready(3))) == {"type": "ready", "worker": 3}
 
 
+def test_a_snapshot_travels_by_column() -> None:
+    """Each pool of a snapshot is one array per field (a third of the bytes of an object per
+    entry, decoded several times faster), and decodes to the same entries."""
+    a = wire.BackendEntry("a", "127.0.0.1:1", 2, 1.5, AdminState.DRAIN)
+    b = wire.BackendEntry("b", "127.0.0.1:2", 1, 1.0, ejected=True, max_conn=9)
+    frame = wire.encode(wire.PoolsSnapshot({"web": (a, b), "empty": ()}), seq=3)
+    doc = orjson.loads(frame)
+    assert doc["pools"]["web"] == {
+        "id": ["a", "b"],
+        "address": ["127.0.0.1:1", "127.0.0.1:2"],
+        "weight": [2, 1],
+        "effective_weight": [1.5, 1.0],
+        "admin": ["drain", "ready"],
+        "health": ["up", "up"],
+        "ejected": [False, True],
+        "max_conn": [0, 9],
+    }
+    seq, msg = wire.decode_to_worker(frame)
+    assert seq == 3 and isinstance(msg, wire.PoolsSnapshot)
+    web = msg.pools["web"]
+    assert isinstance(web, wire.EntryColumns) and len(web) == 2 and len(msg.pools["empty"]) == 0
+    assert list(web) == [a, b] and web[1] == b and web[-1] == b and web[0:1] == (a,)
+    assert web == (a, b) and web != (b, a) and web != (a,)
+    # Encoding what was decoded writes the same columns.
+    assert wire.encode(msg, seq=3) == frame
+
+
+def test_a_snapshot_column_may_leave_out_a_field_with_a_default() -> None:
+    _, msg = wire.decode_to_worker(pools_frame(p={**COLUMNS, "effective_weight": [1, 2.5]}))
+    assert isinstance(msg, wire.PoolsSnapshot)
+    first, second = msg.pools["p"]
+    assert first == wire.BackendEntry("a", "x:1", 1, 1.0) and type(first.effective_weight) is float
+    assert (second.admin, second.health, second.ejected, second.max_conn) == (
+        AdminState.READY,
+        HealthState.UP,
+        False,
+        0,
+    )
+
+
 def test_an_integer_weight_decodes_as_a_float() -> None:
     frame = orjson.dumps(
         {
@@ -229,6 +269,17 @@ async def test_local_bus_carries_the_same_decoded_values() -> None:
 # -- refusals --------------------------------------------------------------------------------
 
 ENTRY = {"id": "a", "address": "x:1", "weight": 1, "effective_weight": 1.0}
+#: A snapshot's pool of two entries, by column (the fields that have no default).
+COLUMNS = {
+    "id": ["a", "b"],
+    "address": ["x:1", "x:2"],
+    "weight": [1, 2],
+    "effective_weight": [1.0, 2.0],
+}
+
+
+def pools_frame(**pools: Any) -> bytes:
+    return orjson.dumps({"type": "pools", "seq": 1, "pools": pools})
 
 
 def stats_frame(**doc: Any) -> bytes:
@@ -283,9 +334,50 @@ REFUSED_BY_A_WORKER: list[tuple[bytes, str]] = [
         ),
         "'backend', field backend.admin: expected one of ready, drain, maint, got str 'gone'",
     ),
+    # A snapshot's pool is an object of columns (wire.EntryColumns), checked whole.
     (
-        orjson.dumps({"type": "pools", "seq": 1, "pools": {"p": [ENTRY, {"id": "b"}]}}),
-        "'pools', field pools.p.1: missing field(s) address, weight, effective_weight",
+        pools_frame(p=[ENTRY, {"id": "b"}]),
+        "'pools', field pools.p: expected an object, got list",
+    ),
+    (
+        pools_frame(p={"id": ["a", "b"]}),
+        "'pools', field pools.p: missing field(s) address, effective_weight, weight",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "colour": ["red", "blue"]}),
+        "'pools', field pools.p: unexpected field(s) colour",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "weight": [1, "2"]}),
+        "'pools', field pools.p.weight.1: expected an integer, got str '2'",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "weight": [True, 2]}),
+        "'pools', field pools.p.weight.0: expected an integer, got bool True",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "effective_weight": [1.0, None]}),
+        "'pools', field pools.p.effective_weight.1: expected a number, got NoneType None",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "admin": ["ready", "gone"]}),
+        "'pools', field pools.p.admin.1: expected one of ready, drain, maint, got str 'gone'",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "admin": ["ready", ["drain"]]}),
+        "'pools', field pools.p.admin.1: expected one of ready, drain, maint, got list",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "ejected": [False, 0]}),
+        "'pools', field pools.p.ejected.1: expected true or false, got int 0",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "address": "x:1"}),
+        "'pools', field pools.p.address: expected an array, got str 'x:1'",
+    ),
+    (
+        pools_frame(p={**COLUMNS, "weight": [1]}),
+        "'pools', field pools.p.weight: expected 2 values (one per id), got 1",
     ),
     (
         orjson.dumps({"type": "config", "seq": 1, "config": {"listeners": []}}),
@@ -328,6 +420,30 @@ def test_a_damaged_frame_is_a_wire_error_or_a_message(
     except wire.WireError:
         return
     assert type(out) is type(msg)
+
+
+@given(
+    st.lists(entries, min_size=1, max_size=3),
+    st.sampled_from(sorted(wire.BackendEntry.__dataclass_fields__)),
+    st.integers(min_value=0, max_value=2),
+    json_values,
+)
+def test_a_damaged_snapshot_column_is_a_wire_error_or_a_message(
+    pool: list[wire.BackendEntry], column: str, index: int, value: object
+) -> None:
+    """Whatever one value of a snapshot's column is replaced with (or the column itself),
+    decoding answers a message or a WireError, never another exception."""
+    doc = orjson.loads(wire.encode(wire.PoolsSnapshot({"p": tuple(pool)}), 1))
+    values = doc["pools"]["p"][column]
+    if index < len(values):
+        values[index] = value
+    else:
+        doc["pools"]["p"][column] = value
+    try:
+        _, out = wire.decode_to_worker(orjson.dumps(doc))
+    except wire.WireError:
+        return
+    assert isinstance(out, wire.PoolsSnapshot) and len(list(out.pools["p"])) == len(pool)
 
 
 # -- counters --------------------------------------------------------------------------------
