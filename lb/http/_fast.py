@@ -1,8 +1,8 @@
 """Where the parsers get the compiled scan of common heads from, if it is there.
 
-``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID`` and ``RESPONSE_OUT`` are
-:mod:`lb.http._speedups`' functions, or ``None`` when ``lb._compiled.load_speedups`` did not
-load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way;
+``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID``, ``RESPONSE_OUT`` and
+``RESPONSE_CLOSE`` are :mod:`lb.http._speedups`' functions, or ``None`` when
+``lb._compiled.load_speedups`` did not load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way;
 the extension only takes the common heads faster. What runs compiled, and why, is
 ``lb._compiled``'s to say.
 """
@@ -31,4 +31,7 @@ REQUEST_ID: Callable[[bytes, int], bytes] | None = (
 )
 RESPONSE_OUT: Callable[[bytes, bytes, bytes, bytes, bytes], bytes] | None = (
     None if _speedups is None else _speedups.response_out
+)
+RESPONSE_CLOSE: Callable[[bytes, int, bytes, bytes, bytes], bytes] | None = (
+    None if _speedups is None else _speedups.response_close
 )

@@ -409,7 +409,9 @@ def scan_response(bytes raw, bint head_request):
     Transfer-Encoding), so the caller needs no llhttp for them.
     The caller does not use this while de-chunking for an HTTP/1.0 client.
     Returns ``(status, version, low, line_end, content_length, chunked, no_body,
-    close_delimited, keep_alive, conn_keep_alive, cut)``.
+    close_delimited, keep_alive, conn_keep_alive, cut, conn_at)``, with ``conn_at`` where the
+    ``Connection: keep-alive`` line starts (its name), 0 without one: the last response on a
+    client connection drops that line by its offset (:func:`response_close`).
     """
     cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
     cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(raw)
@@ -419,6 +421,7 @@ def scan_response(bytes raw, bint head_request):
     cdef int keep_alive, conn_seen = 0, conn_keep_alive = 0, te_seen = 0, seen_mask = 0
     cdef long long length = -1
     cdef bint chunked = False, no_body, close_delimited = False
+    cdef Py_ssize_t conn_at = 0
     cdef unsigned char* low
     cdef list cut = []
 
@@ -477,6 +480,7 @@ def scan_response(bytes raw, bint head_request):
                 if _eq(low + vs, ve - vs, b"keep-alive", 10):
                     keep_alive = 1
                     conn_keep_alive = 1
+                    conn_at = name_start
                 elif _eq(low + vs, ve - vs, b"close", 5):
                     keep_alive = 0
                     cut.append(N_CONNECTION)
@@ -511,6 +515,7 @@ def scan_response(bytes raw, bint head_request):
         keep_alive == 1,
         conn_keep_alive == 1,
         tuple(cut),
+        conn_at,
     )
 
 
@@ -664,6 +669,45 @@ def response_out(bytes raw, bytes rid, bytes cookie, bytes hsts, bytes body):
     o = _put_raw(o, b"\r\n", 2)
     o = _put(o, cookie)
     o = _put(o, hsts)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, body)
+    return out
+
+
+def response_close(bytes raw, Py_ssize_t conn_at, bytes rid, bytes lines, bytes body):
+    """The last response on a client connection, in one allocation: ``raw`` without the
+    ``Connection`` line that starts at ``conn_at`` (none when 0: the scan's offset,
+    :func:`scan_response`) and without its final CRLF, then ``Connection: close``,
+    ``X-Request-ID: rid``, ``lines`` (whole header lines, or empty), the empty line and
+    ``body`` (:func:`lb.http.rewrite.client_response_out`). Where the proxy closes the client
+    connection after a keep-alive backend's answer (``Connection: close`` traffic), this is
+    the rewrite of every response: a slice by offset rather than a search."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw) - 2
+    cdef const char* r = PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t j = conn_at, total
+    cdef const char* hit
+    if n < 2:
+        raise ValueError("response_close: not a head")
+    if conn_at:
+        if not 0 < conn_at < n:
+            raise ValueError("response_close: the Connection line is not in the head")
+        hit = <const char*>memchr(r + conn_at, 13, n - conn_at)
+        if hit == NULL:
+            raise ValueError("response_close: the Connection line has no end")
+        j = hit - r + 2
+    total = (n - (j - conn_at) + 19 + 14 + PyBytes_GET_SIZE(rid) + 2 + PyBytes_GET_SIZE(lines)
+             + 2 + PyBytes_GET_SIZE(body))
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* o = PyBytes_AS_STRING(out)
+    if conn_at:
+        o = _put_raw(o, r, conn_at)
+        o = _put_raw(o, r + j, n - j)
+    else:
+        o = _put_raw(o, r, n)
+    o = _put_raw(o, b"Connection: close\r\nX-Request-ID: ", 33)
+    o = _put(o, rid)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, lines)
     o = _put_raw(o, b"\r\n", 2)
     o = _put(o, body)
     return out

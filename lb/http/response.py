@@ -255,7 +255,7 @@ class ResponseParser(MessageParser):
         if fast is None:
             return -1
         (status, version, low, line_end, length, chunked, no_body, close_delimited,
-         keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
+         keep_alive, conn_keep_alive, cut, conn_at) = fast  # fmt: skip
         if chunked and self._dechunk:
             # The scan does not de-chunk: a chunked response to an HTTP/1.0 client takes the
             # general path (every other head frames the same for either kind of client).
@@ -270,6 +270,7 @@ class ResponseParser(MessageParser):
         head.close_delimited = close_delimited
         head.keep_alive = keep_alive
         head._conn_keep_alive = conn_keep_alive
+        head._conn_at = conn_at
         if cut:
             head._cut = cut
         if whole or (no_body and end == n):
