@@ -2,9 +2,9 @@
 
 ``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID``, ``RESPONSE_OUT`` and
 ``RESPONSE_CLOSE`` are :mod:`lb.http._speedups`' functions, or ``None`` when
-``lb._compiled.load_speedups`` did not load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way;
-the extension only takes the common heads faster. What runs compiled, and why, is
-``lb._compiled``'s to say.
+``lb._compiled.load_speedups`` did not load it (not built, or ``LB_NO_EXTENSIONS`` on). The
+parsers behave identically either way; the extension only takes the common heads faster. What
+runs compiled, and why, is ``lb._compiled``'s to say.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from lb import _compiled
 from lb.http import build_upstream_head, rewrite_response_head
-from lb.http.rewrite import client_response_out
 from lb.http.heads import RequestHead, ResponseHead
+from lb.http.rewrite import client_response_out
 from tests.unit.test_http_helpers import Event, python_only, request_parser, response_parser
 
 compiled = pytest.mark.skipif(
