@@ -15,7 +15,7 @@ from typing import Any
 from lb._compiled import load_speedups
 
 ScanRequest = Callable[[bytes, int, int, int, int], "tuple[Any, ...] | None"]
-ScanResponse = Callable[[bytes, bool], "tuple[Any, ...] | None"]
+ScanResponse = Callable[[bytes, bool, int], "tuple[Any, ...] | None"]
 UpstreamHead = Callable[
     [bytes, bytes, int, "tuple[bytes, ...]", bool, "bytes | None", bytes, bytes, "bytes | None",
      "bytes | None"],

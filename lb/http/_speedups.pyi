@@ -7,7 +7,9 @@ def scan_request(
     max_line: int = -1,
     max_header_bytes: int = -1,
 ) -> tuple[Any, ...] | None: ...
-def scan_response(raw: bytes, head_request: bool) -> tuple[Any, ...] | None: ...
+def scan_response(
+    data: bytes, head_request: bool, max_head: int = -1
+) -> tuple[Any, ...] | None: ...
 def upstream_head(
     raw: bytes,
     low: bytes,

@@ -31,6 +31,11 @@ Build: ``pip install -e .`` compiles it when Cython and a C compiler are present
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memchr, memcpy
+
+
+cdef extern from "string.h" nogil:
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 cdef bytes V11 = b"1.1"
 cdef bytes V10 = b"1.0"
@@ -398,10 +403,12 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1,
     )
 
 
-def scan_response(bytes raw, bint head_request):
+def scan_response(bytes data, bint head_request, Py_ssize_t max_head=-1):
     """A common final response head, or ``None`` for the general path.
 
-    ``raw`` is a complete head; ``head_request``: the request was HEAD. As the request scan
+    ``data`` starts with a complete head (its end is the first CRLFCRLF, which the scan finds
+    itself: within the first ``max_head`` bytes, when that is not -1), and may go on past it
+    with the body; ``head_request``: the request was HEAD. As the request scan
     does, it checks all that llhttp would in the heads it takes, more strictly (the status
     line: ``HTTP/1.0`` or ``HTTP/1.1``, three digits, then nothing or SP and a reason of
     visible ASCII, SP and HTAB; token names, visible ASCII values, CRLF line ends: no
@@ -409,12 +416,21 @@ def scan_response(bytes raw, bint head_request):
     Transfer-Encoding), so the caller needs no llhttp for them.
     The caller does not use this while de-chunking for an HTTP/1.0 client.
     Returns ``(status, version, low, line_end, content_length, chunked, no_body,
-    close_delimited, keep_alive, conn_keep_alive, cut, conn_at)``, with ``conn_at`` where the
-    ``Connection: keep-alive`` line starts (its name), 0 without one: the last response on a
-    client connection drops that line by its offset (:func:`response_close`).
+    close_delimited, keep_alive, conn_keep_alive, cut, conn_at, raw)``, with ``conn_at`` where
+    the ``Connection: keep-alive`` line starts (its name), 0 without one (the last response on
+    a client connection drops that line by its offset: :func:`response_close`), and ``raw``
+    the head (``data`` itself when it is only the head).
     """
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
-    cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t total = PyBytes_GET_SIZE(data)
+    cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef const unsigned char* hit
+    cdef Py_ssize_t n
+    if 0 <= max_head < total:
+        total = max_head
+    hit = <const unsigned char*>memmem(r, total, b"\r\n\r\n", 4)
+    if hit == NULL:
+        return None
+    n = hit - r + 4
     cdef Py_ssize_t i, line_end, name_start, colon = 0, eol, vs = 0, ve = 0
     cdef int status, kind
     cdef bint v11
@@ -516,14 +532,10 @@ def scan_response(bytes raw, bint head_request):
         conn_keep_alive == 1,
         tuple(cut),
         conn_at,
+        data if n == PyBytes_GET_SIZE(data) else PyBytes_FromStringAndSize(<const char*>r, n),
     )
 
 
-from libc.string cimport memchr, memcpy
-
-
-cdef extern from "string.h" nogil:
-    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 
 cdef inline char* _put(char* out, bytes piece):

@@ -328,6 +328,30 @@ def test_common_heads_take_the_fast_path() -> None:
     assert scan_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", False)
 
 
+@compiled
+def test_response_scan_finds_the_end_of_the_head() -> None:
+    """The response scan is handed a whole read (head and body) and finds the head's end
+    itself, within the head limit; its last field is the head alone (the buffer itself when
+    it is only the head), and the Connection line's offset is where that line starts."""
+    from lb.http._speedups import scan_response
+
+    head = (
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive\r\nContent-Length: 9\r\n\r\n"
+    )
+    body = b"a\r\n\r\nb\r\n\r\n"
+    with_body = scan_response(head + body, False)
+    assert with_body is not None
+    assert with_body[-1] == head
+    assert with_body[:-1] == scan_response(head, False)[:-1]  # type: ignore[index]
+    alone = scan_response(head, False)
+    assert alone is not None and alone[-1] is head
+    assert head[alone[-2] :].startswith(b"Connection: keep-alive\r\n")
+    assert scan_response(head + body, False, len(head)) is not None
+    assert scan_response(head + body, False, len(head) - 1) is None  # over the limit
+    assert scan_response(head[:-2], False) is None  # no end yet
+    assert scan_response(head[:-2] + b"X", False) is None
+
+
 _TEMPLATES = [
     b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x/1.0\r\nCookie: a=1; b=2\r\n\r\n",
     b"POST /p HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\nAccept: */*\r\n\r\n",
