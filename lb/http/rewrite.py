@@ -263,9 +263,9 @@ def client_response_out(
                 )
         elif head.status != 101 and (head._conn_at or not head._conn_keep_alive):
             # (101: its Connection and Upgrade lines stay; see client_response_head)
-            splice = _OUT_CLOSE
-            if splice is not None:
-                return splice(head.raw, head._conn_at, request_id, lines, body)
+            last = _OUT_CLOSE
+            if last is not None:
+                return last(head.raw, head._conn_at, request_id, lines, body)
             raw = head.raw
             i = head._conn_at
             return b"".join(
