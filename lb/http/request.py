@@ -323,8 +323,11 @@ class RequestParser(MessageParser):
     def close(self) -> None:
         """Stop parsing for good (the adapter is closing the connection)."""
         self._state = DEAD
-        self._stash.clear()
-        self._buf.clear()
+        # (Usually both are empty: a truth test is cheaper than a method call, per connection.)
+        if self._stash:
+            self._stash.clear()
+        if self._buf:
+            self._buf.clear()
 
     def unbind(self) -> None:
         """After :meth:`close`, once the connection is gone: let go of the handler. The parser

@@ -97,10 +97,12 @@ class HttpClientProtocol(ClientSide):
         self.write_paused = False
         self.through = False
         self.proxied = None
-        self.loop = ctx.loop
-        self.limits = ctx.limits
-        self.parser = ctx.parser_template.spawn(self)  # (RequestParser(self, limits))
-        self.t_mark = ctx.clock()  # when the current state began (timeouts)
+        # (Read through self.ctx, the typed field, where compiled: C field reads and a C call
+        # of spawn, not Python attribute lookups on the argument.)
+        self.loop = self.ctx.loop
+        self.limits = self.ctx.limits
+        self.parser = self.ctx.parser_template.spawn(self)  # (RequestParser(self, limits))
+        self.t_mark = self.ctx.clock()  # when the current state began (timeouts)
         self.client_eof = False
         self.exchange: Exchange | None = None
 
