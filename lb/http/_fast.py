@@ -1,10 +1,10 @@
 """Where the parsers get the compiled scan of common heads from, if it is there.
 
-``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID`` and ``RESPONSE_OUT`` are
-:mod:`lb.http._speedups`' functions, or ``None`` when ``lb._compiled.load_speedups`` did not
-load it (not built, or ``LB_NO_EXTENSIONS`` on). The parsers behave identically either way;
-the extension only takes the common heads faster. What runs compiled, and why, is
-``lb._compiled``'s to say.
+``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID``, ``RESPONSE_OUT`` and
+``RESPONSE_CLOSE`` are :mod:`lb.http._speedups`' functions, or ``None`` when
+``lb._compiled.load_speedups`` did not load it (not built, or ``LB_NO_EXTENSIONS`` on). The
+parsers behave identically either way; the extension only takes the common heads faster. What
+runs compiled, and why, is ``lb._compiled``'s to say.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from lb._compiled import load_speedups
 
 ScanRequest = Callable[[bytes, int, int, int, int], "tuple[Any, ...] | None"]
-ScanResponse = Callable[[bytes, bool], "tuple[Any, ...] | None"]
+ScanResponse = Callable[[bytes, bool, int], "tuple[Any, ...] | None"]
 UpstreamHead = Callable[
     [bytes, bytes, int, "tuple[bytes, ...]", bool, "bytes | None", bytes, bytes, "bytes | None",
      "bytes | None"],
@@ -31,4 +31,7 @@ REQUEST_ID: Callable[[bytes, int], bytes] | None = (
 )
 RESPONSE_OUT: Callable[[bytes, bytes, bytes, bytes, bytes], bytes] | None = (
     None if _speedups is None else _speedups.response_out
+)
+RESPONSE_CLOSE: Callable[[bytes, int, bytes, bytes, bytes], bytes] | None = (
+    None if _speedups is None else _speedups.response_close
 )

@@ -31,6 +31,11 @@ Build: ``pip install -e .`` compiles it when Cython and a C compiler are present
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memchr, memcpy
+
+
+cdef extern from "string.h" nogil:
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 cdef bytes V11 = b"1.1"
 cdef bytes V10 = b"1.0"
@@ -174,6 +179,22 @@ cdef int _response_kind(const unsigned char* s, Py_ssize_t n) noexcept nogil:
         if _eq(s, n, b"proxy-connection", 16):
             return H_PROXY_CONN
     return H_OTHER
+
+
+cdef inline Py_ssize_t _head_end(const unsigned char* r, Py_ssize_t n) noexcept nogil:
+    """Where the head in ``r[:n]`` ends: the offset just past its first CRLFCRLF, or -1.
+    (``memchr`` for each CR: a head has a few lines; glibc's ``memmem`` costs more to set
+    up for a 4-byte needle than this whole search.)"""
+    cdef const unsigned char* p = r
+    cdef const unsigned char* last = r + n - 3
+    while p < last:
+        p = <const unsigned char*>memchr(p, 13, last - p)
+        if p == NULL:
+            return -1
+        if p[1] == 10 and p[2] == 13 and p[3] == 10:
+            return p - r + 4
+        p += 1
+    return -1
 
 
 cdef inline long long _digits(const unsigned char* s, Py_ssize_t n) noexcept nogil:
@@ -398,10 +419,12 @@ def scan_request(bytes raw, long long max_body, Py_ssize_t max_headers=-1,
     )
 
 
-def scan_response(bytes raw, bint head_request):
+def scan_response(bytes data, bint head_request, Py_ssize_t max_head=-1):
     """A common final response head, or ``None`` for the general path.
 
-    ``raw`` is a complete head; ``head_request``: the request was HEAD. As the request scan
+    ``data`` starts with a complete head (its end is the first CRLFCRLF, which the scan finds
+    itself: within the first ``max_head`` bytes, when that is not -1), and may go on past it
+    with the body; ``head_request``: the request was HEAD. As the request scan
     does, it checks all that llhttp would in the heads it takes, more strictly (the status
     line: ``HTTP/1.0`` or ``HTTP/1.1``, three digits, then nothing or SP and a reason of
     visible ASCII, SP and HTAB; token names, visible ASCII values, CRLF line ends: no
@@ -409,16 +432,26 @@ def scan_response(bytes raw, bint head_request):
     Transfer-Encoding), so the caller needs no llhttp for them.
     The caller does not use this while de-chunking for an HTTP/1.0 client.
     Returns ``(status, version, low, line_end, content_length, chunked, no_body,
-    close_delimited, keep_alive, conn_keep_alive, cut)``.
+    close_delimited, keep_alive, conn_keep_alive, cut, conn_at, raw)``, with ``conn_at`` where
+    the ``Connection: keep-alive`` line starts (its name), 0 without one (the last response on
+    a client connection drops that line by its offset: :func:`response_close`), and ``raw``
+    the head (``data`` itself when it is only the head).
     """
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
-    cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t total = PyBytes_GET_SIZE(data)
+    cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n
+    if 0 <= max_head < total:
+        total = max_head
+    n = _head_end(r, total)
+    if n < 0:
+        return None
     cdef Py_ssize_t i, line_end, name_start, colon = 0, eol, vs = 0, ve = 0
     cdef int status, kind
     cdef bint v11
     cdef int keep_alive, conn_seen = 0, conn_keep_alive = 0, te_seen = 0, seen_mask = 0
     cdef long long length = -1
     cdef bint chunked = False, no_body, close_delimited = False
+    cdef Py_ssize_t conn_at = 0
     cdef unsigned char* low
     cdef list cut = []
 
@@ -477,6 +510,7 @@ def scan_response(bytes raw, bint head_request):
                 if _eq(low + vs, ve - vs, b"keep-alive", 10):
                     keep_alive = 1
                     conn_keep_alive = 1
+                    conn_at = name_start
                 elif _eq(low + vs, ve - vs, b"close", 5):
                     keep_alive = 0
                     cut.append(N_CONNECTION)
@@ -511,14 +545,11 @@ def scan_response(bytes raw, bint head_request):
         keep_alive == 1,
         conn_keep_alive == 1,
         tuple(cut),
+        conn_at,
+        data if n == PyBytes_GET_SIZE(data) else PyBytes_FromStringAndSize(<const char*>r, n),
     )
 
 
-from libc.string cimport memchr, memcpy
-
-
-cdef extern from "string.h" nogil:
-    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 
 cdef inline char* _put(char* out, bytes piece):
@@ -664,6 +695,45 @@ def response_out(bytes raw, bytes rid, bytes cookie, bytes hsts, bytes body):
     o = _put_raw(o, b"\r\n", 2)
     o = _put(o, cookie)
     o = _put(o, hsts)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, body)
+    return out
+
+
+def response_close(bytes raw, Py_ssize_t conn_at, bytes rid, bytes lines, bytes body):
+    """The last response on a client connection, in one allocation: ``raw`` without the
+    ``Connection`` line that starts at ``conn_at`` (none when 0: the scan's offset,
+    :func:`scan_response`) and without its final CRLF, then ``Connection: close``,
+    ``X-Request-ID: rid``, ``lines`` (whole header lines, or empty), the empty line and
+    ``body`` (:func:`lb.http.rewrite.client_response_out`). Where the proxy closes the client
+    connection after a keep-alive backend's answer (``Connection: close`` traffic), this is
+    the rewrite of every response: a slice by offset rather than a search."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw) - 2
+    cdef const char* r = PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t j = conn_at, total
+    cdef const char* hit
+    if n < 2:
+        raise ValueError("response_close: not a head")
+    if conn_at:
+        if not 0 < conn_at < n:
+            raise ValueError("response_close: the Connection line is not in the head")
+        hit = <const char*>memchr(r + conn_at, 13, n - conn_at)
+        if hit == NULL:
+            raise ValueError("response_close: the Connection line has no end")
+        j = hit - r + 2
+    total = (n - (j - conn_at) + 19 + 14 + PyBytes_GET_SIZE(rid) + 2 + PyBytes_GET_SIZE(lines)
+             + 2 + PyBytes_GET_SIZE(body))
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* o = PyBytes_AS_STRING(out)
+    if conn_at:
+        o = _put_raw(o, r, conn_at)
+        o = _put_raw(o, r + j, n - j)
+    else:
+        o = _put_raw(o, r, n)
+    o = _put_raw(o, b"Connection: close\r\nX-Request-ID: ", 33)
+    o = _put(o, rid)
+    o = _put_raw(o, b"\r\n", 2)
+    o = _put(o, lines)
     o = _put_raw(o, b"\r\n", 2)
     o = _put(o, body)
     return out

@@ -16,4 +16,4 @@ cdef class ResponseHead:
     cdef public object version, raw, _low, _headers, content_length, body_bytes, _cut
     cdef public bint chunked, no_body, keep_alive, close_delimited, dechunked
     cdef public bint _cut_once, _conn_keep_alive
-    cdef public Py_ssize_t _line_end
+    cdef public Py_ssize_t _line_end, _conn_at

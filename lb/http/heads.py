@@ -224,6 +224,7 @@ class ResponseHead:
     """
 
     __slots__ = (
+        "_conn_at",
         "_conn_keep_alive",
         "_cut",
         "_cut_once",
@@ -261,6 +262,9 @@ class ResponseHead:
         self._cut: tuple[bytes, ...] = ()
         self._cut_once = True
         self._conn_keep_alive = False
+        # Where that Connection: keep-alive line starts, when the compiled scan read the head
+        # (0: not known, or no such line): the last response drops it by this offset.
+        self._conn_at = 0
 
     @property
     def headers(self) -> Headers:

@@ -19,6 +19,9 @@ cdef class RequestParser(MessageParser):
 
     @cython.locals(head=CRequestHead, end=Py_ssize_t)
     cpdef feed(self, data)
+    @cython.locals(parser=RequestParser)
+    cpdef RequestParser spawn(self, handler)
+    cdef _begin(self, handler)
     cpdef set_limits(self, limits)
     cpdef resume(self)
     cpdef close(self)

@@ -154,6 +154,8 @@ _PAUSED = 3
 
 #: The compiled scan of common heads (:mod:`lb.http._speedups`), or ``None``; tests swap it.
 _SCAN = SCAN_REQUEST
+#: llhttp's request parser class (read once: a module attribute read costs per connection).
+_LL_REQUEST = httptools.HttpRequestParser
 #: llhttp's words for a request after one that closes the connection. Said by the parser
 #: itself, since the llhttp parser that saw that request may not be the one that sees this one.
 AFTER_CLOSE = "Data after `Connection: close`"
@@ -181,14 +183,41 @@ class RequestParser(MessageParser):
     )
 
     def __init__(self, handler: RequestHandler, limits: RequestLimits = DEFAULT_LIMITS) -> None:
+        self._begin(handler)
+        self.set_limits(limits)
+
+    @staticmethod
+    def template(limits: RequestLimits) -> RequestParser:
+        """A parser that only holds ``limits``, to :meth:`spawn` the parsers of new connections
+        from (a listener's context keeps one per reload): it parses nothing itself."""
+        parser = RequestParser.__new__(RequestParser)
+        parser.set_limits(limits)
+        parser._state = DEAD
+        return parser
+
+    def spawn(self, handler: RequestHandler) -> RequestParser:
+        """``RequestParser(handler, limits)`` with this parser's limits, copied rather than
+        read from the ``RequestLimits`` again (where compiled, five C fields instead of five
+        Python attribute reads, and no Python call of ``__init__``: this runs per
+        connection)."""
+        parser = RequestParser.__new__(RequestParser)
+        parser._begin(handler)
+        parser._max_line = self._max_line
+        parser._max_header_bytes = self._max_header_bytes
+        parser._max_headers = self._max_headers
+        parser._max_body = self._max_body
+        parser._max_body_or_none = self._max_body_or_none
+        return parser
+
+    def _begin(self, handler: RequestHandler) -> None:
+        """What ``__init__`` does but for the limits."""
         # (MessageParser.__init__, as a C call where compiled: this runs per connection.) The
         # handler's body and error callbacks are looked up when first needed: most requests
         # have no body and no error, and a bound method is an object to make.
-        self._setup(httptools.HttpRequestParser, ignore, HEAD)
+        self._setup(_LL_REQUEST, ignore, HEAD)
         self._handler: RequestHandler | None = handler
         self._on_head: Callable[[RequestHead], None] = handler.on_request_head
         self._on_end: Callable[[], None] = handler.on_request_end
-        self.set_limits(limits)
         # The last request did not let the connection stay open (Connection: close, or
         # HTTP/1.0 without keep-alive): any further request is an error, in llhttp's words.
         # The rule is ours, not llhttp's closed state: the heads the compiled scan takes never
@@ -274,8 +303,8 @@ class RequestParser(MessageParser):
         self._max_line = limits.max_request_line
         self._max_header_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
-        self._max_body = limits.max_body_bytes
-        self._max_body_or_none = -1 if limits.max_body_bytes is None else limits.max_body_bytes
+        self._max_body = max_body = limits.max_body_bytes
+        self._max_body_or_none = -1 if max_body is None else max_body
 
     def resume(self) -> None:
         """The response to the last request is done: parse what was stashed, if anything."""
@@ -294,8 +323,11 @@ class RequestParser(MessageParser):
     def close(self) -> None:
         """Stop parsing for good (the adapter is closing the connection)."""
         self._state = DEAD
-        self._stash.clear()
-        self._buf.clear()
+        # (Usually both are empty: a truth test is cheaper than a method call, per connection.)
+        if self._stash:
+            self._stash.clear()
+        if self._buf:
+            self._buf.clear()
 
     def unbind(self) -> None:
         """After :meth:`close`, once the connection is gone: let go of the handler. The parser

@@ -21,8 +21,8 @@ cdef class ResponseParser(MessageParser):
     cpdef close(self)
     cpdef feed(self, data)
     cpdef feed_from(self, data, Py_ssize_t pos)
-    @cython.locals(head=CResponseHead)
-    cpdef Py_ssize_t _scan_head(self, data, Py_ssize_t end) except? -2
+    @cython.locals(head=CResponseHead, n=Py_ssize_t, end=Py_ssize_t, raw=bytes)
+    cpdef Py_ssize_t _scan_head(self, data) except? -2
     cpdef _fail(self, reason)
     @cython.locals(head=CResponseHead)
     cdef Py_ssize_t _complete_head(self, raw, data, Py_ssize_t end) except? -2

@@ -201,15 +201,13 @@ class ResponseParser(MessageParser):
         self.bytes_received += len(data)
         if state == HEAD and not self._buf and self._scan is not None:
             # The common case first: the buffer starts with a whole head the compiled scan takes
-            # (and usually holds the whole response). Anything else takes the general path.
-            end = data.find(b"\r\n\r\n")
-            if 0 < end <= self._max_head - 4 and data[0] != 13 and data[0] != 10:
-                end += 4
-                pos = self._scan_head(data, end)
-                if pos < len(data):
-                    # A body that goes on past the head (or a head left to the general path).
-                    self.feed_from(data, pos if pos > 0 else 0)
-                return
+            # (and usually holds the whole response; the scan finds the head's end itself).
+            # Anything else takes the general path.
+            pos = self._scan_head(data)
+            if pos < len(data):
+                # A body that goes on past the head (or a head left to the general path).
+                self.feed_from(data, pos if pos > 0 else 0)
+            return
         if state == _UNTIL_EOF:
             self._count_body(len(data))
             self._on_body(data)
@@ -243,19 +241,20 @@ class ResponseParser(MessageParser):
 
     # -- the machine ---------------------------------------------------------------------------
 
-    def _scan_head(self, data: bytes, end: int) -> int:
-        """``data[:end]`` is a complete head: try the compiled scan on it. Returns where the
-        general loop should go on, or -1 when this head is left to the general path (which
-        then starts over, with llhttp)."""
+    def _scan_head(self, data: bytes) -> int:
+        """Try the compiled scan on the head ``data`` starts with (it finds the head's end,
+        within ``max_head_bytes``). Returns where the general loop should go on, or -1 when
+        there is no whole head or it is left to the general path (which then starts over,
+        with llhttp)."""
         n = len(data)
-        raw = data if end == n else data[:end]
         scan = self._scan
         assert scan is not None
-        fast = scan(raw, self._head_request)
+        fast = scan(data, self._head_request, self._max_head)
         if fast is None:
             return -1
         (status, version, low, line_end, length, chunked, no_body, close_delimited,
-         keep_alive, conn_keep_alive, cut) = fast  # fmt: skip
+         keep_alive, conn_keep_alive, cut, conn_at, raw) = fast  # fmt: skip
+        end = len(raw)
         if chunked and self._dechunk:
             # The scan does not de-chunk: a chunked response to an HTTP/1.0 client takes the
             # general path (every other head frames the same for either kind of client).
@@ -270,6 +269,7 @@ class ResponseParser(MessageParser):
         head.close_delimited = close_delimited
         head.keep_alive = keep_alive
         head._conn_keep_alive = conn_keep_alive
+        head._conn_at = conn_at
         if cut:
             head._cut = cut
         if whole or (no_body and end == n):

@@ -11,5 +11,6 @@ from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CRespons
 cpdef tuple upstream_request_head(CRequestHead head, client_ip, proto, request_id, via)
 @cython.locals(raw=bytes, low=bytes, i=Py_ssize_t, j=Py_ssize_t)
 cpdef client_response_head(CResponseHead head, bint close, extra, bint http10_client)
+@cython.locals(raw=bytes, i=Py_ssize_t)
 cpdef bytes client_response_out(CResponseHead head, bint close, bytes request_id, bytes lines,
                                 bint http10_client, bytes body)

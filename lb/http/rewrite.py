@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from lb.http._fast import REQUEST_ID, RESPONSE_OUT, UPSTREAM_HEAD
+from lb.http._fast import REQUEST_ID, RESPONSE_CLOSE, RESPONSE_OUT, UPSTREAM_HEAD
 from lb.http.heads import RequestHead, ResponseHead, without_lines
 
 #: The compiled builder of common upstream heads (:mod:`lb.http._speedups`), or ``None``;
@@ -31,6 +31,9 @@ _RID = REQUEST_ID
 #: The common response head plus the proxy's lines plus the body, in one allocation, in C, or
 #: ``None``; tests swap it.
 _OUT = RESPONSE_OUT
+#: The same for the last response on a client connection (``Connection: close``), or ``None``;
+#: tests swap it.
+_OUT_CLOSE = RESPONSE_CLOSE
 
 _counter = itertools.count(1)
 _prefix = os.urandom(6).hex().encode()
@@ -245,20 +248,38 @@ def client_response_out(
     (a single buffer takes the event loop's direct write; two take a gathered one, which costs
     more per call than joining a small body).
 
-    The common case (the head goes out as received, plus the lines) is one allocation."""
-    if (
-        not close
-        and not head._cut
-        and head.version == b"1.1"
-        and not head.close_delimited
-        and (not http10_client or head._conn_keep_alive)
-    ):
-        splice = _OUT
-        if splice is not None:
-            return splice(head.raw, request_id, lines, b"", body)
-        return b"".join(
-            (head.raw[:-2], b"X-Request-ID: ", request_id, b"\r\n", lines, b"\r\n", body)
-        )
+    The common cases are one allocation: the head goes out as received, plus the lines; or,
+    for the last response on a client connection, without the backend's ``Connection:
+    keep-alive`` line (dropped by the offset the compiled scan found, ``head._conn_at``) and
+    with ``Connection: close``."""
+    if not head._cut and head.version == b"1.1":
+        if not close:
+            if not head.close_delimited and (not http10_client or head._conn_keep_alive):
+                splice = _OUT
+                if splice is not None:
+                    return splice(head.raw, request_id, lines, b"", body)
+                return b"".join(
+                    (head.raw[:-2], b"X-Request-ID: ", request_id, b"\r\n", lines, b"\r\n", body)
+                )
+        elif head.status != 101 and (head._conn_at or not head._conn_keep_alive):
+            # (101: its Connection and Upgrade lines stay; see client_response_head)
+            last = _OUT_CLOSE
+            if last is not None:
+                return last(head.raw, head._conn_at, request_id, lines, body)
+            raw = head.raw
+            i = head._conn_at
+            return b"".join(
+                (
+                    raw[:i] if i else raw[:-2],
+                    raw[raw.find(b"\r\n", i) + 2 : -2] if i else b"",
+                    b"Connection: close\r\nX-Request-ID: ",
+                    request_id,
+                    b"\r\n",
+                    lines,
+                    b"\r\n",
+                    body,
+                )
+            )
     out = client_response_head(
         head, close, b"".join((b"X-Request-ID: ", request_id, b"\r\n", lines)), http10_client
     )

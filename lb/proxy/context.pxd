@@ -3,6 +3,7 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
+from lb.http.request cimport RequestParser as CRequestParser
 from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
@@ -12,6 +13,7 @@ cdef class HttpContext:
     cdef public Py_ssize_t max_connections, accepted, rejected
     cdef public object _sweep_handle
     cdef public CIdleUpstreams upstreams
+    cdef public CRequestParser parser_template
     cdef public double keepalive_timeout, header_timeout, response_timeout, _sweep_interval
     cdef public double connect_timeout, idle_timeout
     cdef public bint stopping

@@ -1,7 +1,8 @@
 """What the connections of one http listener share, derived from its config.
 
 ``HttpContext`` holds the objects that every client connection and exchange of a listener
-reads per request: the router, the request limits, the ``Via`` value, the timeouts, the
+reads per request: the router, the request limits (and a request parser holding them, that
+new connections' parsers are spawned from), the ``Via`` value, the timeouts, the
 access log, the idle upstream connections, and the listener's counters. It is built from the
 listener's config when the listener starts, and :meth:`HttpContext.reconfigure` rebuilds
 every derived object in place when a reload changes that config. Per-request code always reads
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from lb.config import ListenerConfig
-from lb.http import RequestLimits
+from lb.http import RequestLimits, RequestParser
 from lb.proxy.accesslog import AccessLog
 from lb.proxy.idle import IdleUpstreams
 from lb.routing import Router
@@ -76,6 +77,8 @@ class HttpContext:
             max_headers=cfg.max_headers,
             max_body_bytes=cfg.max_body_bytes,
         )
+        # What a new connection's request parser is spawned from (it holds the limits).
+        self.parser_template = RequestParser.template(self.limits)
         self.via = f"1.1 {cfg.via}".encode() if cfg.via else None
         # The edge (docs/config.md, "TLS"): what the exchange adds or answers per request.
         tls = cfg.tls

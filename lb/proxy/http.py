@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol, cast
 
-from lb.http import RequestHead, RequestParser
+from lb.http import RequestHead
 from lb.proxy.context import HttpContext
 from lb.proxy.edge import Edge
 from lb.proxy.exchange import (
@@ -97,10 +97,12 @@ class HttpClientProtocol(ClientSide):
         self.write_paused = False
         self.through = False
         self.proxied = None
-        self.loop = ctx.loop
-        self.limits = limits = ctx.limits
-        self.parser = RequestParser(self, limits)
-        self.t_mark = ctx.clock()  # when the current state began (timeouts)
+        # (Read through self.ctx, the typed field, where compiled: C field reads and a C call
+        # of spawn, not Python attribute lookups on the argument.)
+        self.loop = self.ctx.loop
+        self.limits = self.ctx.limits
+        self.parser = self.ctx.parser_template.spawn(self)  # (RequestParser(self, limits))
+        self.t_mark = self.ctx.clock()  # when the current state began (timeouts)
         self.client_eof = False
         self.exchange: Exchange | None = None
 

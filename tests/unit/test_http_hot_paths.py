@@ -36,6 +36,8 @@ RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nProxy-Connection: x\r\n\r\n",
     b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nconnection:keep-alive \r\nContent-Length: 5\r\nX-A: b\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n",
 ]
 
 
@@ -53,21 +55,31 @@ def _head(raw: bytes) -> lb.http.ResponseHead:
 @pytest.mark.parametrize("lines", [b"", b"Set-Cookie: lb=1\r\n", b"Set-Cookie: a\r\nX-H: 1\r\n"])
 @pytest.mark.parametrize("body", [b"", b"hello"])
 @pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("scanned", [True, False])
 def test_client_response_out_is_head_plus_body(
-    raw: bytes, close: bool, http10: bool, lines: bytes, body: bytes, compiled: bool
+    raw: bytes, close: bool, http10: bool, lines: bytes, body: bytes, compiled: bool, scanned: bool
 ) -> None:
-    if compiled and not speedups_loaded():
+    """Also for the last response on a connection (``close``): from a head the compiled scan
+    read (the Connection line dropped by its offset) and from one the general path read."""
+    if (compiled or scanned) and not speedups_loaded():
         pytest.skip("the compiled splice is not built")
-    head = _head(raw)
+    if scanned:
+        head = _head(raw)
+    else:
+        with python_only():
+            head = _head(raw)
+        assert head._conn_at == 0
+    if scanned and head._conn_keep_alive:
+        assert head._low[head._conn_at :].startswith(b"connection:")
     extra = b"X-Request-ID: abc\r\n" + lines
     expected = client_response_head(head, close, extra, http10) + body
-    saved = lb.http.rewrite._OUT
+    saved = lb.http.rewrite._OUT, lb.http.rewrite._OUT_CLOSE
     if not compiled:
-        lb.http.rewrite._OUT = None
+        lb.http.rewrite._OUT = lb.http.rewrite._OUT_CLOSE = None
     try:
         got = client_response_out(head, close, b"abc", lines, http10, body)
     finally:
-        lb.http.rewrite._OUT = saved
+        lb.http.rewrite._OUT, lb.http.rewrite._OUT_CLOSE = saved
     assert got == expected
 
 

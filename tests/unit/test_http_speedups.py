@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from lb import _compiled
 from lb.http import build_upstream_head, rewrite_response_head
 from lb.http.heads import RequestHead, ResponseHead
+from lb.http.rewrite import client_response_out
 from tests.unit.test_http_helpers import Event, python_only, request_parser, response_parser
 
 compiled = pytest.mark.skipif(
@@ -273,6 +274,10 @@ def response_head_state(head: ResponseHead, close: bool, http10: bool) -> tuple[
         rewrite_response_head(
             head, close=close, extra=b"X-Request-ID: r\r\n", http10_client=http10
         ),
+        # The one-buffer response (a head the scan read drops a Connection line by its
+        # offset when the client connection closes after it; one the general path read, by
+        # a search): the same bytes either way.
+        client_response_out(head, close, b"r", b"Set-Cookie: a=b\r\n", http10, b"hello"),
     )
 
 
@@ -321,6 +326,30 @@ def test_common_heads_take_the_fast_path() -> None:
     )
     assert scan_response(nginx, False) is not None
     assert scan_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", False)
+
+
+@compiled
+def test_response_scan_finds_the_end_of_the_head() -> None:
+    """The response scan is handed a whole read (head and body) and finds the head's end
+    itself, within the head limit; its last field is the head alone (the buffer itself when
+    it is only the head), and the Connection line's offset is where that line starts."""
+    from lb.http._speedups import scan_response
+
+    head = (
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive\r\nContent-Length: 9\r\n\r\n"
+    )
+    body = b"a\r\n\r\nb\r\n\r\n"
+    with_body = scan_response(head + body, False)
+    assert with_body is not None
+    assert with_body[-1] == head
+    assert with_body[:-1] == scan_response(head, False)[:-1]  # type: ignore[index]
+    alone = scan_response(head, False)
+    assert alone is not None and alone[-1] is head
+    assert head[alone[-2] :].startswith(b"Connection: keep-alive\r\n")
+    assert scan_response(head + body, False, len(head)) is not None
+    assert scan_response(head + body, False, len(head) - 1) is None  # over the limit
+    assert scan_response(head[:-2], False) is None  # no end yet
+    assert scan_response(head[:-2] + b"X", False) is None
 
 
 _TEMPLATES = [
