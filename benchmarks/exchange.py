@@ -29,7 +29,8 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import uvloop
 
@@ -38,7 +39,7 @@ from lb import _compiled
 from lb.config import parse_config
 from lb.proxy.context import HttpContext
 from lb.proxy.exchange import HttpUpstreamProtocol
-from lb.proxy.http import HttpClientProtocol
+from lb.proxy.http import HttpClientProtocol, HttpFactory
 from lb.proxy.listener import Listener
 from lb.proxy.pool import PoolRuntime
 from lb.wire import BackendEntry
@@ -115,6 +116,8 @@ async def measure(
     )
     client = HttpClientProtocol(listener, ctx)
     client.connection_made(_Transport())  # type: ignore[arg-type]
+    # The listener's protocol factory (no edge: a new HttpClientProtocol per call).
+    factory = cast(Callable[[], HttpClientProtocol], HttpFactory(listener, ctx))
     upstreams = []
     for i in ids:
         upstream = HttpUpstreamProtocol(pool.backends[i], ctx.upstreams)
@@ -137,7 +140,7 @@ async def measure(
             t0 = clock()
             if new_connections:
                 # What the listener's factory and uvloop do for an accepted connection.
-                client = HttpClientProtocol(listener, ctx)
+                client = factory()
                 client.connection_made(_Transport())  # type: ignore[arg-type]
                 client.data_received(request)
             else:

@@ -3,12 +3,19 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
+cimport cython
+
+
 cdef class RequestHead:
     cdef public object method, target, path, version, raw, _low
     cdef public object host, content_length, upgrade, request_id, _xff, _origin_target, _headers
     cdef public object body_bytes, _cut
     cdef public bint keep_alive, chunked, expect_continue, _cut_once
     cdef public Py_ssize_t _line_end
+
+    cdef _init(self, method, target, path, version, raw, low, Py_ssize_t line_end, host,
+               bint keep_alive, content_length, bint chunked, upgrade, bint expect_continue,
+               request_id)
 
 
 cdef class ResponseHead:
@@ -17,3 +24,14 @@ cdef class ResponseHead:
     cdef public bint chunked, no_body, keep_alive, close_delimited, dechunked
     cdef public bint _cut_once, _conn_keep_alive
     cdef public Py_ssize_t _line_end, _conn_at
+
+    cdef _init(self, int status, version, raw, low, Py_ssize_t line_end)
+
+
+@cython.locals(head=RequestHead)
+cpdef RequestHead new_request_head(
+    method, target, path, version, raw, low, Py_ssize_t line_end, host, bint keep_alive,
+    content_length, bint chunked, upgrade, bint expect_continue, request_id
+)
+@cython.locals(head=ResponseHead)
+cpdef ResponseHead new_response_head(int status, version, raw, low, Py_ssize_t line_end)

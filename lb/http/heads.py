@@ -153,6 +153,29 @@ class RequestHead:
         expect_continue: bool,
         request_id: bytes | None,
     ) -> None:
+        self._init(
+            method, target, path, version, raw, low, line_end, host, keep_alive,
+            content_length, chunked, upgrade, expect_continue, request_id,
+        )  # fmt: skip
+
+    def _init(
+        self,
+        method: bytes,
+        target: bytes,
+        path: bytes,
+        version: bytes,
+        raw: bytes,
+        low: bytes,
+        line_end: int,
+        host: bytes | None,
+        keep_alive: bool,
+        content_length: int | None,
+        chunked: bool,
+        upgrade: bytes | None,
+        expect_continue: bool,
+        request_id: bytes | None,
+    ) -> None:
+        """What ``__init__`` does (:func:`new_request_head` calls it without the type call)."""
         self.method = method
         self.target = target
         self.path = path
@@ -244,6 +267,10 @@ class ResponseHead:
     )
 
     def __init__(self, status: int, version: bytes, raw: bytes, low: bytes, line_end: int) -> None:
+        self._init(status, version, raw, low, line_end)
+
+    def _init(self, status: int, version: bytes, raw: bytes, low: bytes, line_end: int) -> None:
+        """What ``__init__`` does (:func:`new_response_head` calls it without the type call)."""
         self.status = status
         self.version = version
         self.raw = raw
@@ -283,3 +310,42 @@ class ResponseHead:
 
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status} HTTP/{self.version.decode()}>"
+
+
+# Where this module is compiled, these are C calls that make a head without the type call (no
+# argument tuple to build and parse, no ``__init__`` looked up): the parsers make a head per
+# request and per response.
+
+
+def new_request_head(
+    method: bytes,
+    target: bytes,
+    path: bytes,
+    version: bytes,
+    raw: bytes,
+    low: bytes,
+    line_end: int,
+    host: bytes | None,
+    keep_alive: bool,
+    content_length: int | None,
+    chunked: bool,
+    upgrade: bytes | None,
+    expect_continue: bool,
+    request_id: bytes | None,
+) -> RequestHead:
+    """``RequestHead(...)`` with the same arguments."""
+    head = RequestHead.__new__(RequestHead)
+    head._init(
+        method, target, path, version, raw, low, line_end, host, keep_alive, content_length,
+        chunked, upgrade, expect_continue, request_id,
+    )  # fmt: skip
+    return head
+
+
+def new_response_head(
+    status: int, version: bytes, raw: bytes, low: bytes, line_end: int
+) -> ResponseHead:
+    """``ResponseHead(status, version, raw, low, line_end)``."""
+    head = ResponseHead.__new__(ResponseHead)
+    head._init(status, version, raw, low, line_end)
+    return head

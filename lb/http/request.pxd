@@ -6,11 +6,17 @@
 cimport cython
 
 from lb.http.framing cimport MessageParser
-from lb.http.heads cimport RequestHead as CRequestHead
+from lb.http.heads cimport RequestHead as CRequestHead, new_request_head
+
+
+cdef class DirectHandler:
+    cpdef on_request_head(self, CRequestHead head)
+    cpdef on_request_end(self)
 
 
 cdef class RequestParser(MessageParser):
     cdef public object _handler, _on_head, _on_end
+    cdef public DirectHandler _direct
     cdef public Py_ssize_t _max_line, _max_header_bytes, _max_headers
     cdef public object _max_body, _max_body_or_none, _stash
     cdef public bint _last_closes, _running, _eof
@@ -31,12 +37,14 @@ cdef class RequestParser(MessageParser):
     cpdef _fail(self, status, reason)
     @cython.locals(head=CRequestHead)
     cdef Py_ssize_t _complete_head(self, raw, data, Py_ssize_t end) except? -2
+    @cython.locals(direct=DirectHandler)
     cdef _take_head(self, CRequestHead head)
     @cython.locals(head=CRequestHead)
     cdef CRequestHead _scanned(self, raw)
     cdef CRequestHead _read_head(self, raw)
     @cython.locals(head=CRequestHead, line_end=Py_ssize_t)
     cdef CRequestHead _read_general(self, raw)
+    @cython.locals(direct=DirectHandler)
     cpdef _end(self)
     cdef bint _head_limits(self) except -1
     cdef _bad_head(self, text)

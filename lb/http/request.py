@@ -60,7 +60,7 @@ from lb.http.framing import (
     ignore,
     keep_alive_option,
 )
-from lb.http.heads import RequestHead, raw_values, split_tokens
+from lb.http.heads import RequestHead, new_request_head, raw_values, split_tokens
 
 
 class RequestHandler(Protocol):
@@ -73,6 +73,21 @@ class RequestHandler(Protocol):
     def on_request_end(self) -> None: ...
 
     def on_request_error(self, status: int, reason: str) -> None: ...
+
+
+class DirectHandler:
+    """A :class:`RequestHandler` base class whose head and end callbacks the parser calls as
+    methods, where a handler of any other class has them bound (two method objects per
+    connection). Where this module is compiled they are C calls through the class's method
+    table; the client connection (``ClientSide`` in lb/proxy/exchange.py) derives from it."""
+
+    __slots__ = ()
+
+    def on_request_head(self, head: RequestHead) -> None:
+        raise NotImplementedError
+
+    def on_request_end(self) -> None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +181,7 @@ class RequestParser(MessageParser):
     through heads and bodies is :class:`lb.http.framing.MessageParser`'s."""
 
     __slots__ = (
+        "_direct",
         "_eof",
         "_handler",
         "_head",
@@ -216,8 +232,17 @@ class RequestParser(MessageParser):
         # have no body and no error, and a bound method is an object to make.
         self._setup(_LL_REQUEST, ignore, HEAD)
         self._handler: RequestHandler | None = handler
-        self._on_head: Callable[[RequestHead], None] = handler.on_request_head
-        self._on_end: Callable[[], None] = handler.on_request_end
+        # A DirectHandler's callbacks are called as its methods; another handler's are bound.
+        self._direct: DirectHandler | None
+        self._on_head: Callable[[RequestHead], None]
+        self._on_end: Callable[[], None]
+        if isinstance(handler, DirectHandler):
+            self._direct = handler
+            self._on_head = self._on_end = ignore
+        else:
+            self._direct = None
+            self._on_head = handler.on_request_head
+            self._on_end = handler.on_request_end
         # The last request did not let the connection stay open (Connection: close, or
         # HTTP/1.0 without keep-alive): any further request is an error, in llhttp's words.
         # The rule is ours, not llhttp's closed state: the heads the compiled scan takes never
@@ -335,7 +360,7 @@ class RequestParser(MessageParser):
         connection would wait for the cyclic garbage collector instead of being freed at once.
         A closed parser makes no more calls."""
         self._state = DEAD
-        self._handler = None
+        self._handler = self._direct = None
         self._on_head = self._on_end = self._on_body = ignore
 
     def detach(self) -> bytes:
@@ -399,7 +424,11 @@ class RequestParser(MessageParser):
         """A request head was read: hand it on, then expect its body or its end."""
         self._head = head
         self._last_closes = not head.keep_alive
-        self._on_head(head)
+        direct = self._direct
+        if direct is not None:
+            direct.on_request_head(head)
+        else:
+            self._on_head(head)
         if self._state != HEAD:
             return  # the handler closed us
         if head.chunked:
@@ -477,7 +506,7 @@ class RequestParser(MessageParser):
         if fast is None:
             return None
         method, target, path, version, low, line_end, host, keep_alive, length, drop = fast
-        head = RequestHead(
+        head = new_request_head(
             method,
             target,
             path,
@@ -500,7 +529,11 @@ class RequestParser(MessageParser):
     def _end(self) -> None:
         self._state = _PAUSED
         self.requests += 1
-        self._on_end()
+        direct = self._direct
+        if direct is not None:
+            direct.on_request_end()
+        else:
+            self._on_end()
 
     # -- the hooks of MessageParser ------------------------------------------------------------
 
@@ -670,7 +703,7 @@ def read_request_head(
             cut.append(b"x-request-id")
             once = once and request_ids == 1
 
-    head = RequestHead(
+    head = new_request_head(
         method,
         target,
         path,

@@ -6,7 +6,7 @@
 cimport cython
 
 from lb.http.framing cimport MessageParser
-from lb.http.heads cimport ResponseHead as CResponseHead
+from lb.http.heads cimport ResponseHead as CResponseHead, new_response_head
 
 
 cdef class ResponseParser(MessageParser):

@@ -62,7 +62,7 @@ from lb.http.framing import (
     cut_connection_options,
     keep_alive_option,
 )
-from lb.http.heads import ResponseHead, split_tokens
+from lb.http.heads import ResponseHead, new_response_head, split_tokens
 
 
 class ResponseHandler(Protocol):
@@ -262,7 +262,7 @@ class ResponseParser(MessageParser):
         # No llhttp here: the scan takes only heads llhttp would take (lb/http/_speedups.pyx,
         # checked against llhttp by tests/unit/test_response_scan_llhttp.py).
         whole = length is not None and not no_body and end + length == n
-        head = ResponseHead(status, version, raw, low, line_end)
+        head = new_response_head(status, version, raw, low, line_end)
         head.content_length = length
         head.chunked = chunked
         head.no_body = no_body
@@ -401,7 +401,7 @@ def read_response_head(raw: bytes, head_request: bool, dechunk: bool) -> Respons
         raise FramingError("invalid response status")
     line_end = raw.find(b"\r\n")
     low = raw.lower()
-    head = ResponseHead(status, version, raw, low, line_end)
+    head = new_response_head(status, version, raw, low, line_end)
 
     length_value = None
     transfer_encoding = None

@@ -6,6 +6,7 @@
 cimport cython
 
 from lb.http.heads cimport RequestHead as CRequestHead, ResponseHead as CResponseHead
+from lb.http.request cimport DirectHandler
 from lb.http.response cimport ResponseParser as CResponseParser
 from lb.http.rewrite cimport client_response_out, upstream_request_head
 from lb.model cimport Backend as CBackend
@@ -14,7 +15,7 @@ from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
 from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 
 
-cdef class ClientSide:
+cdef class ClientSide(DirectHandler):
     cdef public object listener, transport, client_ip, proxied
     cdef public HttpContext ctx
     cdef public int state
@@ -40,6 +41,7 @@ cdef class Exchange:
     cdef public double t_start, t_mark
     cdef public bint request_complete, response_started, done, keep_alive
 
+    cdef _init(self, ClientSide conn, CRequestHead head, double t_start)
     @cython.locals(head=CRequestHead, ctx=HttpContext)
     cpdef start(self)
     cpdef request_body(self, data)
@@ -63,6 +65,10 @@ cdef class Exchange:
     cpdef check_timeout(self, double now)
     @cython.locals(ctx=HttpContext)
     cpdef account(self, double now)
+
+
+@cython.locals(ex=Exchange)
+cpdef Exchange new_exchange(ClientSide conn, CRequestHead head, double t_start)
 
 
 cdef class ReadBuffer:

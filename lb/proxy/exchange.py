@@ -37,6 +37,7 @@ import orjson
 from lb.histogram import LATENCY_BOUNDS
 from lb.http import RequestHead, ResponseHead, ResponseParser, error_response
 from lb.http.framing import HEAD as MESSAGE_HEAD
+from lb.http.request import DirectHandler
 from lb.http.rewrite import client_response_out, replace_header, upstream_request_head
 from lb.model import Backend
 from lb.proxy.context import HttpContext
@@ -85,8 +86,9 @@ class ListenerView(Protocol):
     ) -> None: ...
 
 
-class ClientSide:
-    """The client connection as an exchange sees it (``HttpClientProtocol`` implements it)."""
+class ClientSide(DirectHandler):
+    """The client connection as an exchange sees it (``HttpClientProtocol`` implements it);
+    its request parser calls it as a ``DirectHandler``."""
 
     __slots__ = (
         "client_ip",
@@ -167,6 +169,10 @@ class Exchange:
     )
 
     def __init__(self, conn: ClientSide, head: RequestHead | None, t_start: float) -> None:
+        self._init(conn, head, t_start)
+
+    def _init(self, conn: ClientSide, head: RequestHead | None, t_start: float) -> None:
+        """What ``__init__`` does (:func:`new_exchange` calls it without the type call)."""
         self.conn = conn
         self.ctx = conn.ctx
         self.head = head
@@ -716,6 +722,15 @@ class Exchange:
                 )
                 + b"\n"
             )
+
+
+def new_exchange(conn: ClientSide, head: RequestHead | None, t_start: float) -> Exchange:
+    """``Exchange(conn, head, t_start)``. Where this module is compiled, a C call that makes
+    the object without the type call (no argument tuple to build and parse, no ``__init__``
+    looked up): it runs per request."""
+    ex = Exchange.__new__(Exchange)
+    ex._init(conn, head, t_start)
+    return ex
 
 
 #: Bytes one read from a backend may bring: large, so that a big body takes few reads (and few

@@ -3,15 +3,12 @@
 # a C compiler is there, and Python runs it as it is otherwise. Keep both in step: every
 # attribute the class sets must be declared here (see docs/architecture.md).
 
+cimport cython
+
 from lb.http.heads cimport RequestHead as CRequestHead
 from lb.http.request cimport RequestParser as CRequestParser
 from lb.proxy.context cimport HttpContext
-from lb.proxy.exchange cimport ClientSide, Exchange
-
-
-cdef class HttpFactory:
-    cdef public object listener
-    cdef public HttpContext ctx
+from lb.proxy.exchange cimport ClientSide, Exchange, new_exchange
 
 
 cdef class HttpClientProtocol(ClientSide):
@@ -21,6 +18,7 @@ cdef class HttpClientProtocol(ClientSide):
     cdef public double t_mark
     cdef public bint client_eof
 
+    cdef _init(self, listener, HttpContext ctx)
     cpdef data_received(self, data)
     cpdef on_request_head(self, CRequestHead head)
     cpdef on_request_body(self, data)
@@ -29,3 +27,11 @@ cdef class HttpClientProtocol(ClientSide):
     cpdef close_now(self)
     cpdef abort(self)
     cpdef tunnel(self, upstream, data)
+
+
+cdef class HttpFactory:
+    cdef public object listener
+    cdef public HttpContext ctx
+
+    @cython.locals(conn=HttpClientProtocol)
+    cpdef HttpClientProtocol connection(self)

@@ -42,6 +42,7 @@ from lb.proxy.exchange import (
     ClientSide,
     Exchange,
     ListenerView,
+    new_exchange,
 )
 from lb.proxy.tunnel import Tunnel, TunnelOwner
 
@@ -72,12 +73,15 @@ class HttpFactory:
     def __call__(self) -> object:
         edge = self.listener.edge
         if edge is None:
-            return HttpClientProtocol(self.listener, self.ctx)
+            return self.connection()
         return edge.accept(self.connection)
 
     def connection(self) -> HttpClientProtocol:
-        """A client connection (behind an edge)."""
-        return HttpClientProtocol(self.listener, self.ctx)
+        """A client connection: ``HttpClientProtocol(listener, ctx)``, made without the type
+        call where this module is compiled (no argument tuple to build and parse)."""
+        conn = HttpClientProtocol.__new__(HttpClientProtocol)
+        conn._init(self.listener, self.ctx)
+        return conn
 
 
 class HttpClientProtocol(ClientSide):
@@ -86,6 +90,11 @@ class HttpClientProtocol(ClientSide):
     __slots__ = ("client_eof", "exchange", "limits", "loop", "parser", "t_mark")
 
     def __init__(self, listener: HttpListener, ctx: HttpContext) -> None:
+        self._init(listener, ctx)
+
+    def _init(self, listener: HttpListener, ctx: HttpContext) -> None:
+        """What ``__init__`` does (``HttpFactory.connection`` calls it without the type
+        call)."""
         # ClientSide's fields, set here rather than through ClientSide.__init__: compiled,
         # that call is a Python method call with its argument tuple, once per connection.
         # (Keep in step with ClientSide.__init__ in lb/proxy/exchange.py.)
@@ -196,7 +205,7 @@ class HttpClientProtocol(ClientSide):
     def on_request_head(self, head: RequestHead) -> None:
         self.state = ACTIVE
         self.ctx.requests += 1
-        ex = Exchange(self, head, self.t_mark)
+        ex = new_exchange(self, head, self.t_mark)
         self.exchange = ex
         ex.start()
 
@@ -213,7 +222,7 @@ class HttpClientProtocol(ClientSide):
     def on_request_error(self, status: int, reason: str) -> None:
         ex = self.exchange
         if ex is None:  # before a whole head: no exchange yet, answer through a bare one
-            ex = self.exchange = Exchange(self, None, self.t_mark)
+            ex = self.exchange = new_exchange(self, None, self.t_mark)
         ex.request_error(status, reason)
 
     # -- ClientSide: what the exchange calls --------------------------------------------------
@@ -259,7 +268,7 @@ class HttpClientProtocol(ClientSide):
                 self.transport.close()
         elif state == HEAD:
             if now - self.t_mark > ctx.header_timeout:
-                ex = self.exchange = Exchange(self, None, self.t_mark)
+                ex = self.exchange = new_exchange(self, None, self.t_mark)
                 ex.respond_error(408, "the request head did not arrive in time")
         elif state == ACTIVE:
             current = self.exchange
