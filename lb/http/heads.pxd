@@ -9,9 +9,9 @@ cimport cython
 cdef class RequestHead:
     cdef public object method, target, path, version, raw, _low
     cdef public object host, content_length, upgrade, request_id, _xff, _origin_target, _headers
-    cdef public object body_bytes, _cut
+    cdef public object _cut
     cdef public bint keep_alive, chunked, expect_continue, _cut_once
-    cdef public Py_ssize_t _line_end
+    cdef public Py_ssize_t _line_end, body_bytes
 
     cdef _init(self, method, target, path, version, raw, low, Py_ssize_t line_end, host,
                bint keep_alive, content_length, bint chunked, upgrade, bint expect_continue,
@@ -20,10 +20,10 @@ cdef class RequestHead:
 
 cdef class ResponseHead:
     cdef public int status
-    cdef public object version, raw, _low, _headers, content_length, body_bytes, _cut
+    cdef public object version, raw, _low, _headers, content_length, _cut
     cdef public bint chunked, no_body, keep_alive, close_delimited, dechunked
     cdef public bint _cut_once, _conn_keep_alive
-    cdef public Py_ssize_t _line_end, _conn_at
+    cdef public Py_ssize_t _line_end, _conn_at, body_bytes
 
     cdef _init(self, int status, version, raw, low, Py_ssize_t line_end)
 

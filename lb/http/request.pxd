@@ -21,7 +21,8 @@ cdef class RequestParser(MessageParser):
     cdef public object _max_body, _max_body_or_none, _stash
     cdef public bint _last_closes, _running, _eof
     cdef public CRequestHead _head
-    cdef public object requests
+    # (C counters: a Python int counter makes a new int object per increment past 256)
+    cdef public Py_ssize_t requests
 
     @cython.locals(head=CRequestHead, end=Py_ssize_t)
     cpdef feed(self, data)

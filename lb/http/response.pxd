@@ -15,7 +15,8 @@ cdef class ResponseParser(MessageParser):
     cdef public object _scan
     cdef public bint _head_request, _upgrade, _dechunk
     cdef public CResponseHead _head
-    cdef public object bytes_received, extra_bytes, responses
+    # (C counters: a Python int counter makes a new int object per increment past 256)
+    cdef public Py_ssize_t bytes_received, extra_bytes, responses
 
     cpdef start(self, bint head_request=*, bint upgrade=*, bint dechunk=*)
     cpdef close(self)

@@ -17,7 +17,9 @@ cdef class HttpContext:
     cdef public double keepalive_timeout, header_timeout, response_timeout, _sweep_interval
     cdef public double connect_timeout, idle_timeout
     cdef public bint stopping
-    cdef public object requests, retries, bytes_in, bytes_out, responses
+    # (C counters: a Python int counter makes a new int object per increment past 256)
+    cdef public Py_ssize_t requests, retries, bytes_in, bytes_out
+    cdef public list responses
     cdef public object proto, hsts, subject_header, redirect
 
     cpdef bint admit(self, conn) except -1

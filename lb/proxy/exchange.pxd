@@ -78,7 +78,8 @@ cdef class ReadBuffer:
 
 
 cdef class HttpUpstreamProtocol:
-    cdef public object transport, requests
+    cdef public object transport
+    cdef public Py_ssize_t requests
     cdef public CBackend backend
     cdef public CIdleUpstreams upstreams
     cdef public CResponseParser parser

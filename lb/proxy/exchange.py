@@ -244,7 +244,7 @@ class Exchange:
         if self.done:
             # The response finished before the request did (an early answer): the connection
             # cannot be trusted for another request (keep_alive is off).
-            self.conn.exchange_done(self.conn.ctx.loop.time())
+            self.conn.exchange_done(self.ctx.clock())
 
     def request_error(self, status: int, reason: str) -> None:
         """The request turned out malformed (a bad chunk, a body over the limit)."""
@@ -330,7 +330,7 @@ class Exchange:
             self.set_cookie = pool.sticky_header(backend)
         self.tried.append(backend)
         self.backend = backend
-        self.t_mark = self.ctx.loop.time()  # the upstream time counts from here, not the wait
+        self.t_mark = self.ctx.clock()  # the upstream time counts from here, not the wait
         self._use(backend)
 
     def client_gone(self) -> bool:
@@ -398,7 +398,7 @@ class Exchange:
             return
         pending = self.pending or []
         self.pending = None
-        self.t_mark = ctx.loop.time()  # the response timeout counts from now
+        self.t_mark = ctx.clock()  # the response timeout counts from now
         self._attach(conn)
         cast(asyncio.WriteTransport, transport).writelines(pending)
         if not self.request_complete:
@@ -515,7 +515,7 @@ class Exchange:
         assert pool is not None
         ctx = self.ctx
         ctx.bytes_out += up.parser.bytes_received
-        now = ctx.loop.time()
+        now = ctx.clock()
         b = self.backend
         if b is not None:
             b.responses[self.status // 100] += 1
@@ -551,7 +551,7 @@ class Exchange:
         self.flush_head()
         up = self._detach(False)
         assert up is not None
-        self.account(self.ctx.loop.time())
+        self.account(self.ctx.clock())
         self._release_backend()
         self.done = True
         self.conn.tunnel(up.transport, data)
@@ -592,7 +592,7 @@ class Exchange:
         )
         self.ctx.bytes_out += len(answer)
         self.conn.transport.write(answer)
-        self.account(self.ctx.loop.time())
+        self.account(self.ctx.clock())
         self.done = True
         self.conn.close_now()
 
@@ -624,7 +624,7 @@ class Exchange:
         self.status = status
         self.ctx.bytes_out += len(answer)
         self.conn.transport.write(answer)
-        self.account(self.ctx.loop.time())
+        self.account(self.ctx.clock())
         self.done = True
         self.conn.close_now()
 
@@ -645,7 +645,7 @@ class Exchange:
         )
         self.ctx.bytes_out += len(answer)
         self.conn.transport.write(answer)
-        now = self.ctx.loop.time()
+        now = self.ctx.clock()
         self.account(now)
         self.done = True
         if not keep:
