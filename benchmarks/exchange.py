@@ -112,7 +112,7 @@ async def measure(
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
     listener.http = ctx = HttpContext(
-        listener.config, listener.loop, listener.connections, listener.access
+        listener.config, listener.loop, listener.connections, listener.access, listener.pools
     )
     client = HttpClientProtocol(listener, ctx)
     client.connection_made(_Transport())  # type: ignore[arg-type]

@@ -10,6 +10,9 @@ from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
 cdef class HttpContext:
     cdef public object loop, clock, access, access_lines, config, router, limits, via, on_empty
     cdef public set connections
+    cdef public dict pools
+    cdef public object default_pool
+    cdef public bint routed
     cdef public Py_ssize_t max_connections, accepted, rejected
     cdef public object _sweep_handle
     cdef public CIdleUpstreams upstreams

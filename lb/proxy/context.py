@@ -1,10 +1,10 @@
 """What the connections of one http listener share, derived from its config.
 
-``HttpContext`` holds the objects that every client connection and exchange of a listener
-reads per request: the router, the request limits (and a request parser holding them, that
-new connections' parsers are spawned from), the ``Via`` value, the timeouts, the
-access log, the idle upstream connections, and the listener's counters. It is built from the
-listener's config when the listener starts, and :meth:`HttpContext.reconfigure` rebuilds
+``HttpContext`` holds the objects that every client connection and exchange of a listener reads
+per request: the worker's pools by name, the router, the request limits (and a request parser
+holding them, that new connections' parsers are spawned from), the ``Via`` value, the timeouts,
+the access log, the idle upstream connections, and the listener's counters. It is built from
+the listener's config when the listener starts, and :meth:`HttpContext.reconfigure` rebuilds
 every derived object in place when a reload changes that config. Per-request code always reads
 them from here (never a copy of its own), so a kept connection sees the new values at its next
 request; the request parser's limits are the one copy, and a connection swaps them before it
@@ -25,6 +25,7 @@ from lb.config import ListenerConfig
 from lb.http import RequestLimits, RequestParser
 from lb.proxy.accesslog import AccessLog
 from lb.proxy.idle import IdleUpstreams
+from lb.proxy.pool import PoolRuntime
 from lb.routing import Router
 
 
@@ -41,8 +42,11 @@ class HttpContext:
         loop: asyncio.AbstractEventLoop,
         connections: set[TimedConnection],
         access: AccessLog,
+        pools: dict[str, PoolRuntime],
     ) -> None:
         self.loop = loop
+        # The worker's pools by name (the listener's dict: the worker changes it in place).
+        self.pools = pools
         # loop.time, bound once: a call of it skips the method lookup of loop.time() (it
         # runs twice per new connection).
         self.clock: Callable[[], float] = loop.time
@@ -71,6 +75,10 @@ class HttpContext:
         """Derive everything per-request code reads from ``cfg`` (start, and every reload)."""
         self.config = cfg
         self.router = Router(cfg.routes, cfg.pool)
+        # Read per request: without routes, every request goes to the default pool (C fields
+        # where compiled, not the router's Python attributes).
+        self.routed = bool(self.router.routes)
+        self.default_pool = self.router.default
         self.limits = RequestLimits(
             max_request_line=cfg.max_request_line,
             max_header_bytes=cfg.max_header_bytes,

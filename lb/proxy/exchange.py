@@ -211,9 +211,8 @@ class Exchange:
             self.respond_redirect(ctx.redirect)
             return
         self.keep_alive = head.keep_alive and not ctx.stopping
-        router = ctx.router
-        pool_name = router.match(head.host, head.path) if router.routes else router.default
-        pool = self.conn.listener.pools.get(pool_name) if pool_name is not None else None
+        pool_name = ctx.router.match(head.host, head.path) if ctx.routed else ctx.default_pool
+        pool = ctx.pools.get(pool_name) if pool_name is not None else None
         if pool is None:
             self.respond_error(404, "no route matches this request")
             return

@@ -100,7 +100,7 @@ class Listener:
             if config.mode == "http":
                 # (an http listener's connections are all HttpClientProtocol: they time out)
                 conns = cast(set[TimedConnection], self.connections)
-                ctx = self.http = HttpContext(config, self.loop, conns, self.access)
+                ctx = self.http = HttpContext(config, self.loop, conns, self.access, self.pools)
                 ctx.on_empty = self._check_drained
                 # (Not an asyncio.Protocol subclass, so that it can be compiled; see
                 # lb/proxy/http.pxd.) The compiled factory makes a plain connection in C.

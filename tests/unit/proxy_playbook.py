@@ -390,7 +390,7 @@ class Playbook:
         # What Listener.start does for an http listener (without binding a socket).
         conns = cast(Iterable[TimedConnection], self.listener.connections)
         self.ctx = self.listener.http = HttpContext(
-            self.listener.config, self.loop, conns, self.listener.access
+            self.listener.config, self.loop, conns, self.listener.access, self.listener.pools
         )
         self.transports: dict[str, FakeTransport] = {}
         self.clients: dict[str, HttpClientProtocol] = {}

@@ -82,7 +82,9 @@ def setup(max_connections: int = 100) -> tuple[Listener, HttpContext, HttpUpstre
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
     conns = cast(set[TimedConnection], listener.connections)
-    ctx = listener.http = HttpContext(listener.config, listener.loop, conns, listener.access)
+    ctx = listener.http = HttpContext(
+        listener.config, listener.loop, conns, listener.access, listener.pools
+    )
     ctx.on_empty = listener._check_drained
     upstream = HttpUpstreamProtocol(pool.backends["a"], ctx.upstreams)
     upstream.connection_made(Transport())  # type: ignore[arg-type]

@@ -55,7 +55,7 @@ def setup() -> tuple[HttpContext, PoolRuntime]:
     )
     listener = Listener(cfg.listeners[0], {"p": pool}, asyncio.get_running_loop(), lambda *a: None)
     listener.http = ctx = HttpContext(
-        listener.config, listener.loop, listener.connections, listener.access
+        listener.config, listener.loop, listener.connections, listener.access, listener.pools
     )
     return ctx, pool
 

@@ -78,7 +78,7 @@ async def test_a_reload_changes_the_template_that_new_connections_spawn_from() -
         ).listeners[0]
 
     loop = asyncio.get_running_loop()
-    ctx = HttpContext(config(64), loop, set(), AccessLog())  # type: ignore[arg-type]
+    ctx = HttpContext(config(64), loop, set(), AccessLog(), {})  # type: ignore[arg-type]
     try:
         long_line = [b"GET /" + b"x" * 100 + b" HTTP/1.1\r\nHost: a\r\n\r\n"]
         before = ctx.parser_template
