@@ -12,7 +12,7 @@ from lb.http.rewrite cimport client_response_out, upstream_request_head
 from lb.model cimport Backend as CBackend
 from lb.proxy.context cimport HttpContext
 from lb.proxy.pool cimport PoolRuntime as CPoolRuntime
-from lb.proxy.idle cimport IdleUpstreams as CIdleUpstreams
+from lb.proxy.idle cimport IdleConnection, IdleUpstreams as CIdleUpstreams
 
 
 cdef class ClientSide(DirectHandler):
@@ -77,16 +77,14 @@ cdef class ReadBuffer:
     cpdef renew(self)
 
 
-cdef class HttpUpstreamProtocol:
+cdef class HttpUpstreamProtocol(IdleConnection):
     cdef public object transport
     cdef public Py_ssize_t requests
-    cdef public CBackend backend
     cdef public CIdleUpstreams upstreams
     cdef public CResponseParser parser
     cdef public Exchange exchange
-    cdef public bint closed
-    cdef public double idle_deadline
 
+    cpdef bint reusable(self) except -1
     cpdef data_received(self, data)
     cpdef get_buffer(self, Py_ssize_t sizehint)
     @cython.locals(read=ReadBuffer, parser=CResponseParser, ex=Exchange, client=ClientSide,

@@ -42,7 +42,7 @@ from lb.http.rewrite import client_response_out, replace_header, upstream_reques
 from lb.model import Backend
 from lb.proxy.context import HttpContext
 from lb.proxy.edge import UpstreamTls, open_upstream, proxy_header_for
-from lb.proxy.idle import IdleUpstreams
+from lb.proxy.idle import IdleConnection, IdleUpstreams
 from lb.proxy.peer import peer_closed
 from lb.proxy.pool import PoolRuntime
 from lb.proxyproto import Address
@@ -768,32 +768,28 @@ class ReadBuffer:
 READ_BUFFER = ReadBuffer()
 
 
-class HttpUpstreamProtocol:
+class HttpUpstreamProtocol(IdleConnection):
     """One keep-alive connection to a backend. Events go to the attached exchange, if any.
 
     On uvloop it reads into the worker's ``ReadBuffer`` (``get_buffer``/``buffer_updated``);
     other loops call ``data_received``, with the same outcome."""
 
-    __slots__ = (
-        "backend",
-        "closed",
-        "exchange",
-        "idle_deadline",
-        "parser",
-        "requests",
-        "transport",
-        "upstreams",
-    )
+    __slots__ = ("exchange", "parser", "requests", "transport", "upstreams")
 
     def __init__(self, backend: Backend, upstreams: IdleUpstreams) -> None:
+        # IdleConnection's fields, set here rather than through its __init__ (compiled, that
+        # is a Python call per connection; keep in step with IdleConnection.__init__).
         self.backend = backend
+        self.closed = False
+        self.idle_deadline = 0.0
         self.upstreams = upstreams
         self.exchange: Exchange | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = ResponseParser(self)
-        self.closed = False
         self.requests = 0
-        self.idle_deadline = 0.0
+
+    def reusable(self) -> bool:
+        return not self.closed and self.parser.idle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)

@@ -8,13 +8,22 @@ cimport cython
 from lb.model cimport Backend as CBackend
 
 
+cdef class IdleConnection:
+    cdef public CBackend backend
+    cdef public bint closed
+    cdef public double idle_deadline
+
+    cpdef bint reusable(self) except -1
+    cpdef close(self)
+
+
 cdef class IdleUpstreams:
     cdef public object loop
     cdef public dict idle
     cdef public Py_ssize_t reused
 
-    @cython.locals(conns=list)
+    @cython.locals(conns=list, conn=IdleConnection)
     cpdef acquire(self, backend)
     @cython.locals(backend=CBackend, conns=list)
-    cpdef release(self, conn, long max_idle, double idle_timeout, double now)
+    cpdef release(self, IdleConnection conn, long max_idle, double idle_timeout, double now)
     cpdef discard(self, conn)

@@ -18,6 +18,26 @@ if TYPE_CHECKING:
     from lb.proxy.exchange import HttpUpstreamProtocol
 
 
+class IdleConnection:
+    """What the pool needs of a pooled connection (``HttpUpstreamProtocol`` derives from
+    it): where this module is compiled, the pool reads these fields and calls these methods
+    in C."""
+
+    __slots__ = ("backend", "closed", "idle_deadline")
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.closed = False
+        self.idle_deadline = 0.0  # loop.time() after which the sweep closes it, while idle
+
+    def reusable(self) -> bool:
+        """Open and between responses: it may take the next request."""
+        return not self.closed
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
 class IdleUpstreams:
     __slots__ = ("idle", "loop", "reused")
 
@@ -30,7 +50,7 @@ class IdleUpstreams:
         conns = self.idle.get(backend)
         while conns:
             conn = conns.pop()
-            if not conn.closed and conn.parser.idle:
+            if conn.reusable():
                 self.reused += 1
                 return conn
         return None
