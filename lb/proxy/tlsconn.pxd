@@ -6,6 +6,7 @@
 cdef class TlsConnection:
     cdef public object app, counters, incoming, loop, outgoing, ssl, sslobj, timer, transport
     cdef public double timeout
+    cdef public Py_ssize_t held
     cdef public int state
     cdef public bint read_paused, reading_scheduled, write_paused, closing, drained
 

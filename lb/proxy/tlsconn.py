@@ -54,7 +54,6 @@ in ``tlsconn.pxd`` next to it (docs/architecture.md, "The compiled fast path").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from typing import Any, Protocol, cast
 
@@ -108,6 +107,7 @@ class TlsConnection:
         "closing",
         "counters",
         "drained",
+        "held",
         "incoming",
         "loop",
         "outgoing",
@@ -149,6 +149,8 @@ class TlsConnection:
         self.closing = False
         # The last read left no byte in the incoming BIO or in OpenSSL, and none came since.
         self.drained = False
+        # Bytes in the outgoing BIO held back for the next write: TLS 1.3 session tickets.
+        self.held = 0
 
     # -- the socket's protocol ----------------------------------------------------------------
 
@@ -219,24 +221,34 @@ class TlsConnection:
         except (_SSLError, ValueError) as exc:
             self._handshake_failed(exc)
             return
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
         counters = self.counters
         version = sslobj.version()
         if version in counters.handshakes:
             counters.handshakes[version] += 1
         if sslobj.session_reused:
             counters.resumed += 1
-        self._flush()  # the server's last flight, and TLS 1.3 session tickets
+        held = self.outgoing.pending if version == "TLSv1.3" else 0
+        if held:
+            # TLS 1.3: all that is left to write now is the session tickets. They go with the
+            # first write (a response: one record more in the same send), or with close's
+            # close_notify, or when the handshake timer fires, whichever comes first.
+            self.held = held
+        else:
+            self._flush()  # TLS 1.2: the server's last flight (its Finished)
+            timer = self.timer
+            if timer is not None:
+                timer.cancel()
+                self.timer = None
         self.state = OPEN
         app = self.app
         app.connection_made(self)
         if self.write_paused and self.state == OPEN:
             app.pause_writing()
-        if self.state == OPEN and not self.read_paused and self.incoming.pending:
-            self._read()  # the client's first request came with its Finished
+        if self.state == OPEN and not self.read_paused:
+            if self.incoming.pending:
+                self._read()  # the client's first request came with its Finished
+            else:
+                self.drained = True  # the first record takes data_received's short way
 
     def _handshake_failed(self, exc: BaseException, abort: bool = False) -> None:
         if self.state != HANDSHAKE:
@@ -259,7 +271,10 @@ class TlsConnection:
 
     def _handshake_timeout(self) -> None:
         self.timer = None
-        self._handshake_failed(TimeoutError("the TLS handshake did not complete in time"), True)
+        if self.state == HANDSHAKE:
+            self._handshake_failed(TimeoutError("the TLS handshake did not complete in time"), True)
+        elif self.held and not self.closing:
+            self._flush()  # session tickets still held back: nothing was written since
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -270,7 +285,7 @@ class TlsConnection:
             data = self.ssl.read(size)  # more than its plaintext: it is taken whole
         except _WantRead:  # no application data in it (a ticket, KeyUpdate)
             self.drained = False
-            if self.outgoing.pending:
+            if self.outgoing.pending > self.held:
                 self._flush()
             return
         except _SSLError as exc:
@@ -308,7 +323,7 @@ class TlsConnection:
             if not incoming.pending and not sslobj.pending():
                 self.drained = True
                 break
-        if self.outgoing.pending:  # what reading a record made OpenSSL answer (KeyUpdate)
+        if self.outgoing.pending > self.held:  # what reading made OpenSSL answer (KeyUpdate)
             self._flush()
 
     def _close_notify(self) -> None:
@@ -331,6 +346,7 @@ class TlsConnection:
 
     def _flush(self) -> None:
         outgoing = self.outgoing
+        self.held = 0
         if outgoing.pending:
             self.transport.write(outgoing.read())
 
@@ -344,7 +360,8 @@ class TlsConnection:
         except _SSLError as exc:
             self._fatal(exc)
             return
-        self.transport.write(self.outgoing.read())
+        self.held = 0
+        self.transport.write(self.outgoing.read())  # (with the session tickets held back)
 
     def writelines(self, lines: Any) -> None:
         self.write(b"".join(lines))
@@ -363,8 +380,12 @@ class TlsConnection:
         if transport is None:
             return
         if self.state != HANDSHAKE:
-            with contextlib.suppress(_SSLError, ValueError):
-                self.sslobj.unwrap()  # queues our close_notify (the client's is not awaited)
+            try:
+                # Queues our close_notify (after any session tickets held back). The client's
+                # is not awaited: the second SSL_shutdown inside raises SSLWantReadError.
+                self.ssl.shutdown()
+            except (_SSLError, ValueError):
+                pass
             self._flush()
         transport.close()
 
