@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.stop_all()
     old = " | lb-old | lb-old/HAProxy" if args.lb_old_src else ""
     print(f"\n| scenario | lb | HAProxy | lb/HAProxy{old} | notes |")
-    print("| --- " * (6 if old else 5) + "|")
+    print("| --- " * (7 if old else 5) + "|")
     for row in rows:
         lb, ha = row.figures.get("lb", float("nan")), row.figures.get("haproxy", float("nan"))
         extra = ""

@@ -18,11 +18,19 @@ have no method name in common. It starts in ``HANDSHAKE``: the bytes the socket 
 into the incoming BIO and ``do_handshake`` runs until it completes; what OpenSSL writes meanwhile
 (ServerHello and certificate, alerts) goes to the socket at once. The default certificate's
 context starts every connection; its SNI callback (``lb.tls.ServerTls``) switches to the
-certificate that has the name. A completed handshake is counted, the timer is cancelled, the
-state becomes ``OPEN`` and the app gets ``connection_made(self)``. A failed one is counted by
-reason (``lb.tls.failure_reason``), its alert is sent, and the socket is closed; the app never
-hears of the connection. So is one that outlasts ``handshake_timeout``, or that the client
-closes.
+certificate that has the name. A completed handshake is counted, the state becomes ``OPEN``
+and the app gets ``connection_made(self)``. A failed one is counted by reason
+(``lb.tls.failure_reason``), its alert is sent, and the socket is closed; the app never hears
+of the connection. So is one that outlasts ``handshake_timeout``, or that the client closes.
+
+What OpenSSL writes when a TLS 1.3 handshake completes is only the session tickets (TLS 1.2
+puts them inside the handshake, before the server's Finished, which is sent at once). They are
+``held`` back in the outgoing BIO and go with the first write, in the same ``send`` as the
+first response, or with ``close``'s ``close_notify``; the handshake timer then stays armed, and
+if nothing was written when it fires (``handshake_timeout`` after the connection came), it
+sends them alone. A ``Connection: close`` exchange thus takes one ``send`` fewer (HAProxy
+writes the tickets on their own). With TLS 1.2, or nothing held, the timer is cancelled at
+once.
 
 ``OPEN``: each read from the socket is written into the incoming BIO, then records are
 decrypted one by one into ``app.data_received`` while the app has not paused reading. The
@@ -173,7 +181,7 @@ class TlsConnection:
             else:
                 self._read()
         elif state == HANDSHAKE:
-            self._handshake()
+            self._handshake(data)
 
     def eof_received(self) -> bool:
         state = self.state
@@ -211,7 +219,8 @@ class TlsConnection:
 
     # -- the handshake -------------------------------------------------------------------------
 
-    def _handshake(self) -> None:
+    def _handshake(self, data: bytes) -> None:
+        """Go on with the handshake, ``data`` being the bytes the socket just delivered."""
         sslobj = self.ssl
         try:
             sslobj.do_handshake()
@@ -245,10 +254,22 @@ class TlsConnection:
         if self.write_paused and self.state == OPEN:
             app.pause_writing()
         if self.state == OPEN and not self.read_paused:
-            if self.incoming.pending:
-                self._read()  # the client's first request came with its Finished
-            else:
+            left = self.incoming.pending
+            if not left:
                 self.drained = True  # the first record takes data_received's short way
+                return
+            # The client's first request came with its Finished: what the BIO holds is the end
+            # of ``data``. One whole record there is read the short way too.
+            at = len(data) - left
+            if (
+                at >= 0
+                and left > RECORD_HEADER
+                and left == RECORD_HEADER + (data[at + 3] << 8 | data[at + 4])
+            ):
+                self.drained = True
+                self._read_record(left)
+            else:
+                self._read()
 
     def _handshake_failed(self, exc: BaseException, abort: bool = False) -> None:
         if self.state != HANDSHAKE:
