@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import re
 import socket
 import ssl
@@ -53,6 +54,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -529,14 +531,16 @@ def main(argv: list[str] | None = None) -> int:
                 ha_port, ha_pid = start_haproxy(procs, tmp, kind, backend)
                 ports = {"lb": lb_port, "haproxy": ha_port}
                 pids = {"lb": lb_pid, "haproxy": ha_pid}
-                resumed = {
-                    "lb": lambda a=admin: resumed_count(a),
-                    "haproxy": lambda s=tmp / f"haproxy-{kind}.sock": haproxy_resumed_count(s),
+                resumed: dict[str, Callable[[], int]] = {
+                    "lb": functools.partial(resumed_count, admin),
+                    "haproxy": functools.partial(
+                        haproxy_resumed_count, tmp / f"haproxy-{kind}.sock"
+                    ),
                 }
                 if args.lb_old_src:
                     old = start_lb(procs, tmp, kind, backend, args.lb_old_src, "lb-old")
                     ports["lb-old"], pids["lb-old"] = old[0], old[2]
-                    resumed["lb-old"] = lambda a=old[1]: resumed_count(a)
+                    resumed["lb-old"] = functools.partial(resumed_count, old[1])
                 wrk_rows = [
                     (label, short, headers)
                     for label, short, headers in (
@@ -568,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
                             if headers:
                                 if proxy != "haproxy":
                                     time.sleep(LB_SNAPSHOT_LAG)
-                                share = f", {(resumed[proxy]() - before) / max(1, r.requests):.1%} resumed"
+                                got = resumed[proxy]() - before
+                                share = f", {got / max(1, r.requests):.1%} resumed"
                                 if n == 0:
                                     row.note += f"{proxy}{share} "
                             print(
@@ -601,13 +606,13 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait(15)
         finally:
             procs.stop_all()
-    old = " | lb-old | lb-old/HAProxy" if args.lb_old_src else ""
-    print(f"\n| scenario | lb | HAProxy | lb/HAProxy{old} | notes |")
-    print("| --- " * (7 if old else 5) + "|")
+    more = " | lb-old | lb-old/HAProxy" if args.lb_old_src else ""
+    print(f"\n| scenario | lb | HAProxy | lb/HAProxy{more} | notes |")
+    print("| --- " * (7 if more else 5) + "|")
     for row in rows:
         lb, ha = row.figures.get("lb", float("nan")), row.figures.get("haproxy", float("nan"))
         extra = ""
-        if old:
+        if more:
             lo = row.figures.get("lb-old", float("nan"))
             extra = f" | {lo:,.1f} | {lo / ha if ha else float('nan'):.2f}x"
         print(f"| {row.what} | {lb:,.1f} | {ha:,.1f} | {row.ratio()}{extra} | {row.note.strip()} |")
