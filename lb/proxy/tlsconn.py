@@ -39,9 +39,12 @@ The common case, one request in one record in one read, takes a shorter way: whe
 read left nothing behind (``drained``) and the bytes the socket delivered are exactly one
 whole record (its header's length says so), one ``read`` sized to that record (larger than
 any plaintext it can hold, so it takes the record whole) decrypts it; no ``pending`` calls
-and no 16 KiB buffer allocated and shrunk per record. ``pause_reading`` pauses the socket
-too and leaves undecrypted records in the BIO; ``resume_reading`` resumes the socket and
-decrypts them on the next loop iteration (never inside the app's own call). A
+and no 16 KiB buffer allocated and shrunk per record. A completed handshake leaves the
+connection drained, and a first request that came in the same read as the client's Finished
+takes the same way when it is one whole record (the end of that read, by its header).
+``pause_reading`` pauses the socket too and leaves undecrypted records in the BIO;
+``resume_reading`` resumes the socket and decrypts them on the next loop iteration (never
+inside the app's own call). A
 ``close_notify`` from the client (or a FIN) is ``eof_received`` for the app; it may keep the
 connection open to finish a response.
 
