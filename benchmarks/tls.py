@@ -4,6 +4,8 @@ ciphers, same nginx backend, one run.
     python -m benchmarks.tls                      # about 2 minutes
     python -m benchmarks.tls --duration 4 --idle 1000
     python -m benchmarks.tls --inproc 200000      # lb's TLS layer alone, in-process: seconds
+    python -m benchmarks.tls --scenarios close --keys ecdsa --lb-old-src /work/main
+    python -m benchmarks.tls --inproc-connections 2000 --keys ecdsa,ecdsa-full
 
 For an ECDSA P-256 and an RSA 2048 certificate (made with ``openssl`` at run time), it measures:
 
@@ -33,6 +35,19 @@ with a 33-byte response (one ``write``, one record). It prints the CPU µs per r
 server side alone (decrypt, app call, encrypt); under ``valgrind --tool=callgrind`` two runs
 with different N give its instructions per request (the difference divided by the
 difference in N).
+
+``--inproc-connections N`` does the same for N new connections: each a handshake (the client
+offers the previous connection's session, as wrk does, so all but the first are TLS 1.3
+resumptions; key kind ``ecdsa-full`` or ``rsa-full`` offers none), one request answered with
+a write and ``close``, and ``connection_lost``. Only the server side's calls are timed.
+
+``--scenarios`` picks the rows (``keep-alive``, ``close``, ``s_time``, ``idle``).
+``--lb-old-src DIR`` adds ``lb-old``, the ``lb`` package in DIR (a worktree of main, say), run
+alongside in every round: a before/after on the same machine in the same minutes.
+``--lb-no-tickets`` runs ``lb`` (not ``lb-old``) with ``session_tickets = false``. The
+``Connection: close`` row gives each proxy's share of resumed handshakes: lb's from its
+``/metrics`` (read 1.5 s after the run, once the worker's snapshot is in), HAProxy's from its
+stats socket (``ssl_reused_sess``).
 
 Both proxies terminate TLS 1.3 (1.2 minimum), ALPN http/1.1, Mozilla intermediate ciphers,
 and add the same forwarding headers as in ``configs.py``. Ratios are lb / HAProxy within the
@@ -82,10 +97,16 @@ def make_cert(tmp: Path, kind: str) -> tuple[Path, Path]:
 
 
 def start_lb(
-    procs: Procs, tmp: Path, kind: str, backend: int, src: Path | None = None, name: str = "lb"
+    procs: Procs,
+    tmp: Path,
+    kind: str,
+    backend: int,
+    src: Path | None = None,
+    name: str = "lb",
+    tickets: bool = True,
 ) -> tuple[int, int, int]:
-    """lb with one worker (the ``lb`` package in ``src``, if given); returns (port, admin port,
-    pid)."""
+    """lb with one worker (the ``lb`` package in ``src``, if given; ``session_tickets`` as
+    ``tickets`` says); returns (port, admin port, pid)."""
     cert, key = tmp / f"{kind}.pem", tmp / f"{kind}.key"
     port, admin = free_port(), free_port()
     conf = tmp / f"{name}-tls-{kind}.toml"
@@ -106,6 +127,7 @@ max_connections = 20000
 backlog = 4096
 [listeners.tls]
 certificates = [{{ cert = "{cert}", key = "{key}" }}]
+session_tickets = {"true" if tickets else "false"}
 [pools.bench]
 backends = [{{ address = "127.0.0.1:{backend}" }}]
 """)
@@ -487,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run 'lb-old': the lb package in DIR (e.g. a worktree of main), before/after",
     )
     p.add_argument(
+        "--lb-no-tickets",
+        action="store_true",
+        help="lb (not lb-old) with session_tickets = false: TLS 1.3 resumption by session ID "
+        "from OpenSSL's cache instead of by ticket; --lb-old-src . compares the two",
+    )
+    p.add_argument(
         "--inproc",
         type=int,
         default=0,
@@ -527,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind in args.keys.split(","):
                 make_cert(tmp, kind)
                 started = len(procs.procs)
-                lb_port, admin, lb_pid = start_lb(procs, tmp, kind, backend)
+                tickets = not args.lb_no_tickets
+                lb_port, admin, lb_pid = start_lb(procs, tmp, kind, backend, tickets=tickets)
                 ha_port, ha_pid = start_haproxy(procs, tmp, kind, backend)
                 ports = {"lb": lb_port, "haproxy": ha_port}
                 pids = {"lb": lb_pid, "haproxy": ha_pid}
