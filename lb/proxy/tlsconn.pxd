@@ -6,11 +6,12 @@
 cdef class TlsConnection:
     cdef public object app, counters, incoming, loop, outgoing, ssl, sslobj, timer, transport
     cdef public double timeout
+    cdef public Py_ssize_t held
     cdef public int state
     cdef public bint read_paused, reading_scheduled, write_paused, closing, drained
 
     cpdef data_received(self, data)
-    cpdef _handshake(self)
+    cpdef _handshake(self, data)
     cpdef _read_record(self, Py_ssize_t size)
     cpdef _read(self)
     cpdef _flush(self)

@@ -18,11 +18,19 @@ have no method name in common. It starts in ``HANDSHAKE``: the bytes the socket 
 into the incoming BIO and ``do_handshake`` runs until it completes; what OpenSSL writes meanwhile
 (ServerHello and certificate, alerts) goes to the socket at once. The default certificate's
 context starts every connection; its SNI callback (``lb.tls.ServerTls``) switches to the
-certificate that has the name. A completed handshake is counted, the timer is cancelled, the
-state becomes ``OPEN`` and the app gets ``connection_made(self)``. A failed one is counted by
-reason (``lb.tls.failure_reason``), its alert is sent, and the socket is closed; the app never
-hears of the connection. So is one that outlasts ``handshake_timeout``, or that the client
-closes.
+certificate that has the name. A completed handshake is counted, the state becomes ``OPEN``
+and the app gets ``connection_made(self)``. A failed one is counted by reason
+(``lb.tls.failure_reason``), its alert is sent, and the socket is closed; the app never hears
+of the connection. So is one that outlasts ``handshake_timeout``, or that the client closes.
+
+What OpenSSL writes when a TLS 1.3 handshake completes is only the session tickets (TLS 1.2
+puts them inside the handshake, before the server's Finished, which is sent at once). They are
+``held`` back in the outgoing BIO and go with the first write, in the same ``send`` as the
+first response, or with ``close``'s ``close_notify``; the handshake timer then stays armed, and
+if nothing was written when it fires (``handshake_timeout`` after the connection came), it
+sends them alone. A ``Connection: close`` exchange thus takes one ``send`` fewer (HAProxy
+writes the tickets on their own). With TLS 1.2, or nothing held, the timer is cancelled at
+once.
 
 ``OPEN``: each read from the socket is written into the incoming BIO, then records are
 decrypted one by one into ``app.data_received`` while the app has not paused reading. The
@@ -31,9 +39,12 @@ The common case, one request in one record in one read, takes a shorter way: whe
 read left nothing behind (``drained``) and the bytes the socket delivered are exactly one
 whole record (its header's length says so), one ``read`` sized to that record (larger than
 any plaintext it can hold, so it takes the record whole) decrypts it; no ``pending`` calls
-and no 16 KiB buffer allocated and shrunk per record. ``pause_reading`` pauses the socket
-too and leaves undecrypted records in the BIO; ``resume_reading`` resumes the socket and
-decrypts them on the next loop iteration (never inside the app's own call). A
+and no 16 KiB buffer allocated and shrunk per record. A completed handshake leaves the
+connection drained, and a first request that came in the same read as the client's Finished
+takes the same way when it is one whole record (the end of that read, by its header).
+``pause_reading`` pauses the socket too and leaves undecrypted records in the BIO;
+``resume_reading`` resumes the socket and decrypts them on the next loop iteration (never
+inside the app's own call). A
 ``close_notify`` from the client (or a FIN) is ``eof_received`` for the app; it may keep the
 connection open to finish a response.
 
@@ -54,7 +65,6 @@ in ``tlsconn.pxd`` next to it (docs/architecture.md, "The compiled fast path").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from typing import Any, Protocol, cast
 
@@ -108,6 +118,7 @@ class TlsConnection:
         "closing",
         "counters",
         "drained",
+        "held",
         "incoming",
         "loop",
         "outgoing",
@@ -149,6 +160,8 @@ class TlsConnection:
         self.closing = False
         # The last read left no byte in the incoming BIO or in OpenSSL, and none came since.
         self.drained = False
+        # Bytes in the outgoing BIO held back for the next write: TLS 1.3 session tickets.
+        self.held = 0
 
     # -- the socket's protocol ----------------------------------------------------------------
 
@@ -171,7 +184,7 @@ class TlsConnection:
             else:
                 self._read()
         elif state == HANDSHAKE:
-            self._handshake()
+            self._handshake(data)
 
     def eof_received(self) -> bool:
         state = self.state
@@ -209,7 +222,8 @@ class TlsConnection:
 
     # -- the handshake -------------------------------------------------------------------------
 
-    def _handshake(self) -> None:
+    def _handshake(self, data: bytes) -> None:
+        """Go on with the handshake, ``data`` being the bytes the socket just delivered."""
         sslobj = self.ssl
         try:
             sslobj.do_handshake()
@@ -219,24 +233,46 @@ class TlsConnection:
         except (_SSLError, ValueError) as exc:
             self._handshake_failed(exc)
             return
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
-            self.timer = None
         counters = self.counters
         version = sslobj.version()
         if version in counters.handshakes:
             counters.handshakes[version] += 1
         if sslobj.session_reused:
             counters.resumed += 1
-        self._flush()  # the server's last flight, and TLS 1.3 session tickets
+        held = self.outgoing.pending if version == "TLSv1.3" else 0
+        if held:
+            # TLS 1.3: all that is left to write now is the session tickets. They go with the
+            # first write (a response: one record more in the same send), or with close's
+            # close_notify, or when the handshake timer fires, whichever comes first.
+            self.held = held
+        else:
+            self._flush()  # TLS 1.2: the server's last flight (its Finished)
+            timer = self.timer
+            if timer is not None:
+                timer.cancel()
+                self.timer = None
         self.state = OPEN
         app = self.app
         app.connection_made(self)
         if self.write_paused and self.state == OPEN:
             app.pause_writing()
-        if self.state == OPEN and not self.read_paused and self.incoming.pending:
-            self._read()  # the client's first request came with its Finished
+        if self.state == OPEN and not self.read_paused:
+            left = self.incoming.pending
+            if not left:
+                self.drained = True  # the first record takes data_received's short way
+                return
+            # The client's first request came with its Finished: what the BIO holds is the end
+            # of ``data``. One whole record there is read the short way too.
+            at = len(data) - left
+            if (
+                at >= 0
+                and left > RECORD_HEADER
+                and left == RECORD_HEADER + (data[at + 3] << 8 | data[at + 4])
+            ):
+                self.drained = True
+                self._read_record(left)
+            else:
+                self._read()
 
     def _handshake_failed(self, exc: BaseException, abort: bool = False) -> None:
         if self.state != HANDSHAKE:
@@ -259,7 +295,10 @@ class TlsConnection:
 
     def _handshake_timeout(self) -> None:
         self.timer = None
-        self._handshake_failed(TimeoutError("the TLS handshake did not complete in time"), True)
+        if self.state == HANDSHAKE:
+            self._handshake_failed(TimeoutError("the TLS handshake did not complete in time"), True)
+        elif self.held and not self.closing:
+            self._flush()  # session tickets still held back: nothing was written since
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -270,7 +309,7 @@ class TlsConnection:
             data = self.ssl.read(size)  # more than its plaintext: it is taken whole
         except _WantRead:  # no application data in it (a ticket, KeyUpdate)
             self.drained = False
-            if self.outgoing.pending:
+            if self.outgoing.pending > self.held:
                 self._flush()
             return
         except _SSLError as exc:
@@ -308,7 +347,7 @@ class TlsConnection:
             if not incoming.pending and not sslobj.pending():
                 self.drained = True
                 break
-        if self.outgoing.pending:  # what reading a record made OpenSSL answer (KeyUpdate)
+        if self.outgoing.pending > self.held:  # what reading made OpenSSL answer (KeyUpdate)
             self._flush()
 
     def _close_notify(self) -> None:
@@ -331,6 +370,7 @@ class TlsConnection:
 
     def _flush(self) -> None:
         outgoing = self.outgoing
+        self.held = 0
         if outgoing.pending:
             self.transport.write(outgoing.read())
 
@@ -344,7 +384,8 @@ class TlsConnection:
         except _SSLError as exc:
             self._fatal(exc)
             return
-        self.transport.write(self.outgoing.read())
+        self.held = 0
+        self.transport.write(self.outgoing.read())  # (with the session tickets held back)
 
     def writelines(self, lines: Any) -> None:
         self.write(b"".join(lines))
@@ -363,8 +404,13 @@ class TlsConnection:
         if transport is None:
             return
         if self.state != HANDSHAKE:
-            with contextlib.suppress(_SSLError, ValueError):
-                self.sslobj.unwrap()  # queues our close_notify (the client's is not awaited)
+            # Queues our close_notify (after any session tickets held back). The client's is
+            # not awaited: the second SSL_shutdown inside raises SSLWantReadError. (A plain
+            # try/except: contextlib.suppress is an object and two calls per connection.)
+            try:  # noqa: SIM105
+                self.ssl.shutdown()
+            except (_SSLError, ValueError):
+                pass
             self._flush()
         transport.close()
 
