@@ -10,7 +10,8 @@ cimport cython
 
 from lb.model cimport Backend as CBackend
 
-cdef double _KEEP, _FAR, _TO_UNIT
+cdef double _E, _KEEP, _FAR, _TO_UNIT
+cdef unsigned int _MASK32
 
 
 cdef class _Estimate:
@@ -32,7 +33,8 @@ cdef class PeakEwma:
                    dt=cython.double, w=cython.double, active=cython.long, cost=cython.double)
     cpdef on_latency(self, CBackend backend, double rtt, double now)
 
-    @cython.locals(cost=cython.double, elapsed=cython.double, floor=cython.double)
+    @cython.locals(cost=cython.double, elapsed=cython.double, floor=cython.double,
+                   fade=cython.double)
     cdef double _estimate(self, _Estimate e, long active)
 
     @cython.locals(typical=cython.double, floor=cython.double)
@@ -47,7 +49,8 @@ cdef class PeakEwma:
                    floor=cython.double, cost_a=cython.double, cost_b=cython.double,
                    wa=cython.double, wb=cython.double, load=cython.double,
                    x_a=cython.double, x_b=cython.double, a_wins=bint,
-                   typical=cython.double, limit=cython.double, normal=cython.long)
+                   typical=cython.double, limit=cython.double, normal=cython.long,
+                   fade=cython.double)
     cpdef pick(self, key)
 
     @cython.locals(estimates=tuple, load=cython.double, x0=Py_ssize_t, x1=Py_ssize_t,

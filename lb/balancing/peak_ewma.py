@@ -94,7 +94,9 @@ from lb.balancing.options import StrategyOptions
 from lb.balancing.roster import Roster
 from lb.model import Backend
 
-_exp = math.exp
+#: exp(y) is written _E ** y: compiled, C's pow(e, y), where a call of math.exp would be a
+#: Python call with two float objects; as plain Python, float ** float is the same pow().
+_E = math.e
 
 #: An answer below the estimate has at least this weight in it, 1/EVIDENCE, however soon after
 #: the previous one it comes: a busy backend forgets a peak within a few EVIDENCE answers.
@@ -108,6 +110,7 @@ _FAR = FAR_WORSE  # (compiled: a C double, as _KEEP is; FAR_WORSE stays a Python
 
 #: 2**-32: a 32-bit draw of the strategy's own generator as a float in [0, 1).
 _TO_UNIT = 1.0 / 4294967296.0
+_MASK32 = 0xFFFFFFFF  # (compiled: a C unsigned int, so that the draws are C arithmetic)
 
 
 class _Estimate:
@@ -180,7 +183,7 @@ class PeakEwma:
         # The draws: the strategy's own xorshift32 (state never 0), or the rng given.
         self._own_rng = rng is None
         self._random = rng
-        start = random.getrandbits(32) if seed is None else seed & 0xFFFFFFFF
+        start = random.getrandbits(32) if seed is None else seed & _MASK32
         self._state = start or 0x9E3779B9
         self._roster = Roster()
         self._backends: tuple[Backend, ...] = ()
@@ -228,7 +231,7 @@ class PeakEwma:
             self._typical = rtt
         else:
             dt = now - self._now
-            w = _KEEP if dt < keep_dt else _exp(-dt * self._inv_decay)
+            w = _KEEP if dt < keep_dt else _E ** (-dt * self._inv_decay)
             self._typical = typical * w + rtt * (1.0 - w)
             active = backend.active
             self._load = self._load * w + (active if active > 1 else 1) * (1.0 - w)
@@ -239,7 +242,7 @@ class PeakEwma:
             e.cost = rtt
         else:
             dt = now - e.stamp
-            w = _KEEP if dt < keep_dt else _exp(-dt * self._inv_decay)
+            w = _KEEP if dt < keep_dt else _E ** (-dt * self._inv_decay)
             e.cost = cost * w + rtt * (1.0 - w)
         e.stamp = now
 
@@ -250,7 +253,8 @@ class PeakEwma:
         if not active:  # (while a request is out, the last answer stands: one probe at a time)
             elapsed = self._now - e.stamp
             if elapsed > 0.0:
-                cost *= _exp(-elapsed * self._inv_decay)
+                fade = _E ** (-elapsed * self._inv_decay)  # (a C double: pow(), no complex)
+                cost *= fade
         floor = self._floor
         return cost if cost > floor else floor
 
@@ -290,9 +294,9 @@ class PeakEwma:
         given (tests)."""
         if self._own_rng:
             x = self._state
-            x ^= (x << 13) & 0xFFFFFFFF
+            x ^= (x << 13) & _MASK32
             x ^= x >> 17
-            x ^= (x << 5) & 0xFFFFFFFF
+            x ^= (x << 5) & _MASK32
             self._state = x
             return x * _TO_UNIT
         return self._random()  # type: ignore[no-any-return]
@@ -323,7 +327,8 @@ class PeakEwma:
             cost_a = self._penalty if active_a else self._initial
         else:
             if not active_a and ea.stamp != now:
-                cost_a *= _exp((ea.stamp - now) * self._inv_decay)
+                fade = _E ** ((ea.stamp - now) * self._inv_decay)
+                cost_a *= fade
             if cost_a < floor:
                 cost_a = floor
         cost_b = eb.cost
@@ -331,7 +336,8 @@ class PeakEwma:
             cost_b = self._penalty if active_b else self._initial
         else:
             if not active_b and eb.stamp != now:
-                cost_b *= _exp((eb.stamp - now) * self._inv_decay)
+                fade = _E ** ((eb.stamp - now) * self._inv_decay)
+                cost_b *= fade
             if cost_b < floor:
                 cost_b = floor
         wa = ea.weight
