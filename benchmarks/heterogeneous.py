@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import configs, wrk
+from benchmarks.cpu import tree_cpu_seconds
 from benchmarks.procs import ROOT, Procs, free_port, free_ports, raise_nofile, wait_log, wait_port
 from benchmarks.proxies import Running, start
 
@@ -71,6 +72,11 @@ class Row:
     #: and that backend 1 answered after it slowed down (from --slow-after to the end).
     slow0_share: float
     slow1_share: float
+    #: CPU (utime + stime) per request, microseconds: the proxy's process tree, and the four
+    #: backends together. Less noisy than req/s on a shared machine (waiting for a core is
+    #: not counted).
+    proxy_cpu_us: float = 0.0
+    backends_cpu_us: float = 0.0
 
 
 def _get(port: int, path: str) -> bytes:
@@ -172,6 +178,7 @@ def one_run(
     ewma: Variant,
     backends: list[int],
     args: argparse.Namespace,
+    backend_pids: list[int],
 ) -> Row:
     for port in backends:
         set_latency(port, 0)
@@ -194,6 +201,9 @@ def one_run(
             set_latency(backends[1], args.latency)
 
         second = threading.Timer(args.slow_after, slow_down_second)
+        proxy_pid = running.proc.pid if running.proc is not None else 0
+        cpu_before = tree_cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        backends_before = sum(tree_cpu_seconds(p) for p in backend_pids)
         second.start()
         try:
             result = wrk.run(
@@ -207,6 +217,8 @@ def one_run(
         finally:
             second.cancel()
             second.join()
+        proxy_cpu = tree_cpu_seconds(proxy_pid) - cpu_before if proxy_pid else 0.0
+        backends_cpu = sum(tree_cpu_seconds(p) for p in backend_pids) - backends_before
         after = [served(p) for p in backends]
     finally:
         if running.proc is not None:  # (stop_all would kill it too, at the very end)
@@ -225,6 +237,8 @@ def one_run(
         result.errors,
         counts[0] / (sum(counts) or 1),
         late[1] / (sum(late) or 1),
+        proxy_cpu / (result.requests or 1) * 1e6,
+        backends_cpu / (result.requests or 1) * 1e6,
     )
 
 
@@ -238,6 +252,8 @@ def median_row(rows: list[Row]) -> Row:
         sum(r.errors for r in rows),
         statistics.median(r.slow0_share for r in rows),
         statistics.median(r.slow1_share for r in rows),
+        statistics.median(r.proxy_cpu_us for r in rows),
+        statistics.median(r.backends_cpu_us for r in rows),
     )
 
 
@@ -245,15 +261,17 @@ def table(rows: list[Row]) -> str:
     ref = next((r for r in rows if r.label == REFERENCE), None)
     lines = [
         "| proxy | req/s | p50 ms | p99 ms | p99 / HAProxy's | req/s / HAProxy's "
-        "| slow backend 0's share | slow backend 1's share, once slow | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| slow backend 0's share | slow backend 1's share, once slow | errors "
+        "| proxy CPU µs/req | backends' CPU µs/req |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         p99_ratio = f"{r.p99_ms / ref.p99_ms:.2f}x" if ref and ref.p99_ms else "n/a"
         rps_ratio = f"{r.rps / ref.rps:.2f}x" if ref and ref.rps else "n/a"
         lines.append(
             f"| {r.label} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {p99_ratio} "
-            f"| {rps_ratio} | {r.slow0_share:.1%} | {r.slow1_share:.1%} | {r.errors} |"
+            f"| {rps_ratio} | {r.slow0_share:.1%} | {r.slow1_share:.1%} | {r.errors} "
+            f"| {r.proxy_cpu_us:.1f} | {r.backends_cpu_us:.1f} |"
         )
     return "\n".join(lines)
 
@@ -359,22 +377,27 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="lb-het-") as tmp_name:
             tmp = Path(tmp_name)
             backends = free_ports(BACKENDS)
+            backend_pids = []
             for i, port in enumerate(backends):
-                procs.start(
+                backend = procs.start(
                     [sys.executable, "-m", "lb.demo_server", "--port", str(port),
                      "--name", f"b{i}"],
                     tmp / f"backend-{i}.log",
                 )  # fmt: skip
+                backend_pids.append(backend.pid)
             for port in backends:
                 wait_port(port)
             for n in range(args.rounds):
                 for label, proxy, strategy, ewma in rows_order:
-                    row = one_run(procs, tmp, label, proxy, strategy, ewma, backends, args)
+                    row = one_run(
+                        procs, tmp, label, proxy, strategy, ewma, backends, args, backend_pids
+                    )
                     rows[label].append(row)
                     print(
                         f"round {n + 1} {label}: {row.rps:,.0f} req/s, p50 {row.p50_ms:.2f} ms,"
                         f" p99 {row.p99_ms:.2f} ms, slow shares {row.slow0_share:.1%} / "
-                        f"{row.slow1_share:.1%}, errors {row.errors}",
+                        f"{row.slow1_share:.1%}, errors {row.errors}, CPU/req proxy "
+                        f"{row.proxy_cpu_us:.1f} µs, backends {row.backends_cpu_us:.1f} µs",
                         flush=True,
                     )
                     time.sleep(0.5)
