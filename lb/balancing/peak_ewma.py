@@ -68,14 +68,27 @@ concurrent requests in 20 ms each, reads 2 ms, and is given more.) A tie goes to
 backend, then to the first sampled.
 
 **Slow candidates.** ``pick`` samples two distinct eligible backends at random (``choices``
-= d > 2: d of them, Envoy's ``choice_count``) and keeps the lower score. O(1). When half the
-pool is slow, two choices draw two slow backends for a sixth of the picks (2 of 4), and one
-of them would get the request. So when even the winner's estimate reads more than
-``FAR_WORSE`` (4) times the pool's typical latency (every answer averaged, no peaks; at
-least the floor), the pick draws again, twice as many candidates (the whole pool, for 4
-backends), and the lowest score among them wins: still a slow backend when nothing better
-was drawn, or when the others are that busy, and a decayed one (due a probe) passes the
-test. A pool where every backend is slow is not far worse than itself.
+= d > 2: d of them, Envoy's ``choice_count``) and keeps the lower score. O(1). But a
+candidate whose estimate reads more than ``FAR_WORSE`` (4) times the pool's typical latency
+(every answer averaged, no peaks; at least the floor) is no choice: the pick draws another
+in its place, until it holds ``choices`` candidates that are not far worse, or twice
+``choices`` in all (the whole pool, when it is no bigger), and the lowest score among all it
+drew wins. When half the pool is slow, two plain choices draw a slow backend in 2 picks of
+3 (of 4), and those picks send the request to the one fast backend drawn, busy or not: the
+fast ones are balanced by chance, not by their load, and wrk's req/s on the heterogeneous
+pool paid for it (HAProxy's leastconn compares them all). Two slow ones drawn (1 pick in 6)
+would even send it to a slow one. With the rule, every such pick compares both fast
+backends. A slow backend still gets the request when nothing better was drawn, or when the
+others are that busy; a decayed one (due a probe) passes the test and competes as any
+other; and a pool where every backend is slow is not far worse than itself. (Before, only a
+far-worse *winner* made the pick draw again; a slow loser cost the pick its choice.)
+
+**The draws** come from the strategy's own xorshift32 generator (Marsaglia's 13/17/5
+shifts; a 32-bit state, seeded at random per strategy, or by ``seed``), which compiles to a
+few C integer operations, where ``random.random`` was a Python call and a float object per
+draw; ``rng`` replaces it (tests). Decay factors are written ``_E ** y``, C's ``pow(e, y)``
+when compiled, as a call of ``math.exp`` would be a Python call too; plain Python computes
+the same ``pow()``, so both decide alike, bit for bit.
 
 The "time now" used when reading is the time of the pool's latest sample, so the strategy
 needs no clock: decay advances with traffic, and a pool with no traffic picks nothing anyway
@@ -104,7 +117,7 @@ EVIDENCE = 100
 _KEEP = 1.0 - 1.0 / EVIDENCE
 
 #: A pick whose best candidate reads more than this many times the pool's typical latency
-#: draws again, twice as many candidates (see "Slow candidates" above).
+#: draws more, up to twice as many candidates (see "Slow candidates" above).
 FAR_WORSE = 4.0
 _FAR = FAR_WORSE  # (compiled: a C double, as _KEEP is; FAR_WORSE stays a Python name)
 
@@ -130,7 +143,8 @@ class _Estimate:
 
 class PeakEwma:
     """Two random candidates; the one with the smaller latency x (in-flight + the pool's
-    usual in-flight) wins (more candidates when even that one is far slower than usual)."""
+    usual in-flight) wins (a candidate far slower than usual does not count: more are
+    drawn)."""
 
     needs_key = False  # ignores the hash key
     tracks_latency = True  # the pool calls on_latency with each response's latency
@@ -182,7 +196,7 @@ class PeakEwma:
         self._penalty = max(options.ewma_penalty, options.ewma_floor)
         # The draws: the strategy's own xorshift32 (state never 0), or the rng given.
         self._own_rng = rng is None
-        self._random = rng
+        self._random: Callable[[], float] = rng if rng is not None else random.random  # (unused)
         start = random.getrandbits(32) if seed is None else seed & _MASK32
         self._state = start or 0x9E3779B9
         self._roster = Roster()
@@ -299,7 +313,7 @@ class PeakEwma:
             x ^= (x << 5) & _MASK32
             self._state = x
             return x * _TO_UNIT
-        return self._random()  # type: ignore[no-any-return]
+        return self._random()
 
     def pick(self, key: bytes | None) -> Backend | None:
         n = self._n
