@@ -10,8 +10,10 @@ cimport cython
 
 from lb.model cimport Backend as CBackend
 
+ctypedef unsigned int uint32  # the draws' generator state and mask
+
 cdef double _E, _KEEP, _FAR, _TO_UNIT
-cdef unsigned int _MASK32
+cdef uint32 _MASK32
 
 
 cdef class _Estimate:
@@ -26,7 +28,7 @@ cdef class PeakEwma:
     cdef public list _perm
     cdef public long _choices, _n
     cdef public bint _own_rng
-    cdef public unsigned int _state
+    cdef public uint32 _state
     cdef public double _floor, _initial, _inv_decay, _keep_dt, _load, _now, _penalty, _typical
 
     @cython.locals(e=_Estimate, keep_dt=cython.double, typical=cython.double,
