@@ -4,6 +4,7 @@ out of the tail?
     python -m benchmarks.heterogeneous                    # 1 round, 20 s per proxy, ~2 min
     python -m benchmarks.heterogeneous --rounds 3 --out /tmp/het
     python -m benchmarks.heterogeneous --duration 6 --slow-after 3   # a quick look
+    python -m benchmarks.heterogeneous --lb-old /tmp/lb-before --others haproxy   # A/B
 
 Four ``lb.demo_server`` backends (one process each). When a run starts, backend 0 answers every
 request ``--latency`` ms late (20 ms); ``--slow-after`` seconds later (10 s), backend 1 does too
@@ -19,6 +20,10 @@ The proxies, one worker / thread each, in front of the same four backends:
   in-flight)), as it comes and with ``choices = 3`` (``--ewma`` picks the variants),
   ``least_conn`` and ``round_robin``;
 * HAProxy ``balance leastconn``; nginx ``least_conn``.
+
+``--lb-old DIR`` adds the lb peak_ewma rows again, run from another checkout (``DIR``, with its
+own ``.venv``), for a before/after in the same run; ``--others`` keeps some of the other rows
+only (``haproxy``, ``nginx``, ``least_conn``, ``round_robin``).
 
 The issue's target: lb ``peak_ewma``'s p99 at most half of HAProxy ``leastconn``'s, at no less
 than 0.9x its req/s. The figures are reported, never asserted. This machine is shared and
@@ -39,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import configs, wrk
+from benchmarks.cpu import tree_cpu_seconds
 from benchmarks.procs import ROOT, Procs, free_port, free_ports, raise_nofile, wait_log, wait_port
 from benchmarks.proxies import Running, start
 
@@ -66,6 +72,11 @@ class Row:
     #: and that backend 1 answered after it slowed down (from --slow-after to the end).
     slow0_share: float
     slow1_share: float
+    #: CPU (utime + stime) per request, microseconds: the proxy's process tree, and the four
+    #: backends together. Less noisy than req/s on a shared machine (waiting for a core is
+    #: not counted).
+    proxy_cpu_us: float = 0.0
+    backends_cpu_us: float = 0.0
 
 
 def _get(port: int, path: str) -> bytes:
@@ -91,11 +102,17 @@ def served(port: int) -> int:
 
 
 def start_lb(
-    procs: Procs, tmp: Path, label: str, strategy: str, backends: list[int], ewma: Variant
+    procs: Procs,
+    tmp: Path,
+    label: str,
+    strategy: str,
+    backends: list[int],
+    ewma: Variant,
+    src: Path | None = None,
 ) -> Running:
     """lb as ``proxies.start`` runs it, with a ``[pools.bench.peak_ewma]`` table when ``ewma``
     sets something, and a longer wait for its banner (a loaded machine can take more than 20 s
-    to start it)."""
+    to start it); from the checkout ``src`` (its ``.venv``) when given."""
     name = label.replace(" ", "-").replace("(", "").replace(")", "")
     port = free_port()
     conf = configs.lb(tmp, name, mode="http", port=port, backends=backends, strategy=strategy)
@@ -104,7 +121,8 @@ def start_lb(
             fh.write("\n[pools.bench.peak_ewma]\n")
             fh.writelines(f"{key} = {value}\n" for key, value in ewma)
     log = tmp / f"lb-{name}.log"
-    proc = procs.start([sys.executable, "-m", "lb", "run", "-c", str(conf)], log, cwd=ROOT)
+    python = sys.executable if src is None else str(src / ".venv" / "bin" / "python")
+    proc = procs.start([python, "-m", "lb", "run", "-c", str(conf)], log, cwd=src or ROOT)
     wait_log(log, "lb: running", proc, timeout=90)
     wait_port(port)
     return Running("lb", port, proc)
@@ -130,14 +148,25 @@ def parse_variants(spec: str) -> list[Variant]:
     return variants
 
 
-def contenders(variants: list[Variant]) -> list[tuple[str, str, str, Variant]]:
+def contenders(
+    variants: list[Variant], old: bool = False, others: str | None = None
+) -> list[tuple[str, str, str, Variant]]:
     """(row label, proxy, strategy, peak_ewma settings), in table order: one lb peak_ewma row
-    per variant, then the others."""
+    per variant (and one lb-old row per variant, after each, with ``old``), then the others
+    (those whose label contains one of the comma-separated words of ``others``, if given)."""
     rows: list[tuple[str, str, str, Variant]] = []
     for v in variants:
         shown = ", ".join(f"{k} {val.strip(chr(34))}" for k, val in v)
-        rows.append((f"lb peak_ewma ({shown})" if v else "lb peak_ewma", "lb", "peak_ewma", v))
-    return rows + [(label, proxy, strategy, ()) for label, proxy, strategy in OTHERS]
+        label = f"lb peak_ewma ({shown})" if v else "lb peak_ewma"
+        rows.append((label, "lb", "peak_ewma", v))
+        if old:
+            rows.append((label.replace("lb", "lb-old", 1), "lb-old", "peak_ewma", v))
+    words = [w.strip().lower() for w in others.split(",") if w.strip()] if others else None
+    return rows + [
+        (label, proxy, strategy, ())
+        for label, proxy, strategy in OTHERS
+        if words is None or any(w in label.lower() for w in words)
+    ]
 
 
 def one_run(
@@ -149,11 +178,13 @@ def one_run(
     ewma: Variant,
     backends: list[int],
     args: argparse.Namespace,
+    backend_pids: list[int],
 ) -> Row:
     for port in backends:
         set_latency(port, 0)
-    if proxy == "lb":
-        running = start_lb(procs, tmp, label, strategy, backends, ewma)
+    if proxy in ("lb", "lb-old"):
+        src = args.lb_old if proxy == "lb-old" else None
+        running = start_lb(procs, tmp, label, strategy, backends, ewma, src)
     else:
         running = start(
             procs, tmp, proxy, name=label.replace(" ", "-"), mode="http", backends=backends,
@@ -170,6 +201,9 @@ def one_run(
             set_latency(backends[1], args.latency)
 
         second = threading.Timer(args.slow_after, slow_down_second)
+        proxy_pid = running.proc.pid if running.proc is not None else 0
+        cpu_before = tree_cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        backends_before = sum(tree_cpu_seconds(p) for p in backend_pids)
         second.start()
         try:
             result = wrk.run(
@@ -183,6 +217,8 @@ def one_run(
         finally:
             second.cancel()
             second.join()
+        proxy_cpu = tree_cpu_seconds(proxy_pid) - cpu_before if proxy_pid else 0.0
+        backends_cpu = sum(tree_cpu_seconds(p) for p in backend_pids) - backends_before
         after = [served(p) for p in backends]
     finally:
         if running.proc is not None:  # (stop_all would kill it too, at the very end)
@@ -201,6 +237,8 @@ def one_run(
         result.errors,
         counts[0] / (sum(counts) or 1),
         late[1] / (sum(late) or 1),
+        proxy_cpu / (result.requests or 1) * 1e6,
+        backends_cpu / (result.requests or 1) * 1e6,
     )
 
 
@@ -214,6 +252,8 @@ def median_row(rows: list[Row]) -> Row:
         sum(r.errors for r in rows),
         statistics.median(r.slow0_share for r in rows),
         statistics.median(r.slow1_share for r in rows),
+        statistics.median(r.proxy_cpu_us for r in rows),
+        statistics.median(r.backends_cpu_us for r in rows),
     )
 
 
@@ -221,15 +261,17 @@ def table(rows: list[Row]) -> str:
     ref = next((r for r in rows if r.label == REFERENCE), None)
     lines = [
         "| proxy | req/s | p50 ms | p99 ms | p99 / HAProxy's | req/s / HAProxy's "
-        "| slow backend 0's share | slow backend 1's share, once slow | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| slow backend 0's share | slow backend 1's share, once slow | errors "
+        "| proxy CPU µs/req | backends' CPU µs/req |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         p99_ratio = f"{r.p99_ms / ref.p99_ms:.2f}x" if ref and ref.p99_ms else "n/a"
         rps_ratio = f"{r.rps / ref.rps:.2f}x" if ref and ref.rps else "n/a"
         lines.append(
             f"| {r.label} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {p99_ratio} "
-            f"| {rps_ratio} | {r.slow0_share:.1%} | {r.slow1_share:.1%} | {r.errors} |"
+            f"| {rps_ratio} | {r.slow0_share:.1%} | {r.slow1_share:.1%} | {r.errors} "
+            f"| {r.proxy_cpu_us:.1f} | {r.backends_cpu_us:.1f} |"
         )
     return "\n".join(lines)
 
@@ -305,6 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         help="lb peak_ewma rows, comma-separated: 'default' or KEY=VALUE[+KEY=VALUE] of "
         "[pools.NAME.peak_ewma], e.g. default,choices=3,decay=2s",
     )
+    ap.add_argument(
+        "--lb-old",
+        type=Path,
+        help="another checkout (with its .venv): its lb peak_ewma rows too, for a before/after",
+    )
+    ap.add_argument(
+        "--others",
+        help="keep only these other rows, comma-separated words of their labels "
+        "(haproxy,nginx,least_conn,round_robin; default all)",
+    )
     ap.add_argument("--out", type=Path, help="directory for results.json, table.md, chart.png")
     args = ap.parse_args(argv)
     for name in ("rounds", "duration", "connections"):
@@ -313,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.slow_after <= args.duration:
         ap.error("--slow-after must be between 0 and --duration")
     try:
-        rows_order = contenders(parse_variants(args.ewma))
+        rows_order = contenders(parse_variants(args.ewma), args.lb_old is not None, args.others)
     except ValueError as exc:
         ap.error(f"--ewma: {exc}")
     raise_nofile()
@@ -325,22 +377,27 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="lb-het-") as tmp_name:
             tmp = Path(tmp_name)
             backends = free_ports(BACKENDS)
+            backend_pids = []
             for i, port in enumerate(backends):
-                procs.start(
+                backend = procs.start(
                     [sys.executable, "-m", "lb.demo_server", "--port", str(port),
                      "--name", f"b{i}"],
                     tmp / f"backend-{i}.log",
                 )  # fmt: skip
+                backend_pids.append(backend.pid)
             for port in backends:
                 wait_port(port)
             for n in range(args.rounds):
                 for label, proxy, strategy, ewma in rows_order:
-                    row = one_run(procs, tmp, label, proxy, strategy, ewma, backends, args)
+                    row = one_run(
+                        procs, tmp, label, proxy, strategy, ewma, backends, args, backend_pids
+                    )
                     rows[label].append(row)
                     print(
                         f"round {n + 1} {label}: {row.rps:,.0f} req/s, p50 {row.p50_ms:.2f} ms,"
                         f" p99 {row.p99_ms:.2f} ms, slow shares {row.slow0_share:.1%} / "
-                        f"{row.slow1_share:.1%}, errors {row.errors}",
+                        f"{row.slow1_share:.1%}, errors {row.errors}, CPU/req proxy "
+                        f"{row.proxy_cpu_us:.1f} µs, backends {row.backends_cpu_us:.1f} µs",
                         flush=True,
                     )
                     time.sleep(0.5)

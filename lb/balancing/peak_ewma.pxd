@@ -10,7 +10,10 @@ cimport cython
 
 from lb.model cimport Backend as CBackend
 
-cdef double _KEEP, _FAR
+ctypedef unsigned int uint32  # the draws' generator state and mask
+
+cdef double _E, _KEEP, _FAR, _TO_UNIT
+cdef uint32 _MASK32
 
 
 cdef class _Estimate:
@@ -24,30 +27,45 @@ cdef class PeakEwma:
     cdef public dict _by_backend
     cdef public list _perm
     cdef public long _choices, _n
+    cdef public bint _own_rng
+    cdef public uint32 _state
     cdef public double _floor, _initial, _inv_decay, _keep_dt, _load, _now, _penalty, _typical
 
     @cython.locals(e=_Estimate, keep_dt=cython.double, typical=cython.double,
                    dt=cython.double, w=cython.double, active=cython.long, cost=cython.double)
     cpdef on_latency(self, CBackend backend, double rtt, double now)
 
-    @cython.locals(cost=cython.double, elapsed=cython.double, floor=cython.double)
+    @cython.locals(cost=cython.double, elapsed=cython.double, floor=cython.double,
+                   fade=cython.double)
     cdef double _estimate(self, _Estimate e, long active)
 
     @cython.locals(typical=cython.double, floor=cython.double)
-    cdef bint _far_worse(self, double cost)
+    cdef double _limit(self)
 
-    @cython.locals(n=cython.long, r=cython.double, i=Py_ssize_t, j=Py_ssize_t,
+    @cython.locals(x=cython.uint)
+    cdef double _uniform(self) except? -1.0
+
+    @cython.locals(n=cython.long, i=Py_ssize_t, j=Py_ssize_t,
                    ea=_Estimate, eb=_Estimate, a=CBackend, b=CBackend,
                    active_a=cython.long, active_b=cython.long, now=cython.double,
                    floor=cython.double, cost_a=cython.double, cost_b=cython.double,
                    wa=cython.double, wb=cython.double, load=cython.double,
-                   x_a=cython.double, x_b=cython.double, cost=cython.double,
-                   typical=cython.double)
+                   x_a=cython.double, x_b=cython.double, a_wins=bint,
+                   typical=cython.double, limit=cython.double, normal=cython.long,
+                   fade=cython.double)
     cpdef pick(self, key)
 
+    @cython.locals(estimates=tuple, load=cython.double, x0=Py_ssize_t, x1=Py_ssize_t,
+                   x2=Py_ssize_t, k=Py_ssize_t, r=Py_ssize_t, e=_Estimate, b=CBackend,
+                   active=cython.long, cost=cython.double, score=cython.double,
+                   w=cython.double)
+    cdef CBackend _widen(self, long n, Py_ssize_t i, Py_ssize_t j, long normal, double limit,
+                         CBackend best, double best_score, double best_weight)
+
     @cython.locals(perm=list, estimates=tuple, best_score=cython.double,
-                   best_weight=cython.double, best_cost=cython.double, load=cython.double,
-                   k=Py_ssize_t, x=cython.double, r=Py_ssize_t, i=Py_ssize_t, e=_Estimate,
+                   best_weight=cython.double, load=cython.double, limit=cython.double,
+                   normal=cython.long, width=cython.long,
+                   k=Py_ssize_t, r=Py_ssize_t, i=Py_ssize_t, e=_Estimate,
                    b=CBackend, active=cython.long, cost=cython.double, score=cython.double,
                    w=cython.double)
-    cdef tuple _pick_among(self, long n, long choices)
+    cdef CBackend _pick_among(self, long n, long choices)

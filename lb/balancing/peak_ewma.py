@@ -68,14 +68,27 @@ concurrent requests in 20 ms each, reads 2 ms, and is given more.) A tie goes to
 backend, then to the first sampled.
 
 **Slow candidates.** ``pick`` samples two distinct eligible backends at random (``choices``
-= d > 2: d of them, Envoy's ``choice_count``) and keeps the lower score. O(1). When half the
-pool is slow, two choices draw two slow backends for a sixth of the picks (2 of 4), and one
-of them would get the request. So when even the winner's estimate reads more than
-``FAR_WORSE`` (4) times the pool's typical latency (every answer averaged, no peaks; at
-least the floor), the pick draws again, twice as many candidates (the whole pool, for 4
-backends), and the lowest score among them wins: still a slow backend when nothing better
-was drawn, or when the others are that busy, and a decayed one (due a probe) passes the
-test. A pool where every backend is slow is not far worse than itself.
+= d > 2: d of them, Envoy's ``choice_count``) and keeps the lower score. O(1). But a
+candidate whose estimate reads more than ``FAR_WORSE`` (4) times the pool's typical latency
+(every answer averaged, no peaks; at least the floor) is no choice: the pick draws another
+in its place, until it holds ``choices`` candidates that are not far worse, or twice
+``choices`` in all (the whole pool, when it is no bigger), and the lowest score among all it
+drew wins. When half the pool is slow, two plain choices draw a slow backend in 2 picks of
+3 (of 4), and those picks send the request to the one fast backend drawn, busy or not: the
+fast ones are balanced by chance, not by their load, and wrk's req/s on the heterogeneous
+pool paid for it (HAProxy's leastconn compares them all). Two slow ones drawn (1 pick in 6)
+would even send it to a slow one. With the rule, every such pick compares both fast
+backends. A slow backend still gets the request when nothing better was drawn, or when the
+others are that busy; a decayed one (due a probe) passes the test and competes as any
+other; and a pool where every backend is slow is not far worse than itself. (Before, only a
+far-worse *winner* made the pick draw again; a slow loser cost the pick its choice.)
+
+**The draws** come from the strategy's own xorshift32 generator (Marsaglia's 13/17/5
+shifts; a 32-bit state, seeded at random per strategy, or by ``seed``), which compiles to a
+few C integer operations, where ``random.random`` was a Python call and a float object per
+draw; ``rng`` replaces it (tests). Decay factors are written ``_E ** y``, C's ``pow(e, y)``
+when compiled, as a call of ``math.exp`` would be a Python call too; plain Python computes
+the same ``pow()``, so both decide alike, bit for bit.
 
 The "time now" used when reading is the time of the pool's latest sample, so the strategy
 needs no clock: decay advances with traffic, and a pool with no traffic picks nothing anyway
@@ -94,7 +107,9 @@ from lb.balancing.options import StrategyOptions
 from lb.balancing.roster import Roster
 from lb.model import Backend
 
-_exp = math.exp
+#: exp(y) is written _E ** y: compiled, C's pow(e, y), where a call of math.exp would be a
+#: Python call with two float objects; as plain Python, float ** float is the same pow().
+_E = math.e
 
 #: An answer below the estimate has at least this weight in it, 1/EVIDENCE, however soon after
 #: the previous one it comes: a busy backend forgets a peak within a few EVIDENCE answers.
@@ -102,9 +117,13 @@ EVIDENCE = 100
 _KEEP = 1.0 - 1.0 / EVIDENCE
 
 #: A pick whose best candidate reads more than this many times the pool's typical latency
-#: draws again, twice as many candidates (see "Slow candidates" above).
+#: draws more, up to twice as many candidates (see "Slow candidates" above).
 FAR_WORSE = 4.0
 _FAR = FAR_WORSE  # (compiled: a C double, as _KEEP is; FAR_WORSE stays a Python name)
+
+#: 2**-32: a 32-bit draw of the strategy's own generator as a float in [0, 1).
+_TO_UNIT = 1.0 / 4294967296.0
+_MASK32 = 0xFFFFFFFF  # (compiled: a C unsigned int, so that the draws are C arithmetic)
 
 
 class _Estimate:
@@ -124,7 +143,8 @@ class _Estimate:
 
 class PeakEwma:
     """Two random candidates; the one with the smaller latency x (in-flight + the pool's
-    usual in-flight) wins (more candidates when even that one is far slower than usual)."""
+    usual in-flight) wins (a candidate far slower than usual does not count: more are
+    drawn)."""
 
     needs_key = False  # ignores the hash key
     tracks_latency = True  # the pool calls on_latency with each response's latency
@@ -141,14 +161,24 @@ class PeakEwma:
         "_load",
         "_n",
         "_now",
+        "_own_rng",
         "_penalty",
         "_perm",
         "_random",
         "_roster",
+        "_state",
         "_typical",
     )
 
-    def __init__(self, options: StrategyOptions, *, rng: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        options: StrategyOptions,
+        *,
+        rng: Callable[[], float] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """``rng``: draws in [0, 1) to use instead of the strategy's own generator (tests);
+        ``seed``: the own generator's start (any int; by default a random one)."""
         if options.ewma_decay <= 0:
             raise ValueError(f"ewma decay must be > 0 seconds, not {options.ewma_decay!r}")
         for name in ("ewma_floor", "ewma_initial_rtt", "ewma_penalty"):
@@ -164,7 +194,11 @@ class PeakEwma:
         self._floor = options.ewma_floor
         self._initial = max(options.ewma_initial_rtt, options.ewma_floor)
         self._penalty = max(options.ewma_penalty, options.ewma_floor)
-        self._random = rng if rng is not None else random.random
+        # The draws: the strategy's own xorshift32 (state never 0), or the rng given.
+        self._own_rng = rng is None
+        self._random: Callable[[], float] = rng if rng is not None else random.random  # (unused)
+        start = random.getrandbits(32) if seed is None else seed & _MASK32
+        self._state = start or 0x9E3779B9
         self._roster = Roster()
         self._backends: tuple[Backend, ...] = ()
         self._estimates: tuple[_Estimate, ...] = ()
@@ -211,7 +245,7 @@ class PeakEwma:
             self._typical = rtt
         else:
             dt = now - self._now
-            w = _KEEP if dt < keep_dt else _exp(-dt * self._inv_decay)
+            w = _KEEP if dt < keep_dt else _E ** (-dt * self._inv_decay)
             self._typical = typical * w + rtt * (1.0 - w)
             active = backend.active
             self._load = self._load * w + (active if active > 1 else 1) * (1.0 - w)
@@ -222,7 +256,7 @@ class PeakEwma:
             e.cost = rtt
         else:
             dt = now - e.stamp
-            w = _KEEP if dt < keep_dt else _exp(-dt * self._inv_decay)
+            w = _KEEP if dt < keep_dt else _E ** (-dt * self._inv_decay)
             e.cost = cost * w + rtt * (1.0 - w)
         e.stamp = now
 
@@ -233,7 +267,8 @@ class PeakEwma:
         if not active:  # (while a request is out, the last answer stands: one probe at a time)
             elapsed = self._now - e.stamp
             if elapsed > 0.0:
-                cost *= _exp(-elapsed * self._inv_decay)
+                fade = _E ** (-elapsed * self._inv_decay)  # (a C double: pow(), no complex)
+                cost *= fade
         floor = self._floor
         return cost if cost > floor else floor
 
@@ -259,27 +294,35 @@ class PeakEwma:
         peaks (None: no answer yet)."""
         return None if self._typical < 0.0 else self._typical
 
-    def _far_worse(self, cost: float) -> bool:
-        """Whether the best candidate's estimate ``cost`` is far worse than the pool's typical
-        latency (never below the floor): then the pick draws again, wider."""
+    def _limit(self) -> float:
+        """The estimate above which a candidate reads far worse than the pool's typical latency
+        (FAR_WORSE times it, never below FAR_WORSE times the floor): such a candidate does not
+        count among a pick's choices."""
         typical = self._typical
         floor = self._floor
-        return cost > _FAR * (typical if typical > floor else floor)
+        return _FAR * (typical if typical > floor else floor)
+
+    def _uniform(self) -> float:
+        """A draw in [0, 1): the strategy's own xorshift32 (Marsaglia's 13/17/5; compiled, a
+        few C integer operations, no Python call and no float object), or the ``rng`` it was
+        given (tests)."""
+        if self._own_rng:
+            x = self._state
+            x ^= (x << 13) & _MASK32
+            x ^= x >> 17
+            x ^= (x << 5) & _MASK32
+            self._state = x
+            return x * _TO_UNIT
+        return self._random()
 
     def pick(self, key: bytes | None) -> Backend | None:
         n = self._n
         if n <= 1:
             return self._backends[0] if n else None
         if self._choices > 2:
-            best, cost = self._pick_among(n, self._choices)
-            if n > self._choices and self._far_worse(cost):
-                best, cost = self._pick_among(n, 2 * self._choices)
-            return best
-        rand = self._random
-        r = rand()
-        i = int(r * n)
-        r = rand()
-        j = int(r * (n - 1))
+            return self._pick_among(n, self._choices)
+        i = int(self._uniform() * n)
+        j = int(self._uniform() * (n - 1))
         if j >= i:
             j += 1  # two distinct indices, each uniform
         ea = self._estimates[i]
@@ -298,7 +341,8 @@ class PeakEwma:
             cost_a = self._penalty if active_a else self._initial
         else:
             if not active_a and ea.stamp != now:
-                cost_a *= _exp((ea.stamp - now) * self._inv_decay)
+                fade = _E ** ((ea.stamp - now) * self._inv_decay)
+                cost_a *= fade
             if cost_a < floor:
                 cost_a = floor
         cost_b = eb.cost
@@ -306,7 +350,8 @@ class PeakEwma:
             cost_b = self._penalty if active_b else self._initial
         else:
             if not active_b and eb.stamp != now:
-                cost_b *= _exp((eb.stamp - now) * self._inv_decay)
+                fade = _E ** ((eb.stamp - now) * self._inv_decay)
+                cost_b *= fade
             if cost_b < floor:
                 cost_b = floor
         wa = ea.weight
@@ -315,35 +360,94 @@ class PeakEwma:
         # score_a <= score_b, without dividing (weights are > 0).
         x_a = cost_a * (active_a + load) * wb
         x_b = cost_b * (active_b + load) * wa
-        if x_a < x_b or (x_a == x_b and wa >= wb):
-            best, cost = a, cost_a
-        else:
-            best, cost = b, cost_b
-        # _far_worse, inlined: even the winner reads far slower than the pool's typical
-        # answer (two slow candidates, or a slow one against a very busy one): draw again,
-        # wider.
-        typical = self._typical
-        if typical < floor:
-            typical = floor
-        if cost > _FAR * typical and n > 2:
-            best, cost = self._pick_among(n, 4)
+        a_wins = x_a < x_b or (x_a == x_b and wa >= wb)
+        if n > 2:
+            # _limit, inlined. A candidate that reads far slower than the pool's typical
+            # answer is no choice: draw more (see _widen).
+            typical = self._typical
+            if typical < floor:
+                typical = floor
+            limit = _FAR * typical
+            if cost_a > limit or cost_b > limit:
+                normal = (cost_a <= limit) + (cost_b <= limit)
+                if a_wins:
+                    return self._widen(n, i, j, normal, limit, a, cost_a * (active_a + load), wa)
+                return self._widen(n, i, j, normal, limit, b, cost_b * (active_b + load), wb)
+        return a if a_wins else b
+
+    def _widen(
+        self,
+        n: int,
+        i: int,
+        j: int,
+        normal: int,
+        limit: float,
+        best: Backend,
+        best_score: float,
+        best_weight: float,
+    ) -> Backend:
+        """The rest of a two-choice pick whose pair ``i``, ``j`` had a candidate far worse than
+        usual (only ``normal`` of them read at most ``limit``): draw more candidates among the
+        backends not drawn yet, until two read at most ``limit`` or four were drawn (the
+        whole pool, when it is no bigger), and return the lowest score among all of them
+        (``best``, ``best_score`` / ``best_weight`` for the pair)."""
+        estimates = self._estimates
+        load = self._load
+        # The drawn indices, ascending; n stands for "none yet" (no index reaches it).
+        x0 = i if i < j else j
+        x1 = j if i < j else i
+        x2 = n
+        k = 2
+        while normal < 2 and k < 4 and k < n:
+            # The r-th index not drawn yet: step over the drawn ones, in ascending order.
+            r = int(self._uniform() * (n - k))
+            if r >= x0:
+                r += 1
+            if r >= x1:
+                r += 1
+            if r >= x2:
+                r += 1
+            e = estimates[r]
+            b = e.backend
+            active = b.active
+            cost = self._estimate(e, active)
+            if cost <= limit:
+                normal += 1
+            score = cost * (active + load)
+            w = e.weight
+            # score / w < best_score / best_weight, cross-multiplied; a tie: the heavier.
+            if score * best_weight < best_score * w or (
+                score * best_weight == best_score * w and w > best_weight
+            ):
+                best, best_score, best_weight = b, score, w
+            k += 1
+            if r < x0:
+                x0, x1, x2 = r, x0, x1
+            elif r < x1:
+                x1, x2 = r, x1
+            else:
+                x2 = r
         return best
 
-    def _pick_among(self, n: int, choices: int) -> tuple[Backend, float]:
+    def _pick_among(self, n: int, choices: int) -> Backend:
         """The lowest score among ``choices`` distinct backends drawn at random (all of them
-        when the pool is no bigger), by a partial Fisher-Yates shuffle of a kept permutation,
-        and its estimate. O(choices)."""
+        when the pool is no bigger), by a partial Fisher-Yates shuffle of a kept permutation.
+        A candidate far worse than usual does not count among the ``choices``: another is
+        drawn, up to twice ``choices`` in all. O(choices)."""
         perm = self._perm
-        rand = self._random
         estimates = self._estimates
         best: Backend | None = None
         best_score = 0.0
         best_weight = 0.0
-        best_cost = 0.0
         load = self._load
-        for k in range(min(choices, n)):
-            x = rand()
-            r = int(x * (n - k))
+        limit = self._limit()
+        normal = 0
+        width = 2 * choices
+        if width > n:
+            width = n
+        k = 0
+        while k < width and normal < choices:
+            r = int(self._uniform() * (n - k))
             r += k
             i = perm[r]
             perm[r] = perm[k]
@@ -352,6 +456,8 @@ class PeakEwma:
             b = e.backend
             active = b.active
             cost = self._estimate(e, active)
+            if cost <= limit:
+                normal += 1
             score = cost * (active + load)
             w = e.weight
             # score / w < best_score / best_weight, cross-multiplied; a tie: the heavier.
@@ -360,6 +466,7 @@ class PeakEwma:
                 or score * best_weight < best_score * w
                 or (score * best_weight == best_score * w and w > best_weight)
             ):
-                best, best_score, best_weight, best_cost = b, score, w, cost
+                best, best_score, best_weight = b, score, w
+            k += 1
         assert best is not None
-        return best, best_cost
+        return best

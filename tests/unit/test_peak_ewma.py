@@ -222,6 +222,24 @@ def test_pick_samples_two_distinct_backends_uniformly() -> None:
     assert all(800 < c < 1200 for c in counts.values()), counts
 
 
+def test_the_own_generator_samples_uniformly_and_the_pair_is_distinct() -> None:
+    # No rng given: the strategy's own xorshift32. Idle and equal backends: the first drawn
+    # wins every tie, so the picks show the first draw's spread; with one backend busy, the
+    # other of any pair that holds it wins, so it is never picked (the pair is distinct).
+    for seed in (None, 1, 2**40 + 3):
+        s = PeakEwma(StrategyOptions(), seed=seed)
+        bs = backends(5)
+        s.update(bs)
+        counts = dict.fromkeys(bs, 0)
+        for _ in range(10_000):
+            b = s.pick(None)
+            assert b is not None
+            counts[b] += 1
+        assert all(1800 < c < 2200 for c in counts.values()), (seed, counts)
+        bs[2].active = 1
+        assert bs[2] not in {s.pick(None) for _ in range(2000)}
+
+
 def test_empty_and_single_pools() -> None:
     s = ewma()
     assert s.pick(None) is None
@@ -406,6 +424,44 @@ def test_a_slow_pair_of_candidates_draws_again_wider() -> None:
         assert typical is not None and typical < 50 * MS / FAR_WORSE
         picks = [s.pick(None) for _ in range(3000)]
         assert sum(1 for b in picks if b in bs[:2]) == 0
+
+
+def test_a_far_worse_candidate_is_no_choice() -> None:
+    # Two of four backends slow, two fast, one of those busier. A pair of a slow and a fast
+    # candidate (2 picks in 3) would give the request to the fast one drawn, busy or not;
+    # as the slow one reads far worse than the pool's typical latency it does not count, and
+    # the pick draws until it holds both fast ones (or four candidates): every pick compares
+    # the two fast ones, and the idler gets every request.
+    for s in (ewma(seed=21), ewma(seed=21, ewma_choices=3)):
+        bs = backends(4)
+        s.update(bs)
+        for t in range(200):
+            for b in bs[2:]:
+                s.on_latency(b, 1 * MS, t / 100)
+        for b in bs[:2]:
+            s.on_latency(b, 50 * MS, 2.0)
+        bs[2].active = 3
+        bs[3].active = 1
+        assert {s.pick(None) for _ in range(3000)} == {bs[3]}
+        bs[2].active = bs[3].active = 0
+
+
+def test_a_pick_draws_at_most_four_candidates_for_two_choices() -> None:
+    # One fast backend among six: the far-worse ones are drawn past, but no more than four
+    # candidates in all, so the fast one is in a pick's draw (and wins it) 4 times in 6, and
+    # the idle slow ones, all alike, share the rest.
+    s = ewma(seed=5)
+    bs = backends(6)
+    s.update(bs)
+    for t in range(300):
+        s.on_latency(bs[0], 1 * MS, t / 100)
+    for b in bs[1:]:
+        s.on_latency(b, 50 * MS, 3.0)
+    for _ in range(100):  # the pool's typical latency stays near the fast one's
+        s.on_latency(bs[0], 1 * MS, 3.0)
+    picks = [s.pick(None) for _ in range(6000)]
+    share = sum(1 for b in picks if b is bs[0]) / len(picks)
+    assert 0.62 < share < 0.71, share
 
 
 def test_a_pool_that_is_slow_everywhere_is_not_far_worse_than_itself() -> None:

@@ -37,10 +37,16 @@ def _compiled_module() -> ModuleType:
     return imported
 
 
-def _trace(module: ModuleType, options: StrategyOptions, seed: int) -> list[object]:
+def _trace(
+    module: ModuleType, options: StrategyOptions, seed: int, own_draws: bool = False
+) -> list[object]:
     """A busy pool of 6 backends (one slow, one slowing down half way, weights 1-3), driven
-    by a seeded closed loop; what the strategy says at every step."""
-    s = module.PeakEwma(options, rng=random.Random(seed).random)
+    by a seeded closed loop; what the strategy says at every step. The picks draw from a
+    seeded ``random.Random``, or (``own_draws``) from the strategy's own generator, seeded."""
+    if own_draws:
+        s = module.PeakEwma(options, seed=seed)
+    else:
+        s = module.PeakEwma(options, rng=random.Random(seed).random)
     bs = [Backend(f"127.0.0.1:{9000 + i}", 1 + i % 3) for i in range(6)]
     s.update(bs)
     traffic = random.Random(seed + 1)
@@ -87,6 +93,21 @@ def test_compiled_and_plain_python_decide_alike(options: StrategyOptions) -> Non
     source = _source_module()
     assert source.PeakEwma is not compiled.PeakEwma
     assert _trace(compiled, options, seed=5) == _trace(source, options, seed=5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [StrategyOptions(), StrategyOptions(ewma_choices=3)],
+    ids=["defaults", "choices 3"],
+)
+def test_the_own_generator_draws_alike_compiled_and_as_plain_python(
+    options: StrategyOptions,
+) -> None:
+    compiled = _compiled_module()
+    source = _source_module()
+    a = _trace(compiled, options, seed=12345, own_draws=True)
+    assert a == _trace(source, options, seed=12345, own_draws=True)
+    assert a != _trace(compiled, options, seed=54321, own_draws=True)  # the seed matters
 
 
 def test_the_compiled_hooks_check_their_arguments() -> None:
