@@ -43,6 +43,9 @@ SPEEDUPS = "lb.http._speedups"
 COMPILED_MODULES = (
     "lb.model",
     "lb.balancing.peak_ewma",
+    "lb.balancing.least_conn",
+    "lb.balancing.random_two",
+    "lb.balancing.weighted",
     "lb.http.heads",
     "lb.http.framing",
     "lb.http.request",
