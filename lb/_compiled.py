@@ -46,6 +46,7 @@ COMPILED_MODULES = (
     "lb.balancing.least_conn",
     "lb.balancing.random_two",
     "lb.balancing.weighted",
+    "lb.balancing.consistent_hash",
     "lb.http.heads",
     "lb.http.framing",
     "lb.http.request",
