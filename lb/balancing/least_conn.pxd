@@ -12,7 +12,7 @@ from lb.model cimport Backend as CBackend
 
 
 cdef class _Place:
-    cdef public object load
+    cdef public object bucket
     cdef public double weight
 
 

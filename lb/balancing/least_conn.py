@@ -26,11 +26,12 @@ The order of equally loaded backends is the order in which they reached that loa
 picked at it): a backend that just finished a request queues behind the ones that were idle.
 
 Compiled (``least_conn.pxd``): the hooks and ``pick`` run per request, so reading a backend's
-``active`` and its place (``_Place``: the bucket's load and the weight) are C struct loads.
+``active`` and its place (``_Place``: its bucket and its weight) are C struct loads.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -45,13 +46,13 @@ _active_of = operator.attrgetter("active")
 
 
 class _Place:
-    """Where a held backend sits: its bucket's ``load`` (the key, a float) and its effective
-    ``weight`` (compiled: a C double)."""
+    """Where a held backend sits: its ``bucket`` (so that a move finds it without a lookup by
+    load) and its effective ``weight`` (compiled: a C double)."""
 
-    __slots__ = ("load", "weight")
+    __slots__ = ("bucket", "weight")
 
-    def __init__(self, load: float, weight: float) -> None:
-        self.load = load
+    def __init__(self, bucket: OrderedDict[Backend, None], weight: float) -> None:
+        self.bucket = bucket
         self.weight = weight
 
 
@@ -65,7 +66,7 @@ class LeastConn:
 
     def __init__(self, options: StrategyOptions) -> None:
         self._roster = Roster()
-        # Held backend -> its bucket's load and its effective weight.
+        # Held backend -> its bucket and its effective weight.
         self._held: dict[Backend, _Place] = {}
         self._buckets: dict[float, OrderedDict[Backend, None]] = {}
         self._loads: list[float] = []  # heap: one entry per bucket
@@ -88,26 +89,27 @@ class LeastConn:
         each, in C where it can. An idle pool (all loads 0) fills one bucket at once."""
         weights = list(map(_weight_of, joined))
         loads = list(map(operator.truediv, map(_active_of, joined), weights))
-        self._held.update(zip(joined, map(_Place, loads, weights), strict=True))
+        held = self._held
         if loads.count(loads[0]) == len(loads):
             bucket = self._bucket(loads[0])
             bucket.update(dict.fromkeys(joined))
+            held.update(zip(joined, map(_Place, itertools.repeat(bucket), weights), strict=True))
             return
-        for b, load in zip(joined, loads, strict=True):
+        for b, load, weight in zip(joined, loads, weights, strict=True):
             bucket = self._bucket(load)
             bucket[b] = None
+            held[b] = _Place(bucket, weight)
 
     def _join(self, b: Backend) -> None:
         weight = b.effective_weight
-        load = b.active / weight
-        self._held[b] = _Place(load, weight)
-        bucket = self._bucket(load)
+        bucket = self._bucket(b.active / weight)
         bucket[b] = None
+        self._held[b] = _Place(bucket, weight)
 
     def _leave(self, b: Backend) -> None:
         place = self._held.pop(b, None)
         if place is not None:
-            del self._buckets[place.load][b]
+            del place.bucket[b]
 
     def _bucket(self, load: float) -> OrderedDict[Backend, None]:
         bucket = self._buckets.get(load)
@@ -126,15 +128,15 @@ class LeastConn:
         place = self._held.get(b)
         if place is None:
             return  # not eligible here (draining, removed, replaced)
-        buckets = self._buckets
-        del buckets[place.load][b]
+        del place.bucket[b]
         load = b.active / place.weight
-        place.load = load
+        buckets = self._buckets
         bucket = buckets.get(load)
         if bucket is None:
             bucket = buckets[load] = OrderedDict()
             heappush(self._loads, load)
         bucket[b] = None
+        place.bucket = bucket
 
     def pick(self, key: bytes | None) -> Backend | None:
         loads = self._loads
