@@ -182,6 +182,8 @@ def to_json(
                 "failure": r.failure,
                 "ratio_lb_haproxy": r.ratio("lb"),
                 "ratio_nginx_haproxy": r.ratio("nginx"),
+                # The strategy sweep: lb over lb with round_robin, in the same run.
+                "ratio_lb_round_robin": r.ratio("lb", suite.REFERENCE),
                 "proxies": {
                     p: {
                         "summary": runs.summary(),
@@ -219,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = tuple(sorted(int(c) for c in args.memory_counts.split(",")))
     mem_targets = tuple(t for t in memory.DEFAULT_TARGETS if t[0] in args.proxies)
     load_s = sum(
-        len(args.proxies) * args.rounds * (args.sweep_duration if s.sweep else args.duration) + 3
+        len(suite.measured(s, args.proxies))
+        * (args.rounds * (args.sweep_duration if s.sweep else args.duration) + suite.WARMUP_S)
+        + 3
         for s in chosen
     )
     progress(
@@ -267,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "method": (
             f"wrk -t1 (-c64 unless stated), {rounds} of {args.duration:g} s per proxy "
-            f"({args.sweep_duration:g} s for the strategy sweep); lb workers = 1, HAProxy "
+            f"({args.sweep_duration:g} s for the strategy sweep) after a {suite.WARMUP_S:g} s "
+            f"warm-up, the median round reported; lb workers = 1, HAProxy "
             f"nbthread 1, nginx worker_processes 1 unless -w2; backend: one nginx worker; "
             f"open-file limit {nofile}"
             + (" (--quick)" if args.quick else "")

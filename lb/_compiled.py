@@ -3,8 +3,9 @@ finder that honours that switch at run time, and what runs compiled here.
 
 Owns:
 
-* ``COMPILED_MODULES``: the modules (the data path, and peak_ewma) that setup.py compiles from
-  their own ``.py`` source, each with the ``.pxd`` next to it that declares its class layouts;
+* ``COMPILED_MODULES``: the modules (the data path, and every strategy but round_robin) that
+  setup.py compiles from their own ``.py`` source, each with the ``.pxd`` next to it that
+  declares its class layouts;
   and ``SPEEDUPS``, the one module written in Cython (``lb/http/_speedups.pyx``: the scan of
   common heads).
 * ``extensions_disabled()``: ``LB_NO_EXTENSIONS``, with one meaning for setup.py and the run
@@ -43,6 +44,10 @@ SPEEDUPS = "lb.http._speedups"
 COMPILED_MODULES = (
     "lb.model",
     "lb.balancing.peak_ewma",
+    "lb.balancing.least_conn",
+    "lb.balancing.random_two",
+    "lb.balancing.weighted",
+    "lb.balancing.consistent_hash",
     "lb.http.heads",
     "lb.http.framing",
     "lb.http.request",

@@ -24,10 +24,14 @@ until they reach the top, where ``pick`` drops them: every bucket has exactly on
 
 The order of equally loaded backends is the order in which they reached that load (or were last
 picked at it): a backend that just finished a request queues behind the ones that were idle.
+
+Compiled (``least_conn.pxd``): the hooks and ``pick`` run per request, so reading a backend's
+``active`` and its place (``_Place``: its bucket and its weight) are C struct loads.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -41,6 +45,17 @@ _weight_of = operator.attrgetter("effective_weight")
 _active_of = operator.attrgetter("active")
 
 
+class _Place:
+    """Where a held backend sits: its ``bucket`` (so that a move finds it without a lookup by
+    load) and its effective ``weight`` (compiled: a C double)."""
+
+    __slots__ = ("bucket", "weight")
+
+    def __init__(self, bucket: OrderedDict[Backend, None], weight: float) -> None:
+        self.bucket = bucket
+        self.weight = weight
+
+
 class LeastConn:
     """Minimum ``active / effective_weight``; equal loads take turns."""
 
@@ -51,8 +66,8 @@ class LeastConn:
 
     def __init__(self, options: StrategyOptions) -> None:
         self._roster = Roster()
-        # Held backend -> [its bucket's load, its effective weight].
-        self._held: dict[Backend, list[float]] = {}
+        # Held backend -> its bucket and its effective weight.
+        self._held: dict[Backend, _Place] = {}
         self._buckets: dict[float, OrderedDict[Backend, None]] = {}
         self._loads: list[float] = []  # heap: one entry per bucket
 
@@ -74,24 +89,27 @@ class LeastConn:
         each, in C where it can. An idle pool (all loads 0) fills one bucket at once."""
         weights = list(map(_weight_of, joined))
         loads = list(map(operator.truediv, map(_active_of, joined), weights))
-        self._held.update(zip(joined, map(list, zip(loads, weights, strict=True)), strict=True))
+        held = self._held
         if loads.count(loads[0]) == len(loads):
             bucket = self._bucket(loads[0])
             bucket.update(dict.fromkeys(joined))
+            held.update(zip(joined, map(_Place, itertools.repeat(bucket), weights), strict=True))
             return
-        for b, load in zip(joined, loads, strict=True):
-            self._bucket(load)[b] = None
+        for b, load, weight in zip(joined, loads, weights, strict=True):
+            bucket = self._bucket(load)
+            bucket[b] = None
+            held[b] = _Place(bucket, weight)
 
     def _join(self, b: Backend) -> None:
         weight = b.effective_weight
-        load = b.active / weight
-        self._held[b] = [load, weight]
-        self._bucket(load)[b] = None
+        bucket = self._bucket(b.active / weight)
+        bucket[b] = None
+        self._held[b] = _Place(bucket, weight)
 
     def _leave(self, b: Backend) -> None:
-        entry = self._held.pop(b, None)
-        if entry is not None:
-            del self._buckets[entry[0]][b]
+        place = self._held.pop(b, None)
+        if place is not None:
+            del place.bucket[b]
 
     def _bucket(self, load: float) -> OrderedDict[Backend, None]:
         bucket = self._buckets.get(load)
@@ -100,21 +118,25 @@ class LeastConn:
             heappush(self._loads, load)
         return bucket
 
+    def on_acquire(self, backend: Backend) -> None:
+        self._moved(backend)
+
+    def on_release(self, backend: Backend) -> None:
+        self._moved(backend)
+
     def _moved(self, b: Backend) -> None:
-        entry = self._held.get(b)
-        if entry is None:
+        place = self._held.get(b)
+        if place is None:
             return  # not eligible here (draining, removed, replaced)
-        load = b.active / entry[1]
-        del self._buckets[entry[0]][b]
-        entry[0] = load
-        bucket = self._buckets.get(load)
+        del place.bucket[b]
+        load = b.active / place.weight
+        buckets = self._buckets
+        bucket = buckets.get(load)
         if bucket is None:
-            bucket = self._buckets[load] = OrderedDict()
+            bucket = buckets[load] = OrderedDict()
             heappush(self._loads, load)
         bucket[b] = None
-
-    on_acquire = _moved
-    on_release = _moved
+        place.bucket = bucket
 
     def pick(self, key: bytes | None) -> Backend | None:
         loads = self._loads

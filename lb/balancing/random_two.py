@@ -5,7 +5,8 @@ pick time). Load is ``active / effective_weight``, compared by cross-multiplying
 does no division. On a tie the heavier backend wins, so an idle pool still leans towards the
 bigger servers. Uses ``random.random``: cheap, and it need not be reproducible.
 
-pick() is O(1).
+pick() is O(1). Compiled (``random_two.pxd``): the pick's arithmetic and the two backends'
+``active`` are C.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ class RandomTwo:
         n = self._n
         if n <= 1:
             return self._backends[0] if n else None
-        i = int(random() * n)
-        j = int(random() * (n - 1))
+        r = random()
+        s = random()
+        i = int(r * n)
+        j = int(s * (n - 1))
         if j >= i:
             j += 1  # two distinct indices, each uniform
         a = self._backends[i]

@@ -22,6 +22,8 @@ each surviving backend's ``current`` weight (by ``Backend.id``, since workers ma
 fresh copies), so a weight change does not restart the sequence.
 
 pick() is O(k + log n), with k the number of distinct weights (see "Data structure").
+Compiled (``weighted.pxd``): the pick's arithmetic is on C doubles, the same IEEE doubles
+Python's floats are, so the sequence is the same compiled and in plain Python.
 
 Data structure
 --------------
@@ -256,7 +258,8 @@ class WeightedRoundRobin:
         top = best.keys[0]
         value = t * best.weight - top
         rank = best.ranks[top][0]
-        for klass in classes[1:]:
+        for i in range(1, len(classes)):  # (compiled: a C loop, no slice)
+            klass = classes[i]
             k = klass.keys[0]
             v = t * klass.weight - k
             if v > value or (v == value and klass.ranks[k][0] < rank):
