@@ -6,7 +6,7 @@ import math
 
 from benchmarks import memory, micro, overload
 from benchmarks.scenarios import STRATEGIES
-from benchmarks.suite import ScenarioResult
+from benchmarks.suite import REFERENCE, ScenarioResult
 
 NAMES = {"lb": "lb", "haproxy": "HAProxy", "nginx": "nginx", "direct": "direct"}
 
@@ -121,6 +121,18 @@ def workers_table(results: list[ScenarioResult], proxies: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _own(r: ScenarioResult) -> str:
+    """lb over lb's round robin run beside it (the sweep's reference), with the spread of the
+    rounds; '-' for round robin itself, which has no reference."""
+    own = r.ratio("lb", REFERENCE)
+    if own is None:
+        return "-"
+    spread = r.round_ratios("lb", REFERENCE)
+    if len(spread) < 2:
+        return f"{own:.2f}x"
+    return f"{own:.2f}x ({min(spread):.2f}-{max(spread):.2f})"
+
+
 def strategies_table(results: list[ScenarioResult], proxies: list[str]) -> str:
     rows = [r for r in results if r.scenario.group == "strategies"]
     if not rows:
@@ -131,8 +143,8 @@ def strategies_table(results: list[ScenarioResult], proxies: list[str]) -> str:
         + " | ".join(f"{NAMES[p]} req/s" for p in proxies)
         + " | "
         + " | ".join(f"{NAMES[p]} / HAProxy" for p in others)
-        + " | lb p99 ms | errors |",
-        "| --- | ---: | --- " + "| ---: " * (len(proxies) + len(others) + 2) + "|",
+        + " | lb / lb round robin | lb p99 ms | errors |",
+        "| --- | ---: | --- " + "| ---: " * (len(proxies) + len(others) + 3) + "|",
     ]
     for r in rows:
         sc = r.scenario
@@ -145,6 +157,7 @@ def strategies_table(results: list[ScenarioResult], proxies: list[str]) -> str:
             + " | ".join(_rps(r, p) for p in proxies)
             + " | "
             + " | ".join(_ratio(r.ratio(p)) for p in others)
+            + f" | {_own(r)}"
             + f" | {_ms(r.proxies['lb'].p99_ms) if 'lb' in r.proxies else '-'} | "
             + f"{_errors(r, proxies)} |"
         )
@@ -172,8 +185,10 @@ def render(
         parts += [
             "## Throughput: lb against HAProxy and nginx, same run, alternating",
             "",
-            "Ratios are of mean req/s; in brackets, the lowest and highest ratio within a "
-            "round (the machine's drift). p99 is the mean over rounds.",
+            "Ratios are of median req/s over the rounds; in brackets, the lowest and highest "
+            "ratio within a round (the machine's drift). p99 is the median over rounds. In the "
+            "strategy sweep, 'lb / lb round robin' compares lb with lb running round robin "
+            "beside it in the same rounds.",
             "",
             main_table(results, proxies),
         ]

@@ -122,6 +122,7 @@ def _load(
             duration=duration,
             rss_pid=rss_pid,
         )
+    assert lua is not None, "wrk scenarios get their script from the caller"
     return wrk.run(
         port=r.port,
         path=sc.path,
