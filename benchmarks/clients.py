@@ -20,6 +20,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
+from benchmarks.procs import pinned
 from benchmarks.wrk import RssSampler, WrkResult
 
 #: client -> (executable, Debian package)
@@ -95,7 +96,9 @@ def run_ab(
     sampler = RssSampler(rss_pid)
     sampler.start()
     try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
+        out = subprocess.run(
+            pinned(args, "other"), capture_output=True, text=True, timeout=duration + 60
+        )
     finally:
         peak = sampler.stop()
     if out.returncode != 0:
@@ -175,7 +178,9 @@ def run_h2load(
     sampler = RssSampler(rss_pid)
     sampler.start()
     try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
+        out = subprocess.run(
+            pinned(args, "other"), capture_output=True, text=True, timeout=duration + 60
+        )
     finally:
         peak = sampler.stop()
     if out.returncode != 0:

@@ -18,6 +18,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: ``benchmarks.run --pin``: the proxy under test runs alone on the last CPU, and everything
+#: else (wrk, ab, h2load, the backend nginx) on the others. Off by default. Without it the
+#: kernel places the proxy, wrk and the backend on 2 cores as it likes, and with
+#: ``Connection: close`` a run where the proxy shares a core with wrk is much slower than one
+#: where it does not (benchmarks/RESULTS.md, session 11).
+PIN = False
+
+
+def pinned(args: list[str], role: str, workers: int = 1) -> list[str]:
+    """``args`` under ``taskset`` when :data:`PIN` is on: ``role`` "proxy" (one worker or
+    thread: the last CPU; more: not pinned) or "other" (every CPU but the last)."""
+    n = os.cpu_count() or 1
+    if not PIN or n < 2:
+        return args
+    if role == "proxy":
+        if workers != 1:
+            return args
+        cpus = str(n - 1)
+    else:
+        cpus = "0" if n == 2 else f"0-{n - 2}"
+    return ["taskset", "-c", cpus, *args]
+
 
 def raise_nofile() -> int:
     """Raise the soft open-file limit to the hard one (children inherit it); return it."""

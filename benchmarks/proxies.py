@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import configs
-from benchmarks.procs import ROOT, Procs, free_port, free_ports, wait_log, wait_port
+from benchmarks.procs import ROOT, Procs, free_port, free_ports, pinned, wait_log, wait_port
 from benchmarks.scenarios import Mode
 
 PROXIES: tuple[str, ...] = ("lb", "haproxy", "nginx")
@@ -70,7 +70,9 @@ def start(
             queue_timeout_s=queue_timeout_s,
         )
         proc = procs.start(
-            [sys.executable, "-m", "lb", "run", "-c", str(conf)], log, cwd=lb_src or ROOT
+            pinned([sys.executable, "-m", "lb", "run", "-c", str(conf)], "proxy", workers),
+            log,
+            cwd=lb_src or ROOT,
         )
         wait_log(log, "lb: running", proc)
     elif proxy == "haproxy":
@@ -86,7 +88,7 @@ def start(
             max_conn=max_conn,
             queue_timeout_s=queue_timeout_s,
         )
-        proc = procs.start(["haproxy", "-db", "-f", str(conf)], log)
+        proc = procs.start(pinned(["haproxy", "-db", "-f", str(conf)], "proxy", workers), log)
     elif proxy == "nginx":
         conf = configs.nginx_proxy(
             tmp,
@@ -99,7 +101,9 @@ def start(
             workers=workers,
             max_conn=max_conn,
         )
-        proc = procs.start(["nginx", "-p", str(tmp), "-c", str(conf)], log)
+        proc = procs.start(
+            pinned(["nginx", "-p", str(tmp), "-c", str(conf)], "proxy", workers), log
+        )
     else:
         raise ValueError(f"unknown proxy {proxy!r}; known: {', '.join((*PROXIES, DIRECT))}")
     try:
@@ -138,7 +142,9 @@ def start_backends(
     """One nginx serving the benchmark content on ``count`` ports."""
     ports = free_ports(count)
     conf = configs.nginx_backend(tmp, ports)
-    proc = procs.start(["nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx-backend.log")
+    proc = procs.start(
+        pinned(["nginx", "-p", str(tmp), "-c", str(conf)], "other"), tmp / "nginx-backend.log"
+    )
     for port in ports:
         wait_port(port)
     return ports, proc

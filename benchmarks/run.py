@@ -37,7 +37,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import charts, memory, micro, overload, proxies, report, scenarios, suite
+from benchmarks import charts, memory, micro, overload, procs, proxies, report, scenarios, suite
 from benchmarks.procs import ROOT, Procs, raise_nofile
 
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
@@ -108,6 +108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lb-src", type=Path, help="run the lb package from this directory")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--update-results", action="store_true", help="refresh benchmarks/RESULTS.md")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the proxy alone on the last CPU, wrk and the backend on the others (taskset); "
+        "1-worker groups only",
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         defaults = {"duration": 1.0, "sweep_duration": 1.0, "rounds": 1}
@@ -201,12 +207,22 @@ def to_json(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.pin and "workers" in args.groups:
+        print("benchmarks: --pin gives each proxy one CPU: leave out 'workers'", file=sys.stderr)
+        return 2
     for tool in ("wrk", "haproxy", "nginx"):
         if shutil.which(tool) is None:
             print(
                 f"benchmarks: {tool} is not installed (apt-get install -y {tool})", file=sys.stderr
             )
             return 2
+    if args.pin:
+        if shutil.which("taskset") is None:
+            print(
+                "benchmarks: --pin needs taskset (apt-get install -y util-linux)", file=sys.stderr
+            )
+            return 2
+        procs.PIN = True
     nofile = raise_nofile()
     started = time.monotonic()
     now = dt.datetime.now()
@@ -276,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             f"nbthread 1, nginx worker_processes 1 unless -w2; backend: one nginx worker; "
             f"open-file limit {nofile}"
             + (" (--quick)" if args.quick else "")
+            + (
+                "; --pin: the proxy alone on the last CPU, the rest on the others"
+                if args.pin
+                else ""
+            )
             + (" (--smoke)" if args.smoke else "")
         ),
         "total_time": f"{total // 60} min {total % 60} s",

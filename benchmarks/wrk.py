@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.procs import tree_rss_kib
+from benchmarks.procs import pinned, tree_rss_kib
 
 _DONE = """
 done = function(summary, latency, requests)
@@ -161,7 +161,9 @@ def run(
     sampler = RssSampler(rss_pid)
     sampler.start()
     try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60)
+        out = subprocess.run(
+            pinned(args, "other"), capture_output=True, text=True, timeout=duration + 60
+        )
     finally:
         peak = sampler.stop()
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
