@@ -258,6 +258,12 @@ def test_two_lbs_stay_in_step_through_scale_up_restart_and_scale_in(fleet: Fleet
         # The same keys go to the same backends on both instances.
         marks["map_a"] = await keys_map(pa, keys)
         marks["map_b"] = await keys_map(pb, keys)
+        # Enough answered traffic on each lb before b stops (checked below): on a fast machine
+        # the four members are up within a second, before 100 requests of 50 ms have passed.
+        deadline = time.monotonic() + 30
+        while len(load_a.results) <= 100 or len(load_b.results) <= 100:
+            assert time.monotonic() < deadline, "not 100 answers on each lb within 30s"
+            await asyncio.sleep(0.2)
 
         # lb b stops (its clients first: a stopped lb refuses connections, which is not the
         # scaler's doing), and the load on a drops to one client: scale-in with b away.
