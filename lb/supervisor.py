@@ -106,6 +106,8 @@ class Supervisor:
         self.sockets = SocketTable()
         self.started = False  # the first start is over: every later death is restarted
         self.stopping = False
+        self._running = False  # start() is over: READY was said
+        self._reload_pending = False  # a SIGHUP came before that
         self._stop = self.loop.create_future()
         self.control = ControlService(self.plane)
         # [listeners.tls] watch: a changed certificate file reloads as SIGHUP does
@@ -238,6 +240,10 @@ class Supervisor:
     # -- worker lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        # SIGTERM/SIGINT from here on stop lb cleanly: the workers answer before start()
+        # returns (it still waits for the first health checks), and a signal in that window
+        # must not kill the supervisor with the default action and leave its workers behind.
+        self._install_signals()
         # The control socket first: a second lb on the same config stops here, before it binds
         # anything; the state file is merged before any worker gets its first snapshot. The
         # API answers while workers start (changes reach them with their first snapshot).
@@ -277,6 +283,10 @@ class Supervisor:
         # Every worker said "ready": each has its listeners accepting.
         self.notify.ready(self._ready_status(self.config))
         self.notify.start_watchdog(self.loop)
+        self._running = True
+        if self._reload_pending:
+            self._reload_pending = False
+            self.control.reload_soon("SIGHUP")
 
     async def _start_local(self) -> None:
         sup_end, plane_end = LocalBus.pair()
@@ -423,10 +433,20 @@ class Supervisor:
         if not self._stop.done():
             self._stop.set_result(why)
 
-    async def run(self) -> None:
+    def _install_signals(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, sig.name)
-        self.loop.add_signal_handler(signal.SIGHUP, self.control.reload_soon, "SIGHUP")
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        # A reload while the workers start would race their first snapshot: it waits for them.
+        if self._running:
+            self.control.reload_soon("SIGHUP")
+        else:
+            self._reload_pending = True
+
+    async def run(self) -> None:
+        """Until SIGTERM or SIGINT (handled since start()), then a graceful stop."""
         why = await self._stop
         log.info("stopping (%s): no new connections; open ones may finish", why)
         await self.stop()
