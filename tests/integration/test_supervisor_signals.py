@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ProcessGroup, children, free_port, http_get
+from tests.helpers import Proc, ProcessGroup, children, free_port, http_get
 
 
 @pytest.fixture
@@ -49,8 +49,11 @@ def config(port: int, backend: int, blackhole: int) -> dict[str, Any]:
     }
 
 
-def serving_before_banner(lb: Any, port: int) -> None:
-    """Until a worker answers; asserts that the supervisor's start is not over yet."""
+def start_in_the_window(procs: ProcessGroup, blackhole: int, name: str) -> tuple[Proc, int]:
+    """An lb whose worker answers while its supervisor's start is not over yet."""
+    backend = procs.backend(name)
+    port = free_port()
+    lb = procs.lb(config(port, backend.port, blackhole), wait=False)
     deadline = time.monotonic() + 20
     while True:
         assert lb.popen.poll() is None, lb.output()
@@ -63,15 +66,13 @@ def serving_before_banner(lb: Any, port: int) -> None:
         assert time.monotonic() < deadline, f"no worker answered:\n{lb.output()}"
         time.sleep(0.02)
     assert "lb: running" not in lb.output(), "the start was over: the test missed its window"
+    return lb, port
 
 
 def test_sigterm_while_the_first_checks_run_stops_lb_cleanly(
     procs: ProcessGroup, blackhole: int
 ) -> None:
-    backend = procs.backend("s1")
-    port = free_port()
-    lb = procs.lb(config(port, backend.port, blackhole), wait=False)
-    serving_before_banner(lb, port)
+    lb, _ = start_in_the_window(procs, blackhole, "s1")
     workers = children(lb.pid)
     assert workers, "the supervisor runs a worker"
     lb.popen.send_signal(signal.SIGTERM)
@@ -89,10 +90,7 @@ def test_sigterm_while_the_first_checks_run_stops_lb_cleanly(
 def test_sighup_while_the_first_checks_run_reloads_after_the_start(
     procs: ProcessGroup, blackhole: int
 ) -> None:
-    backend = procs.backend("h1")
-    port = free_port()
-    lb = procs.lb(config(port, backend.port, blackhole), wait=False)
-    serving_before_banner(lb, port)
+    lb, port = start_in_the_window(procs, blackhole, "h1")
     lb.popen.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 20
     while "reload (SIGHUP)" not in lb.output():
