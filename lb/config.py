@@ -75,6 +75,11 @@ class LBSection(_Model):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     grace: Duration = Field(default=10.0, description="how long SIGTERM waits for open connections")
+    cpu_map: Literal["auto"] | list[str] | None = Field(
+        default=None,
+        description='pin workers to CPUs (HAProxy\'s cpu-map): "auto", one CPU each in turn; '
+        'or one CPU list per worker, such as ["0", "1-3"]',
+    )
 
     @field_validator("workers")
     @classmethod
@@ -83,11 +88,91 @@ class LBSection(_Model):
             raise ValueError('workers must be 0 (single process), 1-256, or "auto"')
         return v
 
+    @field_validator("cpu_map", mode="before")
+    @classmethod
+    def _cpu_map(cls, v: object) -> object:
+        if isinstance(v, str) and v != "auto":
+            raise ValueError('"auto", or one CPU list per worker such as ["0", "1-3"]')
+        if isinstance(v, list):  # cpu_map = [0, 1] means ["0", "1"]
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
+    @model_validator(mode="after")
+    def _cpu_map_entries(self) -> LBSection:
+        if not isinstance(self.cpu_map, list):
+            return self
+        n = max(1, self.worker_count)
+        if len(self.cpu_map) != n:
+            raise ConfigFieldError(
+                "cpu_map",
+                self.cpu_map,
+                f"{len(self.cpu_map)} CPU list(s) for {n} worker process(es): give one per "
+                'worker (the first is worker 1\'s), or "auto"',
+                relative=True,
+            )
+        allowed = usable_cpus()
+        for i, text in enumerate(self.cpu_map):
+            try:
+                cpus = parse_cpu_list(text)
+            except ValueError as exc:
+                raise ConfigFieldError(f"cpu_map[{i}]", text, str(exc), relative=True) from None
+            if not cpus <= allowed:
+                raise ConfigFieldError(
+                    f"cpu_map[{i}]",
+                    text,
+                    f"CPU {min(cpus - allowed)} is not one lb may run on here "
+                    f'({format_cpu_list(allowed)}): use those, or "auto"',
+                    relative=True,
+                )
+        return self
+
     @property
     def worker_count(self) -> int:
         if self.workers == "auto":
             return os.cpu_count() or 1
         return int(self.workers)
+
+    def cpus_of(self, index: int) -> frozenset[int] | None:
+        """The CPUs worker ``index`` (1-based; 0: the single process) is pinned to, or None."""
+        if self.cpu_map is None:
+            return None
+        slot = max(index, 1) - 1
+        if self.cpu_map == "auto":
+            allowed = sorted(usable_cpus())
+            return frozenset({allowed[slot % len(allowed)]})
+        return parse_cpu_list(self.cpu_map[slot])
+
+
+@functools.cache
+def usable_cpus() -> frozenset[int]:
+    """The CPUs lb may run on: its affinity (``taskset``, systemd's ``CPUAffinity=``) when it
+    first asks, before ``workers = 0`` pins the one process."""
+    return frozenset(os.sched_getaffinity(0))
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """A Linux CPU list, as ``taskset -c`` takes it: ``"0"``, ``"0-3"``, ``"0,2,4-5"``."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not (first.isdigit() and (not dash or last.isdigit())):
+            raise ValueError(f'a CPU list such as "0", "2-3" or "0,2" (not {text!r})')
+        lo, hi = int(first), int(last) if dash else int(first)
+        if hi < lo:
+            raise ValueError(f'a CPU range runs upwards, such as "2-3" (not {part.strip()!r})')
+        cpus.update(range(lo, hi + 1))
+    return frozenset(cpus)
+
+
+def format_cpu_list(cpus: frozenset[int]) -> str:
+    """``{0, 1, 2, 5}`` as ``"0-2,5"``."""
+    out: list[str] = []
+    for cpu in sorted(cpus):
+        if out and cpu - 1 == int(out[-1].rpartition("-")[2]):
+            out[-1] = f"{out[-1].partition('-')[0]}-{cpu}"
+        else:
+            out.append(str(cpu))
+    return ",".join(out)
 
 
 class RouteConfig(_Model):

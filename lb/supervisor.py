@@ -24,6 +24,7 @@ workers, and routing what they send (``lb/wire.py``) to the health manager and t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -36,7 +37,7 @@ from typing import assert_never
 from lb import wire
 from lb.bus import LocalBus, PipeBus
 from lb.certwatch import CertWatcher
-from lb.config import Config
+from lb.config import Config, format_cpu_list, usable_cpus
 from lb.control.errors import ApiError, ControlStartupError
 from lb.control.plane import ControlPlane
 from lb.control.service import ControlService
@@ -68,6 +69,7 @@ class WorkerHandle:
     failed_starts: int = 0  # consecutive deaths before "ready" (the restart backoff)
     fatal: str | None = None
     stats: wire.Stats | None = None  # the latest snapshot it sent
+    cpus: frozenset[int] | None = None  # what its process is pinned to ([lb] cpu_map)
 
     def send(self, frame: bytes) -> None:
         if self.bus is not None:
@@ -109,6 +111,8 @@ class Supervisor:
         self._running = False  # start() is over: READY was said
         self._reload_pending = False  # a SIGHUP came before that
         self._stop = self.loop.create_future()
+        # Our own CPUs (taskset, systemd's CPUAffinity=): a worker without cpu_map gets these.
+        self._cpus = usable_cpus()
         self.control = ControlService(self.plane)
         # [listeners.tls] watch: a changed certificate file reloads as SIGHUP does
         self.certwatch = CertWatcher(lambda: self.plane.config, self.control.reload_soon)
@@ -159,6 +163,8 @@ class Supervisor:
         # Workers retire the listeners that went away when they get this config; our copies
         # of their sockets go now.
         self.sockets.release_unused(config)
+        for w in self.workers:
+            self._pin(w, config)  # a changed cpu_map applies at once
         if (
             self.started
             and config.lb.worker_count != len(self.workers)
@@ -297,6 +303,7 @@ class Supervisor:
         sup_end.on_message = lambda frame: self._on_worker_frame(w, frame)
         w.local = local
         self.workers.append(w)
+        self._pin(w, self.config)
         self._greet(w)
         try:
             await local.start()
@@ -342,6 +349,8 @@ class Supervisor:
         if w.channel is not None:
             w.channel.close()
         w.channel = chan_parent
+        w.cpus = None
+        self._pin(w, self.config)
         w.ready = self.loop.create_future()
         w.started_at = time.monotonic()
         w.is_ready = False
@@ -349,6 +358,32 @@ class Supervisor:
             parent, lambda frame: self._on_worker_frame(w, frame), lambda: self._on_worker_gone(w)
         )
         self._greet(w)
+
+    def _pin(self, w: WorkerHandle, config: Config) -> None:
+        """``[lb] cpu_map``: set the worker process's CPUs (ours when cpu_map is unset)."""
+        if w.local is not None:
+            pid = os.getpid()  # workers = 0: the one process
+        elif w.proc is not None and w.proc.returncode is None:
+            pid = w.proc.pid
+        else:
+            return
+        cpus = config.lb.cpus_of(w.index) or self._cpus
+        if cpus == (w.cpus or self._cpus):
+            return
+        try:
+            # Every thread (a running worker may have started libuv's pool): a tid each.
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                tids = [pid]
+            for tid in tids:
+                with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                    os.sched_setaffinity(tid, cpus)
+        except OSError as exc:  # the CPU went offline since the config was checked
+            log.error("worker %d: cannot pin to CPUs %s: %s", w.index, format_cpu_list(cpus), exc)
+            return
+        w.cpus = cpus
+        log.info("worker %d runs on CPUs %s", w.index, format_cpu_list(cpus))
 
     def _on_worker_gone(self, w: WorkerHandle) -> None:
         self.control.worker_gone(w.index)

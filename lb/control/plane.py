@@ -275,4 +275,6 @@ def config_changes(old: Config, new: Config) -> list[str]:
         out.append(f"lb.workers: {n_old} -> {n_new}")
     if old.lb.grace != new.lb.grace:
         out.append(f"lb.grace: {old.lb.grace:g}s -> {new.lb.grace:g}s")
+    if old.lb.cpu_map != new.lb.cpu_map:
+        out.append(f"lb.cpu_map: {old.lb.cpu_map!r} -> {new.lb.cpu_map!r}")
     return out
