@@ -70,9 +70,23 @@ def _read(path: str) -> str:
 
 
 def _on_cpu(pid: int) -> int:
-    """The CPU a process runs on, or last ran on (``/proc/PID/stat`` field 39); -1 if gone."""
-    text = _read(f"/proc/{pid}/stat")
-    return int(text.rsplit(")", 1)[1].split()[36]) if text else -1
+    """The CPU a process's busiest thread runs on, or last ran on (field 39 of its
+    ``/proc/PID/task/TID/stat``); -1 if the process is gone. The busiest thread, not the
+    main one: wrk's main thread only waits for its worker threads."""
+    best, cpu = -1, -1
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return -1
+    for tid in tids:
+        text = _read(f"/proc/{pid}/task/{tid}/stat")
+        if not text:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if ticks > best:
+            best, cpu = ticks, int(fields[36])
+    return cpu
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 from benchmarks import cpu
@@ -41,3 +43,29 @@ def test_the_sampler_finds_a_process_on_its_own_cpu() -> None:
     assert sampler.samples
     # The same process as "wrk" and "backend": always on the same CPU as itself.
     assert sampler.shares(me) == (1.0, 1.0)
+
+
+def test_a_process_is_where_its_busiest_thread_is() -> None:
+    """wrk's main thread only waits for its worker thread: the sample must follow the
+    thread that works. A child process like that: its main thread waits on the first CPU,
+    its worker thread spins on the last one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, threading, time\n"
+            f"os.sched_setaffinity(0, {{{cpus[0]}}})\n"
+            "def spin():\n"
+            f"    os.sched_setaffinity(0, {{{cpus[-1]}}})\n"
+            "    end = time.process_time() + 1.5\n"
+            "    while time.process_time() < end: pass\n"
+            "t = threading.Thread(target=spin); t.start(); t.join()\n",
+        ]
+    )
+    try:
+        time.sleep(0.8)
+        assert cpu._on_cpu(child.pid) == cpus[-1]
+    finally:
+        child.kill()
+        child.wait()
