@@ -13,7 +13,9 @@ for a hot-path change (``lb-old`` runs the ``lb`` package found in ``--lb-old-sr
 seconds against each proxy in turn, and reads the utime + stime of the proxy's whole process
 tree from ``/proc`` before and after; the summary gives the lowest (least disturbed) and the
 median figure per proxy. Loopback only; the backends are one nginx worker (serving
-``--backends`` ports, 1 by default), as in ``run.py``. ``NAME@STRATEGY`` runs a proxy with that
+``--backends`` ports, 1 by default), as in ``run.py``. ``--pin`` runs each proxy alone on
+the last CPU and wrk and the backend on the others, as ``benchmarks.run --pin`` does (one
+worker each). ``NAME@STRATEGY`` runs a proxy with that
 balancing strategy (lb's names; HAProxy and nginx get their equivalent), so that strategies
 compare side by side: ``lb@peak_ewma``. ``--close`` adds ``Connection: close`` to wrk's
 requests (http mode): every request is a new client connection, so the figure is the CPU cost
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,8 +44,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import procs as procs_module
 from benchmarks import proxies
-from benchmarks.procs import Procs, descendants, raise_nofile
+from benchmarks.procs import Procs, descendants, pinned, raise_nofile
 from benchmarks.scenarios import Mode
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -176,7 +180,9 @@ def measure(
     t0 = time.monotonic()
     header = ["-H", "Connection: close"] if close else []
     wrk = subprocess.Popen(
-        ["wrk", "-t1", "-c64", f"-d{duration}s", *header, f"http://127.0.0.1:{port}/"],
+        pinned(
+            ["wrk", "-t1", "-c64", f"-d{duration}s", *header, f"http://127.0.0.1:{port}/"], "other"
+        ),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -234,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also report how the kernel scheduled each proxy (switches, waits, shared CPUs)",
     )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="as benchmarks.run --pin: each proxy alone on the last CPU, wrk and nginx elsewhere",
+    )
     args = ap.parse_args(argv)
     if args.close and args.mode != "http":
         ap.error("--close is for --mode http")
@@ -243,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.backends < 1:
         ap.error("--backends must be at least 1")
     mode: Mode = args.mode
+    if args.pin:
+        if shutil.which("taskset") is None:
+            ap.error("--pin needs taskset (apt-get install -y util-linux)")
+        procs_module.PIN = True
     raise_nofile()
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="lb-cpu-"))
