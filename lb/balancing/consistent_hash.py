@@ -31,8 +31,9 @@ orders as the integer does: a whole build sorts its points as doubles, which Pyt
 several times faster than 64-bit integers, with no Python code run per point.
 
 The ring is kept as a list of sorted chunks of at most ``2 * CHUNK`` points (``array('Q')``,
-8 bytes a point) with the last point of each in a list ``maxes``, as ``sortedcontainers``
-does: a lookup is a ``bisect`` on ``maxes`` and one in a chunk (both in C), and adding or
+8 bytes a point) with the last point of each in ``maxes`` (an ``array('Q')`` too), as
+``sortedcontainers`` does: a lookup is a binary search of ``maxes`` and one of a chunk (both
+in C: ``_find``), and adding or
 removing one backend inserts or deletes its ~160 points, each a short ``memmove`` in one chunk,
 instead of re-sorting the ring. ``update`` applies only what changed (``Roster``): a new or
 returning backend adds its points, one that leaves removes them, a weight change adds or removes
@@ -162,27 +163,28 @@ _weight_of = operator.attrgetter("effective_weight")
 _active_of = operator.attrgetter("active")
 
 _ORDER = sys.byteorder  # arrays hold native words; the hash's bytes are read little-endian
-_POSITION_WORD = _POSITION_MASK.to_bytes(8, _ORDER)
+_POSITION_WORD = int(_POSITION_MASK).to_bytes(8, _ORDER)
 
 
 #: This module runs compiled (``consistent_hash.pxd``), not from its ``.py``: see ``_find``.
 _COMPILED = not __file__.endswith(".py")
 
 
-def _find(chunk: array[int], position: int) -> int:
-    """``bisect_left(chunk, position)``: where a key's position goes in a chunk of the ring.
-    Compiled, a binary search over the chunk's words as C integers (``bisect`` makes a Python
-    int of every word it compares: most of a pick's cost); in plain Python, ``bisect``, in C
-    (this loop in Python would be the slower one there). Both give the same index."""
+def _find(words: array[int], position: int) -> int:
+    """``bisect_left(words, position)``: which chunk of the ring a key's position goes in
+    (``words`` is ``maxes``), then where in that chunk. Compiled, a binary search over the
+    array's 64-bit words read in place as C integers (``bisect`` makes a Python int of every
+    word it compares, and a typed memoryview acquires the buffer per call: each was most of a
+    pick's cost); in plain Python, ``bisect``, in C (this loop in Python would be the slower
+    one there). Both give the same index."""
     if not _COMPILED:
-        return bisect_left(chunk, position)
-    words = chunk  # (compiled: a typed view of the array's 64-bit words)
-    target = position
+        return bisect_left(words, position)
+    data = words.data.as_ulonglongs  # type: ignore[attr-defined]  # (compiled: the words)
     lo = 0
     hi = len(words)
     while lo < hi:
         mid = (lo + hi) >> 1
-        if words[mid] < target:
+        if data[mid] < position:
             lo = mid + 1
         else:
             hi = mid
@@ -261,7 +263,7 @@ class _Build:
         self.pending_points = 0
         self.range = 0  # the next range to merge
         self.chunks: list[array[int]] = []
-        self.maxes: list[int] = []
+        self.maxes = array("Q")
         self.size = 0
         self.prepared = False
 
@@ -345,7 +347,7 @@ class ConsistentHash:
         self._load = 0  # T: the total ``active`` over them
         self._total_weight = 0.0
         self._chunks: list[array[int]] = []
-        self._maxes: list[int] = []
+        self._maxes = array("Q")
         self._size = 0
         self._cursor_chunk = 0
         self._cursor = 0
@@ -480,7 +482,7 @@ class ConsistentHash:
         self._held = dict(zip(order, range(len(order)), strict=True))
         self._load = sum(self._active)
         self._counts = {}
-        self._chunks, self._maxes, self._size = [], [], 0
+        self._chunks, self._maxes, self._size = [], array("Q"), 0
         self._dirty = set()
         self._behind = {}
         schedule = background.scheduler()
@@ -753,7 +755,7 @@ class ConsistentHash:
         if len(chunk) > 2 * CHUNK:
             half = len(chunk) // 2
             chunks[ci : ci + 1] = [chunk[:half], chunk[half:]]
-            maxes[ci : ci + 1] = [chunk[half - 1], chunk[-1]]
+            maxes[ci : ci + 1] = array("Q", (chunk[half - 1], chunk[-1]))
 
     def _remove(self, value: int) -> None:
         chunks, maxes = self._chunks, self._maxes
@@ -775,7 +777,7 @@ class ConsistentHash:
         if len(chunk) < CHUNK // 4 and ci + 1 < len(chunks) and len(chunks[ci + 1]) <= CHUNK:
             chunk.extend(chunks[ci + 1])
             del chunks[ci + 1]
-            maxes[ci : ci + 2] = [chunk[-1]]
+            maxes[ci : ci + 2] = array("Q", (chunk[-1],))
 
     def _normalize_cursor(self) -> None:
         chunks = self._chunks
@@ -817,8 +819,9 @@ class ConsistentHash:
                 self._cursor = 0
                 self._cursor_chunk = ci + 1 if ci + 1 < len(chunks) else 0
         else:
-            position = xxh3_64_intdigest(key) & _POSITION_MASK
-            ci = bisect_left(self._maxes, position)
+            position = xxh3_64_intdigest(key)
+            position &= _POSITION_MASK
+            ci = _find(self._maxes, position)
             if ci == len(chunks):
                 ci = i = 0
                 chunk = chunks[0]

@@ -227,7 +227,7 @@ def test_golden_mapping() -> None:
 
 def ring_points(strategy: ConsistentHash) -> list[tuple[int, str]]:
     """The ring as (position, owner id), in order, checking the chunks' invariants."""
-    owner_bits = ch._OWNER_MASK
+    owner_bits = (1 << ch._OWNER_BITS) - 1
     out = []
     assert len(strategy._chunks) == len(strategy._maxes)
     for chunk, last in zip(strategy._chunks, strategy._maxes, strict=True):
