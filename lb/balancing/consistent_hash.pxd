@@ -19,7 +19,8 @@ from cpython.array cimport array as carray
 cdef unsigned long long _OWNER_MASK, _POSITION_MASK
 
 
-@cython.locals(data=cython.p_ulonglong, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
+@cython.locals(data=cython.p_ulonglong, n=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t,
+               guess=Py_ssize_t, step=Py_ssize_t, first=cython.ulonglong, last=cython.ulonglong)
 cdef Py_ssize_t _find(carray words, unsigned long long position) except -1
 
 
