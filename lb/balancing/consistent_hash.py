@@ -320,35 +320,10 @@ class ConsistentHash:
 
     needs_key = True  # picks by the hash key
 
-    __slots__ = (
-        "__weakref__",
-        "_active",
-        "_behind",
-        "_bound",
-        "_build",
-        "_cache",
-        "_chunks",
-        "_counts",
-        "_cumulative",
-        "_cursor",
-        "_cursor_chunk",
-        "_dirty",
-        "_free",
-        "_held",
-        "_load",
-        "_maxes",
-        "_roster",
-        "_scheduled",
-        "_size",
-        "_slot_of",
-        "_slots",
-        "_spin",
-        "_starting",
-        "_total_weight",
-        "_vnodes",
-        "_weights",
-        "tracks_load",
-    )
+    # No ``__slots__``: compiled, the ``.pxd`` gives the layout (a C class), with the
+    # ``__weakref__`` the scheduler needs (it holds ``_step`` weakly), which a slot list could
+    # not declare there; in plain Python there is one of these per pool, so a ``__dict__``
+    # costs nothing that matters.
 
     def __init__(self, options: StrategyOptions) -> None:
         if options.vnodes < 1:
