@@ -9,9 +9,9 @@
 # 64-bit points, ``maxes`` an array too) and its arithmetic are the same in both builds, so the
 # ring is bit for bit the same.
 #
-# The binary searches of a pick (``_find``: which chunk, then where in it) read an array's
-# 64-bit words in place, as C integers: no Python int per word compared, and no buffer
-# acquisition per call.
+# The binary searches of a pick (``_find``: which chunk, then where in it) and the read of the
+# point found (``_owner_at``) take an array's 64-bit words in place, as C integers: no Python
+# int per word, and no buffer acquisition per call.
 
 cimport cython
 from cpython.array cimport array as carray
@@ -22,6 +22,7 @@ cdef unsigned long long _OWNER_MASK, _POSITION_MASK
 @cython.locals(data=cython.p_ulonglong, n=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t,
                guess=Py_ssize_t, step=Py_ssize_t, first=cython.ulonglong, last=cython.ulonglong)
 cdef Py_ssize_t _find(carray words, unsigned long long position) except -1
+cdef Py_ssize_t _owner_at(carray chunk, Py_ssize_t i) except -1
 
 
 cdef class ConsistentHash:
@@ -40,3 +41,7 @@ cdef class ConsistentHash:
     @cython.locals(chunks=list, chunk=carray, ci=Py_ssize_t, i=Py_ssize_t, owner=Py_ssize_t,
                    position=cython.ulonglong)
     cpdef pick(self, key)
+
+    @cython.locals(chunks=list, chunk=carray, slots=list, active=list, owner=Py_ssize_t,
+                   total=cython.double, per_weight=cython.double)
+    cpdef _walk(self, Py_ssize_t ci, Py_ssize_t i, bound, key)

@@ -219,6 +219,16 @@ def _find(words: array[int], position: int) -> int:
     return lo
 
 
+def _owner_at(chunk: array[int], i: int) -> int:
+    """The slot of the owner of point ``i`` of a chunk (compiled: the word read in place, not
+    made a Python int)."""
+    if not _COMPILED:
+        return chunk[i] & _OWNER_MASK
+    if not 0 <= i < len(chunk):
+        raise IndexError("ring point index out of range")
+    return chunk.data.as_ulonglongs[i] & _OWNER_MASK  # type: ignore[attr-defined]
+
+
 def hash_key(key: bytes) -> int:
     """The 64-bit hash of a key (its ring position is ``hash_key(key) & _POSITION_MASK``).
     Stable across processes, hosts and versions of Python."""
@@ -831,7 +841,7 @@ class ConsistentHash:
             else:
                 chunk = chunks[ci]
                 i = _find(chunk, position)
-        owner = chunk[i] & _OWNER_MASK
+        owner = _owner_at(chunk, i)
         b = self._slots[owner]
         # An idle backend is always within its bound (the bound is >= 1).
         bound = self._bound
@@ -852,7 +862,7 @@ class ConsistentHash:
         total = self._total_weight or 1.0  # 0: every backend left (points still to remove)
         per_weight = 0.0 if bound is None else bound * (self._load + 1) / total
         for _ in range(self._size):
-            owner = chunk[i] & _OWNER_MASK
+            owner = _owner_at(chunk, i)
             b = slots[owner]
             if b is not None:
                 if bound is None or active[owner] < ceil(per_weight * weights[owner]):
