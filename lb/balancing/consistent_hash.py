@@ -226,7 +226,8 @@ def _owner_at(chunk: array[int], i: int) -> int:
         return chunk[i] & _OWNER_MASK
     if not 0 <= i < len(chunk):
         raise IndexError("ring point index out of range")
-    return chunk.data.as_ulonglongs[i] & _OWNER_MASK  # type: ignore[attr-defined]
+    data = chunk.data.as_ulonglongs  # type: ignore[attr-defined]  # (compiled: the words)
+    return int(data[i] & _OWNER_MASK)
 
 
 def hash_key(key: bytes) -> int:
