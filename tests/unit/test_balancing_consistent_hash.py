@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -227,7 +228,7 @@ def test_golden_mapping() -> None:
 
 def ring_points(strategy: ConsistentHash) -> list[tuple[int, str]]:
     """The ring as (position, owner id), in order, checking the chunks' invariants."""
-    owner_bits = ch._OWNER_MASK
+    owner_bits = (1 << ch._OWNER_BITS) - 1
     out = []
     assert len(strategy._chunks) == len(strategy._maxes)
     for chunk, last in zip(strategy._chunks, strategy._maxes, strict=True):
@@ -375,3 +376,39 @@ def test_bounded_load_holds_while_requests_come_and_go(
         acquire(strategy, picked)
         total = sum(b.active for b in backends)
         assert picked.active <= math.ceil(c * total * picked.effective_weight / total_weight)
+
+
+def first_point_owners(strategy: ConsistentHash, keys: list[bytes]) -> list[str]:
+    """The definition: the owner of the first point at or after each key's position."""
+    points = ring_points(strategy)
+    positions = [p for p, _ in points]
+    mask = ((1 << 62) - 1) ^ ((1 << ch._OWNER_BITS) - 1)
+    out = []
+    for key in keys:
+        i = bisect.bisect_left(positions, hash_key(key) & mask)
+        out.append(points[i if i < len(points) else 0][1])
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3, 100, 400])
+def test_picks_go_to_the_first_point_at_or_after_the_key(n: int) -> None:
+    """Compiled, a pick's searches start from an interpolated guess and gallop (``_find``):
+    whatever the chunk sizes, they land where ``bisect`` does."""
+    strategy = ring(pool(n))
+    assert mapping(strategy) == first_point_owners(strategy, KEYS)
+
+
+def test_picks_go_to_the_first_point_at_or_after_the_key_on_a_crowded_ring(
+    crowded_ring: None,
+) -> None:
+    """Long runs of equal positions (ties by id) do not lead the search astray."""
+    strategy = ring(pool(50))
+    assert mapping(strategy) == first_point_owners(strategy, KEYS)
+
+
+def test_picks_go_to_the_first_point_at_or_after_the_key_with_small_chunks(
+    small_chunks: None,
+) -> None:
+    strategy = ring(pool(20), vnodes=40)
+    assert len(strategy._chunks) > 20
+    assert mapping(strategy) == first_point_owners(strategy, KEYS)
