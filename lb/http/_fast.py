@@ -1,7 +1,7 @@
 """Where the parsers get the compiled scan of common heads from, if it is there.
 
-``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID``, ``RESPONSE_OUT`` and
-``RESPONSE_CLOSE`` are :mod:`lb.http._speedups`' functions, or ``None`` when
+``SCAN_REQUEST``, ``SCAN_RESPONSE``, ``UPSTREAM_HEAD``, ``REQUEST_ID``, ``RESPONSE_OUT``,
+``RESPONSE_CLOSE`` and ``HEADER_VALUE`` are :mod:`lb.http._speedups`' functions, or ``None`` when
 ``lb._compiled.load_speedups`` did not load it (not built, or ``LB_NO_EXTENSIONS`` on). The
 parsers behave identically either way; the extension only takes the common heads faster. What
 runs compiled, and why, is ``lb._compiled``'s to say.
@@ -34,4 +34,7 @@ RESPONSE_OUT: Callable[[bytes, bytes, bytes, bytes, bytes], bytes] | None = (
 )
 RESPONSE_CLOSE: Callable[[bytes, int, bytes, bytes, bytes], bytes] | None = (
     None if _speedups is None else _speedups.response_close
+)
+HEADER_VALUE: Callable[[bytes, bytes, int, bytes], bytes | None] | None = (
+    None if _speedups is None else _speedups.header_value
 )

@@ -737,3 +737,37 @@ def response_close(bytes raw, Py_ssize_t conn_at, bytes rid, bytes lines, bytes 
     o = _put_raw(o, b"\r\n", 2)
     o = _put(o, body)
     return out
+
+
+def header_value(bytes raw, bytes low, Py_ssize_t start, bytes name):
+    """The first value of header ``name`` (lowercase) as sent, stripped of spaces and tabs, or
+    ``None``: :func:`lb.http.heads.raw_values`' first item (``RequestHead.get``) without three
+    Python-level ``find`` calls and a list. ``low`` is ``raw.lower()``, ``start`` the offset of
+    the CRLF that ends the start line. The pool's hash key is read with it on every request."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(low), k = PyBytes_GET_SIZE(name), skip = k + 3
+    cdef Py_ssize_t i, j, end
+    cdef const char* l = PyBytes_AS_STRING(low)
+    cdef const char* r = PyBytes_AS_STRING(raw)
+    cdef const char* hit
+    cdef char pattern[259]
+    if k > 256 or PyBytes_GET_SIZE(raw) != n or not 0 <= start <= n:
+        from lb.http.heads import raw_values  # not a head the scan made: the general path
+        values = raw_values(raw, low, name, start)
+        return values[0] if values else None
+    pattern[0] = 13
+    pattern[1] = 10
+    memcpy(pattern + 2, PyBytes_AS_STRING(name), k)
+    pattern[k + 2] = 58  # ':'
+    hit = <const char*>memmem(l + start, n - start, pattern, skip)
+    if hit is NULL:
+        return None
+    i = hit - l
+    hit = <const char*>memmem(l + i + 2, n - i - 2, b"\r\n", 2)
+    # As raw_values' slice: a line without its CRLF (never in a scanned head) runs to n - 1.
+    end = n - 1 if hit is NULL else hit - l
+    j = i + skip
+    while j < end and (r[j] == 32 or r[j] == 9):
+        j += 1
+    while end > j and (r[end - 1] == 32 or r[end - 1] == 9):
+        end -= 1
+    return PyBytes_FromStringAndSize(r + j, end - j) if end > j else b""

@@ -16,6 +16,7 @@ cdef class RequestHead:
     cdef _init(self, method, target, path, version, raw, low, Py_ssize_t line_end, host,
                bint keep_alive, content_length, bint chunked, upgrade, bint expect_continue,
                request_id)
+    cpdef get(self, name)
 
 
 cdef class ResponseHead:

@@ -11,6 +11,8 @@ does not pay for it); values are stripped of surrounding whitespace.
 
 from __future__ import annotations
 
+from lb.http._fast import HEADER_VALUE
+
 Headers = list[tuple[bytes, bytes]]
 Spans = list[tuple[int, int]]
 
@@ -214,6 +216,8 @@ class RequestHead:
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lowercase) as sent; ``None`` when absent."""
+        if HEADER_VALUE is not None:  # compiled: one memmem, no list (a hash key per request)
+            return HEADER_VALUE(self.raw, self._low, self._line_end, name)
         values = raw_values(self.raw, self._low, name, self._line_end)
         return values[0] if values else None
 

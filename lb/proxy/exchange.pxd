@@ -47,6 +47,7 @@ cdef class Exchange:
     cpdef request_body(self, data)
     cpdef request_end(self)
     @cython.locals(pool=CPoolRuntime, backend=CBackend)
+    cpdef _hash_key(self, CPoolRuntime pool, CRequestHead head)
     cpdef _dispatch(self)
     cpdef _use(self, backend)
     cpdef _attach(self, HttpUpstreamProtocol conn)
