@@ -22,7 +22,7 @@ import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -450,6 +450,19 @@ def _step_defaults(data: Any) -> Any:
     return data
 
 
+_S = TypeVar("_S")
+
+
+def _provider_section(name: str, v: _S | None, info: ValidationInfo, needs: str) -> _S | None:
+    """A ``[scalers.<name>]`` table is given exactly when ``provider = "<name>"``."""
+    provider = info.data.get("provider")
+    if provider == name and v is None:
+        raise ValueError(f'provider = "{name}" {needs}')
+    if provider != name and provider is not None and v is not None:
+        raise ValueError(f'only applies to provider = "{name}"; remove it or change provider')
+    return v
+
+
 class ScalerConfig(_Model):
     """One ``[[scalers]]`` entry: how one pool is scaled."""
 
@@ -543,35 +556,23 @@ class ScalerConfig(_Model):
     @field_validator("process")
     @classmethod
     def _process(cls, v: ProcessSettings | None, info: ValidationInfo) -> ProcessSettings | None:
-        provider = info.data.get("provider")
-        if provider == "process" and v is None:
-            raise ValueError(
-                'provider = "process" needs [scalers.process] with a command, e.g. '
-                'command = "{python} -m lb.demo_server --port {port}"'
-            )
-        if provider in ("docker", "swarm") and v is not None:
-            raise ValueError('only applies to provider = "process"; remove it or change provider')
-        return v
+        return _provider_section(
+            "process",
+            v,
+            info,
+            "needs [scalers.process] with a command, e.g. "
+            'command = "{python} -m lb.demo_server --port {port}"',
+        )
 
     @field_validator("docker")
     @classmethod
     def _docker(cls, v: DockerSettings | None, info: ValidationInfo) -> DockerSettings | None:
-        provider = info.data.get("provider")
-        if provider == "docker" and v is None:
-            raise ValueError('provider = "docker" needs [scalers.docker] with an image')
-        if provider in ("process", "swarm") and v is not None:
-            raise ValueError('only applies to provider = "docker"; remove it or change provider')
-        return v
+        return _provider_section("docker", v, info, "needs [scalers.docker] with an image")
 
     @field_validator("swarm")
     @classmethod
     def _swarm(cls, v: SwarmSettings | None, info: ValidationInfo) -> SwarmSettings | None:
-        provider = info.data.get("provider")
-        if provider == "swarm" and v is None:
-            raise ValueError('provider = "swarm" needs [scalers.swarm] with an image')
-        if provider in ("process", "docker") and v is not None:
-            raise ValueError('only applies to provider = "swarm"; remove it or change provider')
-        return v
+        return _provider_section("swarm", v, info, "needs [scalers.swarm] with an image")
 
     @model_validator(mode="after")
     def _lbs(self) -> ScalerConfig:
