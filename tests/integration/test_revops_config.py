@@ -200,3 +200,21 @@ def test_run_refuses_a_port_another_process_serves(tmp_path: Path, procs: Proces
         assert "listeners[0].bind" in lb.output(), lb.output()
     finally:
         other.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="revops: lb check refuses two listeners on the same address but not 0.0.0.0:P beside "
+    "127.0.0.1:P; both then run and split the port's traffic by destination address",
+)
+def test_check_refuses_a_wildcard_bind_overlapping_another_listener(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = config(port, free_port())
+    cfg["listeners"].append(
+        {"name": "all", "bind": f"0.0.0.0:{port}", "mode": "tcp", "pool": "web"}
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(cfg))
+    r = lb_cli("check", "-c", str(path))
+    assert r.returncode != 0, r.stdout
+    assert "listeners[1].bind" in r.stderr, r.stderr
