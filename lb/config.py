@@ -36,19 +36,29 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
 _UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+# HAProxy's limit for a timeout (2^31 - 1 ms, about 24.8 days). Beyond it a timer is no timer;
+# and inf/nan would not even reach the workers (JSON has neither).
+MAX_DURATION = 2_147_483.647
+
+
 def parse_duration(value: object) -> float:
     """``"150ms"`` -> 0.15. Plain numbers are seconds."""
     if isinstance(value, bool):
         raise ValueError('a duration such as "2s", "150ms" or "1m"')
     if isinstance(value, int | float):
-        if value < 0:
+        seconds = float(value)
+        if seconds < 0:
             raise ValueError("a duration must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise ValueError('a duration such as "2s", "150ms" or "1m" (units: us, ms, s, m, h)')
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError('a duration such as "2s", "150ms" or "1m" (units: us, ms, s, m, h)')
+    if not seconds <= MAX_DURATION:  # (also nan)
+        raise ValueError(
+            f"a duration must be finite and at most {MAX_DURATION:g}s (about 24.8 days, "
+            'as in HAProxy); write e.g. "24h"'
+        )
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -63,7 +73,8 @@ def _check_address(value: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # (No inf or nan in any float: the supervisor sends the config to its workers as JSON.)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LBSection(_Model):
@@ -273,22 +284,26 @@ class ListenerConfig(_Model):
     pool: str | None = Field(
         default=None, description="the pool (tcp), or the default pool when no route matches"
     )
-    connect_timeout: Duration = 2.0
+    # (Timeouts with a deadline are > 0: lb has no "0 means none", unlike HAProxy; 0 would
+    # fail every attempt. For "practically none", write a long one such as "24h".)
+    connect_timeout: Duration = Field(default=2.0, gt=0)
     idle_timeout: Duration = Field(
         default=60.0, description="tcp: no bytes either way; http: tunnels after an Upgrade"
     )
     max_connections: int = Field(default=10000, ge=1)
-    backlog: int = Field(default=1024, ge=1)
+    backlog: int = Field(
+        default=1024, ge=1, le=2**31 - 1, description="the kernel caps it at net.core.somaxconn"
+    )
     # -- http only ---------------------------------------------------------------------------
     routes: list[RouteConfig] = Field(default_factory=list)
     keepalive_timeout: Duration = Field(
         default=15.0, description="an idle client keep-alive connection is closed after this"
     )
     header_timeout: Duration = Field(
-        default=10.0, description="the whole request head must arrive within this (408)"
+        default=10.0, gt=0, description="the whole request head must arrive within this (408)"
     )
     response_timeout: Duration = Field(
-        default=60.0, description="the backend must start answering within this (504)"
+        default=60.0, gt=0, description="the backend must start answering within this (504)"
     )
     max_request_line: int = Field(default=8192, ge=64)
     max_header_bytes: int = Field(default=32768, ge=256)
@@ -831,13 +846,31 @@ class Config(_Model):
                 raise ConfigFieldError(
                     f"listeners[{i}].name", listener.name, "names must be unique"
                 )
-            if listener.bind in binds:
-                raise ConfigFieldError(
-                    f"listeners[{i}].bind", listener.bind, "two listeners bind the same address"
-                )
+            host, port = parse_address(listener.bind)
+            for other in binds:
+                other_host, other_port = parse_address(other)
+                if port == other_port and _hosts_overlap(host, other_host):
+                    same = host == other_host
+                    raise ConfigFieldError(
+                        f"listeners[{i}].bind",
+                        listener.bind,
+                        "two listeners bind the same address"
+                        if same
+                        else f"overlaps {other} (a wildcard address takes the port on every "
+                        "address of its family); use another port or specific addresses",
+                    )
             names.add(listener.name)
             binds.add(listener.bind)
         return self
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    """Whether two listeners' hosts (on one port) would take the same connections: the same
+    host, or a wildcard (``0.0.0.0`` for IPv4; ``::``, dual-stack on Linux, for both)."""
+    if a == b or "::" in (a, b) or "" in (a, b):
+        return True
+    v4 = "0.0.0.0"
+    return (a == v4 and ":" not in b) or (b == v4 and ":" not in a)
 
 
 class ConfigFieldError(ValueError):

@@ -17,6 +17,7 @@ closes its own copy when it retires the listener), and all of them when it stops
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from collections.abc import Iterable
@@ -54,6 +55,29 @@ def bind_socket(address: str, backlog: int, reuse_port: bool = True) -> socket.s
     return sock
 
 
+def check_port_free(address: str) -> None:
+    """Raise ``OSError`` (EADDRINUSE) when another process listens on ``address`` (or on a
+    wildcard that covers it). lb binds with ``SO_REUSEPORT``, which the kernel also grants
+    beside another process's ``SO_REUSEPORT`` socket of the same user: a second lb on the
+    port would then split its connections with us without a word. So, before the first
+    socket on a port, a bind without ``SO_REUSEPORT`` checks that nobody holds it."""
+    host, port = parse_address(address)
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(
+            errno.EADDRINUSE,
+            "another process already listens on it (lb would share its connections through "
+            "SO_REUSEPORT); stop that process or choose another address",
+        ) from None
+    finally:
+        probe.close()
+
+
 class BindError(Exception):
     """A listener's address cannot be bound; ``index`` is its place in ``listeners``."""
 
@@ -82,6 +106,8 @@ class SocketTable:
                     if key in have:
                         continue
                     try:
+                        if not self._holds_port(lc.bind, fresh):
+                            check_port_free(lc.bind)
                         sock = bind_socket(lc.bind, lc.backlog)
                     except OSError as exc:
                         raise BindError(i, lc, exc) from None
@@ -94,6 +120,17 @@ class SocketTable:
         for slot, socks in fresh.items():
             self.slots.setdefault(slot, {}).update(socks)
         return fresh
+
+    def _holds_port(self, address: str, fresh: dict[int, dict[str, socket.socket]]) -> bool:
+        """Whether this table (or this call) has a socket on ``address``'s port already:
+        then a bind beside it is ours (another slot, a renamed listener, a reload's swap)."""
+        port = parse_address(address)[1]
+        return any(
+            parse_address(key.rpartition("@")[2])[1] == port
+            for table in (self.slots, fresh)
+            for socks in table.values()
+            for key in socks
+        )
 
     def of(self, slot: int) -> dict[str, socket.socket]:
         return self.slots.get(slot, {})

@@ -60,7 +60,7 @@ DEFAULT_MAX_REMOVE_PERCENT = 100.0
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def field_error(

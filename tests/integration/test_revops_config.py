@@ -66,10 +66,6 @@ def statuses(port: int, n: int) -> list[int]:
 
 # TOML floats `inf` and `nan` are durations to pydantic (seconds), but the supervisor sends the
 # config to its workers as JSON (orjson writes them as null), where the worker's check refuses it.
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: lb check accepts inf/nan durations (TOML floats) that workers then refuse",
-)
 @pytest.mark.parametrize(
     ("section", "line", "field"),
     [
@@ -94,11 +90,6 @@ def test_check_refuses_non_finite_durations(
     assert field in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: a listener backlog beyond a C int passes lb check; lb run dies with a "
-    "traceback (OverflowError in sock.listen)",
-)
 def test_backlog_beyond_int_is_refused_with_its_field(tmp_path: Path, procs: ProcessGroup) -> None:
     port, backend = free_port(), procs.backend().port
     path = tmp_path / "config.toml"
@@ -111,10 +102,6 @@ def test_backlog_beyond_int_is_refused_with_its_field(tmp_path: Path, procs: Pro
         assert "Traceback" not in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='revops: connect_timeout = "0s" passes lb check, then every request gets 502',
-)
 def test_a_config_lb_check_accepts_serves(tmp_path: Path, procs: ProcessGroup) -> None:
     """HAProxy reads `timeout connect 0` as no timeout; lb check says OK, then nothing connects.
     Either refuse it (naming the field) or serve with it."""
@@ -128,11 +115,6 @@ def test_a_config_lb_check_accepts_serves(tmp_path: Path, procs: ProcessGroup) -
     assert statuses(port, 5) == [200] * 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: a reload with an inf duration is answered 'reloaded' (exit 0) but every "
-    "worker ignores it",
-)
 def test_reload_with_a_value_workers_refuse_is_refused(procs: ProcessGroup) -> None:
     port, backend = free_port(), procs.backend().port
     cfg = config(port, backend, workers=2)
@@ -157,11 +139,6 @@ def _restart_one_worker(lb: Proc) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: after a reload with an inf duration, a restarted worker crash-loops and "
-    "the connections the kernel gives its socket hang",
-)
 def test_worker_restarted_after_such_a_reload_serves(procs: ProcessGroup) -> None:
     """Whatever lb answered the reload, a worker that dies afterwards must come back serving:
     the supervisor holds its SO_REUSEPORT socket, so the kernel keeps queueing its share."""
@@ -177,11 +154,6 @@ def test_worker_restarted_after_such_a_reload_serves(procs: ProcessGroup) -> Non
     assert statuses(port, 12) == [200] * 12, lb.output()[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: lb run shares a port another process already listens on with "
-    "SO_REUSEPORT (a second lb, say) and silently splits its traffic",
-)
 def test_run_refuses_a_port_another_process_serves(tmp_path: Path, procs: ProcessGroup) -> None:
     port, backend = free_port(), procs.backend().port
     other = socket.socket()
@@ -202,11 +174,6 @@ def test_run_refuses_a_port_another_process_serves(tmp_path: Path, procs: Proces
         other.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: lb check refuses two listeners on the same address but not 0.0.0.0:P beside "
-    "127.0.0.1:P; both then run and split the port's traffic by destination address",
-)
 def test_check_refuses_a_wildcard_bind_overlapping_another_listener(tmp_path: Path) -> None:
     port = free_port()
     cfg = config(port, free_port())

@@ -39,10 +39,17 @@ def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["2", "fast", "-1s", "1d", True, -2])
+@pytest.mark.parametrize(
+    "bad", ["2", "fast", "-1s", "1d", True, -2, float("inf"), float("nan"), "597h", 2_147_484]
+)
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+def test_the_longest_duration_is_haproxys() -> None:
+    assert parse_duration("596h") == 596 * 3600.0
+    assert parse_duration(2_147_483.647) == 2_147_483.647
 
 
 def test_negative_weight_names_the_field() -> None:
@@ -148,3 +155,32 @@ def test_round_trip_through_test_writer(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     p.write_text(to_toml(base()))
     assert load_config(p).pools["web"].backends[0].address == "127.0.0.1:9001"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "refused"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1:8080", True),
+        ("0.0.0.0:8080", "127.0.0.1:8080", True),
+        ("127.0.0.2:8080", "0.0.0.0:8080", True),
+        ("[::]:8080", "127.0.0.1:8080", True),  # dual-stack on Linux
+        ("[::1]:8080", "[::]:8080", True),
+        ("0.0.0.0:8080", "[::1]:8080", False),
+        ("127.0.0.1:8080", "127.0.0.2:8080", False),
+        ("0.0.0.0:8080", "0.0.0.0:8081", False),
+    ],
+)
+def test_listeners_that_would_share_connections_are_refused(
+    first: str, second: str, refused: bool
+) -> None:
+    cfg = base()
+    cfg["listeners"] = [
+        {"name": "a", "bind": first, "pool": "web"},
+        {"name": "b", "bind": second, "pool": "web"},
+    ]
+    if not refused:
+        parse_config(cfg, "conf.toml")
+        return
+    with pytest.raises(ConfigError) as ei:
+        parse_config(cfg, "conf.toml")
+    assert "listeners[1].bind" in str(ei.value)
