@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ProcessGroup, free_port
+from tests.helpers import ProcessGroup, children, free_port, rss_kib
 from tests.integration.test_health import events
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -171,6 +171,35 @@ def test_a_chunk_size_no_backend_can_hold_is_refused_and_not_forwarded(
     time.sleep(0.2)
     assert got.startswith(b"HTTP/1.1 400 "), got[:200]
     assert size not in backend.received(), backend.received()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="revhttp: pipelined requests from a client that does not read its responses are "
+    "buffered without bound (one connection grew the worker by ~130 MB in 4 s): each finished "
+    "exchange resumes reading past MAX_STASH; HAProxy holds one buffer (tune.bufsize) per side",
+)
+def test_a_pipelining_client_that_never_reads_cannot_grow_the_worker_without_bound(
+    procs: ProcessGroup,
+) -> None:
+    backend = RecordingBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
+    port = free_port()
+    lb = procs.lb(lb_config(port, [backend.port]))
+    (worker,) = children(lb.pid)
+    before = rss_kib(worker)
+    burst = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        deadline = time.monotonic() + 5
+        try:  # never read: lb must stop reading us once its stash is full
+            while sent < 50_000_000 and time.monotonic() < deadline:
+                sent += s.send(burst)
+        except TimeoutError:
+            pass  # the send buffer is full: lb stopped reading
+        time.sleep(0.5)
+        grown = rss_kib(worker) - before
+    backend.close()
+    assert grown < 32 * 1024, f"worker RSS grew by {grown} KiB after the client sent {sent} bytes"
 
 
 # -- the response side -------------------------------------------------------------------------
