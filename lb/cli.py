@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 import uvloop
 
+from lb import __version__
 from lb.config import Config, ConfigError, load_config
+from lb.control.server import TokenFileError, read_token
 from lb.control.service import resolve_path
 from lb.logs import setup_logging
 from lb.model import AdminState
@@ -84,18 +88,61 @@ async def _run(config: Config, path: str, log_format: str, log_level: str) -> in
     return 0
 
 
+def file_problems(config: Config, config_path: str) -> list[str]:
+    """What ``lb run`` would find wrong with the files the config names (``lb check`` and
+    ``lb run`` both look, before anything starts): the admin token file, and whether the
+    state file can be written (a runtime change answered 2xx must survive a restart)."""
+    problems = []
+    try:
+        read_token(Path(config_path), config.admin)
+    except TokenFileError as exc:
+        problems.append(f"{exc}; fix the file or remove the field")
+    state = resolve_path(config_path, config.lb.state_file)
+    folder = state.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # lb makes the missing folders: the nearest one that exists
+    if state.is_dir():
+        problems.append(f"lb.state_file: {state} is a folder; name a file")
+    elif not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        problems.append(f"lb.state_file: cannot write in {folder}; fix its permissions or move it")
+    elif state.exists() and not os.access(state, os.W_OK):
+        problems.append(f"lb.state_file: {state} is not writable; fix its permissions")
+    return problems
+
+
+RUN_HELP = (
+    "Starts the supervisor and its workers on the config (default ./config.toml) and runs in "
+    "the foreground. Signals: SIGHUP reloads the config (a bad one is refused and the running "
+    "one kept), SIGTERM or SIGINT drain (lb.grace) and stop. Runtime changes go through the "
+    "control socket (lbctl) and are kept in lb.state_file across restarts."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lb", description="asyncio L4/L7 load balancer")
+    parser.add_argument("--version", action="version", version=f"lb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the load balancer"), ("check", "validate a config file")):
-        sp = sub.add_parser(name, help=text)
-        sp.add_argument("-c", "--config", default="config.toml", help="path to config.toml")
+    for name, text, more in (
+        ("run", "run the load balancer", RUN_HELP),
+        ("check", "validate a config file and the files it names; exit 0 if OK", None),
+    ):
+        sp = sub.add_parser(name, help=text, description=more or text)
+        sp.add_argument(
+            "-c",
+            "--config",
+            default="config.toml",
+            help="path to config.toml (default: %(default)s)",
+        )
     args = parser.parse_args(argv)
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"lb: {exc}", file=sys.stderr)
+        return 2
+    problems = file_problems(config, args.config)
+    if problems:
+        print(f"lb: {args.config}: " + "\n  ".join(["cannot run:", *problems]), file=sys.stderr)
         return 2
     if args.command == "check":
         print(

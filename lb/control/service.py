@@ -157,10 +157,20 @@ class ControlService:
     # -- helpers for the API --------------------------------------------------------------------
 
     async def persisted(self) -> None:
-        """Wait until the current state is on disk (write errors are logged, not raised)."""
+        """Wait until the current state is on disk. A write that fails is a 503 naming
+        ``lb.state_file``: the change is applied, but a 2xx promises that it survives a
+        restart (the next write that succeeds saves it, with everything since)."""
         if self.persister is not None:
-            with contextlib.suppress(OSError):
+            try:
                 await self.persister.flush()
+            except OSError as exc:
+                raise ApiError(
+                    503,
+                    "lb.state_file",
+                    f"applied, but not saved: {exc.strerror or exc}; a restart would lose "
+                    "it. Make the state file's folder writable; the next change saves "
+                    "the whole state",
+                ) from None
 
     @property
     def state_file_error(self) -> str | None:

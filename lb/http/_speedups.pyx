@@ -529,6 +529,8 @@ def scan_response(bytes data, bint head_request, Py_ssize_t max_head=-1):
 
     if length >= 0 and chunked:
         return None
+    if status == 204 and (length >= 0 or chunked):
+        return None  # framing headers a 204 must not have: the general path drops them
     no_body = status == 204 or status == 304 or head_request
     if not no_body and not chunked and length < 0:
         close_delimited = True

@@ -33,6 +33,10 @@ _TRAILER = 4
 _DONE = 5
 
 _MAX_HEX_DIGITS = 16
+# The largest chunk size passed on: 4 PiB, beyond any real body and far below where a 64-bit
+# parser overflows. lb forwards size lines as they came, so a size that a backend reads
+# differently (negative, wrapped) would desynchronise the two (HAProxy refuses these too).
+MAX_CHUNK_SIZE = 2**52 - 1
 
 
 class FramingError(Exception):
@@ -177,7 +181,10 @@ def _parse_size(line: bytes) -> int:
         raise FramingError("invalid chunk size")
     if semi >= 0 and line.translate(None, VALUE_CHARS):
         raise FramingError("invalid chunk extension")
-    return int(digits, 16)
+    size = int(digits, 16)
+    if size > MAX_CHUNK_SIZE:
+        raise FramingError("chunk size too large")
+    return size
 
 
 def _check_trailer(line: bytes) -> None:

@@ -657,6 +657,10 @@ def read_request_head(
             once = once and upgrades == 1
         elif not upgrade:
             raise FramingError("empty Upgrade header")
+        elif version == b"1.0":
+            # RFC 9110 7.8: a server ignores Upgrade in HTTP/1.0, but llhttp has taken the
+            # bytes after this head for the upgraded protocol; refuse it, as HAProxy does.
+            raise FramingError("Upgrade in an HTTP/1.0 request")
     if upgraded != (upgrade is not None):
         raise FramingError("ambiguous upgrade request")
 

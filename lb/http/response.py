@@ -478,6 +478,14 @@ def read_response_head(raw: bytes, head_request: bool, dechunk: bool) -> Respons
         if chunked and dechunk:
             head.dechunked = True
             cut.append(b"transfer-encoding")
+    if status == 204:
+        # RFC 9110 8.6 / RFC 9112 6.1: a 204 has no Content-Length or Transfer-Encoding; a
+        # client (or cache) in front that honours one would read the next response as this
+        # one's body. They go, as HAProxy drops them.
+        if length_value is not None:
+            cut.append(b"content-length")
+        if transfer_encoding is not None and not head.dechunked:
+            cut.append(b"transfer-encoding")
     if status < 200 or status == 204 or status == 304 or head_request:
         head.no_body = True
     elif chunked:

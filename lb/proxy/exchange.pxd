@@ -19,7 +19,7 @@ cdef class ClientSide(DirectHandler):
     cdef public object listener, transport, client_ip, proxied
     cdef public HttpContext ctx
     cdef public int state
-    cdef public bint write_paused, through
+    cdef public bint write_paused, through, upstream_full
 
     cpdef exchange_done(self, double now)
     cpdef close_now(self)

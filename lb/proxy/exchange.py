@@ -98,6 +98,7 @@ class ClientSide(DirectHandler):
         "state",
         "through",
         "transport",
+        "upstream_full",
         "write_paused",
     )
 
@@ -108,6 +109,9 @@ class ClientSide(DirectHandler):
         self.client_ip = b""
         self.state = IDLE
         self.write_paused = False
+        # The upstream's write buffer is over its high-water mark: request body flow control
+        # holds the client's reading (HttpUpstreamProtocol.pause_writing).
+        self.upstream_full = False
         # Response bodies go to the transport straight from the read buffer (ReadBuffer): its
         # high-water mark is 0 from the first such body on.
         self.through = False
@@ -236,6 +240,10 @@ class Exchange:
             self.conn.transport.pause_reading()
         elif self.upstream is not None:
             self.upstream.transport.write(data)
+            # The response timeout counts from the request's last byte: an upload that keeps
+            # moving is not the backend being slow (HAProxy's timeout server and nginx's
+            # proxy_read_timeout do not cut it either).
+            self.t_mark = self.ctx.clock()
         # else: the response already ended (the backend answered early): drop the rest.
 
     def request_end(self) -> None:
@@ -655,7 +663,9 @@ class Exchange:
         # else: request_end (it comes next: no body) ends the exchange and keeps alive.
 
     def check_timeout(self, now: float) -> None:
-        """Called by the listener's sweep: the backend must start answering in time (504)."""
+        """Called by the listener's sweep: the backend must start answering in time (504),
+        counted from the request's last byte; a request body that stops coming for as long is
+        the client's doing (408, and no failure counted against the backend)."""
         up = self.upstream
         ctx = self.ctx
         if (
@@ -663,6 +673,11 @@ class Exchange:
             and up.parser.bytes_received == 0
             and now - self.t_mark > (ctx.response_timeout)
         ):
+            if not self.request_complete:
+                self._detach(True)
+                self._release_backend()
+                self.respond_error(408, "the request body stopped arriving")
+                return
             self._detach(True)
             pool, b = self.pool, self.backend
             if pool is not None and b is not None:
@@ -852,11 +867,13 @@ class HttpUpstreamProtocol(IdleConnection):
     def pause_writing(self) -> None:
         ex = self.exchange
         if ex is not None:
+            ex.conn.upstream_full = True
             ex.conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
         ex = self.exchange
         if ex is not None:
+            ex.conn.upstream_full = False
             ex.conn.transport.resume_reading()
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ cdef class HttpClientProtocol(ClientSide):
     cdef public CRequestParser parser
     cdef public Exchange exchange
     cdef public double t_mark
-    cdef public bint client_eof
+    cdef public bint client_eof, stash_paused
 
     cdef _init(self, listener, HttpContext ctx)
     cpdef data_received(self, data)
@@ -24,6 +24,7 @@ cdef class HttpClientProtocol(ClientSide):
     cpdef on_request_body(self, data)
     cpdef on_request_end(self)
     cpdef exchange_done(self, double now)
+    cpdef read_next(self)
     cpdef close_now(self)
     cpdef abort(self)
     cpdef tunnel(self, upstream, data)

@@ -87,7 +87,7 @@ class HttpFactory:
 class HttpClientProtocol(ClientSide):
     """One client connection; see the module docstring."""
 
-    __slots__ = ("client_eof", "exchange", "limits", "loop", "parser", "t_mark")
+    __slots__ = ("client_eof", "exchange", "limits", "loop", "parser", "stash_paused", "t_mark")
 
     def __init__(self, listener: HttpListener, ctx: HttpContext) -> None:
         self._init(listener, ctx)
@@ -104,6 +104,7 @@ class HttpClientProtocol(ClientSide):
         self.client_ip = b""
         self.state = IDLE
         self.write_paused = False
+        self.upstream_full = False
         self.through = False
         self.proxied = None
         # (Read through self.ctx, the typed field, where compiled: C field reads and a C call
@@ -113,6 +114,8 @@ class HttpClientProtocol(ClientSide):
         self.parser = self.ctx.parser_template.spawn(self)  # (RequestParser(self, limits))
         self.t_mark = self.ctx.clock()  # when the current state began (timeouts)
         self.client_eof = False
+        # Reading is paused because pipelined requests stashed more than MAX_STASH.
+        self.stash_paused = False
         self.exchange: Exchange | None = None
 
     # -- client transport -------------------------------------------------------------------
@@ -140,6 +143,7 @@ class HttpClientProtocol(ClientSide):
             # parser; stop reading a client that gets far ahead of us.
             self.parser.feed(data)
             if self.parser.pending_bytes > MAX_STASH:
+                self.stash_paused = True
                 self.transport.pause_reading()
             return
         self.parser.feed(data)
@@ -167,8 +171,11 @@ class HttpClientProtocol(ClientSide):
     def resume_writing(self) -> None:
         self.write_paused = False
         ex = self.exchange
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.transport.resume_reading()
+        if ex is not None:
+            if ex.upstream is not None:
+                ex.upstream.transport.resume_reading()
+        elif self.state == IDLE:  # exchange_done held the next request back: go on
+            self.read_next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == TUNNEL:
@@ -240,8 +247,33 @@ class HttpClientProtocol(ClientSide):
         if self.limits is not ctx.limits:  # a reload changed them: from the next request on
             self.limits = ctx.limits
             self.parser.set_limits(ctx.limits)
-        self.transport.resume_reading()
-        self.parser.resume()  # may start the next (pipelined) request right here
+        self.upstream_full = False  # (that flow control was the exchange's)
+        if self.write_paused:
+            # The client does not read its responses: its next request, and reading it,
+            # wait for resume_writing (else each pipelined request adds a response to the
+            # transport's buffer, without bound).
+            self.transport.pause_reading()
+            return
+        self.read_next()
+
+    def read_next(self) -> None:
+        """Between requests: read again and start a pipelined request, if one is stashed."""
+        parser = self.parser
+        if not self.stash_paused or parser.pending_bytes <= MAX_STASH:
+            # (Reading resumes before the next request starts, which may pause it again.)
+            self.stash_paused = False
+            self.transport.resume_reading()
+        # else: a client that pipelines faster than its responses go out stays paused until
+        # the stash is down to MAX_STASH (it would otherwise gain a read per response).
+        parser.resume()  # may start the next (pipelined) request right here
+        if (
+            self.stash_paused
+            and not parser.paused
+            and not self.upstream_full
+            and self.state != CLOSED
+        ):  # the stash ran out inside a request: read the rest
+            self.stash_paused = False
+            self.transport.resume_reading()
 
     def close_now(self) -> None:
         self.state = CLOSED

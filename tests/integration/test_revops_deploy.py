@@ -42,11 +42,6 @@ def test_units_name_documentation_under_the_install_prefix() -> None:
     assert documentation_paths(), "no Documentation=file:///opt/lb/... in deploy/systemd"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: the units' Documentation=file:///opt/lb/share/doc/lb/deploy.md is not "
-    "installed by the wheel (no data files): systemctl help lb finds nothing",
-)
 def test_the_wheel_installs_the_units_documentation(tmp_path: Path) -> None:
     env = {**os.environ, "LB_NO_EXTENSIONS": "1"}
     src = tmp_path / "src"  # pip builds in the tree it is given: not in this checkout

@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.helpers import ProcessGroup, free_port, http_get, to_toml
 
 
@@ -48,11 +46,6 @@ def started(lb_output: Any, popen: subprocess.Popen[bytes], timeout: float = 20)
     raise AssertionError(f"lb neither started nor exited:\n{lb_output()}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: once the state file cannot be written, lbctl add still answers 'added' "
-    "(2xx, exit 0) although nothing reached the file (docs: a 2xx survives kill -9)",
-)
 def test_a_registered_backend_is_on_disk_or_refused(tmp_path: Path, procs: ProcessGroup) -> None:
     """The state folder goes away under a running lb (a disk remounted read-only, a full disk,
     a cleanup job): a write the API answers 2xx must still be on disk, or be refused."""
@@ -73,11 +66,6 @@ def test_a_registered_backend_is_on_disk_or_refused(tmp_path: Path, procs: Proce
         assert "state" in add.stderr, add.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revops: lb check passes a config whose [admin] token_file does not exist; "
-    "lb run then refuses it (systemd's ExecStartPre=lb check does not catch it)",
-)
 def test_check_refuses_a_missing_admin_token_file(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     cfg = config(
@@ -87,3 +75,18 @@ def test_check_refuses_a_missing_admin_token_file(tmp_path: Path) -> None:
     check = run("-m", "lb", "check", "-c", str(path))
     assert check.returncode != 0, check.stdout
     assert "admin.token_file" in check.stderr, check.stderr
+
+
+def test_check_and_run_refuse_a_state_file_that_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(config(free_port(), free_port(), lb={"state_file": "state"})))
+    for command in ("check", "run"):
+        r = run("-m", "lb", command, "-c", str(path))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "lb.state_file:" in r.stderr and "is a folder" in r.stderr, r.stderr
+
+
+def test_version() -> None:
+    r = run("-m", "lb", "--version")
+    assert r.returncode == 0 and r.stdout.startswith("lb "), r.stdout + r.stderr

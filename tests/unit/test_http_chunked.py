@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lb.http import ChunkedFramer, FramingError
+from lb.http.chunked import MAX_CHUNK_SIZE
 
 
 def frame(data: bytes, framer: ChunkedFramer | None = None) -> tuple[int, bytes]:
@@ -123,3 +124,15 @@ def test_any_split_finds_the_same_end_and_payload(
     assert framer.done
     assert consumed == len(body)
     assert b"".join(out) == b"".join(payloads)
+
+
+@pytest.mark.parametrize("size", [b"8000000000000000", b"FFFFFFFFFFFFFFFF", b"10000000000000"])
+def test_a_chunk_size_beyond_max_chunk_size_is_refused(size: bytes) -> None:
+    with pytest.raises(FramingError, match="chunk size too large"):
+        frame(size + b"\r\nabc")
+
+
+def test_the_largest_chunk_size_is_taken() -> None:
+    framer = ChunkedFramer()
+    _, payload = frame(b"%x\r\nabc" % MAX_CHUNK_SIZE, framer)
+    assert payload == b"abc" and not framer.done
