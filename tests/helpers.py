@@ -192,3 +192,14 @@ def http_get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, dic
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0", "false", "no")
+
+
+def read_until_close(s: socket.socket) -> bytes:
+    """All bytes until the peer closes (a reset counts as a close; a timeout raises)."""
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out

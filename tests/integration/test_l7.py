@@ -23,7 +23,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import ProcessGroup, children, free_port, rss_kib, wait_port
+from tests.helpers import (
+    ProcessGroup,
+    children,
+    free_port,
+    read_until_close,
+    rss_kib,
+    wait_port,
+)
 
 
 def http_config(
@@ -56,13 +63,7 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Send raw bytes, read until the proxy closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except ConnectionResetError:
-            pass
-    return out
+        return read_until_close(s)
 
 
 def status_of(raw: bytes) -> int:

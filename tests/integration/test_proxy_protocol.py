@@ -23,7 +23,7 @@ import pytest
 
 from lb.proxyproto import build_v1
 from tests.certs import Authority
-from tests.helpers import ProcessGroup, free_port
+from tests.helpers import ProcessGroup, free_port, read_until_close
 from tests.integration.edge_peers import haproxy_tcp, nginx_proxy_protocol, request_from
 
 SOURCES = [f"127.0.0.{i}" for i in range(10, 30)]
@@ -162,13 +162,7 @@ def test_trusted_peer_must_send_a_valid_header(procs: ProcessGroup) -> None:
     def send(data: bytes, wait: float = 5.0) -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
             s.sendall(data)
-            out = b""
-            try:
-                while chunk := s.recv(65536):
-                    out += chunk
-            except ConnectionResetError:
-                pass
-            return out
+            return read_until_close(s)
 
     request = b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     assert send(request) == b""  # no header

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ProcessGroup, children, free_port, rss_kib
+from tests.helpers import ProcessGroup, children, free_port, read_until_close, rss_kib
 from tests.integration.test_health import events
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -120,17 +120,6 @@ def lb_config(port: int, backends: list[int], **listener: Any) -> dict[str, Any]
             }
         },
     }
-
-
-def read_until_close(s: socket.socket) -> bytes:
-    """All bytes until the peer closes (a reset counts as a close; a timeout raises)."""
-    out = b""
-    try:
-        while chunk := s.recv(65536):
-            out += chunk
-    except ConnectionResetError:
-        pass
-    return out
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
