@@ -37,8 +37,8 @@ def socket_key(lc: ListenerConfig) -> str:
     return f"{lc.name}@{lc.bind}"
 
 
-def bind_socket(address: str, backlog: int, reuse_port: bool = True) -> socket.socket:
-    """A listening, non-blocking TCP socket on ``address`` (``host:port``)."""
+def _bound(address: str, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``address`` (``host:port``), with ``SO_REUSEADDR``."""
     host, port = parse_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -47,6 +47,16 @@ def bind_socket(address: str, backlog: int, reuse_port: bool = True) -> socket.s
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_socket(address: str, backlog: int, reuse_port: bool = True) -> socket.socket:
+    """A listening, non-blocking TCP socket on ``address`` (``host:port``)."""
+    sock = _bound(address, reuse_port)
+    try:
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
@@ -61,11 +71,8 @@ def check_port_free(address: str) -> None:
     beside another process's ``SO_REUSEPORT`` socket of the same user: a second lb on the
     port would then split its connections with us without a word. So, before the first
     socket on a port, a bind without ``SO_REUSEPORT`` checks that nobody holds it."""
-    host, port = parse_address(address)
-    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
+        _bound(address, reuse_port=False).close()
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -74,8 +81,6 @@ def check_port_free(address: str) -> None:
             "another process already listens on it (lb would share its connections through "
             "SO_REUSEPORT); stop that process or choose another address",
         ) from None
-    finally:
-        probe.close()
 
 
 class BindError(Exception):

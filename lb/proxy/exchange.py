@@ -673,20 +673,18 @@ class Exchange:
             and up.parser.bytes_received == 0
             and now - self.t_mark > (ctx.response_timeout)
         ):
-            if not self.request_complete:
-                self._detach(True)
-                self._release_backend()
-                self.respond_error(408, "the request body stopped arriving")
-                return
             self._detach(True)
+            stalled = not self.request_complete  # the client's wait, not the backend's
             pool, b = self.pool, self.backend
-            if pool is not None and b is not None:
+            if not stalled and pool is not None and b is not None:
                 self.conn.listener.report_failure(pool, b, "timeout", None)
                 if pool.tracks_latency:  # what it made us wait is its latency
                     pool.strategy.on_latency(b, now - self.t_mark, now)  # type: ignore[attr-defined]
             self._release_backend()
             if self.response_started:
                 self.conn.abort()
+            elif stalled:
+                self.respond_error(408, "the request body stopped arriving")
             else:
                 self.respond_error(504, "the backend did not answer in time")
 
